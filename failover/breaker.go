@@ -1,0 +1,223 @@
+package failover
+
+import (
+	"sync"
+	"time"
+)
+
+// BreakerState is where a provider's breaker stands.
+type BreakerState string
+
+// Breaker states.
+const (
+	StateClosed   BreakerState = "closed"    // admits every request
+	StateOpen     BreakerState = "open"      // cooling down: admits none
+	StateHalfOpen BreakerState = "half_open" // cooldown over: admits exactly one probe
+)
+
+// Breaker decides whether a provider may take a request. Pure logic: the
+// caller passes the time, so tests drive it with a fake clock.
+//
+// After a cooldown ends the breaker is half-open and exactly one request
+// probes the provider; success closes it, failure reopens it with a doubled
+// cooldown (at most maxCooldown), unless the provider said how long to wait.
+type Breaker struct {
+	mu sync.Mutex
+
+	state       BreakerState
+	until       time.Time // end of the cooldown while open
+	lastClass   Class
+	lastFailure time.Time
+	lastError   string
+	cooldown    time.Duration // the cooldown last applied, doubled by a failed probe
+	consecutive int           // failures since the last success
+	probing     bool          // a half-open probe is in flight
+	// failedCredential is the version of the credential an auth failure
+	// refused; a different credential ends the auth cooldown early.
+	failedCredential string
+
+	requests, successes, failovers uint64
+}
+
+// Admission is the answer to "may this request go to the provider?".
+type Admission struct {
+	OK    bool
+	Probe bool // the request is the half-open probe; it must end with Success, Failure or Release
+	// RetryAt is when the provider may admit again (when !OK).
+	RetryAt time.Time
+	Class   Class // the class that opened the breaker (when !OK)
+}
+
+// probeWait is how long other requests assume a probe in flight takes,
+// for the Retry-After of an "every provider is cooling" answer.
+const probeWait = time.Second
+
+// Admit answers whether a request may go to the provider now. credential
+// returns the provider's current credential version; it is called only
+// when an auth cooldown might end early, so it may be nil.
+func (b *Breaker) Admit(now time.Time, credential func() string) Admission {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state {
+	case "", StateClosed:
+		b.requests++
+		return Admission{OK: true}
+	case StateOpen:
+		early := b.lastClass == ClassAuth && b.failedCredential != "" && credential != nil &&
+			credentialChanged(credential(), b.failedCredential)
+		if now.Before(b.until) && !early {
+			return Admission{RetryAt: b.until, Class: b.lastClass}
+		}
+		b.state = StateHalfOpen
+		b.probing = false
+	}
+	// half-open
+	if b.probing {
+		return Admission{RetryAt: now.Add(probeWait), Class: b.lastClass}
+	}
+	b.probing = true
+	b.requests++
+	return Admission{OK: true, Probe: true}
+}
+
+func credentialChanged(current, failed string) bool {
+	return current != "" && current != failed
+}
+
+// Success records a response that was delivered: the breaker closes.
+func (b *Breaker) Success() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.successes++
+	b.state = StateClosed
+	b.until = time.Time{}
+	b.cooldown = 0
+	b.consecutive = 0
+	b.probing = false
+	b.failedCredential = ""
+}
+
+// Release ends a request that reached no verdict (the client went away):
+// a probe gives its place to the next request, nothing is counted.
+func (b *Breaker) Release(wasProbe bool) {
+	if !wasProbe {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.probing = false
+}
+
+// Failure is one failed attempt to feed into the breaker.
+type Failure struct {
+	Class Class
+	// Cooldown is the configured cooldown for Class.
+	Cooldown time.Duration
+	// MaxCooldown caps the doubled cooldown of failed probes.
+	MaxCooldown time.Duration
+	// ResetAt is the provider's own "come back at"; it wins over Cooldown.
+	ResetAt time.Time
+	// Credential is the version of the credential that was refused (auth).
+	Credential string
+	Error      string
+	FailedOver bool
+}
+
+// Failure records a failed attempt and returns the end of the cooldown
+// (zero when the class cools nothing).
+func (b *Breaker) Failure(now time.Time, f Failure) time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lastClass = f.Class
+	b.lastFailure = now
+	b.lastError = f.Error
+	if f.FailedOver {
+		b.failovers++
+	}
+	wasProbe := b.state == StateHalfOpen
+	b.probing = false
+	if !f.Class.Cools() {
+		if wasProbe {
+			// the provider answered; the request was at fault
+			b.state = StateClosed
+		}
+		return time.Time{}
+	}
+	b.consecutive++
+	cooldown := f.Cooldown
+	if wasProbe && b.cooldown > 0 {
+		cooldown = min(2*b.cooldown, max(f.MaxCooldown, f.Cooldown))
+	}
+	b.cooldown = cooldown
+	until := now.Add(cooldown)
+	if !f.ResetAt.IsZero() && f.ResetAt.After(now) {
+		until = f.ResetAt
+	}
+	// a concurrent failure must not shorten a longer cooldown already set
+	if b.state == StateOpen && b.until.After(until) {
+		until = b.until
+	}
+	b.state = StateOpen
+	b.until = until
+	if f.Class == ClassAuth {
+		b.failedCredential = f.Credential
+	}
+	return until
+}
+
+// Reset closes the breaker now (admin API).
+func (b *Breaker) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.state = StateClosed
+	b.until = time.Time{}
+	b.cooldown = 0
+	b.consecutive = 0
+	b.probing = false
+	b.failedCredential = ""
+}
+
+// CoolFor opens the breaker by hand until now+d (admin API: drain).
+func (b *Breaker) CoolFor(now time.Time, d time.Duration, class Class) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.state = StateOpen
+	b.until = now.Add(d)
+	b.lastClass = class
+	b.probing = false
+}
+
+// BreakerSnapshot is a consistent copy of a breaker's state.
+type BreakerSnapshot struct {
+	State               BreakerState
+	Until               time.Time
+	LastClass           Class
+	LastFailure         time.Time
+	LastError           string
+	ConsecutiveFailures int
+	Requests            uint64
+	Successes           uint64
+	Failovers           uint64
+}
+
+// Snapshot returns the breaker's state as of now: an open breaker whose
+// cooldown has passed reads as half-open.
+func (b *Breaker) Snapshot(now time.Time) BreakerSnapshot {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := BreakerSnapshot{
+		State: b.state, Until: b.until, LastClass: b.lastClass, LastFailure: b.lastFailure,
+		LastError: b.lastError, ConsecutiveFailures: b.consecutive,
+		Requests: b.requests, Successes: b.successes, Failovers: b.failovers,
+	}
+	if s.State == "" {
+		s.State = StateClosed
+	}
+	if s.State == StateOpen && !now.Before(b.until) {
+		s.State = StateHalfOpen
+	}
+	if s.State != StateOpen {
+		s.Until = time.Time{}
+	}
+	return s
+}

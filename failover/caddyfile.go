@@ -1,0 +1,343 @@
+package failover
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("llm_failover", parseCaddyfile)
+	// the handler proxies by itself; in wrap mode it must run before the
+	// reverse_proxy it wraps. Either way users need not write `order`.
+	httpcaddyfile.RegisterDirectiveOrder("llm_failover", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var fh Handler
+	err := fh.UnmarshalCaddyfile(h.Dispenser)
+	return &fh, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	llm_failover {
+//		provider <name> {
+//			upstream <url>
+//			credential <module> [<args...>] [{ ... }]
+//			auth_header x-api-key|bearer|<Header-Name>
+//			model <pattern> <model>
+//			cooldown <class> <duration>
+//			dial_timeout <duration>
+//			header_timeout <duration>
+//		}
+//		cooldown <class> <duration>
+//		max_cooldown <duration>
+//		max_attempts <n>
+//		request_buffer <size>
+//		classify <status|*> <body substring|*> <class>
+//		stream {
+//			hold first_content|first_event|off
+//			hold_bytes <size>
+//			hold_wait <duration>
+//			idle_timeout <duration>
+//		}
+//	}
+//
+// Providers are tried in the order they are declared. Sizes take
+// go-humanize forms (64KiB, 32MiB); durations take Caddy's (90s, 2m, 1d).
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "provider":
+			p, err := unmarshalProvider(d)
+			if err != nil {
+				return err
+			}
+			for _, q := range h.Providers {
+				if q.Name == p.Name {
+					return d.Errf("provider %q is declared twice", p.Name)
+				}
+			}
+			h.Providers = append(h.Providers, p)
+		case "cooldown":
+			c, dur, err := parseCooldown(d)
+			if err != nil {
+				return err
+			}
+			if h.Cooldowns == nil {
+				h.Cooldowns = make(map[Class]caddy.Duration)
+			}
+			h.Cooldowns[c] = dur
+		case "max_cooldown":
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return err
+			}
+			h.MaxCooldown = dur
+		case "max_attempts":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 1 {
+				return d.Errf("max_attempts: want a whole number of at least 1, got %q", d.Val())
+			}
+			h.MaxAttempts = n
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "request_buffer":
+			n, err := parseSizeArg(d)
+			if err != nil {
+				return err
+			}
+			h.RequestBuffer = n
+		case "classify":
+			r, err := parseRule(d)
+			if err != nil {
+				return err
+			}
+			h.Rules = append(h.Rules, r)
+		case "stream":
+			if h.Stream != nil {
+				return d.Err("stream may appear only once")
+			}
+			h.Stream = new(holdPolicy)
+			if err := h.Stream.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized llm_failover subdirective %q", d.Val())
+		}
+	}
+	return nil
+}
+
+func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
+	if !d.NextArg() {
+		return nil, d.Err("provider needs a name: provider <name> { ... }")
+	}
+	p := &Provider{Name: d.Val()}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "upstream":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			if _, err := parseUpstream(d.Val()); err != nil {
+				return nil, d.Errf("provider %s: %v", p.Name, err)
+			}
+			p.Upstream = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		case "credential":
+			if p.CredentialRaw != nil {
+				return nil, d.Errf("provider %s: credential may appear only once", p.Name)
+			}
+			if !d.NextArg() {
+				return nil, d.Errf("provider %s: credential needs a source: env, file, claude, keychain, command or passthrough", p.Name)
+			}
+			name := d.Val()
+			unm, err := caddyfile.UnmarshalModule(d, credsource.Namespace+"."+name)
+			if err != nil {
+				return nil, err
+			}
+			p.CredentialRaw = caddyconfig.JSONModuleObject(unm, "source", name, nil)
+		case "auth_header":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			p.AuthHeader = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		case "model":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return nil, d.Errf("provider %s: model takes a pattern and a model name: model claude-*haiku* glm-4.5-air", p.Name)
+			}
+			p.Models = append(p.Models, ModelRule{Pattern: args[0], Model: args[1]})
+		case "cooldown":
+			c, dur, err := parseCooldown(d)
+			if err != nil {
+				return nil, err
+			}
+			if p.Cooldowns == nil {
+				p.Cooldowns = make(map[Class]caddy.Duration)
+			}
+			p.Cooldowns[c] = dur
+		case "dial_timeout":
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return nil, err
+			}
+			p.DialTimeout = dur
+		case "header_timeout":
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return nil, err
+			}
+			p.HeaderTimeout = dur
+		default:
+			return nil, d.Errf("provider %s: unrecognized subdirective %q", p.Name, d.Val())
+		}
+	}
+	if p.Upstream == "" {
+		return nil, d.Errf("provider %s: upstream is required", p.Name)
+	}
+	return p, nil
+}
+
+func (p *holdPolicy) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "hold":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			switch m := HoldMode(d.Val()); m {
+			case HoldFirstContent, HoldFirstEvent, HoldOff:
+				p.Mode = m
+			default:
+				return d.Errf("stream hold: want first_content, first_event or off, got %q", d.Val())
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "hold_bytes":
+			n, err := parseSizeArg(d)
+			if err != nil {
+				return err
+			}
+			p.Bytes = n
+		case "hold_wait":
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return err
+			}
+			p.Wait = dur
+		case "idle_timeout":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "off" {
+				p.Idle = -1
+			} else {
+				dur, err := caddy.ParseDuration(d.Val())
+				if err != nil || dur <= 0 {
+					return d.Errf("idle_timeout: want a positive duration or off, got %q", d.Val())
+				}
+				p.Idle = caddy.Duration(dur)
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("unrecognized stream subdirective %q", d.Val())
+		}
+	}
+	return nil
+}
+
+// parseCooldown reads `cooldown <class> <duration>`.
+func parseCooldown(d *caddyfile.Dispenser) (Class, caddy.Duration, error) {
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return "", 0, d.Err("cooldown takes a class and a duration: cooldown rate_limit 2m")
+	}
+	c, ok := ParseClass(args[0])
+	if !ok {
+		return "", 0, d.Errf("cooldown: unknown class %q (want one of %s)", args[0], classList())
+	}
+	dur, err := caddy.ParseDuration(args[1])
+	if err != nil || dur < 0 {
+		return "", 0, d.Errf("cooldown %s: bad duration %q", args[0], args[1])
+	}
+	return c, caddy.Duration(dur), nil
+}
+
+// parseRule reads `classify <status|*> <substring|*> <class>`.
+func parseRule(d *caddyfile.Dispenser) (Rule, error) {
+	args := d.RemainingArgs()
+	if len(args) != 3 {
+		return Rule{}, d.Err(`classify takes a status, a body substring and a class: classify 400 "credit balance" quota`)
+	}
+	var r Rule
+	if args[0] != "*" {
+		n, err := strconv.Atoi(args[0])
+		if err != nil || n < 400 || n > 599 {
+			return Rule{}, d.Errf("classify: status must be * or 400-599, got %q", args[0])
+		}
+		r.Status = n
+	}
+	if args[1] != "*" {
+		r.BodyContains = args[1]
+	}
+	c, ok := ParseClass(args[2])
+	if !ok {
+		return Rule{}, d.Errf("classify: unknown class %q (want one of %s)", args[2], classList())
+	}
+	r.Class = c
+	return r, nil
+}
+
+func parseDurationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	name := d.Val()
+	if !d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(d.Val())
+	if err != nil || dur <= 0 {
+		return 0, d.Errf("%s: want a positive duration such as 90s or 2m, got %q", name, d.Val())
+	}
+	if d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	return caddy.Duration(dur), nil
+}
+
+func parseSizeArg(d *caddyfile.Dispenser) (int64, error) {
+	name := d.Val()
+	if !d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	n, err := humanize.ParseBytes(d.Val())
+	if err != nil || n == 0 || n > 1<<40 {
+		return 0, d.Errf("%s: want a size such as 64KiB or 32MiB, got %q", name, d.Val())
+	}
+	if d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	return int64(n), nil
+}
+
+func classList() string {
+	names := make([]string, len(AllClasses))
+	for i, c := range AllClasses {
+		names[i] = string(c)
+	}
+	return strings.Join(names, ", ")
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

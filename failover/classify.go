@@ -1,0 +1,356 @@
+package failover
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Class is what an upstream outcome means for the provider and the request.
+type Class string
+
+// The outcome classes. Every name is also a valid `cooldown` key.
+const (
+	ClassNone          Class = ""               // success: nothing to do
+	ClassRateLimit     Class = "rate_limit"     // short-term limit: fail over, cool down briefly
+	ClassQuota         Class = "quota"          // usage or credit exhausted: fail over, cool down long
+	ClassOverloaded    Class = "overloaded"     // provider overloaded: fail over, cool down briefly
+	ClassAuth          Class = "auth"           // credential refused: fail over, cool until a new credential
+	ClassServerError   Class = "server_error"   // 5xx: fail over, cool down briefly
+	ClassUnreachable   Class = "unreachable"    // no response: fail over, cool down briefly
+	ClassContextWindow Class = "context_window" // prompt too long for this model: fail over, cool nothing
+	ClassRepairable    Class = "repairable"     // history another provider produced: repair, retry same provider
+	ClassClientError   Class = "client_error"   // the request's own fault: pass through
+)
+
+// AllClasses lists every failure class, in the order the README shows them.
+var AllClasses = []Class{
+	ClassRateLimit, ClassQuota, ClassOverloaded, ClassAuth, ClassServerError,
+	ClassUnreachable, ClassContextWindow, ClassRepairable, ClassClientError,
+}
+
+// ParseClass returns the class named s.
+func ParseClass(s string) (Class, bool) {
+	for _, c := range AllClasses {
+		if string(c) == s {
+			return c, true
+		}
+	}
+	return ClassNone, false
+}
+
+// FailsOver reports whether a request that met this class goes to the next
+// provider.
+func (c Class) FailsOver() bool {
+	switch c {
+	case ClassRateLimit, ClassQuota, ClassOverloaded, ClassAuth,
+		ClassServerError, ClassUnreachable, ClassContextWindow:
+		return true
+	}
+	return false
+}
+
+// Cools reports whether this class cools the provider down.
+func (c Class) Cools() bool {
+	return c.FailsOver() && c != ClassContextWindow
+}
+
+// Verdict is the classification of one upstream outcome.
+type Verdict struct {
+	Class Class
+	// ResetAt is when the provider said it will accept requests again
+	// (Retry-After, a rate-limit reset header); zero when it did not say.
+	ResetAt time.Time
+	// ErrorType and Message are the upstream's own error type and message,
+	// for logs and the status endpoint.
+	ErrorType string
+	Message   string
+}
+
+// Rule maps an upstream response to a class; user rules from the Caddyfile
+// are checked before the built-in ones.
+type Rule struct {
+	// Status is the HTTP status this rule matches; 0 matches any error status.
+	Status int `json:"status,omitempty"`
+	// BodyContains is a case-insensitive substring of the (decoded) error
+	// body; empty matches any body.
+	BodyContains string `json:"body_contains,omitempty"`
+	// Class is the class the rule assigns.
+	Class Class `json:"class"`
+}
+
+func (r Rule) matches(status int, lowerBody []byte) bool {
+	if r.Status != 0 && r.Status != status {
+		return false
+	}
+	return r.BodyContains == "" || bytes.Contains(lowerBody, []byte(strings.ToLower(r.BodyContains)))
+}
+
+// upstreamError is the part of an error body the classifier reads; it fits
+// Anthropic's {"type":"error","error":{"type","message"}} and OpenAI's
+// {"error":{"type","code","message"}}.
+type upstreamError struct {
+	Type  string `json:"type"`
+	Error struct {
+		Type    string          `json:"type"`
+		Code    json.RawMessage `json:"code"`
+		Message string          `json:"message"`
+	} `json:"error"`
+	Message string `json:"message"`
+}
+
+// maxClassifiedBody bounds how much of an error body is examined.
+const maxClassifiedBody = 64 << 10
+
+// Classify turns an upstream response (status, headers and the decoded
+// error body) into a verdict. Pure: it looks at nothing else. Body rules
+// come before status rules, so a 403 that speaks of quota is quota.
+func Classify(status int, header http.Header, body []byte, rules []Rule, now time.Time) Verdict {
+	if status < 400 {
+		return Verdict{Class: ClassNone}
+	}
+	if len(body) > maxClassifiedBody {
+		body = body[:maxClassifiedBody]
+	}
+	var ue upstreamError
+	_ = json.Unmarshal(body, &ue) // garbage bodies are classified by status alone
+	v := Verdict{ErrorType: ue.Error.Type, Message: ue.Error.Message}
+	code := errorCode(ue.Error.Code)
+	if v.ErrorType == "" {
+		v.ErrorType = code
+	}
+	if v.Message == "" {
+		v.Message = ue.Message
+	}
+	lower := bytes.ToLower(body)
+
+	v.Class = classOf(status, header, v.ErrorType, code, lower, rules)
+	switch v.Class {
+	case ClassRateLimit, ClassQuota, ClassOverloaded, ClassServerError:
+		v.ResetAt = resetHint(header, v.Class, now)
+	}
+	return v
+}
+
+func classOf(status int, header http.Header, errType, code string, lower []byte, rules []Rule) Class {
+	for _, r := range rules {
+		if r.matches(status, lower) {
+			return r.Class
+		}
+	}
+	// Body rules.
+	if status == http.StatusTooManyRequests && unifiedRejected(header) {
+		return ClassQuota
+	}
+	if errType == "billing_error" || errType == "insufficient_quota" || code == "insufficient_quota" {
+		return ClassQuota
+	}
+	switch status {
+	case 400, 401, 402, 403, 429:
+		if containsAny(lower, quotaWords) {
+			return ClassQuota
+		}
+	}
+	if status == 400 || status == 413 || status == 422 {
+		if containsAny(lower, contextWindowWords) {
+			return ClassContextWindow
+		}
+		if containsAny(lower, repairableWords) {
+			return ClassRepairable
+		}
+	}
+	if c, ok := classOfErrorType(errType); ok {
+		return c
+	}
+	// Status rules.
+	switch {
+	case status == 402:
+		return ClassQuota
+	case status == 429:
+		return ClassRateLimit
+	case status == 401 || status == 403:
+		return ClassAuth
+	case status == 529 || status == 503:
+		return ClassOverloaded
+	case status == 408 || status >= 500:
+		return ClassServerError
+	}
+	return ClassClientError
+}
+
+// ClassOfErrorType maps an error.type (Anthropic's or OpenAI's), as found in
+// an SSE error event, to a class. Unknown types are server errors: a stream
+// that failed for an unknown reason is worth another provider.
+func ClassOfErrorType(errType string) Class {
+	if c, ok := classOfErrorType(errType); ok {
+		return c
+	}
+	return ClassServerError
+}
+
+func classOfErrorType(t string) (Class, bool) {
+	switch t {
+	case "rate_limit_error", "rate_limit_exceeded", "rate_limited":
+		return ClassRateLimit, true
+	case "overloaded_error", "overloaded", "service_unavailable":
+		return ClassOverloaded, true
+	case "authentication_error", "permission_error", "invalid_api_key":
+		return ClassAuth, true
+	case "billing_error", "insufficient_quota":
+		return ClassQuota, true
+	case "api_error", "server_error", "timeout_error", "internal_server_error":
+		return ClassServerError, true
+	case "invalid_request_error", "not_found_error", "request_too_large":
+		return ClassClientError, true
+	}
+	return ClassNone, false
+}
+
+// Wording that means usage or credit is exhausted (checked on lower-cased
+// bodies of 400/401/402/403/429 responses).
+var quotaWords = [][]byte{
+	[]byte("insufficient_quota"), []byte("quota"), []byte("credit balance"),
+	[]byte("credits"), []byte("billing"), []byte("usage limit"),
+	[]byte("exceeded your current"), []byte("payment required"), []byte("insufficient balance"),
+}
+
+// Wording that means the prompt does not fit this model's context window.
+var contextWindowWords = [][]byte{
+	[]byte("prompt is too long"), []byte("context_length_exceeded"),
+	[]byte("context length"), []byte("context window"), []byte("maximum context"),
+	[]byte("exceed context limit"), []byte("too many tokens"),
+}
+
+// Wording of refusals of history another provider produced (see
+// the repair issue): bad tool ids and foreign thinking signatures.
+var repairableWords = [][]byte{
+	[]byte("tool_use.id: string should match pattern"),
+	[]byte("tool_use_id: string should match pattern"),
+	[]byte("invalid `signature` in `thinking` block"),
+	[]byte("invalid signature in thinking block"),
+}
+
+func containsAny(b []byte, words [][]byte) bool {
+	for _, w := range words {
+		if bytes.Contains(b, w) {
+			return true
+		}
+	}
+	return false
+}
+
+func errorCode(raw json.RawMessage) string {
+	if len(raw) == 0 || raw[0] != '"' {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+const unifiedPrefix = "Anthropic-Ratelimit-Unified-"
+
+// unifiedRejected reports whether a subscription's unified limit says
+// "rejected" (anthropic-ratelimit-unified-status or one of its windows,
+// such as -5h-status / -7d-status).
+func unifiedRejected(h http.Header) bool {
+	for k, vs := range h {
+		if strings.HasPrefix(k, unifiedPrefix) && strings.HasSuffix(k, "-Status") &&
+			len(vs) > 0 && strings.EqualFold(vs[0], "rejected") {
+			return true
+		}
+	}
+	return false
+}
+
+// resetHint returns when the provider said to come back, or zero. For a
+// quota class the unified reset wins; otherwise Retry-After, then the
+// latest anthropic-ratelimit-*-reset of a limit that is exhausted.
+func resetHint(h http.Header, class Class, now time.Time) time.Time {
+	if class == ClassQuota {
+		if t := unifiedReset(h); !t.IsZero() {
+			return t
+		}
+	}
+	if t := retryAfter(h.Get("Retry-After"), now); !t.IsZero() {
+		return t
+	}
+	var latest, latestExhausted time.Time
+	for k, vs := range h {
+		if len(vs) == 0 || !strings.HasPrefix(k, "Anthropic-Ratelimit-") || !strings.HasSuffix(k, "-Reset") ||
+			strings.HasPrefix(k, unifiedPrefix) {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339, vs[0])
+		if err != nil {
+			continue
+		}
+		if t.After(latest) {
+			latest = t
+		}
+		remaining := strings.TrimSuffix(k, "-Reset") + "-Remaining"
+		if h.Get(remaining) == "0" && t.After(latestExhausted) {
+			latestExhausted = t
+		}
+	}
+	if !latestExhausted.IsZero() {
+		latest = latestExhausted
+	}
+	if latest.After(now) {
+		return latest
+	}
+	if class != ClassQuota {
+		if t := unifiedReset(h); !t.IsZero() {
+			return t
+		}
+	}
+	return time.Time{}
+}
+
+// unifiedReset reads anthropic-ratelimit-unified-reset (epoch seconds), or
+// the latest reset among the windows that are rejected.
+func unifiedReset(h http.Header) time.Time {
+	var latest time.Time
+	for k, vs := range h {
+		if len(vs) == 0 || !strings.HasPrefix(k, unifiedPrefix) || !strings.HasSuffix(k, "-Reset") {
+			continue
+		}
+		window := strings.TrimSuffix(k, "-Reset")
+		if window+"-" != unifiedPrefix { // a window such as -5h: only when it is the rejected one
+			if !strings.EqualFold(h.Get(window+"-Status"), "rejected") {
+				continue
+			}
+		}
+		secs, err := strconv.ParseInt(strings.TrimSpace(vs[0]), 10, 64)
+		if err != nil || secs <= 0 {
+			continue
+		}
+		if t := time.Unix(secs, 0); t.After(latest) {
+			latest = t
+		}
+	}
+	return latest
+}
+
+// retryAfter parses a Retry-After value: delay-seconds or an HTTP-date.
+func retryAfter(v string, now time.Time) time.Time {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return time.Time{}
+	}
+	if secs, err := strconv.ParseFloat(v, 64); err == nil {
+		if secs <= 0 || secs > 366*24*3600 {
+			return time.Time{}
+		}
+		return now.Add(time.Duration(secs * float64(time.Second)))
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t
+	}
+	return time.Time{}
+}

@@ -1,0 +1,519 @@
+// Package failover is the llm_failover HTTP handler: it sends each request
+// to the first provider whose breaker admits it, classifies what comes back,
+// cools failing providers down and replays the request to the next one
+// before the client has seen a byte.
+package failover
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler is the llm_failover handler.
+type Handler struct {
+	// Providers in priority order: a request goes to the first one whose
+	// breaker admits it.
+	Providers []*Provider `json:"providers,omitempty"`
+
+	// Cooldowns sets how long a provider cools down per failure class
+	// when the provider itself says nothing. Defaults: rate_limit 1m,
+	// quota 1h, overloaded 30s, auth 30m, server_error 10s,
+	// unreachable 10s.
+	Cooldowns map[Class]caddy.Duration `json:"cooldowns,omitempty"`
+
+	// MaxCooldown caps the doubling of a cooldown when a half-open probe
+	// fails again. Default: 30m (never below the class's own cooldown).
+	MaxCooldown caddy.Duration `json:"max_cooldown,omitempty"`
+
+	// MaxAttempts bounds the attempts sent upstream for one request.
+	// Default: the number of providers.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+
+	// RequestBuffer is the largest request body that is buffered for
+	// replay, in bytes. A larger body is refused with 413
+	// request_too_large in Anthropic's error format (Anthropic's own
+	// limit is 32MB, so no provider would take it). Default: 32MiB.
+	RequestBuffer int64 `json:"request_buffer,omitempty"`
+
+	// Rules are checked before the built-in classification: each maps a
+	// status and a body substring to a class.
+	Rules []Rule `json:"rules,omitempty"`
+
+	// Stream sets how event streams are held before commit and watched
+	// after it.
+	Stream *holdPolicy `json:"stream,omitempty"`
+
+	hold           holdPolicy
+	anyPassthrough bool
+	logger         *zap.Logger
+}
+
+// Defaults.
+const (
+	defaultRequestBuffer = 32 << 20
+	defaultMaxCooldown   = 30 * time.Minute
+)
+
+var defaultCooldowns = map[Class]time.Duration{
+	ClassRateLimit:   time.Minute,
+	ClassQuota:       time.Hour,
+	ClassOverloaded:  30 * time.Second,
+	ClassAuth:        30 * time.Minute,
+	ClassServerError: 10 * time.Second,
+	ClassUnreachable: 10 * time.Second,
+}
+
+// timeNow is the handler's clock; tests replace it to move time without
+// sleeping.
+var timeNow = time.Now
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.llm_failover",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets up the providers.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.RequestBuffer == 0 {
+		h.RequestBuffer = defaultRequestBuffer
+	}
+	if h.MaxCooldown == 0 {
+		h.MaxCooldown = caddy.Duration(defaultMaxCooldown)
+	}
+	if h.Stream != nil {
+		h.hold = *h.Stream
+	}
+	if err := h.hold.applyDefaults(); err != nil {
+		return err
+	}
+	for c := range h.Cooldowns {
+		if _, ok := ParseClass(string(c)); !ok {
+			return fmt.Errorf("cooldowns: unknown class %q", c)
+		}
+	}
+	for _, r := range h.Rules {
+		if _, ok := ParseClass(string(r.Class)); !ok {
+			return fmt.Errorf("rules: unknown class %q", r.Class)
+		}
+	}
+	seen := make(map[string]bool, len(h.Providers))
+	for _, p := range h.Providers {
+		if seen[p.Name] {
+			return fmt.Errorf("provider %q is declared twice", p.Name)
+		}
+		seen[p.Name] = true
+		if err := p.provision(ctx, h); err != nil {
+			return err
+		}
+		h.anyPassthrough = h.anyPassthrough || p.passthrough
+	}
+	if h.MaxAttempts <= 0 {
+		h.MaxAttempts = len(h.Providers)
+	}
+	return nil
+}
+
+// Validate checks the configuration.
+func (h *Handler) Validate() error {
+	if len(h.Providers) == 0 {
+		return fmt.Errorf("llm_failover needs at least one provider")
+	}
+	return nil
+}
+
+// Cleanup releases the providers' proxies and breaker references.
+func (h *Handler) Cleanup() error {
+	for _, p := range h.Providers {
+		p.cleanup()
+	}
+	return nil
+}
+
+func (h *Handler) cooldown(c Class) time.Duration {
+	if d, ok := h.Cooldowns[c]; ok {
+		return time.Duration(d)
+	}
+	return defaultCooldowns[c]
+}
+
+// llmRequest is one client request on its way through the providers.
+type llmRequest struct {
+	r         *http.Request
+	body      []byte
+	fields    requestFields
+	clientKey string // fingerprint of the client's credential, for passthrough breakers
+
+	tried       []bool // per provider index
+	authRetried []bool
+	attempts    int // sent upstream
+	classes     []Class
+
+	last         *attemptEnd // the last failed attempt's held response
+	lastProvider *Provider
+	lastErr      string
+}
+
+// ServeHTTP proxies the request through the first provider that takes it.
+// It reads as three steps: pick a provider, run an attempt through the
+// gate, act on the verdict.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	buf, tooLarge, err := h.readBody(r)
+	defer releaseBody(buf)
+	if tooLarge {
+		writeAnthropicError(w, http.StatusRequestEntityTooLarge, "request_too_large",
+			fmt.Sprintf("llm_failover: request body exceeds request_buffer (%d bytes)", h.RequestBuffer))
+		return nil
+	}
+	if err != nil {
+		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
+	}
+	req := &llmRequest{
+		r:           r,
+		body:        buf.Bytes(),
+		fields:      scanRequest(buf.Bytes()),
+		tried:       make([]bool, len(h.Providers)),
+		authRetried: make([]bool, len(h.Providers)),
+	}
+	if h.anyPassthrough {
+		req.clientKey = clientFingerprint(r.Header)
+	}
+	defer func() {
+		if req.last != nil {
+			releaseHeld(req.last.body)
+		}
+	}()
+
+	for {
+		if req.attempts >= h.MaxAttempts {
+			h.answerExhausted(w, req)
+			return nil
+		}
+		i, adm, skips := h.selectProvider(req)
+		if i < 0 {
+			if req.attempts == 0 {
+				writeAllCooling(w, skips, timeNow())
+				return nil
+			}
+			h.answerExhausted(w, req)
+			return nil
+		}
+		if h.attempt(w, req, i, adm) {
+			return nil
+		}
+	}
+}
+
+// selectProvider returns the index of the first untried provider whose
+// breaker admits the request, or -1 and why each was skipped.
+func (h *Handler) selectProvider(req *llmRequest) (int, Admission, []skipped) {
+	now := timeNow()
+	var skips []skipped
+	for i, p := range h.Providers {
+		if req.tried[i] {
+			continue
+		}
+		adm := p.breaker(req.clientKey).Admit(now, p.credentialVersion)
+		if adm.OK {
+			return i, adm, nil
+		}
+		skips = append(skips, skipped{name: p.Name, class: adm.Class, retryAt: adm.RetryAt})
+	}
+	return -1, Admission{}, skips
+}
+
+// attempt sends the request to provider i through a gate and acts on the
+// verdict. It returns true when the client has its answer.
+func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Admission) bool {
+	p := h.Providers[i]
+	b := p.breaker(req.clientKey)
+	r := req.r
+
+	var cred credsource.Credential
+	if p.source != nil && !p.passthrough {
+		var err error
+		cred, err = p.source.Credential(r.Context())
+		if err != nil {
+			// no request is sent: the provider cannot be used until its
+			// credential appears
+			req.tried[i] = true
+			until := b.Failure(timeNow(), Failure{Class: ClassAuth, Cooldown: p.cooldownFor(ClassAuth),
+				MaxCooldown: time.Duration(h.MaxCooldown), Error: err.Error(), FailedOver: true})
+			req.classes = append(req.classes, ClassAuth)
+			req.lastErr = fmt.Sprintf("provider %s: credential unavailable: %v", p.Name, err)
+			h.logger.Error("provider credential unavailable; failing over",
+				zap.String("provider", p.Name), zap.Error(err), zap.Time("cooldown_until", until))
+			return false
+		}
+	}
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if cred.Secret != "" {
+		ctx = context.WithValue(ctx, attemptCredentialKey{}, &attemptCredential{header: p.authHeader, cred: cred})
+	}
+	ar := h.attemptRequest(ctx, req, p)
+	req.attempts++
+	g := newGate(w, &h.hold, cancel)
+	g.classify = h.classifyResponse
+	attempts := req.attempts
+	g.onCommit = func(hdr http.Header) {
+		hdr.Set("X-LLM-Provider", p.Name)
+		hdr.Set("X-LLM-Attempts", strconv.Itoa(attempts))
+	}
+
+	proxyErr, aborted := runProxy(p, g, ar)
+	clientGone := r.Context().Err() != nil
+	end := g.finish(clientGone)
+
+	if end.committed {
+		b.Success()
+		if g.isStream {
+			h.closeStream(g, p, b, aborted, clientGone)
+		}
+		return true
+	}
+	if clientGone {
+		// not the provider's fault: charge nothing, free a probe
+		b.Release(adm.Probe)
+		releaseHeld(end.body)
+		return true
+	}
+
+	v := end.verdict
+	if end.status == 0 {
+		if v.Class == ClassNone {
+			msg := "no response"
+			if proxyErr != nil {
+				msg = proxyErr.Error()
+			} else if aborted {
+				msg = "upstream connection broke"
+			}
+			v = Verdict{Class: ClassUnreachable, ErrorType: "api_error", Message: msg}
+		}
+	}
+	if v.Class == ClassNone || !v.Class.FailsOver() {
+		// cannot happen: non-failover verdicts are committed by the gate
+		v.Class = ClassServerError
+	}
+	until := b.Failure(timeNow(), Failure{
+		Class: v.Class, Cooldown: p.cooldownFor(v.Class), MaxCooldown: time.Duration(h.MaxCooldown),
+		ResetAt: v.ResetAt, Credential: cred.Version, Error: v.Message, FailedOver: true,
+	})
+	req.classes = append(req.classes, v.Class)
+	if c := h.logger.Check(zapcore.WarnLevel, "provider failed; failing over"); c != nil {
+		c.Write(zap.String("provider", p.Name), zap.String("class", string(v.Class)),
+			zap.String("error_type", v.ErrorType), zap.String("message", v.Message),
+			zap.Int("status", end.status), zap.Int("attempt", attempts),
+			zap.Time("cooldown_until", until))
+	}
+	if req.last != nil {
+		releaseHeld(req.last.body)
+	}
+	req.last, req.lastProvider, req.lastErr = nil, p, fmt.Sprintf("provider %s: %s: %s", p.Name, v.Class, v.Message)
+	if end.status != 0 {
+		req.last = &end
+	}
+
+	// A refused credential that the source can renew gets one more try on
+	// the same provider before failing over.
+	if v.Class == ClassAuth && p.refresher != nil && !req.authRetried[i] &&
+		p.refresher.Refused(r.Context(), cred.Version) {
+		req.authRetried[i] = true
+		b.Reset()
+		return false
+	}
+	req.tried[i] = true
+	return false
+}
+
+// runProxy hands the attempt to the provider's reverse_proxy. reverse_proxy
+// panics with http.ErrAbortHandler when the upstream body breaks after
+// WriteHeader; that is an attempt's failure here, not the server's.
+func runProxy(p *Provider, g *gate, ar *http.Request) (err error, aborted bool) {
+	defer func() {
+		if rec := recover(); rec != nil {
+			if rec != http.ErrAbortHandler {
+				panic(rec)
+			}
+			aborted = true
+		}
+	}()
+	return p.proxy.ServeHTTP(g, ar, nopHandler), false
+}
+
+var nopHandler = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+
+// closeStream ends a committed event stream: one that broke or stalled
+// before its terminal event gets a well-formed error event instead of a
+// silent truncation, and an upstream error event feeds the breaker.
+func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientGone bool) {
+	now := timeNow()
+	if ei, ok := g.watch.Failed(); ok {
+		class := ClassOfErrorType(ei.Type)
+		b.Failure(now, Failure{Class: class, Cooldown: p.cooldownFor(class),
+			MaxCooldown: time.Duration(h.MaxCooldown), Error: ei.Message})
+		return
+	}
+	if clientGone || g.encoding != "" || g.watch.Terminal() {
+		return
+	}
+	errType, class, msg := "api_error", ClassServerError, "llm_failover: the upstream stream ended before its final event"
+	if g.stalled.Load() {
+		errType, class = "overloaded_error", ClassOverloaded
+		msg = fmt.Sprintf("llm_failover: the upstream sent nothing for %s", time.Duration(h.hold.Idle))
+	} else if aborted {
+		msg = "llm_failover: the upstream connection broke mid-stream"
+	}
+	g.mu.Lock()
+	_, _ = g.w.Write(streaminspect.ErrorEvent(errType, msg))
+	g.flushLocked()
+	g.mu.Unlock()
+	b.Failure(now, Failure{Class: class, Cooldown: p.cooldownFor(class),
+		MaxCooldown: time.Duration(h.MaxCooldown), Error: msg})
+	h.logger.Warn("upstream stream ended early; closed the client's stream with an error event",
+		zap.String("provider", p.Name), zap.String("class", string(class)), zap.Bool("stalled", g.stalled.Load()))
+}
+
+// answerExhausted gives the client the last provider's real response when
+// every attempt failed, or a 502 when none answered at all.
+func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
+	if req.last == nil {
+		if req.lastErr == "" {
+			req.lastErr = "no provider answered"
+		}
+		w.Header().Set("X-LLM-Attempts", strconv.Itoa(req.attempts))
+		if req.lastProvider != nil {
+			w.Header().Set("X-LLM-Provider", req.lastProvider.Name)
+		}
+		writeAnthropicError(w, http.StatusBadGateway, "api_error", "llm_failover: "+req.lastErr)
+		return
+	}
+	last := req.last
+	dst := w.Header()
+	delete(dst, "Server")
+	for k, v := range last.header {
+		dst[k] = v
+	}
+	dst.Set("X-LLM-Provider", req.lastProvider.Name)
+	dst.Set("X-LLM-Attempts", strconv.Itoa(req.attempts))
+	w.WriteHeader(last.status)
+	if last.body != nil {
+		_, _ = w.Write(last.body.Bytes())
+	}
+}
+
+// classifyResponse is the gate's classifier: the pure Classify with this
+// handler's rules and clock.
+func (h *Handler) classifyResponse(status int, hdr http.Header, body []byte) Verdict {
+	return Classify(status, hdr, body, h.Rules, timeNow())
+}
+
+// attemptRequest builds the request one provider receives: the same body
+// (model mapped if the provider maps it), the client's credential removed
+// unless the provider passes it through, the base path prefixed.
+func (h *Handler) attemptRequest(ctx context.Context, req *llmRequest, p *Provider) *http.Request {
+	r := req.r
+	ar := r.WithContext(ctx)
+	ar.Header = r.Header.Clone()
+	if !p.passthrough {
+		stripClientCredential(ar.Header)
+	}
+	body := req.body
+	if len(p.Models) > 0 && req.fields.Model != "" {
+		if m, ok := mapModel(p.Models, req.fields.Model); ok {
+			body = withModel(body, req.fields, m)
+		}
+	}
+	ar.Header.Del("Content-Length")
+	ar.TransferEncoding = nil
+	if len(body) == 0 {
+		ar.Body, ar.ContentLength = http.NoBody, 0
+	} else {
+		ar.Body, ar.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		ar.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	if p.basePath != "" {
+		u := *r.URL
+		u.Path = p.basePath + r.URL.Path
+		if r.URL.RawPath != "" {
+			u.RawPath = p.basePath + r.URL.RawPath
+		}
+		ar.URL = &u
+	}
+	ar.Host = p.upstreamURL.Host
+	return ar
+}
+
+var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBody keeps a rare multi-MB body's buffer out of the pool.
+const maxPooledBody = 4 << 20
+
+func releaseBody(b *bytes.Buffer) {
+	if b != nil && b.Cap() <= maxPooledBody {
+		bodyPool.Put(b)
+	}
+}
+
+// readBody buffers the request body once, up to RequestBuffer.
+func (h *Handler) readBody(r *http.Request) (buf *bytes.Buffer, tooLarge bool, err error) {
+	buf = bodyPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	if r.Body == nil || r.Body == http.NoBody {
+		return buf, false, nil
+	}
+	if r.ContentLength > h.RequestBuffer {
+		return buf, true, nil
+	}
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	}
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, h.RequestBuffer+1))
+	if n > h.RequestBuffer {
+		return buf, true, nil
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return buf, false, err
+	}
+	return buf, false, nil
+}
+
+// clientFingerprint identifies the client's credential without keeping it,
+// for per-client breakers of passthrough providers.
+func clientFingerprint(h http.Header) string {
+	if v := h.Get("Authorization"); v != "" {
+		return credsource.Fingerprint(v)
+	}
+	return credsource.Fingerprint(h.Get("X-Api-Key"))
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

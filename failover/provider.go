@@ -1,0 +1,258 @@
+package failover
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+)
+
+// Provider is one LLM provider: an upstream, a credential, and how requests
+// are adapted for it. Providers are tried in the order they are declared.
+type Provider struct {
+	// Name identifies the provider in logs, status and metrics. Breaker
+	// state is kept per name, so it survives a config reload, and two
+	// sites that name the same provider share it.
+	Name string `json:"name"`
+
+	// Upstream is the provider's base URL, such as https://api.anthropic.com
+	// or https://api.z.ai/api/anthropic. Its path is prefixed to the
+	// request path. https upstreams get TLS; http is meant for loopback
+	// and local providers.
+	Upstream string `json:"upstream"`
+
+	// CredentialRaw is the credential source module (llm.credentials.*).
+	// Without one the client's request is forwarded with its credential
+	// headers removed.
+	CredentialRaw json.RawMessage `json:"credential,omitempty" caddy:"namespace=llm.credentials inline_key=source"`
+
+	// AuthHeader says how the credential is sent: `x-api-key`, `bearer`
+	// (Authorization: Bearer), or the name of any other header that
+	// carries it as is. Default: the source's own (claude: bearer),
+	// else x-api-key.
+	AuthHeader string `json:"auth_header,omitempty"`
+
+	// Models maps requested models to the provider's own; first match wins.
+	// A model that matches no rule is sent as the client asked.
+	Models []ModelRule `json:"models,omitempty"`
+
+	// Cooldowns overrides the handler's cooldown per class for this provider.
+	Cooldowns map[Class]caddy.Duration `json:"cooldowns,omitempty"`
+
+	// DialTimeout bounds connecting to the provider. Default: 5s.
+	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
+
+	// HeaderTimeout bounds the wait for response headers; past it the
+	// provider is `unreachable`. Default: none, because a non-streaming
+	// request's headers arrive only once the whole answer is generated,
+	// which can take minutes.
+	HeaderTimeout caddy.Duration `json:"header_timeout,omitempty"`
+
+	upstreamURL *url.URL
+	basePath    string
+	proxy       *reverseproxy.Handler
+	source      credsource.Source
+	refresher   credsource.Refresher
+	passthrough bool
+	authHeader  string
+	state       *providerState
+	cooldowns   map[Class]time.Duration
+}
+
+// provision sets up the provider's own reverse_proxy and credential source.
+func (p *Provider) provision(ctx caddy.Context, h *Handler) error {
+	if p.Name == "" {
+		return fmt.Errorf("a provider needs a name")
+	}
+	u, err := parseUpstream(p.Upstream)
+	if err != nil {
+		return fmt.Errorf("provider %s: %v", p.Name, err)
+	}
+	p.upstreamURL = u
+	p.basePath = strings.TrimSuffix(u.Path, "/")
+
+	if p.CredentialRaw != nil {
+		mod, err := ctx.LoadModule(p, "CredentialRaw")
+		if err != nil {
+			return fmt.Errorf("provider %s: loading credential: %v", p.Name, err)
+		}
+		src, ok := mod.(credsource.Source)
+		if !ok {
+			return fmt.Errorf("provider %s: module %T is not a credential source", p.Name, mod)
+		}
+		p.source = src
+		p.refresher, _ = src.(credsource.Refresher)
+		if pt, ok := src.(credsource.ClientPassthrough); ok {
+			p.passthrough = pt.PassesClientCredential()
+		}
+	}
+	p.authHeader = p.AuthHeader
+	if p.authHeader == "" {
+		p.authHeader = credsource.AuthHeaderAPIKey
+		if d, ok := p.source.(credsource.DefaultAuthHeader); ok {
+			p.authHeader = d.DefaultAuthHeader()
+		}
+	}
+
+	p.cooldowns = make(map[Class]time.Duration, len(AllClasses))
+	for _, c := range AllClasses {
+		p.cooldowns[c] = h.cooldown(c)
+	}
+	for c, d := range p.Cooldowns {
+		if _, ok := ParseClass(string(c)); !ok {
+			return fmt.Errorf("provider %s: unknown class %q in cooldowns", p.Name, c)
+		}
+		p.cooldowns[c] = time.Duration(d)
+	}
+
+	p.proxy, err = newProviderProxy(ctx, p)
+	if err != nil {
+		return fmt.Errorf("provider %s: %v", p.Name, err)
+	}
+
+	st, _, err := providerStates.LoadOrNew(p.Name, func() (caddy.Destructor, error) {
+		return new(providerState), nil
+	})
+	if err != nil {
+		return err
+	}
+	p.state = st.(*providerState)
+	return nil
+}
+
+func (p *Provider) cleanup() {
+	if p.proxy != nil {
+		_ = p.proxy.Cleanup()
+	}
+	if p.state != nil {
+		_, _ = providerStates.Delete(p.Name)
+	}
+}
+
+// parseUpstream checks an upstream URL: http or https, a host, no query.
+func parseUpstream(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, fmt.Errorf("upstream URL is required")
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: %v", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("upstream %q: scheme must be http or https", s)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("upstream %q: no host", s)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("upstream %q: a query or fragment is not allowed", s)
+	}
+	return u, nil
+}
+
+// newProviderProxy builds the provider's own Caddy reverse_proxy: TLS,
+// HTTP/2, timeouts and flushing are Caddy's, not ours. It has one upstream
+// and no retries of its own: the failover loop is the handler's.
+func newProviderProxy(ctx caddy.Context, p *Provider) (*reverseproxy.Handler, error) {
+	u := p.upstreamURL
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	transport := &reverseproxy.HTTPTransport{
+		DialTimeout:           p.DialTimeout,
+		ResponseHeaderTimeout: p.HeaderTimeout,
+	}
+	if transport.DialTimeout == 0 {
+		transport.DialTimeout = caddy.Duration(5 * time.Second)
+	}
+	if u.Scheme == "https" {
+		transport.TLS = &reverseproxy.TLSConfig{ServerName: host}
+	}
+	rp := &reverseproxy.Handler{
+		TransportRaw: caddyconfig.JSONModuleObject(transport, "protocol", "http", nil),
+		Upstreams:    reverseproxy.UpstreamPool{{Dial: net.JoinHostPort(host, port)}},
+	}
+	if err := rp.Provision(ctx); err != nil {
+		return nil, err
+	}
+	// The credential is set inside the transport, on a copy of the request,
+	// so it never sits on a request object that reverse_proxy logs.
+	rp.Transport = &credentialTransport{base: rp.Transport}
+	return rp, nil
+}
+
+// providerState is the part of a provider that outlives a config: its
+// breakers. It lives in providerStates, keyed by provider name.
+type providerState struct {
+	shared Breaker
+	// clients holds one breaker per client credential fingerprint, for
+	// passthrough providers: one person's exhausted subscription must
+	// not cool the provider for everyone else on a shared gateway.
+	clients sync.Map // string -> *Breaker
+}
+
+// Destruct implements caddy.Destructor.
+func (*providerState) Destruct() error { return nil }
+
+// providerStates keeps breaker state across config reloads.
+var providerStates = caddy.NewUsagePool()
+
+// breaker returns the breaker that governs a request from the client with
+// the given credential fingerprint.
+func (p *Provider) breaker(clientKey string) *Breaker {
+	if !p.passthrough {
+		return &p.state.shared
+	}
+	if b, ok := p.state.clients.Load(clientKey); ok {
+		return b.(*Breaker)
+	}
+	b, _ := p.state.clients.LoadOrStore(clientKey, new(Breaker))
+	return b.(*Breaker)
+}
+
+// credentialVersion returns the version of the provider's current
+// credential, for an auth cooldown that may end early.
+func (p *Provider) credentialVersion() string {
+	if p.source == nil || p.passthrough {
+		return ""
+	}
+	c, err := p.source.Credential(context.Background())
+	if err != nil {
+		return ""
+	}
+	return c.Version
+}
+
+// credentialStatus reports the credential's state without its value.
+func (p *Provider) credentialStatus() credsource.Status {
+	if p.source == nil {
+		return credsource.Status{State: credsource.StateMissing, Reason: "no credential configured"}
+	}
+	if r, ok := p.source.(credsource.StatusReporter); ok {
+		return r.Status()
+	}
+	if _, err := p.source.Credential(context.Background()); err != nil {
+		return credsource.Status{State: credsource.StateMissing, Reason: err.Error()}
+	}
+	return credsource.Status{State: credsource.StateOK}
+}
+
+// cooldownFor is the configured cooldown of class for this provider.
+func (p *Provider) cooldownFor(c Class) time.Duration { return p.cooldowns[c] }
+
+var _ http.RoundTripper = (*credentialTransport)(nil)

@@ -1,0 +1,202 @@
+package failover
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+)
+
+// requestFields are the few top-level keys of a Messages request the proxy
+// needs. Reading them must not cost a JSON decode of a multi-MB body.
+type requestFields struct {
+	Model  string
+	Stream bool
+	// modelStart and modelEnd bound the model value in the body, quotes
+	// included, so a provider's mapping replaces exactly those bytes.
+	modelStart, modelEnd int
+}
+
+// scanRequest reads "model" and "stream" from the top level of a JSON
+// object without decoding the rest. It stops as soon as it has both. A body
+// that is not a JSON object yields zero fields: such a request is proxied
+// as it is.
+func scanRequest(body []byte) requestFields {
+	var f requestFields
+	s := jsonScanner{b: body}
+	s.ws()
+	if !s.eat('{') {
+		return f
+	}
+	foundModel, foundStream := false, false
+	for {
+		s.ws()
+		if s.eat('}') || s.i >= len(s.b) {
+			return f
+		}
+		keyStart := s.i
+		if !s.skipString() {
+			return f
+		}
+		key := s.b[keyStart:s.i]
+		s.ws()
+		if !s.eat(':') {
+			return f
+		}
+		s.ws()
+		valStart := s.i
+		switch {
+		case !foundModel && string(key) == `"model"` && s.i < len(s.b) && s.b[s.i] == '"':
+			if !s.skipString() {
+				return f
+			}
+			if m, ok := unquote(s.b[valStart:s.i]); ok {
+				f.Model, f.modelStart, f.modelEnd = m, valStart, s.i
+				foundModel = true
+			}
+		case !foundStream && string(key) == `"stream"`:
+			if !s.skipValue() {
+				return f
+			}
+			f.Stream = bytes.Equal(s.b[valStart:s.i], []byte("true"))
+			foundStream = true
+		default:
+			if !s.skipValue() {
+				return f
+			}
+		}
+		if foundModel && foundStream {
+			return f
+		}
+		s.ws()
+		if !s.eat(',') {
+			return f
+		}
+	}
+}
+
+// withModel returns body with the model value replaced by model: only
+// those bytes change, the rest stays byte-identical (no re-encoding).
+func withModel(body []byte, f requestFields, model string) []byte {
+	if f.modelEnd == 0 || model == f.Model {
+		return body
+	}
+	quoted, _ := json.Marshal(model) // a string never fails to marshal
+	out := make([]byte, 0, len(body)-(f.modelEnd-f.modelStart)+len(quoted))
+	out = append(out, body[:f.modelStart]...)
+	out = append(out, quoted...)
+	return append(out, body[f.modelEnd:]...)
+}
+
+func unquote(q []byte) (string, bool) {
+	if bytes.IndexByte(q, '\\') < 0 {
+		return string(q[1 : len(q)-1]), true
+	}
+	s, err := strconv.Unquote(string(q))
+	if err != nil {
+		var v string
+		if json.Unmarshal(q, &v) != nil {
+			return "", false
+		}
+		return v, true
+	}
+	return s, true
+}
+
+// jsonScanner skips over JSON values without building them.
+type jsonScanner struct {
+	b []byte
+	i int
+}
+
+func (s *jsonScanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+func (s *jsonScanner) eat(c byte) bool {
+	if s.i < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// skipString moves past a string starting at s.i (which must be a quote).
+func (s *jsonScanner) skipString() bool {
+	if !s.eat('"') {
+		return false
+	}
+	for {
+		j := bytes.IndexAny(s.b[s.i:], "\"\\")
+		if j < 0 {
+			s.i = len(s.b)
+			return false
+		}
+		s.i += j
+		if s.b[s.i] == '"' {
+			s.i++
+			return true
+		}
+		s.i += 2 // backslash and the escaped byte
+		if s.i > len(s.b) {
+			s.i = len(s.b)
+			return false
+		}
+	}
+}
+
+// skipValue moves past one value of any kind.
+func (s *jsonScanner) skipValue() bool {
+	if s.i >= len(s.b) {
+		return false
+	}
+	switch s.b[s.i] {
+	case '"':
+		return s.skipString()
+	case '{', '[':
+		depth := 0
+		for s.i < len(s.b) {
+			// jump to the next byte that matters; prose inside strings is
+			// skipped by skipString's own IndexAny
+			j := bytes.IndexAny(s.b[s.i:], "\"{}[]")
+			if j < 0 {
+				s.i = len(s.b)
+				return false
+			}
+			s.i += j
+			switch s.b[s.i] {
+			case '"':
+				if !s.skipString() {
+					return false
+				}
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					s.i++
+					return true
+				}
+			}
+			s.i++
+		}
+		return false
+	default: // number, true, false, null
+		start := s.i
+		for s.i < len(s.b) {
+			switch s.b[s.i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return s.i > start
+			}
+			s.i++
+		}
+		return s.i > start
+	}
+}

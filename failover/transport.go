@@ -1,0 +1,109 @@
+package failover
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+)
+
+// attemptCredential is what the credential transport sets on an attempt's
+// upstream request. It travels in the request context.
+type attemptCredential struct {
+	header string // x-api-key, bearer, or a header name
+	cred   credsource.Credential
+}
+
+type attemptCredentialKey struct{}
+
+// credentialTransport wraps a provider's transport and sets the provider's
+// credential on a copy of each outgoing request. reverse_proxy logs its
+// upstream request (headers included, and its log redacts Authorization
+// but not x-api-key); the copy made here is never logged.
+type credentialTransport struct {
+	base http.RoundTripper
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *credentialTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ac, _ := req.Context().Value(attemptCredentialKey{}).(*attemptCredential)
+	if ac == nil || ac.cred.Secret == "" {
+		return t.base.RoundTrip(req)
+	}
+	out := *req
+	out.Header = req.Header.Clone()
+	setCredential(out.Header, ac.header, ac.cred)
+	return t.base.RoundTrip(&out)
+}
+
+// setCredential puts a credential on a header map in the form the provider
+// expects, and merges the betas it needs into anthropic-beta.
+func setCredential(h http.Header, how string, c credsource.Credential) {
+	switch strings.ToLower(how) {
+	case "", credsource.AuthHeaderAPIKey:
+		h.Set("X-Api-Key", c.Secret)
+	case credsource.AuthHeaderBearer, "authorization":
+		h.Set("Authorization", "Bearer "+c.Secret)
+	default:
+		h.Set(how, c.Secret)
+	}
+	for _, b := range c.Betas {
+		addBeta(h, b)
+	}
+}
+
+// stripClientCredential removes the client's own credential and the OAuth
+// beta that belongs to it, before a provider's own credential is set.
+func stripClientCredential(h http.Header) {
+	h.Del("Authorization")
+	h.Del("X-Api-Key")
+	removeBeta(h, credsource.OAuthBeta)
+}
+
+// addBeta merges one value into the comma-separated anthropic-beta list,
+// keeping the client's own betas.
+func addBeta(h http.Header, beta string) {
+	vals := h.Values("Anthropic-Beta")
+	for _, v := range vals {
+		for item := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(item) == beta {
+				return
+			}
+		}
+	}
+	if len(vals) == 0 {
+		h.Set("Anthropic-Beta", beta)
+		return
+	}
+	h.Set("Anthropic-Beta", strings.Join(vals, ",")+","+beta)
+}
+
+// removeBeta removes one value from the anthropic-beta list, dropping the
+// header when nothing is left.
+func removeBeta(h http.Header, beta string) {
+	vals := h.Values("Anthropic-Beta")
+	if len(vals) == 0 {
+		return
+	}
+	kept := make([]string, 0, 4)
+	found := false
+	for _, v := range vals {
+		for item := range strings.SplitSeq(v, ",") {
+			item = strings.TrimSpace(item)
+			switch {
+			case item == beta:
+				found = true
+			case item != "":
+				kept = append(kept, item)
+			}
+		}
+	}
+	if !found {
+		return
+	}
+	if len(kept) == 0 {
+		h.Del("Anthropic-Beta")
+		return
+	}
+	h.Set("Anthropic-Beta", strings.Join(kept, ","))
+}
