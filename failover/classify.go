@@ -163,6 +163,9 @@ func classOf(status int, header http.Header, errType, code string, lower []byte,
 		}
 	}
 	if c, ok := classOfErrorType(errType); ok {
+		if c == ClassServerError && (status == 503 || status == 529) {
+			return ClassOverloaded // a generic api_error says less than the status
+		}
 		return c
 	}
 	// Status rules.

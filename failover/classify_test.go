@@ -1,0 +1,503 @@
+package failover
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// clsNow is the fixed clock of the classifier tests (whole seconds, so
+// HTTP-dates and epoch seconds round-trip exactly).
+var clsNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// clsAnthropic builds an Anthropic error body.
+func clsAnthropic(errType, message string) string {
+	b, err := json.Marshal(map[string]any{
+		"type":  "error",
+		"error": map[string]any{"type": errType, "message": message},
+	})
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// clsHeader builds a header from name/value pairs, canonicalizing names the
+// way net/http does for a real response.
+func clsHeader(kv ...string) http.Header {
+	h := make(http.Header)
+	for i := 0; i+1 < len(kv); i += 2 {
+		h.Add(kv[i], kv[i+1])
+	}
+	return h
+}
+
+func clsEpoch(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
+
+const (
+	clsOpenAIQuota = `{"error":{"message":"You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}`
+	clsOpenAIRate  = `{"error":{"message":"Rate limit reached for gpt-4o in organization org-abc on tokens per min (TPM): Limit 30000, Used 29000, Requested 2000. Please try again in 2s.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}`
+	clsOpenAICtx   = `{"error":{"message":"This model's maximum context length is 128000 tokens. However, your messages resulted in 130412 tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}`
+	clsHTML502     = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+	clsHTML503     = `<!DOCTYPE html><html><head><title>503 Service Unavailable</title></head><body><h1>Service Unavailable</h1><p>The server is temporarily unable to service your request.</p></body></html>`
+	clsHTML403     = `<!DOCTYPE html><html><head><title>Attention Required! | Cloudflare</title></head><body><h1>Sorry, you have been blocked</h1></body></html>`
+	clsHTML404     = `<html><body><h1>404 Not Found</h1></body></html>`
+	clsRateMsg     = "This request would exceed the rate limit for your organization (abc) of 50,000 input tokens per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits. You can see the response headers for current usage. Please reduce the prompt length or the maximum tokens requested, or try again later."
+)
+
+type clsCase struct {
+	name     string
+	status   int
+	header   http.Header
+	body     string
+	rules    []Rule
+	want     Class
+	reset    time.Time // zero: ResetAt must be zero
+	wantType string    // checked when not empty
+	wantMsg  string    // checked when not empty
+}
+
+func runClsCases(t *testing.T, cases []clsCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := tc.header
+			if h == nil {
+				h = http.Header{}
+			}
+			v := Classify(tc.status, h, []byte(tc.body), tc.rules, clsNow)
+			if v.Class != tc.want {
+				t.Errorf("Classify(%d, %q) class = %q, want %q", tc.status, tc.body, v.Class, tc.want)
+			}
+			if !v.ResetAt.Equal(tc.reset) {
+				t.Errorf("Classify(%d) ResetAt = %v, want %v", tc.status, v.ResetAt, tc.reset)
+			}
+			if tc.wantType != "" && v.ErrorType != tc.wantType {
+				t.Errorf("ErrorType = %q, want %q", v.ErrorType, tc.wantType)
+			}
+			if tc.wantMsg != "" && v.Message != tc.wantMsg {
+				t.Errorf("Message = %q, want %q", v.Message, tc.wantMsg)
+			}
+		})
+	}
+}
+
+func TestClassifyClasses(t *testing.T) {
+	cases := []clsCase{
+		// rate_limit
+		{name: "429 rate_limit_error", status: 429, body: clsAnthropic("rate_limit_error", clsRateMsg),
+			want: ClassRateLimit, wantType: "rate_limit_error", wantMsg: clsRateMsg},
+		{name: "429 empty body", status: 429, want: ClassRateLimit},
+		{name: "429 OpenAI rate_limit_exceeded", status: 429, body: clsOpenAIRate, want: ClassRateLimit},
+		{name: "429 unified allowed_warning is not quota", status: 429,
+			header: clsHeader("anthropic-ratelimit-unified-status", "allowed_warning"),
+			body:   clsAnthropic("rate_limit_error", "Rate limited"), want: ClassRateLimit},
+
+		// quota
+		{name: "429 unified rejected with reset", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-unified-status", "rejected",
+				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(3*time.Hour)),
+			),
+			body: clsAnthropic("rate_limit_error", "Rate limited"),
+			want: ClassQuota, reset: clsNow.Add(3 * time.Hour), wantType: "rate_limit_error"},
+		{name: "429 unified rejected case-insensitive value", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-unified-status", "Rejected",
+				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(time.Hour)),
+			),
+			want: ClassQuota, reset: clsNow.Add(time.Hour)},
+		{name: "429 unified 5h window rejected, 7d allowed", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-unified-status", "allowed",
+				"anthropic-ratelimit-unified-5h-status", "rejected",
+				"anthropic-ratelimit-unified-5h-reset", clsEpoch(clsNow.Add(2*time.Hour)),
+				"anthropic-ratelimit-unified-7d-status", "allowed",
+				"anthropic-ratelimit-unified-7d-reset", clsEpoch(clsNow.Add(5*24*time.Hour)),
+			),
+			body: clsAnthropic("rate_limit_error", "Rate limited"),
+			want: ClassQuota, reset: clsNow.Add(2 * time.Hour)},
+		{name: "429 unified rejected and 5h rejected: latest reset", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-unified-status", "rejected",
+				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(2*time.Hour)),
+				"anthropic-ratelimit-unified-5h-status", "rejected",
+				"anthropic-ratelimit-unified-5h-reset", clsEpoch(clsNow.Add(4*time.Hour)),
+			),
+			want: ClassQuota, reset: clsNow.Add(4 * time.Hour)},
+		{name: "429 unified rejected without reset uses Retry-After", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-unified-status", "rejected",
+				"retry-after", "600",
+			),
+			want: ClassQuota, reset: clsNow.Add(600 * time.Second)},
+		{name: "429 unified rejected without any hint", status: 429,
+			header: clsHeader("anthropic-ratelimit-unified-status", "rejected"),
+			want:   ClassQuota},
+		{name: "402 empty", status: 402, want: ClassQuota},
+		{name: "402 billing_error", status: 402, body: clsAnthropic("billing_error", "Payment required"),
+			want: ClassQuota, wantType: "billing_error"},
+		{name: "400 credit balance", status: 400,
+			body: clsAnthropic("invalid_request_error", "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."),
+			want: ClassQuota, wantType: "invalid_request_error"},
+		{name: "403 billing wording is quota, not auth", status: 403,
+			body: clsAnthropic("permission_error", "Your organization has been disabled due to a Billing issue."),
+			want: ClassQuota},
+		{name: "401 usage limit wording is quota, not auth", status: 401,
+			body: clsAnthropic("authentication_error", "You have reached your USAGE LIMIT for this period."),
+			want: ClassQuota},
+		{name: "403 quota wording (numeric code)", status: 403,
+			body: `{"error":{"code":403,"message":"Quota exceeded for this project","status":"PERMISSION_DENIED"}}`,
+			want: ClassQuota},
+		{name: "429 OpenAI insufficient_quota", status: 429, body: clsOpenAIQuota,
+			want: ClassQuota, wantType: "insufficient_quota"},
+		{name: "429 code insufficient_quota only", status: 429,
+			body: `{"error":{"message":"nope","type":"requests","code":"insufficient_quota"}}`, want: ClassQuota},
+
+		// overloaded
+		{name: "529 overloaded_error", status: 529, body: clsAnthropic("overloaded_error", "Overloaded"),
+			want: ClassOverloaded, wantType: "overloaded_error", wantMsg: "Overloaded"},
+		{name: "529 empty", status: 529, want: ClassOverloaded},
+		{name: "503 empty", status: 503, want: ClassOverloaded},
+		{name: "503 HTML", status: 503, body: clsHTML503, want: ClassOverloaded},
+		{name: "500 with overloaded_error type", status: 500, body: clsAnthropic("overloaded_error", "Overloaded"),
+			want: ClassOverloaded},
+
+		// auth
+		{name: "401 authentication_error", status: 401, body: clsAnthropic("authentication_error", "invalid x-api-key"),
+			want: ClassAuth, wantType: "authentication_error"},
+		{name: "401 OAuth token expired", status: 401,
+			body: clsAnthropic("authentication_error", "OAuth token has expired. Please obtain a new token or refresh your existing token."),
+			want: ClassAuth},
+		{name: "403 permission_error", status: 403,
+			body: clsAnthropic("permission_error", "Your API key does not have permission to use the specified resource."),
+			want: ClassAuth},
+		{name: "401 empty", status: 401, want: ClassAuth},
+		{name: "403 HTML", status: 403, body: clsHTML403, want: ClassAuth},
+		{name: "401 truncated JSON", status: 401, body: `{"type":"error","error":{"type":"authenticat`, want: ClassAuth},
+
+		// server_error
+		{name: "500 api_error", status: 500, body: clsAnthropic("api_error", "Internal server error"),
+			want: ClassServerError, wantType: "api_error"},
+		{name: "500 empty", status: 500, want: ClassServerError},
+		{name: "502 HTML", status: 502, body: clsHTML502, want: ClassServerError},
+		{name: "504 empty", status: 504, want: ClassServerError},
+		{name: "504 garbage", status: 504, body: "upstream request timeout", want: ClassServerError},
+		{name: "500 binary garbage", status: 500, body: "\x00\xff\xfe{\x01", want: ClassServerError},
+
+		// context_window
+		{name: "400 prompt is too long", status: 400,
+			body: clsAnthropic("invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum"),
+			want: ClassContextWindow, wantType: "invalid_request_error",
+			wantMsg: "prompt is too long: 215000 tokens > 200000 maximum"},
+		{name: "400 OpenAI context_length_exceeded", status: 400, body: clsOpenAICtx, want: ClassContextWindow},
+
+		// repairable
+		{name: "400 tool_use id pattern", status: 400,
+			body: clsAnthropic("invalid_request_error", "messages.1.content.0.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'"),
+			want: ClassRepairable},
+		{name: "400 thinking signature", status: 400,
+			body: clsAnthropic("invalid_request_error", "messages.1.content.0: Invalid `signature` in `thinking` block"),
+			want: ClassRepairable},
+
+		// client_error
+		{name: "400 invalid_request_error", status: 400,
+			body: clsAnthropic("invalid_request_error", "max_tokens: Field required"),
+			want: ClassClientError, wantType: "invalid_request_error"},
+		{name: "404 not_found_error", status: 404, body: clsAnthropic("not_found_error", "model: claude-nope"),
+			want: ClassClientError, wantType: "not_found_error"},
+		{name: "413 request_too_large", status: 413,
+			body: clsAnthropic("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+			want: ClassClientError},
+		{name: "400 empty", status: 400, want: ClassClientError},
+		{name: "404 HTML", status: 404, body: clsHTML404, want: ClassClientError},
+		{name: "422 garbage", status: 422, body: "}}}not json", want: ClassClientError},
+		{name: "400 JSON string body", status: 400, body: `"just a string"`, want: ClassClientError},
+		{name: "418 empty", status: 418, want: ClassClientError},
+
+		// garbage bodies fall back to the status
+		{name: "429 HTML", status: 429, body: "<html><body>Too Many Requests</body></html>", want: ClassRateLimit},
+		{name: "429 not JSON", status: 429, body: "not json {{{", want: ClassRateLimit},
+		{name: "503 JSON array body", status: 503, body: `[1,2,3]`, want: ClassOverloaded},
+		{name: "402 garbage", status: 402, body: "\xff\xfe", want: ClassQuota},
+
+		// success: nothing to do, whatever the body says
+		{name: "200", status: 200, body: `{"type":"message"}`, want: ClassNone},
+		{name: "200 with error-looking body", status: 200,
+			body:   clsAnthropic("overloaded_error", "Overloaded"),
+			header: clsHeader("retry-after", "30", "anthropic-ratelimit-unified-status", "rejected"),
+			want:   ClassNone},
+		{name: "204", status: 204, want: ClassNone},
+		{name: "304", status: 304, want: ClassNone},
+		{name: "399", status: 399, body: clsAnthropic("rate_limit_error", "x"), want: ClassNone},
+	}
+	runClsCases(t, cases)
+}
+
+func TestClassifyResetHints(t *testing.T) {
+	rfc := func(d time.Duration) string { return clsNow.Add(d).Format(time.RFC3339) }
+	cases := []clsCase{
+		{name: "Retry-After seconds", status: 429, header: clsHeader("retry-after", "120"),
+			body: clsAnthropic("rate_limit_error", "slow down"), want: ClassRateLimit, reset: clsNow.Add(120 * time.Second)},
+		{name: "Retry-After with spaces", status: 429, header: clsHeader("retry-after", " 7 "),
+			want: ClassRateLimit, reset: clsNow.Add(7 * time.Second)},
+		{name: "Retry-After HTTP-date", status: 429,
+			header: clsHeader("retry-after", clsNow.Add(90*time.Second).Format(http.TimeFormat)),
+			want:   ClassRateLimit, reset: clsNow.Add(90 * time.Second)},
+		{name: "Retry-After HTTP-date in the past ignored", status: 429,
+			header: clsHeader("retry-after", clsNow.Add(-time.Minute).Format(http.TimeFormat)),
+			want:   ClassRateLimit},
+		{name: "Retry-After zero ignored", status: 429, header: clsHeader("retry-after", "0"), want: ClassRateLimit},
+		{name: "Retry-After negative ignored", status: 429, header: clsHeader("retry-after", "-5"), want: ClassRateLimit},
+		{name: "Retry-After garbage ignored", status: 429, header: clsHeader("retry-after", "soon"), want: ClassRateLimit},
+		{name: "Retry-After NaN ignored", status: 429, header: clsHeader("retry-after", "NaN"), want: ClassRateLimit},
+		{name: "Retry-After absurdly far ignored", status: 429, header: clsHeader("retry-after", "99999999999"),
+			want: ClassRateLimit},
+		{name: "Retry-After on 529", status: 529, header: clsHeader("retry-after", "30"),
+			body: clsAnthropic("overloaded_error", "Overloaded"), want: ClassOverloaded, reset: clsNow.Add(30 * time.Second)},
+		{name: "Retry-After on 503", status: 503, header: clsHeader("retry-after", "15"),
+			want: ClassOverloaded, reset: clsNow.Add(15 * time.Second)},
+		{name: "Retry-After on 500", status: 500, header: clsHeader("retry-after", "5"),
+			want: ClassServerError, reset: clsNow.Add(5 * time.Second)},
+		{name: "Retry-After on 402", status: 402, header: clsHeader("retry-after", "3600"),
+			want: ClassQuota, reset: clsNow.Add(time.Hour)},
+		{name: "auth takes no reset hint", status: 401, header: clsHeader("retry-after", "120"),
+			want: ClassAuth},
+		{name: "client_error takes no reset hint", status: 400, header: clsHeader("retry-after", "120"),
+			want: ClassClientError},
+		{name: "context_window takes no reset hint", status: 400, header: clsHeader("retry-after", "120"),
+			body: clsAnthropic("invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum"),
+			want: ClassContextWindow},
+		{name: "requests-reset RFC 3339 with remaining 0", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-requests-limit", "50",
+				"anthropic-ratelimit-requests-remaining", "0",
+				"anthropic-ratelimit-requests-reset", rfc(40*time.Second),
+			),
+			body: clsAnthropic("rate_limit_error", clsRateMsg), want: ClassRateLimit, reset: clsNow.Add(40 * time.Second)},
+		{name: "the exhausted limit's reset wins over a later non-exhausted one", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-requests-remaining", "0",
+				"anthropic-ratelimit-requests-reset", rfc(20*time.Second),
+				"anthropic-ratelimit-tokens-remaining", "12000",
+				"anthropic-ratelimit-tokens-reset", rfc(50*time.Second),
+			),
+			want: ClassRateLimit, reset: clsNow.Add(20 * time.Second)},
+		{name: "latest of several exhausted limits", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-input-tokens-remaining", "0",
+				"anthropic-ratelimit-input-tokens-reset", rfc(30*time.Second),
+				"anthropic-ratelimit-output-tokens-remaining", "0",
+				"anthropic-ratelimit-output-tokens-reset", rfc(45*time.Second),
+				"anthropic-ratelimit-requests-remaining", "10",
+				"anthropic-ratelimit-requests-reset", rfc(5*time.Second),
+			),
+			want: ClassRateLimit, reset: clsNow.Add(45 * time.Second)},
+		{name: "ratelimit reset in the past ignored", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-requests-remaining", "0",
+				"anthropic-ratelimit-requests-reset", rfc(-30*time.Second),
+			),
+			want: ClassRateLimit},
+		{name: "ratelimit reset not RFC 3339 ignored", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-requests-remaining", "0",
+				"anthropic-ratelimit-requests-reset", "in a minute",
+			),
+			want: ClassRateLimit},
+		{name: "Retry-After wins over ratelimit reset", status: 429,
+			header: clsHeader(
+				"retry-after", "5",
+				"anthropic-ratelimit-requests-remaining", "0",
+				"anthropic-ratelimit-requests-reset", rfc(60*time.Second),
+			),
+			want: ClassRateLimit, reset: clsNow.Add(5 * time.Second)},
+		{name: "unified reset wins over Retry-After for quota", status: 429,
+			header: clsHeader(
+				"retry-after", "5",
+				"anthropic-ratelimit-unified-status", "rejected",
+				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(5*time.Hour)),
+			),
+			want: ClassQuota, reset: clsNow.Add(5 * time.Hour)},
+		{name: "unified window reset ignored when that window is not rejected", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-unified-5h-status", "rejected",
+				"anthropic-ratelimit-unified-5h-reset", clsEpoch(clsNow.Add(time.Hour)),
+				"anthropic-ratelimit-unified-7d-status", "allowed_warning",
+				"anthropic-ratelimit-unified-7d-reset", clsEpoch(clsNow.Add(72*time.Hour)),
+			),
+			want: ClassQuota, reset: clsNow.Add(time.Hour)},
+		{name: "unified reset not a number ignored", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-unified-status", "rejected",
+				"anthropic-ratelimit-unified-reset", "tomorrow",
+			),
+			want: ClassQuota},
+		// A past unified reset says nothing about the future; the
+		// provider's Retry-After must then be used.
+		{name: "unified reset in the past ignored", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-unified-status", "rejected",
+				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(-2*time.Hour)),
+				"retry-after", "600",
+			),
+			want: ClassQuota, reset: clsNow.Add(600 * time.Second)},
+	}
+	runClsCases(t, cases)
+}
+
+func TestClassifyRules(t *testing.T) {
+	cases := []clsCase{
+		{name: "status and substring, case-insensitive both ways", status: 400,
+			body:  clsAnthropic("invalid_request_error", "The MODEL IS BUSY right now"),
+			rules: []Rule{{Status: 400, BodyContains: "Model Is Busy", Class: ClassOverloaded}},
+			want:  ClassOverloaded},
+		{name: "status 0 matches any error status (503)", status: 503, body: "upstream connect error or disconnect",
+			rules: []Rule{{BodyContains: "Upstream Connect Error", Class: ClassUnreachable}},
+			want:  ClassUnreachable},
+		{name: "status 0 matches any error status (418)", status: 418, body: "upstream connect error or disconnect",
+			rules: []Rule{{BodyContains: "upstream connect error", Class: ClassUnreachable}},
+			want:  ClassUnreachable},
+		{name: "status mismatch: built-in classification", status: 400, body: "busy",
+			rules: []Rule{{Status: 500, BodyContains: "busy", Class: ClassOverloaded}},
+			want:  ClassClientError},
+		{name: "substring mismatch: built-in classification", status: 500, body: "boom",
+			rules: []Rule{{Status: 500, BodyContains: "busy", Class: ClassOverloaded}},
+			want:  ClassServerError},
+		{name: "rule before built-in status rule", status: 429, body: clsAnthropic("rate_limit_error", "x"),
+			rules: []Rule{{Status: 429, Class: ClassServerError}},
+			want:  ClassServerError},
+		{name: "rule before built-in body rule", status: 403,
+			body:  clsAnthropic("permission_error", "credit balance too low"),
+			rules: []Rule{{Status: 403, Class: ClassAuth}},
+			want:  ClassAuth},
+		{name: "rule before unified rejected", status: 429,
+			header: clsHeader("anthropic-ratelimit-unified-status", "rejected"),
+			rules:  []Rule{{Status: 429, Class: ClassRateLimit}},
+			want:   ClassRateLimit},
+		{name: "first matching rule wins", status: 500, body: "xyz",
+			rules: []Rule{{Status: 501, Class: ClassAuth}, {BodyContains: "y", Class: ClassQuota}, {BodyContains: "x", Class: ClassAuth}},
+			want:  ClassQuota},
+		{name: "empty rule matches any error", status: 500,
+			rules: []Rule{{Class: ClassClientError}}, want: ClassClientError},
+		{name: "rules do not apply to a success", status: 200, body: "anything",
+			rules: []Rule{{Class: ClassServerError}}, want: ClassNone},
+		{name: "class from a rule still reads reset hints", status: 500, header: clsHeader("retry-after", "30"),
+			rules: []Rule{{Status: 500, Class: ClassRateLimit}},
+			want:  ClassRateLimit, reset: clsNow.Add(30 * time.Second)},
+		{name: "rule to context_window takes no reset", status: 500, header: clsHeader("retry-after", "30"),
+			rules: []Rule{{Status: 500, Class: ClassContextWindow}},
+			want:  ClassContextWindow},
+	}
+	runClsCases(t, cases)
+}
+
+func TestClassifyLargeBody(t *testing.T) {
+	// a large error body is still read at its start
+	body := clsAnthropic("invalid_request_error", "Your credit balance is too low") + strings.Repeat(" ", 1<<20)
+	if v := Classify(400, http.Header{}, []byte(body), nil, clsNow); v.Class != ClassQuota {
+		t.Fatalf("class = %q, want quota", v.Class)
+	}
+}
+
+func TestClassifyDoesNotModifyInputs(t *testing.T) {
+	body := []byte(clsAnthropic("rate_limit_error", "Slow Down"))
+	orig := string(body)
+	h := clsHeader("retry-after", "10", "anthropic-ratelimit-unified-status", "rejected")
+	rules := []Rule{{Status: 418, BodyContains: "TEAPOT", Class: ClassQuota}}
+	Classify(429, h, body, rules, clsNow)
+	if string(body) != orig {
+		t.Errorf("body modified: %q", body)
+	}
+	if h.Get("Retry-After") != "10" || len(h) != 2 {
+		t.Errorf("header modified: %v", h)
+	}
+	if rules[0].BodyContains != "TEAPOT" {
+		t.Errorf("rule modified: %+v", rules[0])
+	}
+}
+
+func TestClassFailsOverAndCools(t *testing.T) {
+	cases := []struct {
+		c             Class
+		failsOver     bool
+		cools         bool
+		parseableName bool
+	}{
+		{ClassRateLimit, true, true, true},
+		{ClassQuota, true, true, true},
+		{ClassOverloaded, true, true, true},
+		{ClassAuth, true, true, true},
+		{ClassServerError, true, true, true},
+		{ClassUnreachable, true, true, true},
+		{ClassContextWindow, true, false, true},
+		{ClassRepairable, false, false, true},
+		{ClassClientError, false, false, true},
+		{ClassNone, false, false, false},
+		{Class("bogus"), false, false, false},
+	}
+	for _, tc := range cases {
+		if got := tc.c.FailsOver(); got != tc.failsOver {
+			t.Errorf("%q.FailsOver() = %v, want %v", tc.c, got, tc.failsOver)
+		}
+		if got := tc.c.Cools(); got != tc.cools {
+			t.Errorf("%q.Cools() = %v, want %v", tc.c, got, tc.cools)
+		}
+		got, ok := ParseClass(string(tc.c))
+		if ok != tc.parseableName {
+			t.Errorf("ParseClass(%q) ok = %v, want %v", tc.c, ok, tc.parseableName)
+		}
+		if ok && got != tc.c {
+			t.Errorf("ParseClass(%q) = %q", tc.c, got)
+		}
+		if !ok && got != ClassNone {
+			t.Errorf("ParseClass(%q) = %q on failure, want ClassNone", tc.c, got)
+		}
+	}
+	if len(AllClasses) != 9 {
+		t.Errorf("AllClasses has %d classes, want the 9 of DESIGN.md", len(AllClasses))
+	}
+	seen := map[Class]bool{}
+	for _, c := range AllClasses {
+		if seen[c] || c == ClassNone {
+			t.Errorf("AllClasses: %q duplicated or empty", c)
+		}
+		seen[c] = true
+	}
+	for _, s := range []string{"", "none", "RATE_LIMIT", "rate_limit ", " quota", "rate-limit"} {
+		if c, ok := ParseClass(s); ok {
+			t.Errorf("ParseClass(%q) = %q, true; want false", s, c)
+		}
+	}
+}
+
+func TestClassOfErrorType(t *testing.T) {
+	cases := map[string]Class{
+		"rate_limit_error":      ClassRateLimit,
+		"rate_limit_exceeded":   ClassRateLimit,
+		"overloaded_error":      ClassOverloaded,
+		"authentication_error":  ClassAuth,
+		"permission_error":      ClassAuth,
+		"invalid_api_key":       ClassAuth,
+		"billing_error":         ClassQuota,
+		"insufficient_quota":    ClassQuota,
+		"api_error":             ClassServerError,
+		"timeout_error":         ClassServerError,
+		"internal_server_error": ClassServerError,
+		"invalid_request_error": ClassClientError,
+		"not_found_error":       ClassClientError,
+		"request_too_large":     ClassClientError,
+		// unknown: worth another provider
+		"":                 ClassServerError,
+		"something_new":    ClassServerError,
+		"Overloaded_Error": ClassServerError,
+	}
+	for typ, want := range cases {
+		if got := ClassOfErrorType(typ); got != want {
+			t.Errorf("ClassOfErrorType(%q) = %q, want %q", typ, got, want)
+		}
+	}
+}

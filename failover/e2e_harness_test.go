@@ -1,0 +1,389 @@
+package failover
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anthropics/anthropic-sdk-go"
+	"github.com/anthropics/anthropic-sdk-go/option"
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+)
+
+// fakeClock replaces timeNow so tests move time without sleeping.
+type fakeClock struct{ ns atomic.Int64 }
+
+func (c *fakeClock) Now() time.Time           { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// useFakeClock installs a fake clock for the test. The idle watch of a
+// committed stream reads the same clock, so it never fires while the
+// clock stands still.
+func useFakeClock(t *testing.T) *fakeClock {
+	t.Helper()
+	c := new(fakeClock)
+	c.ns.Store(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC).UnixNano())
+	timeNow = c.Now
+	t.Cleanup(func() { timeNow = time.Now })
+	return c
+}
+
+// freePort returns a loopback port nobody listens on.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// proxy is a real Caddy running in this process.
+type proxy struct {
+	t         *testing.T
+	URL       string // the site, http://127.0.0.1:port
+	AdminAddr string
+}
+
+// startProxy adapts a Caddyfile whose site body is given (the text inside
+// `http://127.0.0.1:PORT { ... }`) and loads it. Breaker state is global,
+// so each test starts from fresh provider states.
+func startProxy(t *testing.T, siteBody string) *proxy {
+	t.Helper()
+	p := &proxy{t: t}
+	port := freePort(t)
+	adminPort := freePort(t)
+	p.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	p.AdminAddr = fmt.Sprintf("127.0.0.1:%d", adminPort)
+	p.load(p.caddyfile(siteBody))
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Logf("stopping caddy: %v", err)
+		}
+		resetProviderStates()
+	})
+	return p
+}
+
+func (p *proxy) caddyfile(siteBody string) string {
+	return fmt.Sprintf(`{
+	admin %s
+	auto_https off
+	persist_config off
+	grace_period 2s
+}
+%s {
+%s
+}
+`, p.AdminAddr, p.URL, siteBody)
+}
+
+func adapt(t *testing.T, caddyfileText string) []byte {
+	t.Helper()
+	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfileText), nil)
+	if err != nil {
+		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfileText)
+	}
+	for _, w := range warnings {
+		t.Logf("adapt warning: %s", w.String())
+	}
+	return cfg
+}
+
+func (p *proxy) load(caddyfileText string) {
+	p.t.Helper()
+	if err := caddy.Load(adapt(p.t, caddyfileText), true); err != nil {
+		p.t.Fatalf("loading config: %v", err)
+	}
+}
+
+// reload posts a changed site body to the admin API's /load, as a user
+// changing the config live would.
+func (p *proxy) reload(siteBody string) {
+	p.t.Helper()
+	cfg := adapt(p.t, p.caddyfile(siteBody))
+	req, _ := http.NewRequest(http.MethodPost, "http://"+p.AdminAddr+"/load", bytes.NewReader(cfg))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.t.Fatalf("POST /load: %v", err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(res.Body)
+		p.t.Fatalf("POST /load: %d %s", res.StatusCode, b)
+	}
+}
+
+// resetProviderStates forgets every breaker, so tests do not leak
+// cooldowns into each other through the package-level pool.
+func resetProviderStates() {
+	providerStates.Range(func(key, value any) bool {
+		for {
+			deleted, _ := providerStates.Delete(key)
+			if deleted {
+				break
+			}
+		}
+		return true
+	})
+}
+
+// snapshot reads the shared breaker of a provider.
+func snapshot(t *testing.T, name string) BreakerSnapshot {
+	t.Helper()
+	var out BreakerSnapshot
+	found := false
+	providerStates.Range(func(key, value any) bool {
+		if key == name {
+			out = value.(*providerState).shared.Snapshot(timeNow())
+			found = true
+			return false
+		}
+		return true
+	})
+	if !found {
+		t.Fatalf("no breaker state for provider %q", name)
+	}
+	return out
+}
+
+// fakeUpstream is an Anthropic-compatible provider on loopback whose
+// behaviour each test scripts.
+type fakeUpstream struct {
+	*httptest.Server
+	name string
+
+	mu      sync.Mutex
+	hits    int
+	bodies  [][]byte
+	headers []http.Header
+	paths   []string
+	handle  func(w http.ResponseWriter, r *http.Request, body []byte)
+}
+
+func newUpstream(t *testing.T, name string, handle func(w http.ResponseWriter, r *http.Request, body []byte)) *fakeUpstream {
+	t.Helper()
+	u := &fakeUpstream{name: name, handle: handle}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		u.mu.Lock()
+		u.hits++
+		u.bodies = append(u.bodies, body)
+		u.headers = append(u.headers, r.Header.Clone())
+		u.paths = append(u.paths, r.URL.RequestURI())
+		h := u.handle
+		u.mu.Unlock()
+		h(w, r, body)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *fakeUpstream) Hits() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.hits
+}
+
+func (u *fakeUpstream) setHandler(h func(w http.ResponseWriter, r *http.Request, body []byte)) {
+	u.mu.Lock()
+	u.handle = h
+	u.mu.Unlock()
+}
+
+func (u *fakeUpstream) lastHeader() http.Header {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.headers) == 0 {
+		return nil
+	}
+	return u.headers[len(u.headers)-1]
+}
+
+func (u *fakeUpstream) lastBody() []byte {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.bodies) == 0 {
+		return nil
+	}
+	return u.bodies[len(u.bodies)-1]
+}
+
+// providerBlock is a provider pointing at the fake upstream.
+func (u *fakeUpstream) providerBlock(extra ...string) string {
+	return fmt.Sprintf("\t\tprovider %s {\n\t\t\tupstream %s\n%s\t\t}\n", u.name, u.URL, indentLines(extra, "\t\t\t"))
+}
+
+func indentLines(lines []string, indent string) string {
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString(indent + l + "\n")
+	}
+	return b.String()
+}
+
+// failoverSite is a site body with one llm_failover block.
+func failoverSite(blocks ...string) string {
+	return "\tllm_failover {\n" + strings.Join(blocks, "") + "\t}"
+}
+
+// Anthropic wire format.
+
+func messageJSON(model, text string) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"id": "msg_01", "type": "message", "role": "assistant", "model": model,
+		"content":     []any{map[string]any{"type": "text", "text": text}},
+		"stop_reason": "end_turn", "stop_sequence": nil,
+		"usage": map[string]any{"input_tokens": 12, "output_tokens": 7},
+	})
+	return b
+}
+
+func errorJSON(errType, message string) []byte {
+	b, _ := json.Marshal(map[string]any{"type": "error", "error": map[string]any{"type": errType, "message": message}})
+	return b
+}
+
+func replyMessage(text string) func(w http.ResponseWriter, r *http.Request, body []byte) {
+	return func(w http.ResponseWriter, r *http.Request, body []byte) {
+		var req struct {
+			Model string `json:"model"`
+		}
+		_ = json.Unmarshal(body, &req)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Request-Id", "req_"+text)
+		_, _ = w.Write(messageJSON(req.Model, text))
+	}
+}
+
+func replyError(status int, errType, message string, headers ...string) func(w http.ResponseWriter, r *http.Request, body []byte) {
+	return func(w http.ResponseWriter, r *http.Request, body []byte) {
+		for i := 0; i+1 < len(headers); i += 2 {
+			w.Header().Set(headers[i], headers[i+1])
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_, _ = w.Write(errorJSON(errType, message))
+	}
+}
+
+// sseEvent formats one server-sent event.
+func sseEvent(typ string, data any) string {
+	b, _ := json.Marshal(data)
+	return "event: " + typ + "\ndata: " + string(b) + "\n\n"
+}
+
+// streamEvents is a complete Anthropic stream answering text in pieces.
+func streamEvents(model string, pieces ...string) []string {
+	evs := []string{
+		sseEvent("message_start", map[string]any{"type": "message_start", "message": map[string]any{
+			"id": "msg_s", "type": "message", "role": "assistant", "model": model, "content": []any{},
+			"stop_reason": nil, "stop_sequence": nil, "usage": map[string]any{"input_tokens": 25, "output_tokens": 1}}}),
+		sseEvent("ping", map[string]any{"type": "ping"}),
+		sseEvent("content_block_start", map[string]any{"type": "content_block_start", "index": 0,
+			"content_block": map[string]any{"type": "text", "text": ""}}),
+	}
+	for _, p := range pieces {
+		evs = append(evs, sseEvent("content_block_delta", map[string]any{"type": "content_block_delta", "index": 0,
+			"delta": map[string]any{"type": "text_delta", "text": p}}))
+	}
+	evs = append(evs,
+		sseEvent("content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}),
+		sseEvent("message_delta", map[string]any{"type": "message_delta",
+			"delta": map[string]any{"stop_reason": "end_turn", "stop_sequence": nil},
+			"usage": map[string]any{"output_tokens": len(pieces)}}),
+		sseEvent("message_stop", map[string]any{"type": "message_stop"}),
+	)
+	return evs
+}
+
+// writeStream sends events one by one, flushing each.
+func writeStream(w http.ResponseWriter, events []string) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	for _, ev := range events {
+		_, _ = io.WriteString(w, ev)
+		w.(http.Flusher).Flush()
+	}
+}
+
+// sdkClient is the official Go SDK pointed at the proxy, without its own
+// retries so every failover seen is the proxy's.
+func sdkClient(p *proxy, opts ...option.RequestOption) *anthropic.Client {
+	all := append([]option.RequestOption{
+		option.WithBaseURL(p.URL),
+		option.WithAPIKey("sk-client-key-must-not-leak"),
+		option.WithMaxRetries(0),
+		option.WithRequestTimeout(30 * time.Second),
+	}, opts...)
+	c := anthropic.NewClient(all...)
+	return &c
+}
+
+func userMessage(text string) anthropic.MessageNewParams {
+	return anthropic.MessageNewParams{
+		Model:     anthropic.Model("claude-sonnet-4-5"),
+		MaxTokens: 256,
+		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(text))},
+	}
+}
+
+func textOf(m *anthropic.Message) string {
+	var b strings.Builder
+	for _, c := range m.Content {
+		b.WriteString(c.Text)
+	}
+	return b.String()
+}
+
+func hashOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// post sends a raw request to the proxy.
+func post(t *testing.T, url, body string, header ...string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	return res
+}
+
+func readAll(t *testing.T, res *http.Response) string {
+	t.Helper()
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("reading response: %v", err)
+	}
+	return string(b)
+}
+
+const simpleRequest = `{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}`
