@@ -30,7 +30,7 @@ import (
 // fakeClock replaces timeNow so tests move time without sleeping.
 type fakeClock struct{ ns atomic.Int64 }
 
-func (c *fakeClock) Now() time.Time           { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // useFakeClock installs a fake clock for the test. The idle watch of a
