@@ -40,8 +40,9 @@ func useFakeClock(t *testing.T) *fakeClock {
 	t.Helper()
 	c := new(fakeClock)
 	c.ns.Store(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC).UnixNano())
-	timeNow = c.Now
-	t.Cleanup(func() { timeNow = time.Now })
+	now := c.Now
+	clockOverride.Store(&now)
+	t.Cleanup(func() { clockOverride.Store(nil) })
 	return c
 }
 

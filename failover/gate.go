@@ -55,7 +55,9 @@ type gate struct {
 	hasVerdict bool
 
 	// after commit
-	watch     streaminspect.Watcher
+	watch        streaminspect.Watcher
+	streamFailed func(streaminspect.ErrorInfo) // an upstream error event after commit
+	reportedErr  bool
 	lastWrite atomic.Int64 // unix nanos of the last upstream write, for the idle check
 	stalled   atomic.Bool
 	idle      *time.Timer
@@ -155,9 +157,7 @@ func (g *gate) Write(p []byte) (int, error) {
 	case modeCommitted:
 		if g.isStream {
 			g.lastWrite.Store(timeNow().UnixNano())
-			if g.encoding == "" {
-				g.watch.Feed(p)
-			}
+			g.watchLocked(p)
 		}
 		return g.w.Write(p)
 	case modeHoldError:
@@ -280,14 +280,30 @@ func (g *gate) commitLocked() {
 	g.w.WriteHeader(status)
 	g.mode = modeCommitted
 	if g.held != nil && g.held.Len() > 0 {
-		_, _ = g.w.Write(g.held.Bytes())
-		if g.isStream && g.encoding == "" {
-			g.watch.Feed(g.held.Bytes())
+		if g.isStream {
+			g.watchLocked(g.held.Bytes())
 		}
+		_, _ = g.w.Write(g.held.Bytes())
 	}
 	if g.isStream {
 		g.lastWrite.Store(timeNow().UnixNano())
 		g.startIdleWatch()
+	}
+}
+
+// watchLocked follows a committed stream for its terminal event, usage and
+// an upstream error event. The error feeds the breaker before the client
+// sees it, so the next request already skips the provider.
+func (g *gate) watchLocked(p []byte) {
+	if g.encoding != "" {
+		return // a compressed stream is passed through without a decoder
+	}
+	g.watch.Feed(p)
+	if g.streamFailed != nil && !g.reportedErr {
+		if ei, failed := g.watch.Failed(); failed {
+			g.reportedErr = true
+			g.streamFailed(ei)
+		}
 	}
 }
 

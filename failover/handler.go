@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -82,9 +83,18 @@ var defaultCooldowns = map[Class]time.Duration{
 	ClassUnreachable: 10 * time.Second,
 }
 
-// timeNow is the handler's clock; tests replace it to move time without
-// sleeping.
-var timeNow = time.Now
+// clockOverride replaces time.Now in tests, which move time without
+// sleeping. Atomic: a request still finishing may read it while a test
+// swaps it.
+var clockOverride atomic.Pointer[func() time.Time]
+
+// timeNow is the handler's clock.
+func timeNow() time.Time {
+	if f := clockOverride.Load(); f != nil {
+		return (*f)()
+	}
+	return time.Now()
+}
 
 // CaddyModule returns the Caddy module information.
 func (Handler) CaddyModule() caddy.ModuleInfo {
@@ -279,7 +289,17 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 	g := newGate(w, &h.hold, cancel)
 	g.classify = h.classifyResponse
 	attempts := req.attempts
+	g.streamFailed = func(ei streaminspect.ErrorInfo) {
+		class := ClassOfErrorType(ei.Type)
+		b.Failure(timeNow(), Failure{Class: class, Cooldown: p.cooldownFor(class),
+			MaxCooldown: time.Duration(h.MaxCooldown), Error: ei.Message})
+		h.logger.Warn("upstream error event after the stream was committed; passed to the client",
+			zap.String("provider", p.Name), zap.String("class", string(class)), zap.String("error_type", ei.Type))
+	}
 	g.onCommit = func(hdr http.Header) {
+		// the provider answered well enough to be delivered: feed the
+		// breaker now, before a later stream error can
+		b.Success()
 		hdr.Set("X-LLM-Provider", p.Name)
 		hdr.Set("X-LLM-Attempts", strconv.Itoa(attempts))
 	}
@@ -289,7 +309,6 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 	end := g.finish(clientGone)
 
 	if end.committed {
-		b.Success()
 		if g.isStream {
 			h.closeStream(g, p, b, aborted, clientGone)
 		}
@@ -370,15 +389,8 @@ var nopHandler = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) 
 // before its terminal event gets a well-formed error event instead of a
 // silent truncation, and an upstream error event feeds the breaker.
 func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientGone bool) {
-	now := timeNow()
-	if ei, ok := g.watch.Failed(); ok {
-		class := ClassOfErrorType(ei.Type)
-		b.Failure(now, Failure{Class: class, Cooldown: p.cooldownFor(class),
-			MaxCooldown: time.Duration(h.MaxCooldown), Error: ei.Message})
-		return
-	}
-	if clientGone || g.encoding != "" || g.watch.Terminal() {
-		return
+	if _, failed := g.watch.Failed(); failed || clientGone || g.encoding != "" || g.watch.Terminal() {
+		return // an upstream error event already fed the breaker
 	}
 	errType, class, msg := "api_error", ClassServerError, "llm_failover: the upstream stream ended before its final event"
 	if g.stalled.Load() {
@@ -387,12 +399,12 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientG
 	} else if aborted {
 		msg = "llm_failover: the upstream connection broke mid-stream"
 	}
+	b.Failure(timeNow(), Failure{Class: class, Cooldown: p.cooldownFor(class),
+		MaxCooldown: time.Duration(h.MaxCooldown), Error: msg})
 	g.mu.Lock()
 	_, _ = g.w.Write(streaminspect.ErrorEvent(errType, msg))
 	g.flushLocked()
 	g.mu.Unlock()
-	b.Failure(now, Failure{Class: class, Cooldown: p.cooldownFor(class),
-		MaxCooldown: time.Duration(h.MaxCooldown), Error: msg})
 	h.logger.Warn("upstream stream ended early; closed the client's stream with an error event",
 		zap.String("provider", p.Name), zap.String("class", string(class)), zap.Bool("stalled", g.stalled.Load()))
 }
