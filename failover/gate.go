@@ -58,9 +58,9 @@ type gate struct {
 	watch        streaminspect.Watcher
 	streamFailed func(streaminspect.ErrorInfo) // an upstream error event after commit
 	reportedErr  bool
-	lastWrite atomic.Int64 // unix nanos of the last upstream write, for the idle check
-	stalled   atomic.Bool
-	idle      *time.Timer
+	lastWrite    atomic.Int64 // unix nanos of the last upstream write, for the idle check
+	stalled      atomic.Bool
+	idle         *time.Timer
 
 	cancel   context.CancelFunc // stops the attempt's upstream request
 	onCommit func(h http.Header)
