@@ -80,6 +80,17 @@ func (b *Breaker) Admit(now time.Time, credential func() string) Admission {
 	return Admission{OK: true, Probe: true}
 }
 
+// peek answers like Admit for an open breaker, without taking a probe or
+// counting a request; any other state admits.
+func (b *Breaker) peek(now time.Time) Admission {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state == StateOpen && now.Before(b.until) {
+		return Admission{RetryAt: b.until, Class: b.lastClass}
+	}
+	return Admission{OK: true}
+}
+
 func credentialChanged(current, failed string) bool {
 	return current != "" && current != failed
 }
@@ -184,6 +195,8 @@ func (b *Breaker) CoolFor(now time.Time, d time.Duration, class Class) {
 	b.state = StateOpen
 	b.until = now.Add(d)
 	b.lastClass = class
+	b.lastFailure = now
+	b.lastError = "cooled down by hand through the admin API"
 	b.probing = false
 }
 

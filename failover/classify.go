@@ -24,6 +24,9 @@ const (
 	ClassContextWindow Class = "context_window" // prompt too long for this model: fail over, cool nothing
 	ClassRepairable    Class = "repairable"     // history another provider produced: repair, retry same provider
 	ClassClientError   Class = "client_error"   // the request's own fault: pass through
+
+	// ClassManual marks a cooldown set by hand through the admin API.
+	ClassManual Class = "manual"
 )
 
 // AllClasses lists every failure class, in the order the README shows them.

@@ -62,11 +62,16 @@ type gate struct {
 	stalled      atomic.Bool
 	idle         *time.Timer
 
+	// a committed non-streaming JSON success is kept (up to maxUsageBody)
+	// to read its usage once it is complete
+	usageBody *bytes.Buffer
+
 	cancel   context.CancelFunc // stops the attempt's upstream request
 	onCommit func(h http.Header)
 	classify func(status int, h http.Header, body []byte) Verdict
 
 	started                  time.Time
+	sawEvent, sawContent     bool
 	firstEvent, firstContent time.Duration
 }
 
@@ -78,7 +83,7 @@ func newGate(w http.ResponseWriter, hold *holdPolicy, cancel context.CancelFunc)
 		header:  make(http.Header),
 		hold:    hold,
 		cancel:  cancel,
-		started: timeNow(),
+		started: time.Now(), // latency is measured on the real clock, never a test's
 	}
 }
 
@@ -158,6 +163,12 @@ func (g *gate) Write(p []byte) (int, error) {
 		if g.isStream {
 			g.lastWrite.Store(timeNow().UnixNano())
 			g.watchLocked(p)
+		} else if g.usageBody != nil {
+			if g.usageBody.Len()+len(p) <= maxUsageBody {
+				g.usageBody.Write(p)
+			} else {
+				g.releaseUsageLocked()
+			}
 		}
 		return g.w.Write(p)
 	case modeHoldError:
@@ -200,13 +211,13 @@ func (g *gate) inspectLocked(p []byte) {
 			v = g.inspect.Feed(decoded)
 		}
 	}
-	if g.firstEvent == 0 && g.inspect.Events() > 0 {
-		g.firstEvent = timeNow().Sub(g.started)
+	if !g.sawEvent && g.inspect.Events() > 0 {
+		g.sawEvent, g.firstEvent = true, time.Since(g.started)
 	}
 	switch v {
 	case streaminspect.Content, streaminspect.Ended, streaminspect.Invalid:
 		if v == streaminspect.Content {
-			g.firstContent = timeNow().Sub(g.started)
+			g.sawContent, g.firstContent = true, time.Since(g.started)
 		}
 		g.commitLocked()
 		g.flushLocked()
@@ -279,6 +290,9 @@ func (g *gate) commitLocked() {
 	}
 	g.w.WriteHeader(status)
 	g.mode = modeCommitted
+	if status == http.StatusOK && !g.isStream && isJSON(g.header) {
+		g.usageBody = heldPool.Get().(*bytes.Buffer)
+	}
 	if g.held != nil && g.held.Len() > 0 {
 		if g.isStream {
 			g.watchLocked(g.held.Bytes())
@@ -412,11 +426,44 @@ func (g *gate) releaseHeldLocked() {
 	}
 }
 
+func (g *gate) releaseUsageLocked() {
+	releaseHeld(g.usageBody)
+	g.usageBody = nil
+}
+
+// usage returns the token usage of a committed response: from the stream's
+// message_start/message_delta events, or the JSON body's usage object.
+func (g *gate) usage() (streaminspect.Usage, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.isStream {
+		u := g.watch.Usage()
+		return u, u != (streaminspect.Usage{})
+	}
+	if g.usageBody == nil {
+		return streaminspect.Usage{}, false
+	}
+	defer g.releaseUsageLocked()
+	body := g.usageBody.Bytes()
+	if enc := g.header.Get("Content-Encoding"); enc != "" {
+		var err error
+		if body, err = decodeBody(enc, body, maxUsageBody); err != nil {
+			return streaminspect.Usage{}, false
+		}
+	}
+	return usageFromJSON(body)
+}
+
 func releaseHeld(b *bytes.Buffer) {
 	if b != nil && b.Cap() <= 4*maxHeldError {
 		b.Reset()
 		heldPool.Put(b)
 	}
+}
+
+func isJSON(h http.Header) bool {
+	ct := h.Get("Content-Type")
+	return strings.HasPrefix(ct, "application/json") || strings.Contains(ct, "+json")
 }
 
 func isEventStream(h http.Header) bool {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,6 +144,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxAttempts <= 0 {
 		h.MaxAttempts = len(h.Providers)
 	}
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	registerHandler(h)
 	return nil
 }
 
@@ -156,6 +161,7 @@ func (h *Handler) Validate() error {
 
 // Cleanup releases the providers' proxies and breaker references.
 func (h *Handler) Cleanup() error {
+	unregisterHandler(h)
 	for _, p := range h.Providers {
 		p.cleanup()
 	}
@@ -184,6 +190,11 @@ type llmRequest struct {
 	last         *attemptEnd // the last failed attempt's held response
 	lastProvider *Provider
 	lastErr      string
+
+	// for placeholders and metrics
+	answeredBy string
+	sentModel  string
+	usage      streaminspect.Usage
 }
 
 // ServeHTTP proxies the request through the first provider that takes it.
@@ -210,11 +221,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if h.anyPassthrough {
 		req.clientKey = clientFingerprint(r.Header)
 	}
-	defer func() {
-		if req.last != nil {
-			releaseHeld(req.last.body)
-		}
-	}()
+	defer h.finishRequest(req)
 
 	for {
 		if req.attempts >= h.MaxAttempts {
@@ -236,6 +243,36 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 }
 
+// finishRequest publishes what happened as placeholders, for access logs
+// and later handlers, and releases what the request held.
+func (h *Handler) finishRequest(req *llmRequest) {
+	if req.last != nil {
+		releaseHeld(req.last.body)
+	}
+	repl, ok := req.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return
+	}
+	provider := req.answeredBy
+	if provider == "" && req.lastProvider != nil {
+		provider = req.lastProvider.Name
+	}
+	classes := make([]string, len(req.classes))
+	for i, c := range req.classes {
+		classes[i] = string(c)
+	}
+	model := req.sentModel
+	if model == "" {
+		model = req.fields.Model
+	}
+	repl.Set("llm.provider", provider)
+	repl.Set("llm.attempts", req.attempts)
+	repl.Set("llm.failover_classes", strings.Join(classes, ","))
+	repl.Set("llm.model", model)
+	repl.Set("llm.input_tokens", req.usage.InputTokens)
+	repl.Set("llm.output_tokens", req.usage.OutputTokens)
+}
+
 // selectProvider returns the index of the first untried provider whose
 // breaker admits the request, or -1 and why each was skipped.
 func (h *Handler) selectProvider(req *llmRequest) (int, Admission, []skipped) {
@@ -245,7 +282,7 @@ func (h *Handler) selectProvider(req *llmRequest) (int, Admission, []skipped) {
 		if req.tried[i] {
 			continue
 		}
-		adm := p.breaker(req.clientKey).Admit(now, p.credentialVersion)
+		adm := p.admit(now, req.clientKey)
 		if adm.OK {
 			return i, adm, nil
 		}
@@ -273,8 +310,10 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 				MaxCooldown: time.Duration(h.MaxCooldown), Error: err.Error(), FailedOver: true})
 			req.classes = append(req.classes, ClassAuth)
 			req.lastErr = fmt.Sprintf("provider %s: credential unavailable: %v", p.Name, err)
+			metrics.failovers.WithLabelValues(p.Name, string(ClassAuth)).Inc()
 			h.logger.Error("provider credential unavailable; failing over",
-				zap.String("provider", p.Name), zap.Error(err), zap.Time("cooldown_until", until))
+				zap.String("provider", p.Name), zap.Error(err), zap.Time("cooldown_until", until),
+				zap.String("request_id", requestID(r)))
 			return false
 		}
 	}
@@ -284,17 +323,18 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 	if cred.Secret != "" {
 		ctx = context.WithValue(ctx, attemptCredentialKey{}, &attemptCredential{header: p.authHeader, cred: cred})
 	}
-	ar := h.attemptRequest(ctx, req, p)
+	ar, model := h.attemptRequest(ctx, req, p)
 	req.attempts++
+	attempts := req.attempts
 	g := newGate(w, &h.hold, cancel)
 	g.classify = h.classifyResponse
-	attempts := req.attempts
 	g.streamFailed = func(ei streaminspect.ErrorInfo) {
 		class := ClassOfErrorType(ei.Type)
 		b.Failure(timeNow(), Failure{Class: class, Cooldown: p.cooldownFor(class),
 			MaxCooldown: time.Duration(h.MaxCooldown), Error: ei.Message})
 		h.logger.Warn("upstream error event after the stream was committed; passed to the client",
-			zap.String("provider", p.Name), zap.String("class", string(class)), zap.String("error_type", ei.Type))
+			zap.String("provider", p.Name), zap.String("class", string(class)),
+			zap.String("error_type", ei.Type), zap.String("request_id", requestID(r)))
 	}
 	g.onCommit = func(hdr http.Header) {
 		// the provider answered well enough to be delivered: feed the
@@ -309,8 +349,19 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 	end := g.finish(clientGone)
 
 	if end.committed {
+		req.answeredBy, req.sentModel = p.Name, model
+		outcome := "success"
+		if end.verdict.Class != ClassNone {
+			outcome = string(end.verdict.Class) // a passed-through client error
+		}
+		metrics.attempts.WithLabelValues(p.Name, outcome).Inc()
 		if g.isStream {
+			observeTiming(p.Name, g)
 			h.closeStream(g, p, b, aborted, clientGone)
+		}
+		if u, ok := g.usage(); ok {
+			req.usage = u
+			countTokens(p.Name, model, u)
 		}
 		return true
 	}
@@ -318,23 +369,22 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 		// not the provider's fault: charge nothing, free a probe
 		b.Release(adm.Probe)
 		releaseHeld(end.body)
+		metrics.attempts.WithLabelValues(p.Name, "client_gone").Inc()
 		return true
 	}
 
 	v := end.verdict
-	if end.status == 0 {
-		if v.Class == ClassNone {
-			msg := "no response"
-			if proxyErr != nil {
-				msg = proxyErr.Error()
-			} else if aborted {
-				msg = "upstream connection broke"
-			}
-			v = Verdict{Class: ClassUnreachable, ErrorType: "api_error", Message: msg}
+	if end.status == 0 && v.Class == ClassNone {
+		msg := "no response"
+		if proxyErr != nil {
+			msg = proxyErr.Error()
+		} else if aborted {
+			msg = "upstream connection broke"
 		}
+		v = Verdict{Class: ClassUnreachable, ErrorType: "api_error", Message: msg}
 	}
-	if v.Class == ClassNone || !v.Class.FailsOver() {
-		// cannot happen: non-failover verdicts are committed by the gate
+	if !v.Class.FailsOver() {
+		// cannot happen: the gate commits verdicts that do not fail over
 		v.Class = ClassServerError
 	}
 	until := b.Failure(timeNow(), Failure{
@@ -342,11 +392,17 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 		ResetAt: v.ResetAt, Credential: cred.Version, Error: v.Message, FailedOver: true,
 	})
 	req.classes = append(req.classes, v.Class)
+	metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
+	metrics.failovers.WithLabelValues(p.Name, string(v.Class)).Inc()
 	if c := h.logger.Check(zapcore.WarnLevel, "provider failed; failing over"); c != nil {
-		c.Write(zap.String("provider", p.Name), zap.String("class", string(v.Class)),
+		fields := []zap.Field{zap.String("provider", p.Name), zap.String("class", string(v.Class)),
 			zap.String("error_type", v.ErrorType), zap.String("message", v.Message),
 			zap.Int("status", end.status), zap.Int("attempt", attempts),
-			zap.Time("cooldown_until", until))
+			zap.String("request_id", requestID(r))}
+		if v.Class.Cools() {
+			fields = append(fields, zap.Time("cooldown_until", until), zap.Duration("cooldown", until.Sub(timeNow())))
+		}
+		c.Write(fields...)
 	}
 	if req.last != nil {
 		releaseHeld(req.last.body)
@@ -366,6 +422,31 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 	}
 	req.tried[i] = true
 	return false
+}
+
+// requestID names the request in logs: the client's own id if it sent one,
+// else Caddy's per-request UUID.
+func requestID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-Id"); id != "" {
+		return id
+	}
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		if v, ok := repl.GetString("http.request.uuid"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func countTokens(provider, model string, u streaminspect.Usage) {
+	for _, kv := range [...]struct {
+		kind string
+		n    int64
+	}{{"input", u.InputTokens}, {"output", u.OutputTokens}, {"cache_read", u.CacheReadTokens}, {"cache_creation", u.CacheCreationTokens}} {
+		if kv.n > 0 {
+			metrics.tokens.WithLabelValues(provider, model, kv.kind).Add(float64(kv.n))
+		}
+	}
 }
 
 // runProxy hands the attempt to the provider's reverse_proxy. reverse_proxy
@@ -446,17 +527,17 @@ func (h *Handler) classifyResponse(status int, hdr http.Header, body []byte) Ver
 // attemptRequest builds the request one provider receives: the same body
 // (model mapped if the provider maps it), the client's credential removed
 // unless the provider passes it through, the base path prefixed.
-func (h *Handler) attemptRequest(ctx context.Context, req *llmRequest, p *Provider) *http.Request {
+func (h *Handler) attemptRequest(ctx context.Context, req *llmRequest, p *Provider) (*http.Request, string) {
 	r := req.r
 	ar := r.WithContext(ctx)
 	ar.Header = r.Header.Clone()
 	if !p.passthrough {
 		stripClientCredential(ar.Header)
 	}
-	body := req.body
-	if len(p.Models) > 0 && req.fields.Model != "" {
-		if m, ok := mapModel(p.Models, req.fields.Model); ok {
-			body = withModel(body, req.fields, m)
+	body, model := req.body, req.fields.Model
+	if len(p.Models) > 0 && model != "" {
+		if m, ok := mapModel(p.Models, model); ok {
+			body, model = withModel(body, req.fields, m), m
 		}
 	}
 	ar.Header.Del("Content-Length")
@@ -476,7 +557,7 @@ func (h *Handler) attemptRequest(ctx context.Context, req *llmRequest, p *Provid
 		ar.URL = &u
 	}
 	ar.Host = p.upstreamURL.Host
-	return ar
+	return ar, model
 }
 
 var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}

@@ -225,6 +225,18 @@ func (p *Provider) breaker(clientKey string) *Breaker {
 	return b.(*Breaker)
 }
 
+// admit asks the provider's breaker for this client. A passthrough
+// provider has a breaker per client, and its shared one is opened only by
+// hand (admin API), which then drains it for everyone.
+func (p *Provider) admit(now time.Time, clientKey string) Admission {
+	if p.passthrough {
+		if adm := p.state.shared.peek(now); !adm.OK {
+			return adm
+		}
+	}
+	return p.breaker(clientKey).Admit(now, p.credentialVersion)
+}
+
 // credentialVersion returns the version of the provider's current
 // credential, for an auth cooldown that may end early.
 func (p *Provider) credentialVersion() string {

@@ -1,0 +1,113 @@
+package failover
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "llm",
+		Usage: "[--address <admin-api>] [--config <path> [--adapter <name>]] [status | reset <provider> | cooldown <provider> <duration>]",
+		Short: "Shows and controls llm_failover providers of a running Caddy",
+		Long: `
+Prints the status of every llm_failover provider of a running Caddy, as an
+aligned table read from the admin API (GET /llm/providers): its breaker state,
+the class of its last failure, the time left in its cooldown, its counters and
+the state of its credential (never the credential itself).
+
+  caddy llm                          status (the default)
+  caddy llm reset <provider>         close the provider's breaker now
+  caddy llm cooldown <provider> 10m  cool the provider down by hand (drain)
+
+The admin address is found like Caddy's own commands: --address, else the
+admin address of --config, else the default (localhost:2019).`,
+		CobraFunc: func(cmd *cobra.Command) {
+			cmd.Flags().StringP("address", "", "", "The address of the running Caddy's admin API")
+			cmd.Flags().StringP("config", "c", "", "Configuration file, to find the admin address")
+			cmd.Flags().StringP("adapter", "a", "", "Name of the config adapter to apply (when --config is used)")
+			cmd.RunE = caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
+				return runLLMCommand(os.Stdout, fl.String("address"), fl.String("config"), fl.String("adapter"), cmd.Flags().Args())
+			})
+		},
+	})
+}
+
+// runLLMCommand runs `caddy llm` against the admin API; out receives the
+// table. It returns the process exit code.
+func runLLMCommand(out io.Writer, address, configFile, adapter string, args []string) (int, error) {
+	addr, err := caddycmd.DetermineAdminAPIAddress(address, nil, configFile, adapter)
+	if err != nil {
+		return 1, fmt.Errorf("finding the admin API address: %v", err)
+	}
+	action := "status"
+	if len(args) > 0 {
+		action = args[0]
+	}
+	switch {
+	case action == "status" && len(args) <= 1:
+		resp, err := adminCall(addr, http.MethodGet, "/llm/providers")
+		if err != nil {
+			return 1, err
+		}
+		var status StatusResponse
+		if err := json.Unmarshal(resp, &status); err != nil {
+			return 1, fmt.Errorf("reading /llm/providers: %v", err)
+		}
+		printStatusTable(out, status.Providers)
+		return 0, nil
+	case action == "reset" && len(args) == 2:
+		if _, err := adminCall(addr, http.MethodPost, "/llm/providers/"+url.PathEscape(args[1])+"/reset"); err != nil {
+			return 1, err
+		}
+		fmt.Fprintf(out, "%s: breaker closed\n", args[1])
+		return 0, nil
+	case action == "cooldown" && len(args) == 3:
+		if _, err := adminCall(addr, http.MethodPost, "/llm/providers/"+url.PathEscape(args[1])+"/cooldown?duration="+url.QueryEscape(args[2])); err != nil {
+			return 1, err
+		}
+		fmt.Fprintf(out, "%s: cooling down for %s\n", args[1], args[2])
+		return 0, nil
+	}
+	return 2, fmt.Errorf("usage: caddy llm [status | reset <provider> | cooldown <provider> <duration>]")
+}
+
+func adminCall(addr, method, uri string) ([]byte, error) {
+	res, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, nil)
+	if err != nil {
+		return nil, err // AdminAPIRequest already says what the server answered
+	}
+	defer res.Body.Close()
+	return io.ReadAll(res.Body)
+}
+
+func printStatusTable(out io.Writer, providers []ProviderStatus) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROVIDER\tSTATE\tLAST CLASS\tCOOLDOWN LEFT\tREQUESTS\tSUCCESSES\tFAILOVERS\tCREDENTIAL")
+	for _, p := range providers {
+		left := p.CooldownLeft
+		if left == "" {
+			left = "-"
+		}
+		class := string(p.LastClass)
+		if class == "" {
+			class = "-"
+		}
+		cred := p.Credential
+		if p.CredentialReason != "" && p.Credential != "ok" {
+			cred += " (" + strings.TrimSpace(p.CredentialReason) + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", p.Name, p.State, class, left,
+			p.Requests, p.Successes, p.Failovers, cred)
+	}
+	_ = tw.Flush()
+}

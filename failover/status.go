@@ -1,0 +1,138 @@
+package failover
+
+import (
+	"math"
+	"slices"
+	"sync"
+	"time"
+)
+
+// liveHandlers are the provisioned handlers, newest last, so the admin API
+// and the metrics collector see the providers of the running config. During
+// a reload old and new are both present until the old one is cleaned up.
+var liveHandlers struct {
+	sync.Mutex
+	list []*Handler
+}
+
+func registerHandler(h *Handler) {
+	liveHandlers.Lock()
+	defer liveHandlers.Unlock()
+	liveHandlers.list = append(liveHandlers.list, h)
+}
+
+func unregisterHandler(h *Handler) {
+	liveHandlers.Lock()
+	defer liveHandlers.Unlock()
+	liveHandlers.list = slices.DeleteFunc(liveHandlers.list, func(x *Handler) bool { return x == h })
+}
+
+// liveProviders returns each provider of the running config once, by name,
+// in priority order; the newest config's declaration wins.
+func liveProviders() []*Provider {
+	liveHandlers.Lock()
+	defer liveHandlers.Unlock()
+	var out []*Provider
+	seen := make(map[string]int)
+	for i := len(liveHandlers.list) - 1; i >= 0; i-- {
+		for _, p := range liveHandlers.list[i].Providers {
+			if _, ok := seen[p.Name]; ok {
+				continue
+			}
+			seen[p.Name] = len(out)
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ProviderStatus is one provider in GET /llm/providers. It never holds a
+// secret: the credential is a state such as ok, missing or expired.
+type ProviderStatus struct {
+	Name                string       `json:"name"`
+	Upstream            string       `json:"upstream"`
+	State               BreakerState `json:"state"`
+	LastClass           Class        `json:"last_class"`
+	LastFailure         string       `json:"last_failure"`
+	LastError           string       `json:"last_error,omitempty"`
+	CooldownUntil       string       `json:"cooldown_until"`
+	CooldownLeftSeconds float64      `json:"cooldown_left_seconds"`
+	CooldownLeft        string       `json:"cooldown_left"`
+	ConsecutiveFailures int          `json:"consecutive_failures"`
+	Requests            uint64       `json:"requests"`
+	Successes           uint64       `json:"successes"`
+	Failovers           uint64       `json:"failovers"`
+	Credential          string       `json:"credential"`
+	CredentialReason    string       `json:"credential_reason,omitempty"`
+	// ClientsCooling counts the client credentials cooling on a
+	// passthrough provider, whose breakers are per client.
+	ClientsCooling int `json:"clients_cooling,omitempty"`
+}
+
+// status reports a provider as of now.
+func (p *Provider) status(now time.Time) ProviderStatus {
+	s := p.state.shared.Snapshot(now)
+	clientsCooling := 0
+	if p.passthrough {
+		// sum the per-client breakers; the most recent failure speaks
+		p.state.clients.Range(func(_, v any) bool {
+			cs := v.(*Breaker).Snapshot(now)
+			s.Requests += cs.Requests
+			s.Successes += cs.Successes
+			s.Failovers += cs.Failovers
+			if cs.State == StateOpen {
+				clientsCooling++
+			}
+			if cs.LastFailure.After(s.LastFailure) {
+				s.LastFailure, s.LastClass, s.LastError = cs.LastFailure, cs.LastClass, cs.LastError
+			}
+			return true
+		})
+	}
+	cred := p.credentialStatus()
+	out := ProviderStatus{
+		Name:                p.Name,
+		Upstream:            p.Upstream,
+		State:               s.State,
+		LastClass:           s.LastClass,
+		LastError:           s.LastError,
+		ConsecutiveFailures: s.ConsecutiveFailures,
+		Requests:            s.Requests,
+		Successes:           s.Successes,
+		Failovers:           s.Failovers,
+		Credential:          string(cred.State),
+		CredentialReason:    cred.Reason,
+		ClientsCooling:      clientsCooling,
+	}
+	if p.source == nil {
+		out.Credential, out.CredentialReason = "none", "the client's credential is removed and none is set"
+	}
+	if !s.LastFailure.IsZero() {
+		out.LastFailure = s.LastFailure.UTC().Format(time.RFC3339)
+	}
+	if s.State == StateOpen {
+		out.CooldownUntil = s.Until.UTC().Format(time.RFC3339)
+		left := s.Until.Sub(now)
+		out.CooldownLeftSeconds = math.Round(left.Seconds()*1000) / 1000
+		out.CooldownLeft = humanLeft(now, s.Until)
+	}
+	return out
+}
+
+// resetProvider closes every breaker of a provider.
+func (p *Provider) reset() {
+	p.state.shared.Reset()
+	p.state.clients.Range(func(_, v any) bool {
+		v.(*Breaker).Reset()
+		return true
+	})
+}
+
+// coolFor drains a provider by hand: every breaker of it opens for d.
+func (p *Provider) coolFor(now time.Time, d time.Duration) {
+	p.state.shared.CoolFor(now, d, ClassManual)
+	p.state.clients.Range(func(_, v any) bool {
+		v.(*Breaker).CoolFor(now, d, ClassManual)
+		return true
+	})
+}

@@ -1,0 +1,83 @@
+package failover
+
+import (
+	"encoding/json"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
+)
+
+// maxUsageBody bounds how much of a non-streaming success is kept to read
+// its usage; a larger body goes uncounted rather than held.
+const maxUsageBody = 256 << 10
+
+// usageFromJSON reads the top-level "usage" object of a non-streaming
+// response, in Anthropic's form (input_tokens, output_tokens,
+// cache_read_input_tokens, cache_creation_input_tokens) or OpenAI's
+// (prompt_tokens, completion_tokens, prompt_tokens_details.cached_tokens).
+// Only the usage object is decoded.
+func usageFromJSON(body []byte) (streaminspect.Usage, bool) {
+	raw := topLevelValue(body, "usage")
+	if len(raw) == 0 || raw[0] != '{' {
+		return streaminspect.Usage{}, false
+	}
+	var u struct {
+		InputTokens         int64 `json:"input_tokens"`
+		OutputTokens        int64 `json:"output_tokens"`
+		CacheRead           int64 `json:"cache_read_input_tokens"`
+		CacheCreation       int64 `json:"cache_creation_input_tokens"`
+		PromptTokens        int64 `json:"prompt_tokens"`
+		CompletionTokens    int64 `json:"completion_tokens"`
+		PromptTokensDetails struct {
+			CachedTokens int64 `json:"cached_tokens"`
+		} `json:"prompt_tokens_details"`
+	}
+	if json.Unmarshal(raw, &u) != nil {
+		return streaminspect.Usage{}, false
+	}
+	out := streaminspect.Usage{
+		InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
+		CacheReadTokens: u.CacheRead, CacheCreationTokens: u.CacheCreation,
+	}
+	if u.PromptTokens != 0 || u.CompletionTokens != 0 {
+		out.InputTokens, out.OutputTokens = u.PromptTokens, u.CompletionTokens
+		out.CacheReadTokens = u.PromptTokensDetails.CachedTokens
+	}
+	return out, true
+}
+
+// topLevelValue returns the raw bytes of one top-level key's value of a JSON
+// object, or nil. Other values are skipped, not decoded.
+func topLevelValue(body []byte, key string) []byte {
+	s := jsonScanner{b: body}
+	s.ws()
+	if !s.eat('{') {
+		return nil
+	}
+	for {
+		s.ws()
+		if s.i >= len(s.b) || s.b[s.i] == '}' {
+			return nil
+		}
+		keyStart := s.i
+		if !s.skipString() {
+			return nil
+		}
+		k := s.b[keyStart+1 : s.i-1]
+		s.ws()
+		if !s.eat(':') {
+			return nil
+		}
+		s.ws()
+		valStart := s.i
+		if !s.skipValue() {
+			return nil
+		}
+		if string(k) == key {
+			return s.b[valStart:s.i]
+		}
+		s.ws()
+		if !s.eat(',') {
+			return nil
+		}
+	}
+}
