@@ -157,7 +157,8 @@ func (b *Breaker) Failure(now time.Time, f Failure) time.Time {
 	b.consecutive++
 	cooldown := f.Cooldown
 	if wasProbe && b.cooldown > 0 {
-		cooldown = min(2*b.cooldown, max(f.MaxCooldown, f.Cooldown))
+		// doubled, capped, and never below this class's own cooldown
+		cooldown = max(f.Cooldown, min(2*b.cooldown, f.MaxCooldown))
 	}
 	b.cooldown = cooldown
 	until := now.Add(cooldown)

@@ -279,7 +279,7 @@ func unifiedRejected(h http.Header) bool {
 // latest anthropic-ratelimit-*-reset of a limit that is exhausted.
 func resetHint(h http.Header, class Class, now time.Time) time.Time {
 	if class == ClassQuota {
-		if t := unifiedReset(h); !t.IsZero() {
+		if t := unifiedReset(h); t.After(now) {
 			return t
 		}
 	}
@@ -311,7 +311,7 @@ func resetHint(h http.Header, class Class, now time.Time) time.Time {
 		return latest
 	}
 	if class != ClassQuota {
-		if t := unifiedReset(h); !t.IsZero() {
+		if t := unifiedReset(h); t.After(now) {
 			return t
 		}
 	}
@@ -350,7 +350,7 @@ func retryAfter(v string, now time.Time) time.Time {
 		return time.Time{}
 	}
 	if secs, err := strconv.ParseFloat(v, 64); err == nil {
-		if secs <= 0 || secs > 366*24*3600 {
+		if !(secs > 0 && secs <= 366*24*3600) { // also rejects NaN
 			return time.Time{}
 		}
 		return now.Add(time.Duration(secs * float64(time.Second)))

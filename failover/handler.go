@@ -185,6 +185,7 @@ type llmRequest struct {
 	tried       []bool // per provider index
 	authRetried []bool
 	attempts    int // sent upstream
+	retries     int // of those, retries of the same provider with a renewed credential
 	classes     []Class
 
 	last         *attemptEnd // the last failed attempt's held response
@@ -224,7 +225,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	defer h.finishRequest(req)
 
 	for {
-		if req.attempts >= h.MaxAttempts {
+		if req.attempts-req.retries >= h.MaxAttempts {
 			h.answerExhausted(w, req)
 			return nil
 		}
@@ -291,11 +292,11 @@ func (h *Handler) selectProvider(req *llmRequest) (int, Admission, []skipped) {
 	return -1, Admission{}, skips
 }
 
-// attempt sends the request to provider i through a gate and acts on the
-// verdict. It returns true when the client has its answer.
+// attempt sends the request to provider i and acts on the verdict. It
+// returns true when the client has its answer.
 func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Admission) bool {
 	p := h.Providers[i]
-	b := p.breaker(req.clientKey)
+	t := &attemptTarget{p: p, b: p.breaker(req.clientKey), adm: adm}
 	r := req.r
 
 	var cred credsource.Credential
@@ -306,50 +307,87 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 			// no request is sent: the provider cannot be used until its
 			// credential appears
 			req.tried[i] = true
-			until := b.Failure(timeNow(), Failure{Class: ClassAuth, Cooldown: p.cooldownFor(ClassAuth),
-				MaxCooldown: time.Duration(h.MaxCooldown), Error: err.Error(), FailedOver: true})
-			req.classes = append(req.classes, ClassAuth)
-			req.lastErr = fmt.Sprintf("provider %s: credential unavailable: %v", p.Name, err)
-			metrics.failovers.WithLabelValues(p.Name, string(ClassAuth)).Inc()
+			t.credVersion = missingCredential
+			h.failOver(req, t, attemptEnd{}, Verdict{Class: ClassAuth, Message: "credential unavailable: " + err.Error()})
 			h.logger.Error("provider credential unavailable; failing over",
-				zap.String("provider", p.Name), zap.Error(err), zap.Time("cooldown_until", until),
-				zap.String("request_id", requestID(r)))
+				zap.String("provider", p.Name), zap.Error(err), zap.String("request_id", requestID(r)))
 			return false
 		}
 	}
+	t.credVersion = cred.Version
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	if cred.Secret != "" {
-		ctx = context.WithValue(ctx, attemptCredentialKey{}, &attemptCredential{header: p.authHeader, cred: cred})
-	}
-	ar, model := h.attemptRequest(ctx, req, p)
+	ac := &attemptCredential{header: p.authHeader, cred: cred}
+	ctx = context.WithValue(ctx, attemptCredentialKey{}, ac)
+	ar, model := h.attemptRequest(ctx, req, p, ac)
+	t.model = model
 	req.attempts++
+	done, v := h.runAttempt(w, req, t, ar, cancel, p.handler)
+	if done {
+		return true
+	}
+	// A refused credential that the source can renew gets one more try on
+	// the same provider before failing over.
+	if v.Class == ClassAuth && p.refresher != nil && !req.authRetried[i] &&
+		p.refresher.Refused(r.Context(), cred.Version) {
+		req.authRetried[i] = true
+		req.retries++
+		t.b.Reset()
+		return false
+	}
+	req.tried[i] = true
+	return false
+}
+
+// attemptTarget is the provider an attempt goes to. In wrap mode the
+// reverse_proxy's selector fills it in, before any response arrives.
+type attemptTarget struct {
+	p           *Provider
+	b           *Breaker
+	adm         Admission
+	model       string // as sent upstream
+	credVersion string
+}
+
+// runAttempt hands one attempt to an upstream handler through a gate and
+// settles the verdict: a committed response is the client's answer; a
+// failure feeds the breaker and is kept in case no provider answers. It
+// returns true when the client has its answer.
+func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptTarget, ar *http.Request,
+	cancel context.CancelFunc, upstream caddyhttp.Handler) (bool, Verdict) {
+	r := req.r
 	attempts := req.attempts
 	g := newGate(w, &h.hold, cancel)
 	g.classify = h.classifyResponse
 	g.streamFailed = func(ei streaminspect.ErrorInfo) {
 		class := ClassOfErrorType(ei.Type)
-		b.Failure(timeNow(), Failure{Class: class, Cooldown: p.cooldownFor(class),
+		t.b.Failure(timeNow(), Failure{Class: class, Cooldown: t.p.cooldownFor(class),
 			MaxCooldown: time.Duration(h.MaxCooldown), Error: ei.Message})
 		h.logger.Warn("upstream error event after the stream was committed; passed to the client",
-			zap.String("provider", p.Name), zap.String("class", string(class)),
+			zap.String("provider", t.p.Name), zap.String("class", string(class)),
 			zap.String("error_type", ei.Type), zap.String("request_id", requestID(r)))
 	}
 	g.onCommit = func(hdr http.Header) {
 		// the provider answered well enough to be delivered: feed the
 		// breaker now, before a later stream error can
-		b.Success()
-		hdr.Set("X-LLM-Provider", p.Name)
+		t.b.Success()
+		hdr.Set("X-LLM-Provider", t.p.Name)
 		hdr.Set("X-LLM-Attempts", strconv.Itoa(attempts))
 	}
 
-	proxyErr, aborted := runProxy(p, g, ar)
+	proxyErr, aborted := runUpstream(upstream, g, ar)
 	clientGone := r.Context().Err() != nil
 	end := g.finish(clientGone)
+	if t.p == nil {
+		// wrap mode, and the selector chose nothing: no attempt was made
+		releaseHeld(end.body)
+		return false, Verdict{}
+	}
+	p, b := t.p, t.b
 
 	if end.committed {
-		req.answeredBy, req.sentModel = p.Name, model
+		req.answeredBy, req.sentModel = p.Name, t.model
 		outcome := "success"
 		if end.verdict.Class != ClassNone {
 			outcome = string(end.verdict.Class) // a passed-through client error
@@ -361,16 +399,16 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 		}
 		if u, ok := g.usage(); ok {
 			req.usage = u
-			countTokens(p.Name, model, u)
+			countTokens(p.Name, t.model, u)
 		}
-		return true
+		return true, end.verdict
 	}
 	if clientGone {
 		// not the provider's fault: charge nothing, free a probe
-		b.Release(adm.Probe)
+		b.Release(t.adm.Probe)
 		releaseHeld(end.body)
 		metrics.attempts.WithLabelValues(p.Name, "client_gone").Inc()
-		return true
+		return true, Verdict{}
 	}
 
 	v := end.verdict
@@ -387,18 +425,28 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 		// cannot happen: the gate commits verdicts that do not fail over
 		v.Class = ClassServerError
 	}
-	until := b.Failure(timeNow(), Failure{
+	h.failOver(req, t, end, v)
+	return false, v
+}
+
+// failOver records a failed attempt: the breaker, metrics, the log line,
+// and the held response, kept in case no other provider answers.
+func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v Verdict) {
+	p := t.p
+	until := t.b.Failure(timeNow(), Failure{
 		Class: v.Class, Cooldown: p.cooldownFor(v.Class), MaxCooldown: time.Duration(h.MaxCooldown),
-		ResetAt: v.ResetAt, Credential: cred.Version, Error: v.Message, FailedOver: true,
+		ResetAt: v.ResetAt, Credential: t.credVersion, Error: v.Message, FailedOver: true,
 	})
 	req.classes = append(req.classes, v.Class)
-	metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
+	if end.status != 0 || v.Class == ClassUnreachable {
+		metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
+	}
 	metrics.failovers.WithLabelValues(p.Name, string(v.Class)).Inc()
 	if c := h.logger.Check(zapcore.WarnLevel, "provider failed; failing over"); c != nil {
 		fields := []zap.Field{zap.String("provider", p.Name), zap.String("class", string(v.Class)),
 			zap.String("error_type", v.ErrorType), zap.String("message", v.Message),
-			zap.Int("status", end.status), zap.Int("attempt", attempts),
-			zap.String("request_id", requestID(r))}
+			zap.Int("status", end.status), zap.Int("attempt", req.attempts),
+			zap.String("request_id", requestID(req.r))}
 		if v.Class.Cools() {
 			fields = append(fields, zap.Time("cooldown_until", until), zap.Duration("cooldown", until.Sub(timeNow())))
 		}
@@ -411,17 +459,6 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 	if end.status != 0 {
 		req.last = &end
 	}
-
-	// A refused credential that the source can renew gets one more try on
-	// the same provider before failing over.
-	if v.Class == ClassAuth && p.refresher != nil && !req.authRetried[i] &&
-		p.refresher.Refused(r.Context(), cred.Version) {
-		req.authRetried[i] = true
-		b.Reset()
-		return false
-	}
-	req.tried[i] = true
-	return false
 }
 
 // requestID names the request in logs: the client's own id if it sent one,
@@ -449,10 +486,11 @@ func countTokens(provider, model string, u streaminspect.Usage) {
 	}
 }
 
-// runProxy hands the attempt to the provider's reverse_proxy. reverse_proxy
-// panics with http.ErrAbortHandler when the upstream body breaks after
+// runUpstream hands the attempt to an upstream handler: a provider's own
+// reverse_proxy, or in wrap mode the next handler. reverse_proxy panics
+// with http.ErrAbortHandler when the upstream body breaks after
 // WriteHeader; that is an attempt's failure here, not the server's.
-func runProxy(p *Provider, g *gate, ar *http.Request) (err error, aborted bool) {
+func runUpstream(upstream caddyhttp.Handler, g *gate, ar *http.Request) (err error, aborted bool) {
 	defer func() {
 		if rec := recover(); rec != nil {
 			if rec != http.ErrAbortHandler {
@@ -461,7 +499,7 @@ func runProxy(p *Provider, g *gate, ar *http.Request) (err error, aborted bool) 
 			aborted = true
 		}
 	}()
-	return p.proxy.ServeHTTP(g, ar, nopHandler), false
+	return upstream.ServeHTTP(g, ar), false
 }
 
 var nopHandler = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
@@ -527,11 +565,15 @@ func (h *Handler) classifyResponse(status int, hdr http.Header, body []byte) Ver
 // attemptRequest builds the request one provider receives: the same body
 // (model mapped if the provider maps it), the client's credential removed
 // unless the provider passes it through, the base path prefixed.
-func (h *Handler) attemptRequest(ctx context.Context, req *llmRequest, p *Provider) (*http.Request, string) {
+func (h *Handler) attemptRequest(ctx context.Context, req *llmRequest, p *Provider, ac *attemptCredential) (*http.Request, string) {
 	r := req.r
 	ar := r.WithContext(ctx)
 	ar.Header = r.Header.Clone()
-	if !p.passthrough {
+	if p.passthrough {
+		// the client's own credential travels to the transport beside the
+		// request, like a provider's, so reverse_proxy never logs it
+		ac.client = takeClientCredential(ar.Header)
+	} else {
 		stripClientCredential(ar.Header)
 	}
 	body, model := req.body, req.fields.Model

@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
@@ -62,6 +63,7 @@ type Provider struct {
 	upstreamURL *url.URL
 	basePath    string
 	proxy       *reverseproxy.Handler
+	handler     caddyhttp.Handler // proxy, as the attempt loop calls it
 	source      credsource.Source
 	refresher   credsource.Refresher
 	passthrough bool
@@ -120,6 +122,9 @@ func (p *Provider) provision(ctx caddy.Context, h *Handler) error {
 	if err != nil {
 		return fmt.Errorf("provider %s: %v", p.Name, err)
 	}
+	p.handler = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		return p.proxy.ServeHTTP(w, r, nopHandler)
+	})
 
 	st, _, err := providerStates.LoadOrNew(p.Name, func() (caddy.Destructor, error) {
 		return new(providerState), nil

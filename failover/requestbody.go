@@ -17,9 +17,10 @@ type requestFields struct {
 }
 
 // scanRequest reads "model" and "stream" from the top level of a JSON
-// object without decoding the rest. It stops as soon as it has both. A body
-// that is not a JSON object yields zero fields: such a request is proxied
-// as it is.
+// object without decoding the rest. It reads to the end of the object: a
+// key given twice counts as JSON decoders read it, the last one wins, so a
+// model mapping cannot be sidestepped with a second "model". A body that is
+// not a JSON object yields zero fields: such a request is proxied as it is.
 func scanRequest(body []byte) requestFields {
 	var f requestFields
 	s := jsonScanner{b: body}
@@ -27,7 +28,6 @@ func scanRequest(body []byte) requestFields {
 	if !s.eat('{') {
 		return f
 	}
-	foundModel, foundStream := false, false
 	for {
 		s.ws()
 		if s.eat('}') || s.i >= len(s.b) {
@@ -44,28 +44,19 @@ func scanRequest(body []byte) requestFields {
 		}
 		s.ws()
 		valStart := s.i
-		switch {
-		case !foundModel && string(key) == `"model"` && s.i < len(s.b) && s.b[s.i] == '"':
-			if !s.skipString() {
-				return f
-			}
-			if m, ok := unquote(s.b[valStart:s.i]); ok {
-				f.Model, f.modelStart, f.modelEnd = m, valStart, s.i
-				foundModel = true
-			}
-		case !foundStream && string(key) == `"stream"`:
-			if !s.skipValue() {
-				return f
-			}
-			f.Stream = bytes.Equal(s.b[valStart:s.i], []byte("true"))
-			foundStream = true
-		default:
-			if !s.skipValue() {
-				return f
-			}
-		}
-		if foundModel && foundStream {
+		if !s.skipValue() {
 			return f
+		}
+		switch string(key) {
+		case `"model"`:
+			f.Model, f.modelStart, f.modelEnd = "", 0, 0
+			if s.b[valStart] == '"' {
+				if m, ok := unquote(s.b[valStart:s.i]); ok {
+					f.Model, f.modelStart, f.modelEnd = m, valStart, s.i
+				}
+			}
+		case `"stream"`:
+			f.Stream = bytes.Equal(s.b[valStart:s.i], []byte("true"))
 		}
 		s.ws()
 		if !s.eat(',') {

@@ -12,7 +12,14 @@ import (
 type attemptCredential struct {
 	header string // x-api-key, bearer, or a header name
 	cred   credsource.Credential
+	// client holds the client's own credential headers for a passthrough
+	// provider, set back on the outgoing copy.
+	client http.Header
 }
+
+// missingCredential is the credential version recorded when a source had
+// no credential at all: any credential that appears later is different.
+const missingCredential = "\x00missing"
 
 type attemptCredentialKey struct{}
 
@@ -27,12 +34,17 @@ type credentialTransport struct {
 // RoundTrip implements http.RoundTripper.
 func (t *credentialTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ac, _ := req.Context().Value(attemptCredentialKey{}).(*attemptCredential)
-	if ac == nil || ac.cred.Secret == "" {
+	if ac == nil || (ac.cred.Secret == "" && len(ac.client) == 0) {
 		return t.base.RoundTrip(req)
 	}
 	out := *req
 	out.Header = req.Header.Clone()
-	setCredential(out.Header, ac.header, ac.cred)
+	for k, v := range ac.client {
+		out.Header[k] = v
+	}
+	if ac.cred.Secret != "" {
+		setCredential(out.Header, ac.header, ac.cred)
+	}
 	return t.base.RoundTrip(&out)
 }
 
@@ -58,6 +70,22 @@ func stripClientCredential(h http.Header) {
 	h.Del("Authorization")
 	h.Del("X-Api-Key")
 	removeBeta(h, credsource.OAuthBeta)
+}
+
+// takeClientCredential removes the client's Authorization and x-api-key
+// from h and returns them, for a passthrough provider's transport.
+func takeClientCredential(h http.Header) http.Header {
+	var out http.Header
+	for _, k := range [...]string{"Authorization", "X-Api-Key"} {
+		if v, ok := h[k]; ok {
+			if out == nil {
+				out = make(http.Header, 2)
+			}
+			out[k] = v
+			delete(h, k)
+		}
+	}
+	return out
 }
 
 // addBeta merges one value into the comma-separated anthropic-beta list,
