@@ -36,6 +36,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			auth_header x-api-key|bearer|<Header-Name>
 //			model <pattern> <model>
 //			cooldown <class> <duration>
+//			tier <n>
 //			dial_timeout <duration>
 //			header_timeout <duration>
 //		}
@@ -44,6 +45,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_attempts <n>
 //		request_buffer <size>
 //		classify <status|*> <body substring|*> <class>
+//		policy priority|spread
 //		stream {
 //			hold first_content|first_event|off
 //			hold_bytes <size>
@@ -52,7 +54,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //	}
 //
-// Providers are tried in the order they are declared. Sizes take
+// Providers are tried in the order they are declared (lower tiers first).
+// Without any provider block, llm_failover wraps the next handler: a
+// reverse_proxy with `lb_policy llm_failover`, whose upstreams then act as
+// providers (wrap mode). Sizes take
 // go-humanize forms (64KiB, 32MiB); durations take Caddy's (90s, 2m, 1d).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -111,6 +116,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.Rules = append(h.Rules, r)
+		case "policy":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if err := validPolicy(d.Val()); err != nil {
+				return d.Err(err.Error())
+			}
+			h.Policy = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
 		case "stream":
 			if h.Stream != nil {
 				return d.Err("stream may appear only once")
@@ -183,6 +199,18 @@ func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
 				p.Cooldowns = make(map[Class]caddy.Duration)
 			}
 			p.Cooldowns[c] = dur
+		case "tier":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 0 {
+				return nil, d.Errf("provider %s: tier must be a whole number >= 0, got %q", p.Name, d.Val())
+			}
+			p.Tier = n
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
 		case "dial_timeout":
 			dur, err := parseDurationArg(d)
 			if err != nil {

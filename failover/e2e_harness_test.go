@@ -89,7 +89,7 @@ func (p *proxy) caddyfile(siteBody string) string {
 	admin %s
 	auto_https off
 	persist_config off
-	grace_period 2s
+	grace_period 30s
 }
 %s {
 %s

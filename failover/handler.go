@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -64,8 +65,16 @@ type Handler struct {
 	// after it.
 	Stream *holdPolicy `json:"stream,omitempty"`
 
+	// Policy picks among the providers that admit a request: `priority`
+	// (default: declaration order) or `spread` (round robin inside each
+	// tier; failover to the next tier when a whole tier is cooling).
+	Policy string `json:"policy,omitempty"`
+
+	tiers          []*providerTier
+	spread         bool
 	hold           holdPolicy
 	anyPassthrough bool
+	wrapped        *wrapProviders // wrap mode: the wrapped reverse_proxy's upstreams
 	logger         *zap.Logger
 }
 
@@ -108,6 +117,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the providers.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.wrapped = new(wrapProviders)
 	if h.RequestBuffer == 0 {
 		h.RequestBuffer = defaultRequestBuffer
 	}
@@ -141,21 +151,22 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.anyPassthrough = h.anyPassthrough || p.passthrough
 	}
+	if err := validPolicy(h.Policy); err != nil {
+		return err
+	}
+	h.spread = h.Policy == PolicySpread
+	h.tiers = buildTiers(h.Providers)
 	if h.MaxAttempts <= 0 {
 		h.MaxAttempts = len(h.Providers)
+		if h.MaxAttempts == 0 {
+			// wrap mode: each upstream is tried at most once anyway
+			h.MaxAttempts = math.MaxInt32
+		}
 	}
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
 	registerHandler(h)
-	return nil
-}
-
-// Validate checks the configuration.
-func (h *Handler) Validate() error {
-	if len(h.Providers) == 0 {
-		return fmt.Errorf("llm_failover needs at least one provider")
-	}
 	return nil
 }
 
@@ -165,6 +176,11 @@ func (h *Handler) Cleanup() error {
 	for _, p := range h.Providers {
 		p.cleanup()
 	}
+	h.wrapped.mu.Lock()
+	for _, p := range h.wrapped.order {
+		_, _ = providerStates.Delete(p.Name)
+	}
+	h.wrapped.mu.Unlock()
 	return nil
 }
 
@@ -201,7 +217,7 @@ type llmRequest struct {
 // ServeHTTP proxies the request through the first provider that takes it.
 // It reads as three steps: pick a provider, run an attempt through the
 // gate, act on the verdict.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	buf, tooLarge, err := h.readBody(r)
 	defer releaseBody(buf)
 	if tooLarge {
@@ -224,6 +240,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	defer h.finishRequest(req)
 
+	if len(h.Providers) == 0 {
+		h.serveWrapped(w, req, next)
+		return nil
+	}
 	for {
 		if req.attempts-req.retries >= h.MaxAttempts {
 			h.answerExhausted(w, req)
@@ -272,24 +292,6 @@ func (h *Handler) finishRequest(req *llmRequest) {
 	repl.Set("llm.model", model)
 	repl.Set("llm.input_tokens", req.usage.InputTokens)
 	repl.Set("llm.output_tokens", req.usage.OutputTokens)
-}
-
-// selectProvider returns the index of the first untried provider whose
-// breaker admits the request, or -1 and why each was skipped.
-func (h *Handler) selectProvider(req *llmRequest) (int, Admission, []skipped) {
-	now := timeNow()
-	var skips []skipped
-	for i, p := range h.Providers {
-		if req.tried[i] {
-			continue
-		}
-		adm := p.admit(now, req.clientKey)
-		if adm.OK {
-			return i, adm, nil
-		}
-		skips = append(skips, skipped{name: p.Name, class: adm.Class, retryAt: adm.RetryAt})
-	}
-	return -1, Admission{}, skips
 }
 
 // attempt sends the request to provider i and acts on the verdict. It
@@ -648,7 +650,6 @@ func clientFingerprint(h http.Header) string {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
-	_ caddy.Validator             = (*Handler)(nil)
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

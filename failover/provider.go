@@ -51,6 +51,10 @@ type Provider struct {
 	// Cooldowns overrides the handler's cooldown per class for this provider.
 	Cooldowns map[Class]caddy.Duration `json:"cooldowns,omitempty"`
 
+	// Tier groups providers: lower tiers are tried first; with `policy
+	// spread`, requests rotate among the providers of one tier. Default 0.
+	Tier int `json:"tier,omitempty"`
+
 	// DialTimeout bounds connecting to the provider. Default: 5s.
 	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
 

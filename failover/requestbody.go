@@ -3,7 +3,6 @@ package failover
 import (
 	"bytes"
 	"encoding/json"
-	"strconv"
 )
 
 // requestFields are the few top-level keys of a Messages request the proxy
@@ -78,19 +77,25 @@ func withModel(body []byte, f requestFields, model string) []byte {
 	return append(out, body[f.modelEnd:]...)
 }
 
+// unquote decodes a JSON string literal, quotes included. It accepts only
+// what a JSON decoder accepts (no Go escapes, no raw control characters),
+// so an invalid body is never read as naming a model.
 func unquote(q []byte) (string, bool) {
-	if bytes.IndexByte(q, '\\') < 0 {
+	plain := true
+	for _, c := range q[1 : len(q)-1] {
+		if c == '\\' || c < 0x20 {
+			plain = false
+			break
+		}
+	}
+	if plain {
 		return string(q[1 : len(q)-1]), true
 	}
-	s, err := strconv.Unquote(string(q))
-	if err != nil {
-		var v string
-		if json.Unmarshal(q, &v) != nil {
-			return "", false
-		}
-		return v, true
+	var v string
+	if json.Unmarshal(q, &v) != nil {
+		return "", false
 	}
-	return s, true
+	return v, true
 }
 
 // jsonScanner skips over JSON values without building them.

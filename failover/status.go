@@ -35,7 +35,11 @@ func liveProviders() []*Provider {
 	var out []*Provider
 	seen := make(map[string]int)
 	for i := len(liveHandlers.list) - 1; i >= 0; i-- {
-		for _, p := range liveHandlers.list[i].Providers {
+		h := liveHandlers.list[i]
+		h.wrapped.mu.Lock()
+		providers := append(slices.Clip(h.Providers), h.wrapped.order...)
+		h.wrapped.mu.Unlock()
+		for _, p := range providers {
 			if _, ok := seen[p.Name]; ok {
 				continue
 			}

@@ -1,0 +1,468 @@
+package failover
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var brkT0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// brkCred returns a credential-version func that counts its calls.
+func brkCred(v string, calls *atomic.Int32) func() string {
+	return func() string {
+		if calls != nil {
+			calls.Add(1)
+		}
+		return v
+	}
+}
+
+func brkMustAdmit(t *testing.T, b *Breaker, now time.Time, probe bool) {
+	t.Helper()
+	a := b.Admit(now, nil)
+	if !a.OK || a.Probe != probe {
+		t.Fatalf("Admit at %v = %+v, want OK with Probe=%v", now.Sub(brkT0), a, probe)
+	}
+}
+
+func brkMustRefuse(t *testing.T, b *Breaker, now time.Time, retryAt time.Time, class Class) {
+	t.Helper()
+	a := b.Admit(now, nil)
+	if a.OK || a.Probe {
+		t.Fatalf("Admit at %v = %+v, want refused", now.Sub(brkT0), a)
+	}
+	if !a.RetryAt.Equal(retryAt) {
+		t.Fatalf("Admit at %v: RetryAt = %v, want %v", now.Sub(brkT0), a.RetryAt.Sub(brkT0), retryAt.Sub(brkT0))
+	}
+	if a.Class != class {
+		t.Fatalf("Admit at %v: Class = %q, want %q", now.Sub(brkT0), a.Class, class)
+	}
+}
+
+func TestBreakerClosedAdmits(t *testing.T) {
+	var b Breaker
+	for i := range 100 {
+		brkMustAdmit(t, &b, brkT0.Add(time.Duration(i)*time.Second), false)
+	}
+	s := b.Snapshot(brkT0)
+	if s.State != StateClosed || s.Requests != 100 || !s.Until.IsZero() {
+		t.Fatalf("snapshot = %+v, want closed with 100 requests", s)
+	}
+}
+
+func TestBreakerFailureOpensUntilCooldown(t *testing.T) {
+	var b Breaker
+	brkMustAdmit(t, &b, brkT0, false)
+	until := b.Failure(brkT0, Failure{Class: ClassRateLimit, Cooldown: time.Minute, MaxCooldown: 30 * time.Minute, Error: "slow down", FailedOver: true})
+	if want := brkT0.Add(time.Minute); !until.Equal(want) {
+		t.Fatalf("Failure returned %v, want %v", until, want)
+	}
+	brkMustRefuse(t, &b, brkT0, until, ClassRateLimit)
+	brkMustRefuse(t, &b, brkT0.Add(59*time.Second), until, ClassRateLimit)
+	brkMustRefuse(t, &b, until.Add(-time.Nanosecond), until, ClassRateLimit)
+	s := b.Snapshot(brkT0.Add(time.Second))
+	if s.State != StateOpen || !s.Until.Equal(until) || s.LastClass != ClassRateLimit ||
+		s.LastError != "slow down" || !s.LastFailure.Equal(brkT0) || s.ConsecutiveFailures != 1 ||
+		s.Failovers != 1 || s.Requests != 1 || s.Successes != 0 {
+		t.Fatalf("snapshot = %+v", s)
+	}
+	// at until exactly the cooldown is over: one probe
+	brkMustAdmit(t, &b, until, true)
+}
+
+func TestBreakerResetAtWinsOverCooldown(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		resetAt time.Time
+		want    time.Time
+	}{
+		{"longer", brkT0.Add(3 * time.Hour), brkT0.Add(3 * time.Hour)},
+		{"shorter", brkT0.Add(5 * time.Second), brkT0.Add(5 * time.Second)},
+		{"past is ignored", brkT0.Add(-time.Hour), brkT0.Add(time.Hour)},
+		{"now is ignored", brkT0, brkT0.Add(time.Hour)},
+		{"zero is ignored", time.Time{}, brkT0.Add(time.Hour)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b Breaker
+			until := b.Failure(brkT0, Failure{Class: ClassQuota, Cooldown: time.Hour, MaxCooldown: 30 * time.Minute, ResetAt: tc.resetAt})
+			if !until.Equal(tc.want) {
+				t.Fatalf("until = %v, want %v", until, tc.want)
+			}
+			brkMustRefuse(t, &b, tc.want.Add(-time.Millisecond), tc.want, ClassQuota)
+			brkMustAdmit(t, &b, tc.want, true)
+		})
+	}
+}
+
+func TestBreakerHalfOpenAdmitsOneProbe(t *testing.T) {
+	var b Breaker
+	until := b.Failure(brkT0, Failure{Class: ClassOverloaded, Cooldown: 30 * time.Second, MaxCooldown: 30 * time.Minute})
+	now := until.Add(10 * time.Second)
+	if s := b.Snapshot(now); s.State != StateHalfOpen || !s.Until.IsZero() {
+		t.Fatalf("snapshot after until = %+v, want half_open without Until", s)
+	}
+	brkMustAdmit(t, &b, now, true)
+	for i := range 5 {
+		at := now.Add(time.Duration(i) * time.Millisecond)
+		brkMustRefuse(t, &b, at, at.Add(probeWait), ClassOverloaded)
+	}
+	if s := b.Snapshot(now); s.State != StateHalfOpen {
+		t.Fatalf("state while probing = %q, want half_open", s.State)
+	}
+	b.Success()
+	if s := b.Snapshot(now); s.State != StateClosed || s.ConsecutiveFailures != 0 || s.Successes != 1 || s.Requests != 1 {
+		t.Fatalf("after probe success: %+v", s)
+	}
+	for range 3 {
+		brkMustAdmit(t, &b, now, false)
+	}
+}
+
+func TestBreakerConcurrentAdmitOneProbe(t *testing.T) {
+	for round := range 20 {
+		var b Breaker
+		until := b.Failure(brkT0, Failure{Class: ClassServerError, Cooldown: 10 * time.Second, MaxCooldown: time.Minute})
+		now := until.Add(time.Second)
+		const n = 50
+		var (
+			start            = make(chan struct{})
+			wg               sync.WaitGroup
+			ok, probes, refd atomic.Int32
+			badRetry         atomic.Int32
+		)
+		for range n {
+			wg.Go(func() {
+				<-start
+				a := b.Admit(now, nil)
+				if a.OK {
+					ok.Add(1)
+					if a.Probe {
+						probes.Add(1)
+					}
+					return
+				}
+				refd.Add(1)
+				if a.RetryAt.IsZero() || !a.RetryAt.After(now) || a.Class != ClassServerError {
+					badRetry.Add(1)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if ok.Load() != 1 || probes.Load() != 1 || refd.Load() != n-1 || badRetry.Load() != 0 {
+			t.Fatalf("round %d: %d admitted (%d probes), %d refused (%d without RetryAt/class); want exactly one probe",
+				round, ok.Load(), probes.Load(), refd.Load(), badRetry.Load())
+		}
+	}
+}
+
+func TestBreakerProbeFailureDoublesCooldown(t *testing.T) {
+	var b Breaker
+	f := Failure{Class: ClassRateLimit, Cooldown: time.Minute, MaxCooldown: 5 * time.Minute}
+	now := brkT0
+	until := b.Failure(now, f)
+	if want := now.Add(time.Minute); !until.Equal(want) {
+		t.Fatalf("first failure until %v, want %v", until, want)
+	}
+	for i, want := range []time.Duration{2 * time.Minute, 4 * time.Minute, 5 * time.Minute, 5 * time.Minute} {
+		now = until
+		brkMustAdmit(t, &b, now, true)
+		until = b.Failure(now, f)
+		if got := until.Sub(now); got != want {
+			t.Fatalf("failed probe %d: cooldown %v, want %v", i+1, got, want)
+		}
+		brkMustRefuse(t, &b, now.Add(want-time.Nanosecond), until, ClassRateLimit)
+	}
+	if s := b.Snapshot(now); s.ConsecutiveFailures != 5 {
+		t.Fatalf("consecutive failures = %d, want 5", s.ConsecutiveFailures)
+	}
+	// a success resets the doubling
+	now = until
+	brkMustAdmit(t, &b, now, true)
+	b.Success()
+	if got := b.Failure(now, f).Sub(now); got != time.Minute {
+		t.Fatalf("cooldown after a success = %v, want the class cooldown 1m", got)
+	}
+}
+
+func TestBreakerProbeCooldownNeverBelowClass(t *testing.T) {
+	// MaxCooldown below the class cooldown: the class cooldown holds
+	t.Run("max below class", func(t *testing.T) {
+		var b Breaker
+		f := Failure{Class: ClassQuota, Cooldown: time.Hour, MaxCooldown: 30 * time.Minute}
+		until := b.Failure(brkT0, f)
+		for range 3 {
+			now := until
+			brkMustAdmit(t, &b, now, true)
+			until = b.Failure(now, f)
+			if got := until.Sub(now); got != time.Hour {
+				t.Fatalf("probe cooldown = %v, want 1h (the class cooldown; max_cooldown is lower)", got)
+			}
+		}
+	})
+	// A probe that fails with a longer-cooling class than the failure
+	// that opened the breaker cools at least that class's cooldown.
+	t.Run("probe fails with a longer class", func(t *testing.T) {
+		var b Breaker
+		until := b.Failure(brkT0, Failure{Class: ClassServerError, Cooldown: 10 * time.Second, MaxCooldown: 30 * time.Minute})
+		now := until
+		brkMustAdmit(t, &b, now, true)
+		until = b.Failure(now, Failure{Class: ClassQuota, Cooldown: time.Hour, MaxCooldown: 30 * time.Minute})
+		if got := until.Sub(now); got < time.Hour {
+			t.Fatalf("probe failed with quota (cooldown 1h) after a server_error (10s): cooled %v, want at least 1h", got)
+		}
+	})
+}
+
+func TestBreakerProbeResetAtInsteadOfDoubling(t *testing.T) {
+	var b Breaker
+	f := Failure{Class: ClassRateLimit, Cooldown: time.Minute, MaxCooldown: 30 * time.Minute}
+	until := b.Failure(brkT0, f)
+	now := until
+	brkMustAdmit(t, &b, now, true)
+	f.ResetAt = now.Add(7 * time.Second)
+	if got := b.Failure(now, f); !got.Equal(f.ResetAt) {
+		t.Fatalf("failed probe with ResetAt now+7s: until now+%v, want now+7s", got.Sub(now))
+	}
+	brkMustRefuse(t, &b, now.Add(6*time.Second), f.ResetAt, ClassRateLimit)
+	brkMustAdmit(t, &b, f.ResetAt, true)
+	// a long ResetAt is used too (not capped by MaxCooldown)
+	f.ResetAt = f.ResetAt.Add(5 * time.Hour)
+	if got := b.Failure(now.Add(7*time.Second), f); !got.Equal(f.ResetAt) {
+		t.Fatalf("failed probe with ResetAt +5h: until %v, want %v", got, f.ResetAt)
+	}
+}
+
+func TestBreakerReleaseFreesProbe(t *testing.T) {
+	var b Breaker
+	until := b.Failure(brkT0, Failure{Class: ClassOverloaded, Cooldown: 30 * time.Second, MaxCooldown: time.Hour})
+	now := until
+	brkMustAdmit(t, &b, now, true)
+	brkMustRefuse(t, &b, now, now.Add(probeWait), ClassOverloaded)
+	b.Release(false) // not the probe: nothing changes
+	brkMustRefuse(t, &b, now, now.Add(probeWait), ClassOverloaded)
+	b.Release(true)
+	brkMustAdmit(t, &b, now, true)
+	brkMustRefuse(t, &b, now, now.Add(probeWait), ClassOverloaded)
+	// a released probe counts no success and no failure
+	if s := b.Snapshot(now); s.State != StateHalfOpen || s.Successes != 0 || s.ConsecutiveFailures != 1 {
+		t.Fatalf("snapshot = %+v", s)
+	}
+	// Release on a closed breaker is harmless
+	var c Breaker
+	brkMustAdmit(t, &c, now, false)
+	c.Release(true)
+	c.Release(false)
+	brkMustAdmit(t, &c, now, false)
+}
+
+func TestBreakerNonCoolingClasses(t *testing.T) {
+	for _, class := range []Class{ClassContextWindow, ClassClientError, ClassRepairable, ClassNone} {
+		t.Run(string(class), func(t *testing.T) {
+			var b Breaker
+			brkMustAdmit(t, &b, brkT0, false)
+			until := b.Failure(brkT0, Failure{Class: class, Cooldown: time.Hour, MaxCooldown: time.Hour,
+				ResetAt: brkT0.Add(time.Hour), Error: "bad request", FailedOver: class == ClassContextWindow})
+			if !until.IsZero() {
+				t.Fatalf("Failure(%q) = %v, want zero", class, until)
+			}
+			brkMustAdmit(t, &b, brkT0, false)
+			s := b.Snapshot(brkT0)
+			if s.State != StateClosed || s.ConsecutiveFailures != 0 || s.LastClass != class {
+				t.Fatalf("snapshot = %+v", s)
+			}
+		})
+	}
+	// a probe answered with a request's own fault closes the breaker:
+	// the provider is answering
+	var b Breaker
+	until := b.Failure(brkT0, Failure{Class: ClassServerError, Cooldown: 10 * time.Second, MaxCooldown: time.Minute})
+	brkMustAdmit(t, &b, until, true)
+	b.Failure(until, Failure{Class: ClassClientError})
+	brkMustAdmit(t, &b, until, false)
+	brkMustAdmit(t, &b, until, false)
+}
+
+func TestBreakerAuthEndsEarlyOnNewCredential(t *testing.T) {
+	var b Breaker
+	until := b.Failure(brkT0, Failure{Class: ClassAuth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
+	now := brkT0.Add(time.Minute)
+	var calls atomic.Int32
+	for _, v := range []string{"v1", ""} {
+		a := b.Admit(now, brkCred(v, &calls))
+		if a.OK || !a.RetryAt.Equal(until) || a.Class != ClassAuth {
+			t.Fatalf("credential %q: Admit = %+v, want refused until %v", v, a, until)
+		}
+	}
+	if calls.Load() != 2 {
+		t.Fatalf("credential func called %d times, want 2", calls.Load())
+	}
+	if a := b.Admit(now, nil); a.OK {
+		t.Fatalf("nil credential func: Admit = %+v, want refused", a)
+	}
+	a := b.Admit(now, brkCred("v2", nil))
+	if !a.OK || !a.Probe {
+		t.Fatalf("new credential: Admit = %+v, want the probe", a)
+	}
+	// the probe is in flight: nobody else
+	if a := b.Admit(now, brkCred("v2", nil)); a.OK {
+		t.Fatalf("second request with the new credential: Admit = %+v, want refused", a)
+	}
+	b.Success()
+	brkMustAdmit(t, &b, now, false)
+}
+
+func TestBreakerAuthWithoutCredentialVersion(t *testing.T) {
+	// an auth failure whose refused credential is unknown ends only with
+	// its cooldown
+	var b Breaker
+	until := b.Failure(brkT0, Failure{Class: ClassAuth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour})
+	if a := b.Admit(brkT0.Add(time.Minute), brkCred("v2", nil)); a.OK {
+		t.Fatalf("Admit = %+v, want refused", a)
+	}
+	brkMustAdmit(t, &b, until, true)
+}
+
+func TestBreakerNonAuthIgnoresCredential(t *testing.T) {
+	var b Breaker
+	var calls atomic.Int32
+	until := b.Failure(brkT0, Failure{Class: ClassRateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
+	a := b.Admit(brkT0.Add(time.Second), brkCred("v2", &calls))
+	if a.OK || !a.RetryAt.Equal(until) {
+		t.Fatalf("rate_limit with a new credential: Admit = %+v, want refused until %v", a, until)
+	}
+	if calls.Load() != 0 {
+		t.Fatalf("credential func called %d times for a rate_limit cooldown, want 0", calls.Load())
+	}
+}
+
+func TestBreakerReset(t *testing.T) {
+	var b Breaker
+	f := Failure{Class: ClassRateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour}
+	until := b.Failure(brkT0, f)
+	brkMustAdmit(t, &b, until, true)
+	b.Failure(until, f) // doubled to 2m
+	b.Reset()
+	now := brkT0.Add(90 * time.Second)
+	if s := b.Snapshot(now); s.State != StateClosed || !s.Until.IsZero() || s.ConsecutiveFailures != 0 {
+		t.Fatalf("after Reset: %+v", s)
+	}
+	brkMustAdmit(t, &b, now, false)
+	brkMustAdmit(t, &b, now, false)
+	// the doubling is forgotten
+	if got := b.Failure(now, f).Sub(now); got != time.Minute {
+		t.Fatalf("cooldown after Reset = %v, want 1m", got)
+	}
+	// Reset during a probe frees everything
+	var c Breaker
+	u := c.Failure(brkT0, f)
+	brkMustAdmit(t, &c, u, true)
+	c.Reset()
+	brkMustAdmit(t, &c, u, false)
+	brkMustAdmit(t, &c, u, false)
+}
+
+func TestBreakerCoolFor(t *testing.T) {
+	var b Breaker
+	brkMustAdmit(t, &b, brkT0, false)
+	b.CoolFor(brkT0, 10*time.Minute, ClassOverloaded)
+	until := brkT0.Add(10 * time.Minute)
+	brkMustRefuse(t, &b, brkT0.Add(time.Minute), until, ClassOverloaded)
+	if s := b.Snapshot(brkT0.Add(time.Minute)); s.State != StateOpen || !s.Until.Equal(until) || s.LastClass != ClassOverloaded {
+		t.Fatalf("snapshot = %+v", s)
+	}
+	if s := b.Snapshot(until); s.State != StateHalfOpen {
+		t.Fatalf("snapshot at until = %+v, want half_open", s)
+	}
+	brkMustAdmit(t, &b, until, true)
+	b.Success()
+	brkMustAdmit(t, &b, until, false)
+	// CoolFor replaces a longer cooldown (an admin's decision)
+	var c Breaker
+	c.Failure(brkT0, Failure{Class: ClassQuota, Cooldown: time.Hour, MaxCooldown: time.Hour})
+	c.CoolFor(brkT0, time.Minute, ClassAuth)
+	brkMustRefuse(t, &c, brkT0, brkT0.Add(time.Minute), ClassAuth)
+	brkMustAdmit(t, &c, brkT0.Add(time.Minute), true)
+}
+
+func TestBreakerSnapshot(t *testing.T) {
+	var b Breaker
+	if s := b.Snapshot(brkT0); s.State != StateClosed || s.Requests != 0 || !s.Until.IsZero() {
+		t.Fatalf("zero breaker snapshot = %+v", s)
+	}
+	brkMustAdmit(t, &b, brkT0, false)
+	brkMustAdmit(t, &b, brkT0, false)
+	b.Success()
+	until := b.Failure(brkT0, Failure{Class: ClassServerError, Cooldown: 10 * time.Second, MaxCooldown: time.Minute, Error: "boom", FailedOver: true})
+	s := b.Snapshot(brkT0.Add(5 * time.Second))
+	want := BreakerSnapshot{State: StateOpen, Until: until, LastClass: ClassServerError, LastFailure: brkT0,
+		LastError: "boom", ConsecutiveFailures: 1, Requests: 2, Successes: 1, Failovers: 1}
+	if s != want {
+		t.Fatalf("open snapshot = %+v\nwant %+v", s, want)
+	}
+	s = b.Snapshot(until)
+	want.State, want.Until = StateHalfOpen, time.Time{}
+	if s != want {
+		t.Fatalf("snapshot at until = %+v\nwant %+v", s, want)
+	}
+	// Snapshot does not move the breaker: a request before until is
+	// still refused
+	brkMustRefuse(t, &b, until.Add(-time.Second), until, ClassServerError)
+	// failures that do not fail over are not counted as failovers
+	b.Failure(until, Failure{Class: ClassClientError})
+	if s := b.Snapshot(until); s.Failovers != 1 || s.LastClass != ClassClientError {
+		t.Fatalf("after a client error: %+v", s)
+	}
+}
+
+func TestBreakerShorterFailureKeepsLongerCooldown(t *testing.T) {
+	var b Breaker
+	// two requests in flight when the provider runs out of quota
+	brkMustAdmit(t, &b, brkT0, false)
+	brkMustAdmit(t, &b, brkT0, false)
+	long := b.Failure(brkT0, Failure{Class: ClassQuota, Cooldown: time.Hour, MaxCooldown: time.Hour,
+		ResetAt: brkT0.Add(4 * time.Hour)})
+	got := b.Failure(brkT0.Add(time.Second), Failure{Class: ClassServerError, Cooldown: 10 * time.Second, MaxCooldown: time.Hour})
+	if !got.Equal(long) {
+		t.Fatalf("a later 10s failure returned until %v, want the 4h cooldown %v kept", got, long)
+	}
+	a := b.Admit(brkT0.Add(time.Minute), nil)
+	if a.OK || !a.RetryAt.Equal(long) {
+		t.Fatalf("Admit = %+v, want refused until %v", a, long)
+	}
+	// and a longer one extends it
+	longer := b.Failure(brkT0.Add(2*time.Second), Failure{Class: ClassQuota, Cooldown: time.Hour, MaxCooldown: time.Hour,
+		ResetAt: brkT0.Add(6 * time.Hour)})
+	if !longer.Equal(brkT0.Add(6 * time.Hour)) {
+		t.Fatalf("a longer failure: until %v, want +6h", longer)
+	}
+}
+
+func TestBreakerConcurrentFailuresAndAdmits(t *testing.T) {
+	// run under -race: no data race, and the breaker ends consistent
+	var b Breaker
+	var wg sync.WaitGroup
+	for i := range 32 {
+		wg.Go(func() {
+			for j := range 200 {
+				now := brkT0.Add(time.Duration(i*200+j) * time.Millisecond)
+				a := b.Admit(now, brkCred("v", nil))
+				switch {
+				case !a.OK:
+				case j%3 == 0:
+					b.Failure(now, Failure{Class: ClassServerError, Cooldown: time.Millisecond, MaxCooldown: 10 * time.Millisecond})
+				case j%3 == 1:
+					b.Success()
+				default:
+					b.Release(a.Probe)
+				}
+				_ = b.Snapshot(now)
+			}
+		})
+	}
+	wg.Wait()
+	b.Reset()
+	brkMustAdmit(t, &b, brkT0, false)
+}

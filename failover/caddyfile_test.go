@@ -1,0 +1,361 @@
+package failover
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	_ "github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+)
+
+// -update rewrites the golden files of testdata/adapt. The flag is defined
+// only if no other test file of the package defined it first.
+func init() {
+	if flag.Lookup("update") == nil {
+		flag.Bool("update", false, "rewrite golden files")
+	}
+}
+
+func goldUpdate() bool {
+	f := flag.Lookup("update")
+	return f != nil && f.Value.String() == "true"
+}
+
+// goldAdapt adapts a Caddyfile and returns the JSON config, indented.
+func goldAdapt(t *testing.T, filename string, text []byte) ([]byte, []caddyconfig.Warning, error) {
+	t.Helper()
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	if adapter == nil {
+		t.Fatal("no caddyfile adapter registered")
+	}
+	out, warnings, err := adapter.Adapt(text, map[string]any{"filename": filename})
+	if err != nil {
+		return nil, warnings, err
+	}
+	var b bytes.Buffer
+	if err := json.Indent(&b, out, "", "\t"); err != nil {
+		t.Fatalf("adapter output is not JSON: %v\n%s", err, out)
+	}
+	b.WriteByte('\n')
+	return b.Bytes(), warnings, nil
+}
+
+func TestCaddyfileAdaptGolden(t *testing.T) {
+	inputs, err := filepath.Glob(filepath.Join("testdata", "adapt", "*.caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inputs) < 10 {
+		t.Fatalf("found %d golden inputs in testdata/adapt, want at least 10", len(inputs))
+	}
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".caddyfile")
+		t.Run(name, func(t *testing.T) {
+			text, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, warnings, err := goldAdapt(t, in, text)
+			if err != nil {
+				t.Fatalf("adapt: %v", err)
+			}
+			for _, w := range warnings {
+				t.Errorf("adapt warning: %s", w.String())
+			}
+			golden := strings.TrimSuffix(in, ".caddyfile") + ".json"
+			if goldUpdate() {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -run TestCaddyfileAdaptGolden -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("adapted %s differs from %s\n--- got\n%s\n--- want\n%s", in, golden, got, want)
+			}
+		})
+	}
+}
+
+// goldHandler returns the llm_failover handler of an adapted config (the
+// first one found).
+func goldHandler(t *testing.T, text string) map[string]any {
+	t.Helper()
+	out, _, err := goldAdapt(t, "Caddyfile", []byte(text))
+	if err != nil {
+		t.Fatalf("adapt: %v", err)
+	}
+	var cfg any
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	var found map[string]any
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if v["handler"] == "llm_failover" && found == nil {
+				found = v
+			}
+			for _, e := range v {
+				walk(e)
+			}
+		case []any:
+			for _, e := range v {
+				walk(e)
+			}
+		}
+	}
+	walk(cfg)
+	if found == nil {
+		t.Fatalf("no llm_failover handler in\n%s", out)
+	}
+	return found
+}
+
+// goldHandlerOrder lists the handler names of a server's routes in the
+// order they run (subroutes flattened).
+func goldHandlerOrder(routes []any) []string {
+	var names []string
+	for _, r := range routes {
+		route, _ := r.(map[string]any)
+		handles, _ := route["handle"].([]any)
+		for _, h := range handles {
+			hm, _ := h.(map[string]any)
+			name, _ := hm["handler"].(string)
+			if name == "subroute" {
+				sub, _ := hm["routes"].([]any)
+				names = append(names, goldHandlerOrder(sub)...)
+				continue
+			}
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+func TestCaddyfileOrderedBeforeReverseProxy(t *testing.T) {
+	for _, tc := range []struct {
+		name, text string
+		want       []string
+	}{
+		{"reverse_proxy written first", `:8080 {
+	reverse_proxy 127.0.0.1:9009
+	llm_failover {
+		provider a {
+			upstream http://127.0.0.1:9001
+		}
+	}
+}`, []string{"llm_failover", "reverse_proxy"}},
+		{"with host and matchers", `example.test {
+	reverse_proxy /other/* 127.0.0.1:9009
+	llm_failover /v1/* {
+		provider a {
+			upstream http://127.0.0.1:9001
+		}
+	}
+	reverse_proxy 127.0.0.1:9010
+}`, []string{"llm_failover", "reverse_proxy", "reverse_proxy"}},
+		{"after header, before file_server", `:8080 {
+	file_server
+	reverse_proxy 127.0.0.1:9009
+	llm_failover {
+		provider a {
+			upstream http://127.0.0.1:9001
+		}
+	}
+	header X-Test 1
+}`, []string{"headers", "llm_failover", "reverse_proxy", "file_server"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, _, err := goldAdapt(t, "Caddyfile", []byte(tc.text))
+			if err != nil {
+				t.Fatalf("adapt: %v", err)
+			}
+			var cfg struct {
+				Apps struct {
+					HTTP struct {
+						Servers map[string]struct {
+							Routes []any `json:"routes"`
+						} `json:"servers"`
+					} `json:"http"`
+				} `json:"apps"`
+			}
+			if err := json.Unmarshal(out, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			if len(cfg.Apps.HTTP.Servers) != 1 {
+				t.Fatalf("want one server:\n%s", out)
+			}
+			for _, srv := range cfg.Apps.HTTP.Servers {
+				got := goldHandlerOrder(srv.Routes)
+				if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+					t.Fatalf("handler order = %v, want %v\n%s", got, tc.want, out)
+				}
+			}
+		})
+	}
+}
+
+// The handler's own values, read back from the adapted JSON.
+func TestCaddyfileValues(t *testing.T) {
+	h := goldHandler(t, `:8080 {
+	llm_failover {
+		provider zai {
+			upstream https://api.z.ai/api/anthropic
+			credential env ZAI_API_KEY
+			auth_header bearer
+			model claude-*haiku* glm-4.5-air
+			model claude-* glm-4.6
+			cooldown quota 1d
+			dial_timeout 90s
+			header_timeout 2m
+		}
+		provider sub {
+			upstream https://api.anthropic.com
+			credential passthrough
+		}
+		cooldown rate_limit 2m
+		max_cooldown 1h
+		max_attempts 2
+		request_buffer 64KiB
+		classify 400 "Credit Balance" quota
+		classify * * server_error
+		stream {
+			hold off
+			hold_bytes 32MiB
+			hold_wait 1500ms
+			idle_timeout off
+		}
+	}
+}`)
+	raw, _ := json.Marshal(h)
+	var got Handler
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatalf("adapted handler does not decode into Handler: %v\n%s", err, raw)
+	}
+	const s = 1e9
+	checks := []struct {
+		what      string
+		got, want any
+	}{
+		{"providers", len(got.Providers), 2},
+		{"provider 0 name", got.Providers[0].Name, "zai"},
+		{"provider 0 upstream", got.Providers[0].Upstream, "https://api.z.ai/api/anthropic"},
+		{"provider 0 credential", string(got.Providers[0].CredentialRaw), `{"source":"env","var":"ZAI_API_KEY"}`},
+		{"provider 0 auth_header", got.Providers[0].AuthHeader, "bearer"},
+		{"provider 0 models", len(got.Providers[0].Models), 2},
+		{"provider 0 model 0", got.Providers[0].Models[0], ModelRule{Pattern: "claude-*haiku*", Model: "glm-4.5-air"}},
+		{"provider 0 model 1", got.Providers[0].Models[1], ModelRule{Pattern: "claude-*", Model: "glm-4.6"}},
+		{"provider 0 cooldown quota", int64(got.Providers[0].Cooldowns[ClassQuota]), int64(24 * 3600 * s)},
+		{"provider 0 dial_timeout", int64(got.Providers[0].DialTimeout), int64(90 * s)},
+		{"provider 0 header_timeout", int64(got.Providers[0].HeaderTimeout), int64(120 * s)},
+		{"provider 1 name", got.Providers[1].Name, "sub"},
+		{"provider 1 credential", string(got.Providers[1].CredentialRaw), `{"source":"passthrough"}`},
+		{"provider 1 auth_header", got.Providers[1].AuthHeader, ""},
+		{"cooldown rate_limit", int64(got.Cooldowns[ClassRateLimit]), int64(120 * s)},
+		{"cooldowns", len(got.Cooldowns), 1},
+		{"max_cooldown", int64(got.MaxCooldown), int64(3600 * s)},
+		{"max_attempts", got.MaxAttempts, 2},
+		{"request_buffer", got.RequestBuffer, int64(64 << 10)},
+		{"rules", len(got.Rules), 2},
+		{"rule 0", got.Rules[0], Rule{Status: 400, BodyContains: "Credit Balance", Class: ClassQuota}},
+		{"rule 1", got.Rules[1], Rule{Class: ClassServerError}},
+		{"stream hold", got.Stream.Mode, HoldOff},
+		{"stream hold_bytes", got.Stream.Bytes, int64(32 << 20)},
+		{"stream hold_wait", int64(got.Stream.Wait), int64(1.5 * s)},
+		{"stream idle_timeout", int64(got.Stream.Idle), int64(-1)},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.what, c.got, c.want)
+		}
+	}
+}
+
+func TestCaddyfileErrors(t *testing.T) {
+	const okProvider = "provider a {\n\t\t\tupstream http://127.0.0.1:9001\n\t\t}\n"
+	cases := []struct {
+		name, block, want string
+	}{
+		{"unknown subdirective", okProvider + "bogus 1", `unrecognized llm_failover subdirective "bogus"`},
+		{"arguments on the directive", "", "wrong argument count"}, // see the special case below
+		{"provider without name", "provider {\n upstream http://127.0.0.1:1\n}", "provider needs a name"},
+		{"provider without name nor block", "provider", "provider needs a name"},
+		{"provider with two names", "provider a b {\n upstream http://127.0.0.1:1\n}", "wrong argument count"},
+		{"duplicate provider", okProvider + okProvider, `provider "a" is declared twice`},
+		{"missing upstream", "provider a {\n credential env X\n}", "provider a: upstream is required"},
+		{"provider without block", "provider a", "provider a: upstream is required"},
+		{"upstream without URL", "provider a {\n upstream\n}", "wrong argument count"},
+		{"upstream with two URLs", "provider a {\n upstream http://a http://b\n}", "wrong argument count"},
+		{"bad URL scheme", "provider a {\n upstream ftp://example.com\n}", "scheme must be http or https"},
+		{"URL without scheme", "provider a {\n upstream api.anthropic.com\n}", "scheme must be http or https"},
+		{"URL without host", "provider a {\n upstream https://\n}", "no host"},
+		{"URL with query", "provider a {\n upstream https://x.test/?a=1\n}", "query or fragment"},
+		{"unknown provider subdirective", "provider a {\n upstream http://x.test\n retries 3\n}", `provider a: unrecognized subdirective "retries"`},
+		{"unknown credential source", "provider a {\n upstream http://x.test\n credential vault X\n}", "llm.credentials.vault"},
+		{"credential without source", "provider a {\n upstream http://x.test\n credential\n}", "credential needs a source"},
+		{"credential twice", "provider a {\n upstream http://x.test\n credential env X\n credential env Y\n}", "credential may appear only once"},
+		{"env credential without variable", "provider a {\n upstream http://x.test\n credential env\n}", "wrong argument count"},
+		{"passthrough with an argument", "provider a {\n upstream http://x.test\n credential passthrough X\n}", "wrong argument count"},
+		{"auth_header without value", "provider a {\n upstream http://x.test\n auth_header\n}", "wrong argument count"},
+		{"model with one argument", "provider a {\n upstream http://x.test\n model claude-*\n}", "model takes a pattern and a model name"},
+		{"model with three arguments", "provider a {\n upstream http://x.test\n model a b c\n}", "model takes a pattern and a model name"},
+		{"bad class", okProvider + "cooldown ratelimit 1m", `cooldown: unknown class "ratelimit"`},
+		{"bad class in provider", "provider a {\n upstream http://x.test\n cooldown slow 1m\n}", `unknown class "slow"`},
+		{"class none is not a class", okProvider + "cooldown none 1m", `unknown class "none"`},
+		{"cooldown with one argument", okProvider + "cooldown 1m", "cooldown takes a class and a duration"},
+		{"bad duration", okProvider + "cooldown rate_limit soon", `cooldown rate_limit: bad duration "soon"`},
+		{"negative cooldown", okProvider + "cooldown rate_limit -1m", `bad duration "-1m"`},
+		{"bad max_cooldown", okProvider + "max_cooldown forever", `max_cooldown: want a positive duration such as 90s or 2m, got "forever"`},
+		{"zero max_cooldown", okProvider + "max_cooldown 0s", `max_cooldown: want a positive duration`},
+		{"bad dial_timeout", "provider a {\n upstream http://x.test\n dial_timeout 0\n}", `dial_timeout: want a positive duration`},
+		{"bad header_timeout", "provider a {\n upstream http://x.test\n header_timeout 5x\n}", `header_timeout: want a positive duration`},
+		{"max_attempts 0", okProvider + "max_attempts 0", `max_attempts: want a whole number of at least 1, got "0"`},
+		{"max_attempts negative", okProvider + "max_attempts -2", `max_attempts: want a whole number of at least 1, got "-2"`},
+		{"max_attempts not a number", okProvider + "max_attempts three", `got "three"`},
+		{"max_attempts twice on a line", okProvider + "max_attempts 2 3", "wrong argument count"},
+		{"max_attempts without value", okProvider + "max_attempts", "wrong argument count"},
+		{"bad size", okProvider + "request_buffer lots", `request_buffer: want a size such as 64KiB or 32MiB, got "lots"`},
+		{"zero size", okProvider + "request_buffer 0", `request_buffer: want a size`},
+		{"negative size", okProvider + "request_buffer -1MiB", `request_buffer: want a size`},
+		{"classify with two arguments", okProvider + "classify 400 quota", "classify takes a status, a body substring and a class"},
+		{"classify with four arguments", okProvider + `classify 400 "credit" balance quota`, "classify takes a status, a body substring and a class"},
+		{"classify without arguments", okProvider + "classify", "classify takes a status, a body substring and a class"},
+		{"classify bad status", okProvider + "classify 200 * quota", `classify: status must be * or 400-599, got "200"`},
+		{"classify status not a number", okProvider + "classify 4xx * quota", `classify: status must be * or 400-599, got "4xx"`},
+		{"classify bad class", okProvider + "classify 429 * slow", `classify: unknown class "slow"`},
+		{"stream twice", okProvider + "stream {\n hold off\n}\nstream {\n hold off\n}", "stream may appear only once"},
+		{"stream with an argument", okProvider + "stream off", "wrong argument count"},
+		{"bad hold mode", okProvider + "stream {\n hold always\n}", `stream hold: want first_content, first_event or off, got "always"`},
+		{"bad hold_bytes", okProvider + "stream {\n hold_bytes big\n}", `hold_bytes: want a size`},
+		{"bad hold_wait", okProvider + "stream {\n hold_wait off\n}", `hold_wait: want a positive duration`},
+		{"bad idle_timeout", okProvider + "stream {\n idle_timeout never\n}", `idle_timeout: want a positive duration or off, got "never"`},
+		{"zero idle_timeout", okProvider + "stream {\n idle_timeout 0s\n}", `idle_timeout: want a positive duration or off`},
+		{"unknown stream subdirective", okProvider + "stream {\n buffer 1\n}", `unrecognized stream subdirective "buffer"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			text := ":8080 {\n\tllm_failover {\n\t\t" + tc.block + "\n\t}\n}\n"
+			if tc.name == "arguments on the directive" {
+				text = ":8080 {\n\tllm_failover extra {\n\t\t" + okProvider + "\t}\n}\n"
+			}
+			out, _, err := goldAdapt(t, "Caddyfile", []byte(text))
+			if err == nil {
+				t.Fatalf("adapt succeeded; want an error containing %q\n%s\n%s", tc.want, text, out)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not contain %q\n%s", err, tc.want, text)
+			}
+		})
+	}
+}

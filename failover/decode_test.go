@@ -1,0 +1,289 @@
+package failover
+
+import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
+)
+
+// decErrorBody is a realistic small error body.
+const decErrorBody = `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_011CTestDecode"}`
+
+// decLongText returns n bytes of deterministic, compressible but not
+// trivially repetitive text, so compressed streams span many blocks.
+func decLongText(n int) []byte {
+	words := []string{"quota", "limit", "credit", "overloaded", "tokens", "stream", "error", "claude",
+		"message", "provider", "balance", "request", "{", "}", "\"", "\\n", "é", "日本"}
+	r := rand.New(rand.NewPCG(1, 2))
+	var b bytes.Buffer
+	for b.Len() < n {
+		b.WriteString(words[r.IntN(len(words))])
+		if r.IntN(7) == 0 {
+			fmt.Fprintf(&b, "%d", r.Int64())
+		}
+		b.WriteByte(' ')
+	}
+	return b.Bytes()[:n]
+}
+
+func decGzip(t testing.TB, p []byte) []byte {
+	var b bytes.Buffer
+	w := gzip.NewWriter(&b)
+	if _, err := w.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func decZlib(t testing.TB, p []byte) []byte {
+	var b bytes.Buffer
+	w := zlib.NewWriter(&b)
+	if _, err := w.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func decFlate(t testing.TB, p []byte, level int) []byte {
+	var b bytes.Buffer
+	w, err := flate.NewWriter(&b, level)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func decBrotli(t testing.TB, p []byte) []byte {
+	var b bytes.Buffer
+	w := brotli.NewWriterLevel(&b, brotli.DefaultCompression)
+	if _, err := w.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func decZstd(t testing.TB, p []byte) []byte {
+	var b bytes.Buffer
+	w, err := zstd.NewWriter(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+type decCodec struct {
+	encoding string
+	encode   func(testing.TB, []byte) []byte
+}
+
+var decCodecs = []decCodec{
+	{"gzip", decGzip},
+	{"x-gzip", decGzip},
+	{"deflate", decZlib}, // RFC 9110 deflate is zlib
+	{"deflate", func(t testing.TB, p []byte) []byte { return decFlate(t, p, flate.DefaultCompression) }}, // raw, as some servers send
+	{"br", decBrotli},
+	{"zstd", decZstd},
+	{"identity", func(_ testing.TB, p []byte) []byte { return p }},
+	{"", func(_ testing.TB, p []byte) []byte { return p }},
+}
+
+func TestDecodeBodyRoundTrip(t *testing.T) {
+	long := decLongText(200 << 10)
+	for i, c := range decCodecs {
+		for _, plain := range [][]byte{[]byte(decErrorBody), long, {}} {
+			name := fmt.Sprintf("%d-%s-%d", i, c.encoding, len(plain))
+			t.Run(name, func(t *testing.T) {
+				enc := c.encode(t, plain)
+				if c.encoding != "" && c.encoding != "identity" && len(plain) > 1000 && len(enc) >= len(plain) {
+					t.Fatalf("encoder did not compress: %d -> %d", len(plain), len(enc))
+				}
+				got, err := decodeBody(c.encoding, enc, 1<<20)
+				if err != nil {
+					t.Fatalf("decodeBody(%q): %v", c.encoding, err)
+				}
+				if !bytes.Equal(got, plain) {
+					t.Fatalf("decodeBody(%q) = %d bytes %.60q..., want %d bytes %.60q...", c.encoding, len(got), got, len(plain), plain)
+				}
+			})
+		}
+	}
+}
+
+func TestDecodeBodyEncodingNameForms(t *testing.T) {
+	gz := decGzip(t, []byte(decErrorBody))
+	for _, enc := range []string{"GZIP", " gzip ", "Gzip", "X-GZIP", "\tgzip\t"} {
+		got, err := decodeBody(enc, gz, 1<<20)
+		if err != nil || string(got) != decErrorBody {
+			t.Errorf("decodeBody(%q) = %q, %v; want the decoded body", enc, got, err)
+		}
+	}
+	br := decBrotli(t, []byte(decErrorBody))
+	if got, err := decodeBody("BR", br, 1<<20); err != nil || string(got) != decErrorBody {
+		t.Errorf("decodeBody(BR) = %q, %v", got, err)
+	}
+	if got, err := decodeBody("IDENTITY", []byte("abc"), 1<<20); err != nil || string(got) != "abc" {
+		t.Errorf("decodeBody(IDENTITY) = %q, %v", got, err)
+	}
+}
+
+func TestDecodeBodyRawDeflateLevels(t *testing.T) {
+	// every level of raw DEFLATE must be told apart from zlib
+	for _, plain := range [][]byte{[]byte(decErrorBody), decLongText(70 << 10), []byte("x")} {
+		for level := flate.HuffmanOnly; level <= flate.BestCompression; level++ {
+			enc := decFlate(t, plain, level)
+			got, err := decodeBody("deflate", enc, 1<<20)
+			if err != nil || !bytes.Equal(got, plain) {
+				t.Errorf("raw deflate level %d, %d bytes: got %d bytes, err %v", level, len(plain), len(got), err)
+			}
+		}
+		for _, level := range []int{zlib.NoCompression, zlib.BestSpeed, zlib.DefaultCompression, zlib.BestCompression} {
+			var b bytes.Buffer
+			w, _ := zlib.NewWriterLevel(&b, level)
+			_, _ = w.Write(plain)
+			_ = w.Close()
+			got, err := decodeBody("deflate", b.Bytes(), 1<<20)
+			if err != nil || !bytes.Equal(got, plain) {
+				t.Errorf("zlib level %d, %d bytes: got %d bytes, err %v", level, len(plain), len(got), err)
+			}
+		}
+	}
+}
+
+func TestDecodeBodyUnknownEncoding(t *testing.T) {
+	for _, enc := range []string{"compress", "lz4", "gzip, br", "snappy", "*"} {
+		got, err := decodeBody(enc, []byte(decErrorBody), 1<<20)
+		if err == nil {
+			t.Errorf("decodeBody(%q) = %q, nil; want an error", enc, got)
+			continue
+		}
+		if !strings.Contains(err.Error(), "unsupported") {
+			t.Errorf("decodeBody(%q) error %q does not say unsupported", enc, err)
+		}
+		if got != nil {
+			t.Errorf("decodeBody(%q) returned %q with its error", enc, got)
+		}
+	}
+}
+
+func TestDecodeBodyGarbage(t *testing.T) {
+	garbage := []byte("this is not compressed at all, it is plain text")
+	for _, enc := range []string{"gzip", "br", "zstd", "deflate"} {
+		got, err := decodeBody(enc, garbage, 1<<20)
+		if err == nil {
+			t.Errorf("decodeBody(%q, plain text) = %q, nil; want an error", enc, got)
+		}
+	}
+	if _, err := decodeBody("gzip", nil, 1<<20); err == nil {
+		t.Error("decodeBody(gzip, empty) = nil error; want an error")
+	}
+}
+
+func TestDecodeBodyTruncatedGzipYieldsPrefix(t *testing.T) {
+	plain := decLongText(256 << 10)
+	enc := decGzip(t, plain)
+	for _, frac := range []float64{0.25, 0.5, 0.9, 0.999} {
+		cut := enc[:int(float64(len(enc))*frac)]
+		got, err := decodeBody("gzip", cut, 1<<20)
+		if err != nil {
+			t.Fatalf("cut at %.1f%%: %v", frac*100, err)
+		}
+		if len(got) == 0 || len(got) >= len(plain) {
+			t.Fatalf("cut at %.1f%%: got %d of %d bytes", frac*100, len(got), len(plain))
+		}
+		if !bytes.HasPrefix(plain, got) {
+			t.Fatalf("cut at %.1f%%: result is not a prefix of the body", frac*100)
+		}
+		// most of what was sent is decodable
+		if min := int(float64(len(plain)) * frac / 2); len(got) < min {
+			t.Errorf("cut at %.1f%%: only %d bytes decoded, want at least %d", frac*100, len(got), min)
+		}
+	}
+	// a truncated small error body: still classifiable text
+	small := decGzip(t, []byte(decErrorBody+strings.Repeat(" ", 4000)))
+	got, err := decodeBody("gzip", small[:len(small)-8], 1<<20) // trailer cut
+	if err != nil || !strings.HasPrefix(string(got), decErrorBody) {
+		t.Fatalf("gzip without trailer: %q, %v", got, err)
+	}
+}
+
+func TestDecodeBodyTruncatedOthersYieldPrefixOrError(t *testing.T) {
+	plain := decLongText(128 << 10)
+	for i, c := range decCodecs {
+		enc := c.encode(t, plain)
+		for _, frac := range []float64{0, 0.1, 0.5, 0.95} {
+			cut := enc[:int(float64(len(enc))*frac)]
+			got, err := decodeBody(c.encoding, cut, 1<<20)
+			if err != nil {
+				if got != nil {
+					t.Errorf("%d %s cut %.0f%%: data %d bytes returned with error %v", i, c.encoding, frac*100, len(got), err)
+				}
+				continue
+			}
+			if !bytes.HasPrefix(plain, got) {
+				t.Errorf("%d %s cut %.0f%%: %d bytes that are not a prefix", i, c.encoding, frac*100, len(got))
+			}
+		}
+	}
+}
+
+func TestDecodeBodyLimit(t *testing.T) {
+	plain := decLongText(300 << 10)
+	for i, c := range decCodecs {
+		enc := c.encode(t, plain)
+		for _, limit := range []int{0, 1, 100, 64 << 10, len(plain) - 1, len(plain), len(plain) + 1} {
+			got, err := decodeBody(c.encoding, enc, limit)
+			if err != nil {
+				t.Errorf("%d %q limit %d: %v", i, c.encoding, limit, err)
+				continue
+			}
+			want := min(limit, len(plain))
+			if len(got) != want {
+				t.Errorf("%d %q limit %d: got %d bytes, want %d", i, c.encoding, limit, len(got), want)
+			}
+			if !bytes.Equal(got, plain[:len(got)]) {
+				t.Errorf("%d %q limit %d: not a prefix of the body", i, c.encoding, limit)
+			}
+		}
+	}
+}
+
+// A compression bomb is bounded by the limit, not by the decoded size.
+func TestDecodeBodyBombIsBounded(t *testing.T) {
+	zeros := make([]byte, 8<<20)
+	for _, c := range []decCodec{{"gzip", decGzip}, {"br", decBrotli}, {"zstd", decZstd}, {"deflate", decZlib}} {
+		enc := c.encode(t, zeros)
+		got, err := decodeBody(c.encoding, enc, 64<<10)
+		if err != nil || len(got) != 64<<10 {
+			t.Errorf("%s bomb: got %d bytes, err %v; want 64KiB", c.encoding, len(got), err)
+		}
+	}
+}

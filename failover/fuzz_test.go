@@ -1,0 +1,132 @@
+package failover
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	_ "github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+)
+
+// fzHeader parses "Name: value" lines into a header, the way a response's
+// header would arrive (names canonicalized).
+func fzHeader(s string) http.Header {
+	h := make(http.Header)
+	for _, line := range strings.Split(s, "\n") {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		h.Add(strings.TrimSpace(name), strings.TrimSpace(value))
+	}
+	return h
+}
+
+func FuzzClassify(f *testing.F) {
+	type seed struct {
+		status    int
+		body      string
+		header    string
+		ruleCond  string
+		ruleClass uint8
+	}
+	for _, s := range []seed{
+		{429, clsAnthropic("rate_limit_error", "slow down"), "Retry-After: 120", "", 0},
+		{429, clsAnthropic("rate_limit_error", "x"), "anthropic-ratelimit-unified-status: rejected\nanthropic-ratelimit-unified-reset: 1772370000", "", 0},
+		{429, "", "anthropic-ratelimit-unified-5h-status: rejected\nanthropic-ratelimit-unified-5h-reset: 1772370000", "", 0},
+		{429, clsOpenAIQuota, "", "", 0},
+		{429, "", "anthropic-ratelimit-requests-remaining: 0\nanthropic-ratelimit-requests-reset: 2026-03-01T12:00:40Z", "", 0},
+		{402, "", "", "", 0},
+		{400, clsAnthropic("invalid_request_error", "Your credit balance is too low"), "", "", 0},
+		{400, clsAnthropic("invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum"), "", "", 0},
+		{400, clsAnthropic("invalid_request_error", "messages.1.content.0: Invalid `signature` in `thinking` block"), "", "", 0},
+		{401, clsAnthropic("authentication_error", "invalid x-api-key"), "", "", 0},
+		{529, clsAnthropic("overloaded_error", "Overloaded"), "Retry-After: Sun, 01 Mar 2026 12:02:00 GMT", "", 0},
+		{502, clsHTML502, "", "", 0},
+		{500, "boom", "Retry-After: NaN", "boom", 3},
+		{200, clsAnthropic("overloaded_error", "Overloaded"), "", "", 0},
+		{-1, "", "", "", 0},
+		{1 << 20, "{", "Retry-After: 1e9", "", 0},
+	} {
+		f.Add(s.status, []byte(s.body), s.header, s.ruleCond, s.ruleClass)
+	}
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, status int, body []byte, header, ruleCond string, ruleClass uint8) {
+		h := fzHeader(header)
+		var rules []Rule
+		if ruleCond != "" {
+			// rule status from the body's length, so it sometimes matches
+			rules = append(rules, Rule{Status: []int{0, status, 400 + len(body)%200}[len(ruleCond)%3], BodyContains: ruleCond,
+				Class: AllClasses[int(ruleClass)%len(AllClasses)]})
+		}
+		orig := string(body)
+		v := Classify(status, h, body, rules, now)
+		if string(body) != orig {
+			t.Fatal("Classify modified the body")
+		}
+		if status < 400 {
+			if v != (Verdict{}) {
+				t.Fatalf("status %d: verdict %+v, want the zero verdict", status, v)
+			}
+			return
+		}
+		if _, ok := ParseClass(string(v.Class)); !ok {
+			t.Fatalf("status %d: class %q is not one of AllClasses", status, v.Class)
+		}
+		if !v.ResetAt.IsZero() {
+			switch v.Class {
+			case ClassRateLimit, ClassQuota, ClassOverloaded, ClassServerError:
+			default:
+				t.Fatalf("class %q with a ResetAt %v", v.Class, v.ResetAt)
+			}
+		}
+		// pure: the same inputs give the same verdict (header maps iterate
+		// in random order)
+		for range 3 {
+			if w := Classify(status, h, body, rules, now); w != v {
+				t.Fatalf("Classify is not deterministic: %+v then %+v", v, w)
+			}
+		}
+	})
+}
+
+func FuzzCaddyfile(f *testing.F) {
+	for _, s := range []string{
+		"provider a {\n\tupstream http://127.0.0.1:9001\n}",
+		"provider zai {\n\tupstream https://api.z.ai/api/anthropic\n\tcredential env ZAI_API_KEY\n\tauth_header bearer\n\tmodel claude-*haiku* glm-4.5-air\n\tmodel claude-* glm-4.6\n\tcooldown quota 2h\n\tdial_timeout 3s\n\theader_timeout 2m\n}",
+		"provider s {\n\tupstream https://api.anthropic.com\n\tcredential passthrough\n}\ncooldown rate_limit 2m\nmax_cooldown 1h\nmax_attempts 3\nrequest_buffer 32MiB",
+		"classify 400 \"credit balance\" quota\nclassify * * server_error",
+		"stream {\n\thold off\n\thold_bytes 64KiB\n\thold_wait 5s\n\tidle_timeout off\n}",
+		"stream {\n\thold first_event\n\tidle_timeout 2m\n}\nstream {\n}",
+		"provider {\n}",
+		"provider a {\n\tupstream ftp://x\n}",
+		"max_attempts 0",
+		"}\n}\n{",
+		"provider a {\n\tcredential env\n\tcredential passthrough {\n\t\tx\n\t}\n}",
+		"\"unterminated",
+		"`backtick",
+		"provider a {\n\tupstream http://[::1]:80/p?x#y\n}",
+		"{$HOME} {env.PATH} {http.request.host}",
+		"",
+	} {
+		f.Add(s)
+	}
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	if adapter == nil {
+		f.Fatal("no caddyfile adapter")
+	}
+	f.Fuzz(func(t *testing.T, block string) {
+		// import reads files and snippets from disk: keep fuzzing hermetic
+		if strings.Contains(strings.ToLower(block), "import") {
+			t.Skip()
+		}
+		text := ":8080 {\n\tllm_failover {\n" + block + "\n\t}\n}\n"
+		out, _, err := adapter.Adapt([]byte(text), nil)
+		if err == nil && len(out) == 0 {
+			t.Fatal("adapt succeeded with no output")
+		}
+	})
+}

@@ -1,0 +1,173 @@
+package failover
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+func init() {
+	caddy.RegisterModule(UpstreamSelector{})
+}
+
+// Wrap mode: llm_failover without provider blocks wraps the next handler,
+// a reverse_proxy with `lb_policy llm_failover`. Each upstream of that
+// reverse_proxy acts as a provider named by its dial address: the selector
+// picks the first one whose breaker admits the request, the handler
+// classifies the response exactly as in provider mode, and replays the
+// request through the reverse_proxy, where the selector now skips it.
+
+// wrapAttempt carries one attempt between the handler and the selector
+// through the request context.
+type wrapAttempt struct {
+	h         *Handler
+	clientKey string
+	tried     map[string]bool
+	target    *attemptTarget
+	skips     []skipped
+}
+
+type wrapAttemptKey struct{}
+
+// UpstreamSelector is `lb_policy llm_failover`: the first upstream, in
+// order, whose breaker admits the request (the same half-open rule as
+// providers). Used without the llm_failover handler in front, nothing
+// feeds the breakers and it acts as `first`.
+type UpstreamSelector struct{}
+
+// CaddyModule returns the Caddy module information.
+func (UpstreamSelector) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.selection_policies.llm_failover",
+		New: func() caddy.Module { return new(UpstreamSelector) },
+	}
+}
+
+// Select implements reverseproxy.Selector.
+func (UpstreamSelector) Select(pool reverseproxy.UpstreamPool, r *http.Request, _ http.ResponseWriter) *reverseproxy.Upstream {
+	wa, _ := r.Context().Value(wrapAttemptKey{}).(*wrapAttempt)
+	now := timeNow()
+	for _, u := range pool {
+		if !u.Available() {
+			continue
+		}
+		if wa == nil {
+			return u
+		}
+		name := u.String()
+		if wa.tried[name] {
+			continue
+		}
+		p := wa.h.wrapProvider(name)
+		b := p.breaker(wa.clientKey)
+		adm := b.Admit(now, nil)
+		if !adm.OK {
+			wa.skips = append(wa.skips, skipped{name: name, class: adm.Class, retryAt: adm.RetryAt})
+			continue
+		}
+		if wa.target.p != nil {
+			// reverse_proxy's own retry (lb_retries) chose again: the
+			// earlier choice gave no response
+			wa.target.b.Release(wa.target.adm.Probe)
+		}
+		// in place: the handler's gate already holds this target
+		*wa.target = attemptTarget{p: p, b: b, adm: adm, model: wa.target.model}
+		return u
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the policy: `lb_policy llm_failover`.
+func (s *UpstreamSelector) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // policy name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// wrapProviders are the upstreams a wrap-mode handler has seen, as
+// providers, in the order the selector first met them (the pool's order).
+type wrapProviders struct {
+	mu    sync.Mutex
+	byKey map[string]*Provider
+	order []*Provider
+}
+
+// wrapProvider returns the provider that stands for an upstream of the
+// wrapped reverse_proxy, creating it (and its breaker state, shared
+// through the pool so reloads keep it) on first sight.
+func (h *Handler) wrapProvider(name string) *Provider {
+	h.wrapped.mu.Lock()
+	defer h.wrapped.mu.Unlock()
+	if p, ok := h.wrapped.byKey[name]; ok {
+		return p
+	}
+	st, _, _ := providerStates.LoadOrNew(name, func() (caddy.Destructor, error) {
+		return new(providerState), nil
+	})
+	p := &Provider{Name: name, Upstream: name, state: st.(*providerState), cooldowns: h.classCooldowns()}
+	if h.wrapped.byKey == nil {
+		h.wrapped.byKey = make(map[string]*Provider)
+	}
+	h.wrapped.byKey[name] = p
+	h.wrapped.order = append(h.wrapped.order, p)
+	return p
+}
+
+func (h *Handler) classCooldowns() map[Class]time.Duration {
+	m := make(map[Class]time.Duration, len(AllClasses))
+	for _, c := range AllClasses {
+		m[c] = h.cooldown(c)
+	}
+	return m
+}
+
+// serveWrapped is the attempt loop of wrap mode: each attempt goes through
+// next, whose selector picks the upstream.
+func (h *Handler) serveWrapped(w http.ResponseWriter, req *llmRequest, next caddyhttp.Handler) {
+	tried := make(map[string]bool)
+	for req.attempts-req.retries < h.MaxAttempts {
+		wa := &wrapAttempt{h: h, clientKey: req.clientKey, tried: tried, target: &attemptTarget{model: req.fields.Model}}
+		ctx, cancel := context.WithCancel(context.WithValue(req.r.Context(), wrapAttemptKey{}, wa))
+		ar := req.r.WithContext(ctx)
+		ar.Body, ar.ContentLength = io.NopCloser(bytes.NewReader(req.body)), int64(len(req.body))
+		body := req.body
+		ar.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		if len(body) == 0 {
+			ar.Body = http.NoBody
+		}
+		req.attempts++
+		// the selector fills wa.target in when it picks an upstream
+		done, _ := h.runAttempt(w, req, wa.target, ar, cancel, next)
+		cancel()
+		if wa.target.p == nil {
+			req.attempts-- // nothing was selected: no attempt was sent
+			if req.attempts == 0 {
+				writeAllCooling(w, wa.skips, timeNow())
+			} else {
+				h.answerExhausted(w, req)
+			}
+			return
+		}
+		if done {
+			return
+		}
+		tried[wa.target.p.Name] = true
+	}
+	h.answerExhausted(w, req)
+}
+
+// Interface guards
+var (
+	_ reverseproxy.Selector = (*UpstreamSelector)(nil)
+	_ caddyfile.Unmarshaler = (*UpstreamSelector)(nil)
+)
