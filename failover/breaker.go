@@ -37,6 +37,12 @@ type Breaker struct {
 	failedCredential string
 
 	requests, successes, failovers uint64
+
+	// decidedAt is when the state was last decided (opened, closed by a
+	// probe, reset, drained), by origin: "" for this instance, else the
+	// instance that shared the decision. The latest decision wins.
+	decidedAt time.Time
+	origin    string
 }
 
 // Admission is the answer to "may this request go to the provider?".
@@ -63,21 +69,36 @@ func (b *Breaker) Admit(now time.Time, credential func() string) Admission {
 		b.requests++
 		return Admission{OK: true}
 	case StateOpen:
-		early := b.lastClass == ClassAuth && b.failedCredential != "" && credential != nil &&
-			credentialChanged(credential(), b.failedCredential)
-		if now.Before(b.until) && !early {
+		if now.Before(b.until) && !b.credentialRenewedLocked(credential) {
 			return Admission{RetryAt: b.until, Class: b.lastClass}
+		}
+		if b.state != StateOpen {
+			break // decided while the credential was read
 		}
 		b.state = StateHalfOpen
 		b.probing = false
 	}
 	// half-open
-	if b.probing {
+	if b.probing || b.state != StateHalfOpen {
 		return Admission{RetryAt: now.Add(probeWait), Class: b.lastClass}
 	}
 	b.probing = true
 	b.requests++
 	return Admission{OK: true, Probe: true}
+}
+
+// credentialRenewedLocked reports whether an auth cooldown may end early
+// because the source now yields a different credential. The source may be
+// slow (a helper command), so b.mu is released while it is asked.
+func (b *Breaker) credentialRenewedLocked(credential func() string) bool {
+	if b.lastClass != ClassAuth || b.failedCredential == "" || credential == nil {
+		return false
+	}
+	failed := b.failedCredential
+	b.mu.Unlock()
+	current := credential()
+	b.mu.Lock()
+	return b.state == StateOpen && b.failedCredential == failed && credentialChanged(current, failed)
 }
 
 // peek answers like Admit for an open breaker, without taking a probe or
@@ -95,17 +116,23 @@ func credentialChanged(current, failed string) bool {
 	return current != "" && current != failed
 }
 
-// Success records a response that was delivered: the breaker closes.
-func (b *Breaker) Success() {
+// Success records a response that was delivered: the breaker closes. It
+// reports whether that changed the state (a probe succeeded).
+func (b *Breaker) Success() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.successes++
+	changed := b.state == StateOpen || b.state == StateHalfOpen
+	if changed {
+		b.decidedAt, b.origin = timeNow(), ""
+	}
 	b.state = StateClosed
 	b.until = time.Time{}
 	b.cooldown = 0
 	b.consecutive = 0
 	b.probing = false
 	b.failedCredential = ""
+	return changed
 }
 
 // Release ends a request that reached no verdict (the client went away):
@@ -171,6 +198,7 @@ func (b *Breaker) Failure(now time.Time, f Failure) time.Time {
 	}
 	b.state = StateOpen
 	b.until = until
+	b.decidedAt, b.origin = now, ""
 	if f.Class == ClassAuth {
 		b.failedCredential = f.Credential
 	}
@@ -181,6 +209,7 @@ func (b *Breaker) Failure(now time.Time, f Failure) time.Time {
 func (b *Breaker) Reset() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.decidedAt, b.origin = timeNow(), ""
 	b.state = StateClosed
 	b.until = time.Time{}
 	b.cooldown = 0
@@ -195,6 +224,7 @@ func (b *Breaker) CoolFor(now time.Time, d time.Duration, class Class) {
 	defer b.mu.Unlock()
 	b.state = StateOpen
 	b.until = now.Add(d)
+	b.decidedAt, b.origin = now, ""
 	b.lastClass = class
 	b.lastFailure = now
 	b.lastError = "cooled down by hand through the admin API"
@@ -234,4 +264,67 @@ func (b *Breaker) Snapshot(now time.Time) BreakerSnapshot {
 		s.Until = time.Time{}
 	}
 	return s
+}
+
+// SharedState is the part of a breaker that instances share through
+// storage: never a credential, never a request.
+type SharedState struct {
+	State     BreakerState `json:"state"` // open or closed
+	Until     time.Time    `json:"until,omitzero"`
+	Class     Class        `json:"class,omitempty"`
+	DecidedAt time.Time    `json:"decided_at"`
+}
+
+// export returns the breaker's last decision, if this instance made it.
+func (b *Breaker) export() (SharedState, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.decidedAt.IsZero() || b.origin != "" {
+		return SharedState{}, false
+	}
+	st := SharedState{State: StateClosed, DecidedAt: b.decidedAt}
+	if b.state == StateOpen || b.state == StateHalfOpen {
+		st.State, st.Until, st.Class = StateOpen, b.until, b.lastClass
+	}
+	return st, true
+}
+
+// adopt takes another instance's decision when it is newer than this
+// breaker's own. An open state whose end has passed (on this clock) is
+// ignored; a close ends a cooldown here too. It reports whether it changed
+// anything.
+func (b *Breaker) adopt(now time.Time, st SharedState, origin string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !st.DecidedAt.After(b.decidedAt) {
+		return false
+	}
+	switch st.State {
+	case StateOpen:
+		if !st.Until.After(now) {
+			return false
+		}
+		b.state, b.until, b.lastClass = StateOpen, st.Until, st.Class
+		b.lastFailure = st.DecidedAt
+		b.lastError = "shared by instance " + origin
+		b.probing = false
+	case StateClosed:
+		if b.state == StateClosed || b.state == "" {
+			b.decidedAt, b.origin = st.DecidedAt, origin
+			return false
+		}
+		b.state, b.until, b.cooldown, b.consecutive, b.probing = StateClosed, time.Time{}, 0, 0, false
+	default:
+		return false
+	}
+	b.decidedAt, b.origin = st.DecidedAt, origin
+	return true
+}
+
+// provenance says where the breaker's state came from: "" (this instance)
+// or the instance that shared it, and when it was decided.
+func (b *Breaker) provenance() (string, time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.origin, b.decidedAt
 }

@@ -466,3 +466,37 @@ func TestBreakerConcurrentFailuresAndAdmits(t *testing.T) {
 	b.Reset()
 	brkMustAdmit(t, &b, brkT0, false)
 }
+
+// The credential func may be slow (a `command` source runs a program, up
+// to its timeout): it must not be called with the breaker locked, or every
+// other request's Admit and the status endpoint's Snapshot wait for it.
+func TestBreakerCredentialCallDoesNotBlockOthers(t *testing.T) {
+	var b Breaker
+	b.Failure(brkT0, Failure{Class: ClassAuth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
+	entered, release := make(chan struct{}), make(chan struct{})
+	done := make(chan Admission)
+	go func() {
+		done <- b.Admit(brkT0.Add(time.Minute), func() string {
+			close(entered)
+			<-release
+			return "v1"
+		})
+	}()
+	<-entered
+	others := make(chan struct{})
+	go func() {
+		b.Snapshot(brkT0.Add(time.Minute))
+		b.Admit(brkT0.Add(time.Minute), nil)
+		close(others)
+	}()
+	select {
+	case <-others:
+	case <-time.After(2 * time.Second):
+		t.Errorf("Snapshot/Admit blocked while another Admit's credential func ran")
+	}
+	close(release)
+	if a := <-done; a.OK {
+		t.Errorf("same credential: Admit = %+v, want refused", a)
+	}
+	<-others
+}

@@ -46,6 +46,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		request_buffer <size>
 //		classify <status|*> <body substring|*> <class>
 //		policy priority|spread
+//		share [{
+//			read_interval <duration>
+//			timeout <duration>
+//			prefix <storage key prefix>
+//		}]
 //		stream {
 //			hold first_content|first_event|off
 //			hold_bytes <size>
@@ -116,6 +121,40 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.Rules = append(h.Rules, r)
+		case "share":
+			if h.Share != nil {
+				return d.Err("share may appear only once")
+			}
+			h.Share = new(ShareConfig)
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "read_interval":
+					dur, err := parseDurationArg(d)
+					if err != nil {
+						return err
+					}
+					h.Share.ReadInterval = dur
+				case "timeout":
+					dur, err := parseDurationArg(d)
+					if err != nil {
+						return err
+					}
+					h.Share.Timeout = dur
+				case "prefix":
+					if !d.NextArg() {
+						return d.ArgErr()
+					}
+					h.Share.Prefix = d.Val()
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+				default:
+					return d.Errf("unrecognized share subdirective %q", d.Val())
+				}
+			}
 		case "policy":
 			if !d.NextArg() {
 				return d.ArgErr()

@@ -152,6 +152,9 @@ func TestClassifyClasses(t *testing.T) {
 		{name: "403 quota wording (numeric code)", status: 403,
 			body: `{"error":{"code":403,"message":"Quota exceeded for this project","status":"PERMISSION_DENIED"}}`,
 			want: ClassQuota},
+		{name: "429 usage limit reached (z.ai style)", status: 429,
+			body: `{"type":"error","error":{"type":"1308","message":"Usage limit reached for 5 hour. Your limit will reset at 2026-03-01 17:00:00"}}`,
+			want: ClassQuota},
 		{name: "429 OpenAI insufficient_quota", status: 429, body: clsOpenAIQuota,
 			want: ClassQuota, wantType: "insufficient_quota"},
 		{name: "429 code insufficient_quota only", status: 429,
@@ -194,6 +197,9 @@ func TestClassifyClasses(t *testing.T) {
 			want: ClassContextWindow, wantType: "invalid_request_error",
 			wantMsg: "prompt is too long: 215000 tokens > 200000 maximum"},
 		{name: "400 OpenAI context_length_exceeded", status: 400, body: clsOpenAICtx, want: ClassContextWindow},
+		{name: "400 input plus max_tokens exceed context limit", status: 400,
+			body: clsAnthropic("invalid_request_error", "input length and `max_tokens` exceed context limit: 188000 + 32000 > 200000, decrease input length or `max_tokens` and try again"),
+			want: ClassContextWindow},
 
 		// repairable
 		{name: "400 tool_use id pattern", status: 400,

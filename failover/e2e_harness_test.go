@@ -137,15 +137,19 @@ func (p *proxy) reload(siteBody string) {
 // resetProviderStates forgets every breaker, so tests do not leak
 // cooldowns into each other through the package-level pool.
 func resetProviderStates() {
-	providerStates.Range(func(key, value any) bool {
+	var keys []any
+	providerStates.Range(func(key, _ any) bool {
+		keys = append(keys, key)
+		return true
+	})
+	for _, key := range keys { // Delete outside Range, which holds the pool's lock
 		for {
 			deleted, _ := providerStates.Delete(key)
 			if deleted {
 				break
 			}
 		}
-		return true
-	})
+	}
 }
 
 // snapshot reads the shared breaker of a provider.

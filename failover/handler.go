@@ -65,11 +65,16 @@ type Handler struct {
 	// after it.
 	Stream *holdPolicy `json:"stream,omitempty"`
 
+	// Share shares breaker state with other instances through Caddy's
+	// configured storage, and keeps it across restarts. Off by default.
+	Share *ShareConfig `json:"share,omitempty"`
+
 	// Policy picks among the providers that admit a request: `priority`
 	// (default: declaration order) or `spread` (round robin inside each
 	// tier; failover to the next tier when a whole tier is cooling).
 	Policy string `json:"policy,omitempty"`
 
+	share          *sharer
 	tiers          []*providerTier
 	spread         bool
 	hold           holdPolicy
@@ -167,6 +172,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	registerHandler(h)
+	if h.Share != nil {
+		h.share = newSharer(ctx, h, h.Share)
+		h.share.start(ctx)
+	}
 	return nil
 }
 
@@ -366,6 +375,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 		class := ClassOfErrorType(ei.Type)
 		t.b.Failure(timeNow(), Failure{Class: class, Cooldown: t.p.cooldownFor(class),
 			MaxCooldown: time.Duration(h.MaxCooldown), Error: ei.Message})
+		h.share.kick()
 		h.logger.Warn("upstream error event after the stream was committed; passed to the client",
 			zap.String("provider", t.p.Name), zap.String("class", string(class)),
 			zap.String("error_type", ei.Type), zap.String("request_id", requestID(r)))
@@ -373,7 +383,9 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	g.onCommit = func(hdr http.Header) {
 		// the provider answered well enough to be delivered: feed the
 		// breaker now, before a later stream error can
-		t.b.Success()
+		if t.b.Success() {
+			h.share.kick() // a probe closed the breaker: close it everywhere
+		}
 		hdr.Set("X-LLM-Provider", t.p.Name)
 		hdr.Set("X-LLM-Attempts", strconv.Itoa(attempts))
 	}
@@ -439,6 +451,9 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		Class: v.Class, Cooldown: p.cooldownFor(v.Class), MaxCooldown: time.Duration(h.MaxCooldown),
 		ResetAt: v.ResetAt, Credential: t.credVersion, Error: v.Message, FailedOver: true,
 	})
+	if v.Class.Cools() {
+		h.share.kick()
+	}
 	req.classes = append(req.classes, v.Class)
 	if end.status != 0 || v.Class == ClassUnreachable {
 		metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
@@ -522,6 +537,7 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientG
 	}
 	b.Failure(timeNow(), Failure{Class: class, Cooldown: p.cooldownFor(class),
 		MaxCooldown: time.Duration(h.MaxCooldown), Error: msg})
+	h.share.kick()
 	g.mu.Lock()
 	_, _ = g.w.Write(streaminspect.ErrorEvent(errType, msg))
 	g.flushLocked()

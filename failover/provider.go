@@ -64,6 +64,7 @@ type Provider struct {
 	// which can take minutes.
 	HeaderTimeout caddy.Duration `json:"header_timeout,omitempty"`
 
+	owner       *Handler
 	upstreamURL *url.URL
 	basePath    string
 	proxy       *reverseproxy.Handler
@@ -86,6 +87,7 @@ func (p *Provider) provision(ctx caddy.Context, h *Handler) error {
 		return fmt.Errorf("provider %s: %v", p.Name, err)
 	}
 	p.upstreamURL = u
+	p.owner = h
 	p.basePath = strings.TrimSuffix(u.Path, "/")
 
 	if p.CredentialRaw != nil {

@@ -441,3 +441,20 @@ func BenchmarkWithModel(b *testing.B) {
 		_ = withModel(body, f, "glm-4.6")
 	}
 }
+
+// BenchmarkScanRequestBaselineJSON is what scanRequest saves: reading the
+// same two fields with encoding/json.
+func BenchmarkScanRequestBaselineJSON(b *testing.B) {
+	body := rbClaudeCodeBody(200 << 10)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var m struct {
+			Model  string `json:"model"`
+			Stream bool   `json:"stream"`
+		}
+		if err := json.Unmarshal(body, &m); err != nil || !m.Stream {
+			b.Fatal(err)
+		}
+	}
+}

@@ -68,6 +68,11 @@ type ProviderStatus struct {
 	Failovers           uint64       `json:"failovers"`
 	Credential          string       `json:"credential"`
 	CredentialReason    string       `json:"credential_reason,omitempty"`
+	// Source is where the state came from: "local" (this instance) or the
+	// id of the instance that shared it (share).
+	Source string `json:"source"`
+	// SyncedAt is when shared state was last read from storage (share).
+	SyncedAt string `json:"synced_at,omitempty"`
 	// ClientsCooling counts the client credentials cooling on a
 	// passthrough provider, whose breakers are per client.
 	ClientsCooling int `json:"clients_cooling,omitempty"`
@@ -107,6 +112,15 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 		Credential:          string(cred.State),
 		CredentialReason:    cred.Reason,
 		ClientsCooling:      clientsCooling,
+	}
+	out.Source = "local"
+	if origin, _ := p.state.shared.provenance(); origin != "" {
+		out.Source = origin
+	}
+	if p.owner != nil && p.owner.share != nil {
+		if ns := p.owner.share.syncedAt.Load(); ns != 0 {
+			out.SyncedAt = time.Unix(0, ns).UTC().Format(time.RFC3339)
+		}
 	}
 	if p.source == nil {
 		out.Credential, out.CredentialReason = "none", "the client's credential is removed and none is set"
