@@ -101,31 +101,16 @@ func (c *Command) Validate() error {
 
 // Credential returns the helper's output, from the cache while it is fresh.
 func (c *Command) Credential(ctx context.Context) (Credential, error) {
-	if c.cache == nil {
-		return Credential{}, errNotProvisioned
-	}
-	v, err := c.cache.get(ctx, false)
-	if err != nil {
-		return Credential{}, err
-	}
-	return Credential{Secret: v, Version: Fingerprint(v)}, nil
+	return c.cache.credential(ctx)
 }
 
 // Refused runs the helper again: a different output means a retry may work.
 func (c *Command) Refused(ctx context.Context, version string) bool {
-	if c.cache == nil {
-		return false
-	}
 	return c.cache.refused(ctx, version)
 }
 
 // Status reports the outcome of the last run.
-func (c *Command) Status() Status {
-	if c.cache == nil {
-		return Status{State: StateInvalid, Reason: errNotProvisioned.Error()}
-	}
-	return c.cache.status()
-}
+func (c *Command) Status() Status { return c.cache.status() }
 
 func (c *Command) name() string {
 	if len(c.Command) == 0 {

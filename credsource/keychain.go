@@ -94,31 +94,16 @@ func (k *Keychain) Validate() error {
 
 // Credential returns the item's value, from the cache while it is fresh.
 func (k *Keychain) Credential(ctx context.Context) (Credential, error) {
-	if k.cache == nil {
-		return Credential{}, errNotProvisioned
-	}
-	v, err := k.cache.get(ctx, false)
-	if err != nil {
-		return Credential{}, err
-	}
-	return Credential{Secret: v, Version: Fingerprint(v)}, nil
+	return k.cache.credential(ctx)
 }
 
 // Refused reads the item again: a different value means a retry may work.
 func (k *Keychain) Refused(ctx context.Context, version string) bool {
-	if k.cache == nil {
-		return false
-	}
 	return k.cache.refused(ctx, version)
 }
 
 // Status reports the outcome of the last read.
-func (k *Keychain) Status() Status {
-	if k.cache == nil {
-		return Status{State: StateInvalid, Reason: errNotProvisioned.Error()}
-	}
-	return k.cache.status()
-}
+func (k *Keychain) Status() Status { return k.cache.status() }
 
 func (k *Keychain) describe() string {
 	if k.Account != "" {

@@ -240,10 +240,26 @@ func (c *cachedValue) run(ctx context.Context, f *valueFlight) {
 	c.mu.Unlock()
 }
 
+// credential implements Source for cached sources (command, keychain).
+// A nil cache means the module was not provisioned.
+func (c *cachedValue) credential(ctx context.Context) (Credential, error) {
+	if c == nil {
+		return Credential{}, errNotProvisioned
+	}
+	v, err := c.get(ctx, false)
+	if err != nil {
+		return Credential{}, err
+	}
+	return Credential{Secret: v, Version: Fingerprint(v)}, nil
+}
+
 // refused implements Refresher for cached sources: if the current value is
 // already another than the refused one, a retry may work; otherwise the
 // value is fetched again, bypassing the cache.
 func (c *cachedValue) refused(ctx context.Context, version string) bool {
+	if c == nil {
+		return false
+	}
 	c.mu.Lock()
 	if c.fetched && c.err == nil && c.value != "" && Fingerprint(c.value) != version {
 		c.mu.Unlock()
@@ -257,6 +273,9 @@ func (c *cachedValue) refused(ctx context.Context, version string) bool {
 // status reports the outcome of the last fetch; if nothing was fetched yet,
 // it fetches once (through the cache) so the status is real.
 func (c *cachedValue) status() Status {
+	if c == nil {
+		return Status{State: StateInvalid, Reason: errNotProvisioned.Error()}
+	}
 	c.mu.Lock()
 	fetched, err := c.fetched, c.err
 	c.mu.Unlock()
