@@ -39,6 +39,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			tier <n>
 //			dial_timeout <duration>
 //			header_timeout <duration>
+//			sanitize tool_ids|thinking ...
+//			drop_query <name...>
+//			drop_field <name...>
+//			drop_beta <value...>
+//			context_window <tokens>
 //		}
 //		cooldown <class> <duration>
 //		max_cooldown <duration>
@@ -64,6 +69,20 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // reverse_proxy with `lb_policy llm_failover`, whose upstreams then act as
 // providers (wrap mode). Sizes take
 // go-humanize forms (64KiB, 32MiB); durations take Caddy's (90s, 2m, 1d).
+//
+// The repair subdirectives of a provider prepare every request sent to it,
+// so that history or options another provider accepted are accepted here
+// on the first try: `sanitize tool_ids` rewrites tool ids outside
+// ^[a-zA-Z0-9_-]+$, `sanitize thinking` strips thinking blocks known to be
+// signed by another upstream host; `drop_query` removes query parameters
+// (Claude Code's `beta`), `drop_field` top-level body fields, `drop_beta`
+// anthropic-beta values (`*` matches any run of characters). Each may be
+// repeated. Without them, a refusal naming a bad tool id, a foreign
+// thinking signature, a field or a beta is still repaired and retried once
+// on the same provider. `context_window` declares the provider's window in
+// tokens (200k, 1m, 200000): after a context_window refusal from a provider
+// with a declared window, only providers with a larger declared window (or
+// none declared) are tried.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -262,6 +281,43 @@ func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
 				return nil, err
 			}
 			p.HeaderTimeout = dur
+		case "sanitize":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.Errf("provider %s: sanitize takes tool_ids and/or thinking", p.Name)
+			}
+			for _, a := range args {
+				if a != sanitizeToolIDs && a != sanitizeThinking {
+					return nil, d.Errf("provider %s: sanitize: want tool_ids or thinking, got %q", p.Name, a)
+				}
+			}
+			p.Sanitize = append(p.Sanitize, args...)
+		case "drop_query", "drop_field", "drop_beta":
+			name := d.Val()
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.Errf("provider %s: %s takes at least one name", p.Name, name)
+			}
+			switch name {
+			case "drop_query":
+				p.DropQuery = append(p.DropQuery, args...)
+			case "drop_field":
+				p.DropFields = append(p.DropFields, args...)
+			default:
+				p.DropBetas = append(p.DropBetas, args...)
+			}
+		case "context_window":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			n, err := parseTokenCount(d.Val())
+			if err != nil {
+				return nil, d.Errf("provider %s: context_window: %v", p.Name, err)
+			}
+			p.ContextWindow = n
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
 		default:
 			return nil, d.Errf("provider %s: unrecognized subdirective %q", p.Name, d.Val())
 		}

@@ -71,6 +71,10 @@ type Verdict struct {
 	// for logs and the status endpoint.
 	ErrorType string
 	Message   string
+	// Retry holds a repairable refusal back from the client: the handler
+	// has a repair for the request and retries the same provider with it.
+	// Set by the handler, never by Classify.
+	Retry bool
 }
 
 // Rule maps an upstream response to a class; user rules from the Caddyfile
@@ -237,6 +241,7 @@ var repairableWords = [][]byte{
 	[]byte("tool_use_id: string should match pattern"),
 	[]byte("invalid `signature` in `thinking` block"),
 	[]byte("invalid signature in thinking block"),
+	[]byte("thinking.signature: field required"),
 }
 
 func containsAny(b []byte, words [][]byte) bool {

@@ -164,11 +164,7 @@ func (g *gate) Write(p []byte) (int, error) {
 			g.lastWrite.Store(timeNow().UnixNano())
 			g.watchLocked(p)
 		} else if g.usageBody != nil {
-			if g.usageBody.Len()+len(p) <= maxUsageBody {
-				g.usageBody.Write(p)
-			} else {
-				g.releaseUsageLocked()
-			}
+			g.keepForUsageLocked(p)
 		}
 		return g.w.Write(p)
 	case modeHoldError:
@@ -242,7 +238,7 @@ func (g *gate) decideErrorLocked() {
 	body, _ := decodeBody(g.header.Get("Content-Encoding"), g.held.Bytes(), maxClassifiedBody)
 	g.verdict = g.classify(g.status, g.header, body)
 	g.hasVerdict = true
-	if g.verdict.Class.FailsOver() {
+	if g.verdict.Class.FailsOver() || g.verdict.Retry {
 		g.discardLocked()
 		return
 	}
@@ -299,6 +295,8 @@ func (g *gate) commitLocked() {
 		}
 		_, _ = g.w.Write(g.held.Bytes())
 	}
+	// written: a long stream must not pin the held buffer until it ends
+	g.releaseHeldLocked()
 	if g.isStream {
 		g.lastWrite.Store(timeNow().UnixNano())
 		g.startIdleWatch()
@@ -426,6 +424,33 @@ func (g *gate) releaseHeldLocked() {
 	}
 }
 
+// keepForUsageLocked keeps what the usage reader needs of a committed JSON
+// body: its last usageTail bytes (usage comes last in Anthropic's and
+// OpenAI's responses), or, when compressed, the whole body up to
+// maxUsageBody, since a compressed tail cannot be decoded alone.
+func (g *gate) keepForUsageLocked(p []byte) {
+	b := g.usageBody
+	if g.header.Get("Content-Encoding") != "" {
+		if b.Len()+len(p) > maxUsageBody {
+			g.releaseUsageLocked()
+			return
+		}
+		b.Write(p)
+		return
+	}
+	if len(p) >= usageTail {
+		b.Reset()
+		b.Write(p[len(p)-usageTail:])
+		return
+	}
+	if over := b.Len() + len(p) - usageTail; over > 0 {
+		kept := b.Bytes()[over:]
+		b.Reset()
+		b.Write(kept) // shifts within the same array: copy handles overlap
+	}
+	b.Write(p)
+}
+
 func (g *gate) releaseUsageLocked() {
 	releaseHeld(g.usageBody)
 	g.usageBody = nil
@@ -451,7 +476,7 @@ func (g *gate) usage() (streaminspect.Usage, bool) {
 			return streaminspect.Usage{}, false
 		}
 	}
-	return usageFromJSON(body)
+	return usageFromTail(body)
 }
 
 func releaseHeld(b *bytes.Buffer) {

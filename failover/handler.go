@@ -79,6 +79,7 @@ type Handler struct {
 	spread         bool
 	hold           holdPolicy
 	anyPassthrough bool
+	useBook        bool           // some provider has `sanitize thinking`: feed signatureBook
 	wrapped        *wrapProviders // wrap mode: the wrapped reverse_proxy's upstreams
 	logger         *zap.Logger
 }
@@ -155,6 +156,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return err
 		}
 		h.anyPassthrough = h.anyPassthrough || p.passthrough
+		h.useBook = h.useBook || p.rules.thinking
 	}
 	if err := validPolicy(h.Policy); err != nil {
 		return err
@@ -204,14 +206,24 @@ func (h *Handler) cooldown(c Class) time.Duration {
 type llmRequest struct {
 	r         *http.Request
 	body      []byte
-	fields    requestFields
-	clientKey string // fingerprint of the client's credential, for passthrough breakers
+	model     string        // the first top-level "model": for logs and metrics
+	fields    requestFields // full scan, made only when a provider maps the model
+	scanned   []byte        // the body fields were scanned from
+	clientKey string        // fingerprint of the client's credential, for passthrough breakers
 
 	tried       []bool // per provider index
 	authRetried []bool
 	attempts    int // sent upstream
 	retries     int // of those, retries of the same provider with a renewed credential
 	classes     []Class
+
+	// repairs (repairs.go)
+	repaired      []uint8        // per provider index: bit 1<<RefusalKind set once retried with that repair; nil until one is
+	pending       *pendingRepair // asked for by the refusal being held back
+	extraBetas    []string       // anthropic-beta values a refusal asked to drop...
+	extraBetasFor *Provider      // ...for this provider
+	sent          []byte         // the body of the latest attempt, after its provider's rules
+	sentStripped  bool           // the provider's rules stripped thinking blocks from it
 
 	last         *attemptEnd // the last failed attempt's held response
 	lastProvider *Provider
@@ -221,6 +233,16 @@ type llmRequest struct {
 	answeredBy string
 	sentModel  string
 	usage      streaminspect.Usage
+}
+
+// mappingFields scans the whole body once, for a provider that maps the
+// model: the last "model" key is the one upstreams read. A body replaced by
+// a repair is scanned again.
+func (req *llmRequest) mappingFields() requestFields {
+	if len(req.scanned) != len(req.body) || (len(req.body) > 0 && &req.scanned[0] != &req.body[0]) {
+		req.fields, req.scanned = scanRequest(req.body), req.body
+	}
+	return req.fields
 }
 
 // ServeHTTP proxies the request through the first provider that takes it.
@@ -240,7 +262,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	req := &llmRequest{
 		r:           r,
 		body:        buf.Bytes(),
-		fields:      scanRequest(buf.Bytes()),
+		model:       peekModel(buf.Bytes()),
 		tried:       make([]bool, len(h.Providers)),
 		authRetried: make([]bool, len(h.Providers)),
 	}
@@ -293,7 +315,7 @@ func (h *Handler) finishRequest(req *llmRequest) {
 	}
 	model := req.sentModel
 	if model == "" {
-		model = req.fields.Model
+		model = req.model
 	}
 	repl.Set("llm.provider", provider)
 	repl.Set("llm.attempts", req.attempts)
@@ -307,7 +329,7 @@ func (h *Handler) finishRequest(req *llmRequest) {
 // returns true when the client has its answer.
 func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Admission) bool {
 	p := h.Providers[i]
-	t := &attemptTarget{p: p, b: p.breaker(req.clientKey), adm: adm}
+	t := &attemptTarget{p: p, b: p.breaker(req.clientKey), adm: adm, idx: i}
 	r := req.r
 
 	var cred credsource.Credential
@@ -332,11 +354,19 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 	ac := &attemptCredential{header: p.authHeader, cred: cred}
 	ctx = context.WithValue(ctx, attemptCredentialKey{}, ac)
 	ar, model := h.attemptRequest(ctx, req, p, ac)
-	t.model = model
+	t.model, t.body, t.strippedThinking = model, req.sent, req.sentStripped
 	req.attempts++
 	done, v := h.runAttempt(w, req, t, ar, cancel, p.handler)
 	if done {
 		return true
+	}
+	// A refusal the request can be repaired of gets one more try on the
+	// same provider with the repaired request; each kind of repair is made
+	// once per provider, so this recursion ends.
+	if v.Retry && req.pending != nil {
+		h.applyRepair(req)
+		req.retries++
+		return h.attempt(w, req, i, adm)
 	}
 	// A refused credential that the source can renew gets one more try on
 	// the same provider before failing over.
@@ -359,6 +389,10 @@ type attemptTarget struct {
 	adm         Admission
 	model       string // as sent upstream
 	credVersion string
+
+	idx              int    // index in Handler.Providers; not set in wrap mode
+	body             []byte // as sent upstream
+	strippedThinking bool   // the provider's rules stripped thinking blocks from body
 }
 
 // runAttempt hands one attempt to an upstream handler through a gate and
@@ -370,7 +404,14 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	r := req.r
 	attempts := req.attempts
 	g := newGate(w, &h.hold, cancel)
-	g.classify = h.classifyResponse
+	g.classify = func(status int, hdr http.Header, body []byte) Verdict {
+		v := h.classifyResponse(status, hdr, body)
+		if status == http.StatusBadRequest && (v.Class == ClassRepairable || v.Class == ClassClientError) &&
+			t.p != nil && len(h.Providers) > 0 {
+			h.planRepair(req, t, &v, body)
+		}
+		return v
+	}
 	g.streamFailed = func(ei streaminspect.ErrorInfo) {
 		class := ClassOfErrorType(ei.Type)
 		t.b.Failure(timeNow(), Failure{Class: class, Cooldown: t.p.cooldownFor(class),
@@ -415,6 +456,9 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 			req.usage = u
 			countTokens(p.Name, t.model, u)
 		}
+		if h.useBook && end.verdict.Class == ClassNone && len(h.Providers) > 0 {
+			recordAccepted(t.body, p.rules.domain)
+		}
 		return true, end.verdict
 	}
 	if clientGone {
@@ -426,6 +470,15 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	}
 
 	v := end.verdict
+	if v.Retry {
+		// held back for a repair: not the provider's failure
+		releaseHeld(end.body)
+		metrics.attempts.WithLabelValues(p.Name, string(ClassRepairable)).Inc()
+		h.logger.Info("provider refused the request's history; repairing and retrying",
+			zap.String("provider", p.Name), zap.String("repair", req.pending.kind.String()),
+			zap.String("message", v.Message), zap.String("request_id", requestID(r)))
+		return false, v
+	}
 	if end.status == 0 && v.Class == ClassNone {
 		msg := "no response"
 		if proxyErr != nil {
@@ -455,6 +508,9 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		h.share.kick()
 	}
 	req.classes = append(req.classes, v.Class)
+	if v.Class == ClassContextWindow {
+		h.narrowByWindow(req, p)
+	}
 	if end.status != 0 || v.Class == ClassUnreachable {
 		metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
 	}
@@ -594,11 +650,17 @@ func (h *Handler) attemptRequest(ctx context.Context, req *llmRequest, p *Provid
 	} else {
 		stripClientCredential(ar.Header)
 	}
-	body, model := req.body, req.fields.Model
+	body, model := req.body, req.model
 	if len(p.Models) > 0 && model != "" {
-		if m, ok := mapModel(p.Models, model); ok {
-			body, model = withModel(body, req.fields, m), m
+		f := req.mappingFields()
+		if m, ok := mapModel(p.Models, f.Model); ok {
+			body, model = withModel(body, f, m), m
 		}
+	}
+	req.sent, req.sentStripped = body, false
+	if p.rules.body {
+		body, req.sentStripped = prepareBody(p, body)
+		req.sent = body
 	}
 	ar.Header.Del("Content-Length")
 	ar.TransferEncoding = nil
@@ -615,6 +677,13 @@ func (h *Handler) attemptRequest(ctx context.Context, req *llmRequest, p *Provid
 			u.RawPath = p.basePath + r.URL.RawPath
 		}
 		ar.URL = &u
+	}
+	if len(p.DropBetas) > 0 || len(p.DropQuery) > 0 || req.extraBetasFor == p {
+		var extra []string
+		if req.extraBetasFor == p {
+			extra = req.extraBetas
+		}
+		applyHeaderRules(ar, p, extra)
 	}
 	ar.Host = p.upstreamURL.Host
 	return ar, model

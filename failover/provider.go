@@ -64,6 +64,34 @@ type Provider struct {
 	// which can take minutes.
 	HeaderTimeout caddy.Duration `json:"header_timeout,omitempty"`
 
+	// Sanitize names repairs applied to every request before it is sent
+	// to this provider, so that history another provider produced is
+	// accepted on the first try: `tool_ids` rewrites tool ids outside
+	// ^[a-zA-Z0-9_-]+$ (deterministically, so a conversation keeps its
+	// mapping turn after turn); `thinking` strips the thinking blocks known
+	// to be signed in another signing domain (another upstream host; see
+	// signatureBook). Without them a refusal is still repaired after the
+	// fact, at the cost of one more round trip.
+	Sanitize []string `json:"sanitize,omitempty"`
+
+	// DropQuery names query parameters removed before sending (Claude
+	// Code sends `?beta=true`, which some providers refuse).
+	DropQuery []string `json:"drop_query,omitempty"`
+
+	// DropFields names top-level request body fields removed before
+	// sending (such as `context_management`).
+	DropFields []string `json:"drop_fields,omitempty"`
+
+	// DropBetas names anthropic-beta values removed before sending; `*`
+	// stands for any run of characters (`context-management-*`).
+	DropBetas []string `json:"drop_betas,omitempty"`
+
+	// ContextWindow is the provider's context window in tokens; 0 when
+	// not declared. After a context_window refusal from a provider with a
+	// declared window, the request goes only to providers whose declared
+	// window is larger (providers without one are tried as usual).
+	ContextWindow int64 `json:"context_window,omitempty"`
+
 	owner       *Handler
 	upstreamURL *url.URL
 	basePath    string
@@ -75,6 +103,7 @@ type Provider struct {
 	authHeader  string
 	state       *providerState
 	cooldowns   map[Class]time.Duration
+	rules       providerRules
 }
 
 // provision sets up the provider's own reverse_proxy and credential source.
@@ -122,6 +151,10 @@ func (p *Provider) provision(ctx caddy.Context, h *Handler) error {
 			return fmt.Errorf("provider %s: unknown class %q in cooldowns", p.Name, c)
 		}
 		p.cooldowns[c] = time.Duration(d)
+	}
+
+	if err := p.provisionRules(); err != nil {
+		return fmt.Errorf("provider %s: %v", p.Name, err)
 	}
 
 	p.proxy, err = newProviderProxy(ctx, p)

@@ -124,25 +124,26 @@ func (s *jsonScanner) eat(c byte) bool {
 }
 
 // skipString moves past a string starting at s.i (which must be a quote).
+// It jumps from quote to quote with bytes.IndexByte (vectorized), and
+// counts the backslashes before a quote to tell an escaped one.
 func (s *jsonScanner) skipString() bool {
 	if !s.eat('"') {
 		return false
 	}
 	for {
-		j := bytes.IndexAny(s.b[s.i:], "\"\\")
+		j := bytes.IndexByte(s.b[s.i:], '"')
 		if j < 0 {
 			s.i = len(s.b)
 			return false
 		}
-		s.i += j
-		if s.b[s.i] == '"' {
-			s.i++
-			return true
+		q := s.i + j
+		backslashes := 0
+		for k := q - 1; k >= s.i && s.b[k] == '\\'; k-- {
+			backslashes++
 		}
-		s.i += 2 // backslash and the escaped byte
-		if s.i > len(s.b) {
-			s.i = len(s.b)
-			return false
+		s.i = q + 1
+		if backslashes%2 == 0 {
+			return true
 		}
 	}
 }
@@ -160,12 +161,12 @@ func (s *jsonScanner) skipValue() bool {
 		for s.i < len(s.b) {
 			// jump to the next byte that matters; prose inside strings is
 			// skipped by skipString's own IndexAny
-			j := bytes.IndexAny(s.b[s.i:], "\"{}[]")
-			if j < 0 {
-				s.i = len(s.b)
+			for s.i < len(s.b) && !structural[s.b[s.i]] {
+				s.i++
+			}
+			if s.i >= len(s.b) {
 				return false
 			}
-			s.i += j
 			switch s.b[s.i] {
 			case '"':
 				if !s.skipString() {
@@ -194,5 +195,44 @@ func (s *jsonScanner) skipValue() bool {
 			s.i++
 		}
 		return s.i > start
+	}
+}
+
+// structural marks the bytes that matter when skipping a container.
+var structural = [256]bool{'"': true, '{': true, '}': true, '[': true, ']': true}
+
+// peekModel reads the first top-level "model" and stops there: all the
+// core needs for logs and metrics, at the cost of a few bytes (Claude Code
+// sends model first). Mapping a model uses the full scanRequest instead.
+func peekModel(body []byte) string {
+	s := jsonScanner{b: body}
+	s.ws()
+	if !s.eat('{') {
+		return ""
+	}
+	for {
+		s.ws()
+		keyStart := s.i
+		if !s.skipString() {
+			return ""
+		}
+		key := s.b[keyStart:s.i]
+		s.ws()
+		if !s.eat(':') {
+			return ""
+		}
+		s.ws()
+		valStart := s.i
+		if !s.skipValue() {
+			return ""
+		}
+		if string(key) == `"model"` && s.b[valStart] == '"' {
+			m, _ := unquote(s.b[valStart:s.i])
+			return m
+		}
+		s.ws()
+		if !s.eat(',') {
+			return ""
+		}
 	}
 }

@@ -1,10 +1,39 @@
 package failover
 
 import (
+	"bytes"
 	"encoding/json"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
 )
+
+// usageTail is how much of the end of an uncompressed JSON success is kept
+// to read its usage from.
+const usageTail = 8 << 10
+
+// usageFromTail reads the last "usage" object in the end of a response
+// body. An unescaped `"usage":` can only be a key (a quote inside a JSON
+// string is escaped), and the top-level usage comes last.
+func usageFromTail(tail []byte) (streaminspect.Usage, bool) {
+	i := bytes.LastIndex(tail, []byte(`"usage"`))
+	for i > 0 && tail[i-1] == '\\' {
+		i = bytes.LastIndex(tail[:i], []byte(`"usage"`))
+	}
+	if i < 0 {
+		return streaminspect.Usage{}, false
+	}
+	s := jsonScanner{b: tail, i: i + len(`"usage"`)}
+	s.ws()
+	if !s.eat(':') {
+		return streaminspect.Usage{}, false
+	}
+	s.ws()
+	start := s.i
+	if !s.skipValue() {
+		return streaminspect.Usage{}, false
+	}
+	return usageFromJSON([]byte(`{"usage":` + string(tail[start:s.i]) + `}`))
+}
 
 // maxUsageBody bounds how much of a non-streaming success is kept to read
 // its usage; a larger body goes uncounted rather than held.

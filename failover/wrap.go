@@ -136,7 +136,7 @@ func (h *Handler) classCooldowns() map[Class]time.Duration {
 func (h *Handler) serveWrapped(w http.ResponseWriter, req *llmRequest, next caddyhttp.Handler) {
 	tried := make(map[string]bool)
 	for req.attempts-req.retries < h.MaxAttempts {
-		wa := &wrapAttempt{h: h, clientKey: req.clientKey, tried: tried, target: &attemptTarget{model: req.fields.Model}}
+		wa := &wrapAttempt{h: h, clientKey: req.clientKey, tried: tried, target: &attemptTarget{model: req.model}}
 		ctx, cancel := context.WithCancel(context.WithValue(req.r.Context(), wrapAttemptKey{}, wa))
 		ar := req.r.WithContext(ctx)
 		ar.Body, ar.ContentLength = io.NopCloser(bytes.NewReader(req.body)), int64(len(req.body))
