@@ -309,9 +309,12 @@ func (h *Handler) finishRequest(req *llmRequest) {
 	if provider == "" && req.lastProvider != nil {
 		provider = req.lastProvider.Name
 	}
-	classes := make([]string, len(req.classes))
+	var classes strings.Builder // nothing allocated on the common path: no failover
 	for i, c := range req.classes {
-		classes[i] = string(c)
+		if i > 0 {
+			classes.WriteByte(',')
+		}
+		classes.WriteString(string(c))
 	}
 	model := req.sentModel
 	if model == "" {
@@ -319,7 +322,7 @@ func (h *Handler) finishRequest(req *llmRequest) {
 	}
 	repl.Set("llm.provider", provider)
 	repl.Set("llm.attempts", req.attempts)
-	repl.Set("llm.failover_classes", strings.Join(classes, ","))
+	repl.Set("llm.failover_classes", classes.String())
 	repl.Set("llm.model", model)
 	repl.Set("llm.input_tokens", req.usage.InputTokens)
 	repl.Set("llm.output_tokens", req.usage.OutputTokens)
@@ -352,7 +355,11 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	ac := &attemptCredential{header: p.authHeader, cred: cred}
-	ctx = context.WithValue(ctx, attemptCredentialKey{}, ac)
+	if cred.Secret != "" || p.passthrough {
+		// the transport sets it on its copy of the request; nothing to set
+		// for a provider without a credential
+		ctx = context.WithValue(ctx, attemptCredentialKey{}, ac)
+	}
 	ar, model := h.attemptRequest(ctx, req, p, ac)
 	t.model, t.body, t.strippedThinking = model, req.sent, req.sentStripped
 	req.attempts++
