@@ -222,8 +222,6 @@ type llmRequest struct {
 	pending       *pendingRepair // asked for by the refusal being held back
 	extraBetas    []string       // anthropic-beta values a refusal asked to drop...
 	extraBetasFor *Provider      // ...for this provider
-	sent          []byte         // the body of the latest attempt, after its provider's rules
-	sentStripped  bool           // the provider's rules stripped thinking blocks from it
 
 	last         *attemptEnd // the last failed attempt's held response
 	lastProvider *Provider
@@ -360,8 +358,7 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 		// for a provider without a credential
 		ctx = context.WithValue(ctx, attemptCredentialKey{}, ac)
 	}
-	ar, model := h.attemptRequest(ctx, req, p, ac)
-	t.model, t.body, t.strippedThinking = model, req.sent, req.sentStripped
+	ar := h.attemptRequest(ctx, req, t, ac)
 	req.attempts++
 	done, v := h.runAttempt(w, req, t, ar, cancel, p.handler)
 	if done {
@@ -646,8 +643,8 @@ func (h *Handler) classifyResponse(status int, hdr http.Header, body []byte) Ver
 // attemptRequest builds the request one provider receives: the same body
 // (model mapped if the provider maps it), the client's credential removed
 // unless the provider passes it through, the base path prefixed.
-func (h *Handler) attemptRequest(ctx context.Context, req *llmRequest, p *Provider, ac *attemptCredential) (*http.Request, string) {
-	r := req.r
+func (h *Handler) attemptRequest(ctx context.Context, req *llmRequest, t *attemptTarget, ac *attemptCredential) *http.Request {
+	p, r := t.p, req.r
 	ar := r.WithContext(ctx)
 	ar.Header = r.Header.Clone()
 	if p.passthrough {
@@ -664,19 +661,13 @@ func (h *Handler) attemptRequest(ctx context.Context, req *llmRequest, p *Provid
 			body, model = withModel(body, f, m), m
 		}
 	}
-	req.sent, req.sentStripped = body, false
+	t.strippedThinking = false
 	if p.rules.body {
-		body, req.sentStripped = prepareBody(p, body)
-		req.sent = body
+		body, t.strippedThinking = prepareBody(p, body)
 	}
+	t.model, t.body = model, body
 	ar.Header.Del("Content-Length")
-	ar.TransferEncoding = nil
-	if len(body) == 0 {
-		ar.Body, ar.ContentLength = http.NoBody, 0
-	} else {
-		ar.Body, ar.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-		ar.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	}
+	setReplayBody(ar, body)
 	if p.basePath != "" {
 		u := *r.URL
 		u.Path = p.basePath + r.URL.Path
@@ -693,7 +684,19 @@ func (h *Handler) attemptRequest(ctx context.Context, req *llmRequest, p *Provid
 		applyHeaderRules(ar, p, extra)
 	}
 	ar.Host = p.upstreamURL.Host
-	return ar, model
+	return ar
+}
+
+// setReplayBody gives an attempt its own reader over the buffered body, so
+// every attempt sends the same bytes.
+func setReplayBody(ar *http.Request, body []byte) {
+	ar.TransferEncoding = nil
+	if len(body) == 0 {
+		ar.Body, ar.ContentLength, ar.GetBody = http.NoBody, 0, nil
+		return
+	}
+	ar.Body, ar.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	ar.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 }
 
 var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}

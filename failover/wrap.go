@@ -1,9 +1,7 @@
 package failover
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -139,12 +137,7 @@ func (h *Handler) serveWrapped(w http.ResponseWriter, req *llmRequest, next cadd
 		wa := &wrapAttempt{h: h, clientKey: req.clientKey, tried: tried, target: &attemptTarget{model: req.model}}
 		ctx, cancel := context.WithCancel(context.WithValue(req.r.Context(), wrapAttemptKey{}, wa))
 		ar := req.r.WithContext(ctx)
-		ar.Body, ar.ContentLength = io.NopCloser(bytes.NewReader(req.body)), int64(len(req.body))
-		body := req.body
-		ar.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-		if len(body) == 0 {
-			ar.Body = http.NoBody
-		}
+		setReplayBody(ar, req.body)
 		req.attempts++
 		// the selector fills wa.target in when it picks an upstream
 		done, _ := h.runAttempt(w, req, wa.target, ar, cancel, next)
