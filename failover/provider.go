@@ -250,6 +250,15 @@ type providerState struct {
 	clients sync.Map // string -> *Breaker
 }
 
+// eachClient calls fn for every per-client breaker, with its client
+// credential fingerprint.
+func (s *providerState) eachClient(fn func(fingerprint string, b *Breaker)) {
+	s.clients.Range(func(k, v any) bool {
+		fn(k.(string), v.(*Breaker))
+		return true
+	})
+}
+
 // Destruct implements caddy.Destructor.
 func (*providerState) Destruct() error { return nil }
 

@@ -143,10 +143,7 @@ func (s *sharer) kick() {
 func (s *sharer) breakersOf(fn func(key string, b *Breaker)) {
 	for _, p := range s.h.Providers {
 		fn(p.Name, &p.state.shared)
-		p.state.clients.Range(func(k, v any) bool {
-			fn(p.Name+"#"+k.(string), v.(*Breaker))
-			return true
-		})
+		p.state.eachClient(func(fp string, b *Breaker) { fn(p.Name+"#"+fp, b) })
 	}
 }
 

@@ -84,8 +84,8 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 	clientsCooling := 0
 	if p.passthrough {
 		// sum the per-client breakers; the most recent failure speaks
-		p.state.clients.Range(func(_, v any) bool {
-			cs := v.(*Breaker).Snapshot(now)
+		p.state.eachClient(func(_ string, b *Breaker) {
+			cs := b.Snapshot(now)
 			s.Requests += cs.Requests
 			s.Successes += cs.Successes
 			s.Failovers += cs.Failovers
@@ -95,7 +95,6 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 			if cs.LastFailure.After(s.LastFailure) {
 				s.LastFailure, s.LastClass, s.LastError = cs.LastFailure, cs.LastClass, cs.LastError
 			}
-			return true
 		})
 	}
 	cred := p.credentialStatus()
@@ -140,17 +139,11 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 // resetProvider closes every breaker of a provider.
 func (p *Provider) reset() {
 	p.state.shared.Reset()
-	p.state.clients.Range(func(_, v any) bool {
-		v.(*Breaker).Reset()
-		return true
-	})
+	p.state.eachClient(func(_ string, b *Breaker) { b.Reset() })
 }
 
 // coolFor drains a provider by hand: every breaker of it opens for d.
 func (p *Provider) coolFor(now time.Time, d time.Duration) {
 	p.state.shared.CoolFor(now, d, ClassManual)
-	p.state.clients.Range(func(_, v any) bool {
-		v.(*Breaker).CoolFor(now, d, ClassManual)
-		return true
-	})
+	p.state.eachClient(func(_ string, b *Breaker) { b.CoolFor(now, d, ClassManual) })
 }
