@@ -32,20 +32,18 @@ func usageFromTail(tail []byte) (streaminspect.Usage, bool) {
 	if !s.skipValue() {
 		return streaminspect.Usage{}, false
 	}
-	return usageFromJSON([]byte(`{"usage":` + string(tail[start:s.i]) + `}`))
+	return decodeUsage(tail[start:s.i])
 }
 
 // maxUsageBody bounds how much of a non-streaming success is kept to read
 // its usage; a larger body goes uncounted rather than held.
 const maxUsageBody = 256 << 10
 
-// usageFromJSON reads the top-level "usage" object of a non-streaming
-// response, in Anthropic's form (input_tokens, output_tokens,
-// cache_read_input_tokens, cache_creation_input_tokens) or OpenAI's
-// (prompt_tokens, completion_tokens, prompt_tokens_details.cached_tokens).
-// Only the usage object is decoded.
-func usageFromJSON(body []byte) (streaminspect.Usage, bool) {
-	raw := topLevelValue(body, "usage")
+// decodeUsage decodes a usage object, in Anthropic's form (input_tokens,
+// output_tokens, cache_read_input_tokens, cache_creation_input_tokens) or
+// OpenAI's (prompt_tokens, completion_tokens,
+// prompt_tokens_details.cached_tokens).
+func decodeUsage(raw []byte) (streaminspect.Usage, bool) {
 	if len(raw) == 0 || raw[0] != '{' {
 		return streaminspect.Usage{}, false
 	}
@@ -72,41 +70,4 @@ func usageFromJSON(body []byte) (streaminspect.Usage, bool) {
 		out.CacheReadTokens = u.PromptTokensDetails.CachedTokens
 	}
 	return out, true
-}
-
-// topLevelValue returns the raw bytes of one top-level key's value of a JSON
-// object, or nil. Other values are skipped, not decoded.
-func topLevelValue(body []byte, key string) []byte {
-	s := jsonScanner{b: body}
-	s.ws()
-	if !s.eat('{') {
-		return nil
-	}
-	for {
-		s.ws()
-		if s.i >= len(s.b) || s.b[s.i] == '}' {
-			return nil
-		}
-		keyStart := s.i
-		if !s.skipString() {
-			return nil
-		}
-		k := s.b[keyStart+1 : s.i-1]
-		s.ws()
-		if !s.eat(':') {
-			return nil
-		}
-		s.ws()
-		valStart := s.i
-		if !s.skipValue() {
-			return nil
-		}
-		if string(k) == key {
-			return s.b[valStart:s.i]
-		}
-		s.ws()
-		if !s.eat(',') {
-			return nil
-		}
-	}
 }
