@@ -415,13 +415,8 @@ func (g *gate) finish(clientGone bool) attemptEnd {
 }
 
 func (g *gate) releaseHeldLocked() {
-	if g.held != nil {
-		if g.held.Cap() <= 4*maxHeldError {
-			g.held.Reset()
-			heldPool.Put(g.held)
-		}
-		g.held = nil
-	}
+	releaseHeld(g.held)
+	g.held = nil
 }
 
 // keepForUsageLocked keeps what the usage reader needs of a committed JSON
