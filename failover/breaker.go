@@ -40,7 +40,7 @@ type Breaker struct {
 
 	// decidedAt is when the state was last decided (opened, closed by a
 	// probe, reset, drained), by origin: "" for this instance, else the
-	// instance that shared the decision. The latest decision wins.
+	// instance that shared the decision (see adopt).
 	decidedAt time.Time
 	origin    string
 }
@@ -289,19 +289,25 @@ func (b *Breaker) export() (SharedState, bool) {
 	return st, true
 }
 
-// adopt takes another instance's decision when it is newer than this
-// breaker's own. An open state whose end has passed (on this clock) is
-// ignored; a close ends a cooldown here too. It reports whether it changed
-// anything.
+// adopt takes another instance's decision. A cooldown never shortens one
+// that is running here: between two cooldowns the later end wins,
+// whichever was decided last. Otherwise the later decision wins, so a
+// close after a successful probe ends a cooldown here too. A cooldown
+// whose end has passed (on this clock) is ignored. It reports whether it
+// changed anything.
 func (b *Breaker) adopt(now time.Time, st SharedState, origin string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !st.DecidedAt.After(b.decidedAt) {
-		return false
-	}
 	switch st.State {
 	case StateOpen:
 		if !st.Until.After(now) {
+			return false
+		}
+		if b.state == StateOpen || b.state == StateHalfOpen {
+			if !st.Until.After(b.until) {
+				return false
+			}
+		} else if !st.DecidedAt.After(b.decidedAt) {
 			return false
 		}
 		b.state, b.until, b.lastClass = StateOpen, st.Until, st.Class
@@ -309,6 +315,9 @@ func (b *Breaker) adopt(now time.Time, st SharedState, origin string) bool {
 		b.lastError = "shared by instance " + origin
 		b.probing = false
 	case StateClosed:
+		if !st.DecidedAt.After(b.decidedAt) {
+			return false
+		}
 		if b.state == StateClosed || b.state == "" {
 			b.decidedAt, b.origin = st.DecidedAt, origin
 			return false
@@ -317,8 +326,27 @@ func (b *Breaker) adopt(now time.Time, st SharedState, origin string) bool {
 	default:
 		return false
 	}
-	b.decidedAt, b.origin = st.DecidedAt, origin
+	if st.DecidedAt.After(b.decidedAt) {
+		b.decidedAt = st.DecidedAt
+	}
+	b.origin = origin
 	return true
+}
+
+// yieldProbe gives up the half-open probe Admit just granted, because
+// another instance of the fleet holds it until the given time: until then,
+// or until that instance's result arrives, the breaker admits nothing.
+// Waiting for someone else's probe is no decision of this instance, so
+// nothing here is shared.
+func (b *Breaker) yieldProbe(until time.Time) Admission {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state == StateHalfOpen && b.probing {
+		b.state, b.until, b.probing = StateOpen, until, false
+		b.requests--
+		b.lastError = "another instance is probing the provider"
+	}
+	return Admission{RetryAt: until, Class: b.lastClass}
 }
 
 // provenance says where the breaker's state came from: "" (this instance)

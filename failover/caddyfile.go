@@ -52,9 +52,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		classify <status|*> <body substring|*> <class>
 //		policy priority|spread
 //		share [{
+//			redis redis://<host>:<port>[/<db>]|rediss://...
+//			password <credential source> [<args...>]
+//			prefix <storage key or redis key prefix>
 //			read_interval <duration>
 //			timeout <duration>
-//			prefix <storage key prefix>
+//			purge_after <duration>
+//			probe_lease <duration>
+//			probe_wait <duration>
 //		}]
 //		stream {
 //			hold first_content|first_event|off
@@ -169,6 +174,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					h.Share.Prefix = d.Val()
 					if d.NextArg() {
 						return d.ArgErr()
+					}
+				case "redis", "password", "purge_after", "probe_lease", "probe_wait":
+					if err := unmarshalShareOption(d, h.Share); err != nil {
+						return err
 					}
 				default:
 					return d.Errf("unrecognized share subdirective %q", d.Val())

@@ -116,7 +116,8 @@ func TestShareAcrossInstances(t *testing.T) {
 	b := newUpstream(t, "sh_key", replyMessage("from key"))
 
 	childURL := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	childCfg := shareCaddyfile(fmt.Sprintf("127.0.0.1:%d", freePort(t)), childURL, storage, a.providerBlock(), b.providerBlock())
+	child := &proxy{t: t, AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	childCfg := shareCaddyfile(child.AdminAddr, childURL, storage, a.providerBlock(), b.providerBlock())
 	startChild(t, childCfg, childURL)
 
 	p := &proxy{t: t}
@@ -143,9 +144,20 @@ func TestShareAcrossInstances(t *testing.T) {
 		t.Fatalf("instance B sent %d requests to the provider A found cooling", a.Hits()-1)
 	}
 
-	// the provider recovers; B's admin resets nothing: B probes it after a
-	// short cooldown A publishes, and B's success closes the breaker on A
+	// the provider recovers. A closes it by hand, which reaches B (a close
+	// wins over the cooldowns decided before it), then drains it for a
+	// second: B probes it when that ends, and B's success closes the
+	// breaker on A
 	a.setHandler(replyMessage("from sub"))
+	if code, body := adminPost(t, p, "/llm/providers/sh_sub/reset", ``); code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	for deadline := time.Now().Add(3 * time.Second); providerStatuses(t, child)["sh_sub"]["state"] != "closed"; {
+		if time.Now().After(deadline) {
+			t.Fatalf("A's reset did not reach B: %v", providerStatuses(t, child)["sh_sub"])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if code, body := adminPost(t, p, "/llm/providers/sh_sub/cooldown", `{"duration":"1s"}`); code != 200 {
 		t.Fatalf("%d %s", code, body)
 	}

@@ -65,8 +65,9 @@ type Handler struct {
 	// after it.
 	Stream *holdPolicy `json:"stream,omitempty"`
 
-	// Share shares breaker state with other instances through Caddy's
-	// configured storage, and keeps it across restarts. Off by default.
+	// Share shares breaker state with other instances, through Caddy's
+	// configured storage or Redis, and keeps it across restarts. Off by
+	// default.
 	Share *ShareConfig `json:"share,omitempty"`
 
 	// Policy picks among the providers that admit a request: `priority`
@@ -175,7 +176,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	registerHandler(h)
 	if h.Share != nil {
-		h.share = newSharer(ctx, h, h.Share)
+		s, err := newSharer(ctx, h, h.Share)
+		if err != nil {
+			return err
+		}
+		h.share = s
 		h.share.start(ctx)
 	}
 	return nil

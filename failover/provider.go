@@ -287,7 +287,12 @@ func (p *Provider) admit(now time.Time, clientKey string) Admission {
 			return adm
 		}
 	}
-	return p.breaker(clientKey).Admit(now, p.credentialVersion)
+	b := p.breaker(clientKey)
+	adm := b.Admit(now, p.credentialVersion)
+	if adm.Probe && p.owner != nil {
+		adm = p.owner.share.claimProbe(p, clientKey, b, adm)
+	}
+	return adm
 }
 
 // credentialVersion returns the version of the provider's current

@@ -1,0 +1,397 @@
+package failover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+	"go.uber.org/zap"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+)
+
+// redisBackend shares decisions through Redis:
+//
+//   - <prefix>:breaker:<name> holds a breaker's latest shared decision. A
+//     cooldown's key expires when the cooldown ends; a close is kept for a
+//     while so that an older cooldown written late cannot undo it. A Lua
+//     script writes it, so the rule of Breaker.adopt (the later cooldown
+//     end wins) holds in Redis atomically, and publishes what it wrote.
+//   - <prefix>:decisions is the channel every instance subscribes to: a
+//     decision reaches the fleet within milliseconds.
+//   - <prefix>:probe:<name> is the half-open probe's lease (SET NX PX): one
+//     instance probes, the others skip the provider until the result is
+//     published or the lease lapses.
+//
+// Every key expires, so nothing is left to purge. Every call but the probe
+// claim runs in the background; the claim is bounded by probe_wait.
+type redisBackend struct {
+	s           *sharer
+	client      *redis.Client
+	prefix      string
+	channel     string
+	token       string // this process and handler: tells our own messages and leases apart
+	lease       time.Duration
+	probeWait   time.Duration
+	down        atomic.Bool // the last call failed: the request path does not ask Redis
+	resyncCh    chan struct{}
+	written     map[string]time.Time // breaker name -> decided_at last written; loop goroutine only
+	subscribeMu sync.Mutex
+}
+
+var (
+	_ shareBackend = (*redisBackend)(nil)
+	_ probeClaimer = (*redisBackend)(nil)
+)
+
+// redisDecision is a breaker decision as Redis stores and publishes it.
+// Times are Unix milliseconds, which the write script compares.
+type redisDecision struct {
+	Name     string       `json:"name"`
+	State    BreakerState `json:"state"`
+	Until    int64        `json:"until,omitempty"`
+	Decided  int64        `json:"decided"`
+	Class    Class        `json:"class,omitempty"`
+	Instance string       `json:"instance"`
+	Token    string       `json:"token"`
+}
+
+func (d *redisDecision) shared() SharedState {
+	st := SharedState{State: d.State, Class: d.Class, DecidedAt: time.UnixMilli(d.Decided)}
+	if d.State == StateOpen {
+		st.Until = time.UnixMilli(d.Until)
+	}
+	return st
+}
+
+// writeDecision stores a decision unless the stored one must win over it,
+// releases the writer's probe lease (its probe has a result), and
+// publishes what it stored. It returns the decision now stored, which the
+// writer adopts when it was not its own.
+//
+// KEYS: breaker key, probe lease key. ARGV: decision JSON, state, until,
+// decided, now (ms), how long to keep a close (ms), channel, writer token.
+var writeDecision = redis.NewScript(`
+if redis.call('GET', KEYS[2]) == ARGV[8] then redis.call('DEL', KEYS[2]) end
+local cur = redis.call('GET', KEYS[1])
+if cur then
+	local ok, c = pcall(cjson.decode, cur)
+	if ok and type(c) == 'table' then
+		if ARGV[2] == 'open' and c.state == 'open' then
+			if tonumber(c['until']) >= tonumber(ARGV[3]) then return cur end
+		elseif tonumber(c.decided) >= tonumber(ARGV[4]) then
+			return cur
+		end
+	end
+end
+local ttl = tonumber(ARGV[6])
+if ARGV[2] == 'open' then ttl = tonumber(ARGV[3]) - tonumber(ARGV[5]) end
+if ttl <= 0 then return false end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('PUBLISH', ARGV[7], ARGV[1])
+return ARGV[1]
+`)
+
+// claimLease takes a probe lease with SET NX PX; the holder may renew
+// its own. It returns -1 when the caller holds it, else the lease's
+// remaining milliseconds.
+//
+// KEYS: lease key. ARGV: token, lease (ms).
+var claimLease = redis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+	redis.call('PEXPIRE', KEYS[1], ARGV[2])
+	return -1
+end
+return redis.call('PTTL', KEYS[1])
+`)
+
+var redisLoggerOnce sync.Once
+
+func newRedisBackend(ctx caddy.Context, s *sharer, cfg *ShareConfig) (*redisBackend, error) {
+	opt, err := redis.ParseURL(cfg.Redis)
+	if err != nil {
+		return nil, fmt.Errorf("share: redis URL: %v", err)
+	}
+	if cfg.PasswordRaw != nil {
+		mod, err := ctx.LoadModule(cfg, "PasswordRaw")
+		if err != nil {
+			return nil, fmt.Errorf("share: loading the redis password source: %v", err)
+		}
+		src, ok := mod.(credsource.Source)
+		if !ok {
+			return nil, fmt.Errorf("share: module %T is not a credential source", mod)
+		}
+		username := opt.Username
+		opt.CredentialsProviderContext = func(ctx context.Context) (string, string, error) {
+			c, err := src.Credential(ctx)
+			if err != nil {
+				return "", "", fmt.Errorf("redis password: %v", err)
+			}
+			return username, c.Secret, nil
+		}
+	}
+	// Faults are retried on the sharer's own schedule, never inside a
+	// call: each call is bounded by its context.
+	opt.MaxRetries = -1
+	opt.DialerRetries = 1
+	opt.DialTimeout = s.timeout
+	opt.ReadTimeout = s.timeout
+	opt.WriteTimeout = s.timeout
+	opt.PoolTimeout = s.timeout
+	opt.ContextTimeoutEnabled = true
+	opt.DisableIdentity = true
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	opt.PoolSize = 4
+	redisLoggerOnce.Do(func() { redis.SetLogger(redisLogger{}) })
+
+	b := &redisBackend{
+		s:         s,
+		client:    redis.NewClient(opt),
+		prefix:    cfg.Prefix,
+		token:     instanceID() + "/" + randomToken(),
+		lease:     time.Duration(cfg.ProbeLease),
+		probeWait: time.Duration(cfg.ProbeWait),
+		resyncCh:  make(chan struct{}, 1),
+		written:   make(map[string]time.Time),
+	}
+	if b.prefix == "" {
+		b.prefix = defaultRedisPrefix
+	}
+	if b.lease <= 0 {
+		b.lease = defaultProbeLease
+	}
+	if b.probeWait <= 0 {
+		b.probeWait = defaultProbeWait
+	}
+	b.channel = b.prefix + ":decisions"
+	return b, nil
+}
+
+func (b *redisBackend) breakerKey(name string) string { return b.prefix + ":breaker:" + name }
+func (b *redisBackend) leaseKey(name string) string   { return b.prefix + ":probe:" + name }
+
+// load reads every shared decision, bounded by the timeout.
+func (b *redisBackend) load(ctx context.Context) {
+	if err := b.read(ctx); err != nil {
+		b.failed("reading shared breaker state from redis", err)
+	}
+}
+
+// run subscribes to the decisions channel and writes this instance's
+// decisions when kicked; every interval it retries what failed. After a
+// reconnect it reads everything again and rewrites its own decisions,
+// since messages published meanwhile were lost and a restarted Redis
+// forgot its keys.
+func (b *redisBackend) run(ctx context.Context) {
+	defer b.client.Close()
+	subDone := make(chan struct{})
+	go func() { defer close(subDone); b.subscribe(ctx) }()
+	defer func() { <-subDone }()
+	t := time.NewTicker(b.s.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.s.kickCh:
+			b.write(ctx)
+		case <-b.resyncCh:
+			b.resync(ctx)
+		case <-t.C:
+			if b.down.Load() {
+				pingCtx, cancel := context.WithTimeout(ctx, b.s.timeout)
+				err := b.client.Ping(pingCtx).Err()
+				cancel()
+				if err != nil {
+					b.failed("redis is unreachable", err)
+					continue
+				}
+				b.resync(ctx)
+			} else {
+				b.write(ctx) // what a failed write left behind
+			}
+		}
+	}
+}
+
+// resync rewrites every decision of this instance and reads the others'.
+func (b *redisBackend) resync(ctx context.Context) {
+	clear(b.written)
+	b.write(ctx)
+	if err := b.read(ctx); err != nil {
+		b.failed("reading shared breaker state from redis", err)
+		return
+	}
+	b.up()
+}
+
+// write stores the decisions made here since the last write.
+func (b *redisBackend) write(ctx context.Context) {
+	now := timeNow()
+	failed := false
+	b.s.decisions(now, func(name string, _ *Breaker, st SharedState) {
+		if failed {
+			return // retried in an interval
+		}
+		if w, ok := b.written[name]; ok && w.Equal(st.DecidedAt) {
+			return
+		}
+		d := redisDecision{Name: name, State: st.State, Decided: st.DecidedAt.UnixMilli(),
+			Instance: instanceID(), Token: b.token}
+		if st.State == StateOpen {
+			d.Until, d.Class = st.Until.UnixMilli(), st.Class
+		}
+		val, _ := json.Marshal(d)
+		opCtx, cancel := context.WithTimeout(ctx, b.s.timeout)
+		stored, err := writeDecision.Run(opCtx, b.client, []string{b.breakerKey(name), b.leaseKey(name)},
+			val, string(d.State), d.Until, d.Decided, now.UnixMilli(), keepClosedDecisionsFor.Milliseconds(),
+			b.channel, b.token).Text()
+		cancel()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			b.failed("writing shared breaker state to redis", err)
+			failed = true
+			return
+		}
+		b.written[name] = st.DecidedAt
+		b.up()
+		if stored != "" && stored != string(val) {
+			// the stored decision wins over ours: a longer cooldown, or a
+			// close made after our cooldown
+			b.applyJSON(now, stored, false)
+		}
+	})
+}
+
+// read adopts every stored decision.
+func (b *redisBackend) read(ctx context.Context) error {
+	opCtx, cancel := context.WithTimeout(ctx, b.s.timeout)
+	defer cancel()
+	var keys []string
+	iter := b.client.Scan(opCtx, 0, b.breakerKey("*"), 256).Iterator()
+	for iter.Next(opCtx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		return err
+	}
+	now := timeNow()
+	for len(keys) > 0 {
+		batch := keys[:min(len(keys), 256)]
+		keys = keys[len(batch):]
+		vals, err := b.client.MGet(opCtx, batch...).Result()
+		if err != nil {
+			return err
+		}
+		for _, v := range vals {
+			if s, ok := v.(string); ok {
+				b.applyJSON(now, s, false)
+			}
+		}
+	}
+	b.s.syncedAt.Store(time.Now().UnixNano())
+	return nil
+}
+
+// subscribe applies the decisions other instances publish. go-redis
+// reconnects a lost subscription on the next receive; each (re)subscribe
+// confirmation asks for a resync.
+func (b *redisBackend) subscribe(ctx context.Context) {
+	ps := b.client.Subscribe(ctx, b.channel)
+	defer ps.Close()
+	for ctx.Err() == nil {
+		msg, err := ps.ReceiveTimeout(ctx, b.s.interval)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue // quiet channel
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			b.failed("redis subscription lost", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(b.s.interval):
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				select {
+				case b.resyncCh <- struct{}{}:
+				default:
+				}
+			}
+		case *redis.Message:
+			b.applyJSON(timeNow(), m.Payload, true)
+			b.s.syncedAt.Store(time.Now().UnixNano())
+		}
+	}
+}
+
+// applyJSON adopts one stored or published decision.
+func (b *redisBackend) applyJSON(now time.Time, data string, skipOwn bool) {
+	var d redisDecision
+	if err := json.Unmarshal([]byte(data), &d); err != nil || d.Name == "" || (d.State != StateOpen && d.State != StateClosed) {
+		b.s.fault("a shared breaker entry in redis is corrupt", fmt.Errorf("%.100q", data), b.channel)
+		return
+	}
+	if skipOwn && d.Token == b.token {
+		return
+	}
+	b.s.apply(now, d.Name, d.shared(), d.Instance)
+}
+
+// claimProbe takes the fleet's probe lease of a breaker. It is the one
+// Redis call on the request path, made once per cooldown end and bounded
+// by probe_wait: if Redis is down or slow, this instance probes on its
+// own, as it would without sharing.
+func (b *redisBackend) claimProbe(name string) (bool, time.Time) {
+	if b.down.Load() {
+		return true, time.Time{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.probeWait)
+	defer cancel()
+	left, err := claimLease.Run(ctx, b.client, []string{b.leaseKey(name)}, b.token, b.lease.Milliseconds()).Int64()
+	if err != nil {
+		b.s.fault("claiming the probe lease in redis; probing without it", err, b.leaseKey(name))
+		return true, time.Time{}
+	}
+	if left < 0 {
+		return true, time.Time{}
+	}
+	return false, timeNow().Add(time.Duration(left) * time.Millisecond)
+}
+
+func (b *redisBackend) failed(msg string, err error) {
+	b.down.Store(true)
+	b.s.fault(msg, err, b.client.Options().Addr)
+}
+
+func (b *redisBackend) up() {
+	if b.down.Swap(false) {
+		b.s.recovered()
+	}
+}
+
+// redisLogger sends go-redis's own log lines to Caddy's log at debug
+// level: the sharer logs faults itself, once per interval.
+type redisLogger struct{}
+
+func (redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if c := caddy.Log().Named("redis").Check(zap.DebugLevel, "go-redis"); c != nil {
+		c.Write(zap.String("message", strings.TrimSpace(fmt.Sprintf(format, v...))))
+	}
+}
