@@ -1,0 +1,154 @@
+package failover
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// writeEntry stores another instance's entry the way the storage backend
+// does.
+func writeEntry(t *testing.T, dir, file string, f sharedFile) {
+	t.Helper()
+	data, err := json.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, file), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Two instances stored cooldowns for one provider: the later end wins,
+// though the shorter one was decided last. A close decided after both
+// ends it.
+func TestShareStorageLaterEndWins(t *testing.T) {
+	storage := t.TempDir()
+	prefix := filepath.Join(storage, "llm_failover", "breakers")
+	now := time.Now()
+	long := now.Add(3 * time.Hour).Truncate(time.Second)
+	writeEntry(t, prefix, "long.json", sharedFile{Instance: "long", WrittenAt: now, Breakers: map[string]SharedState{
+		"sl_sub": {State: StateOpen, Until: long, Class: ClassQuota, DecidedAt: now.Add(-2 * time.Minute)}}})
+	writeEntry(t, prefix, "short.json", sharedFile{Instance: "short", WrittenAt: now, Breakers: map[string]SharedState{
+		"sl_sub": {State: StateOpen, Until: now.Add(30 * time.Second), Class: ClassRateLimit, DecidedAt: now.Add(-time.Minute)}}})
+	sub := newUpstream(t, "sl_sub", replyMessage("from sub"))
+	key := newUpstream(t, "sl_key", replyMessage("from key"))
+	p := &proxy{t: t, URL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	p.load(shareCaddyfile(p.AdminAddr, p.URL, storage, sub.providerBlock(), key.providerBlock()))
+	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+
+	if s := snapshot(t, "sl_sub"); !s.Until.Equal(long) || s.LastClass != ClassQuota {
+		t.Fatalf("adopted %+v, want the 3h quota cooldown", s)
+	}
+	in := &instance{name: "A", URL: p.URL, admin: p}
+	sendOK(t, in, "sl_key")
+
+	// the short cooldown's instance meets it again (and cools sl_key,
+	// which shows when its entry was read): still not shorter
+	writeEntry(t, prefix, "short.json", sharedFile{Instance: "short", WrittenAt: time.Now(), Breakers: map[string]SharedState{
+		"sl_sub": {State: StateOpen, Until: time.Now().Add(time.Minute), Class: ClassRateLimit, DecidedAt: time.Now()},
+		"sl_key": {State: StateOpen, Until: time.Now().Add(time.Minute), Class: ClassRateLimit, DecidedAt: time.Now()}}})
+	waitState(t, in, "sl_key", StateOpen, 3*time.Second)
+	if s := snapshot(t, "sl_sub"); !s.Until.Equal(long) {
+		t.Fatalf("a later, shorter cooldown shortened the 3h one: %+v", s)
+	}
+
+	// a close decided after both ends the cooldown
+	writeEntry(t, prefix, "long.json", sharedFile{Instance: "long", WrittenAt: time.Now(), Breakers: map[string]SharedState{
+		"sl_sub": {State: StateClosed, DecidedAt: time.Now().Add(time.Second)}}})
+	waitState(t, in, "sl_sub", StateClosed, 3*time.Second)
+	sendOK(t, in, "sl_sub")
+}
+
+// Entries of instances that stopped writing longer than purge_after ago
+// are deleted unless a cooldown in them is still running; this instance's
+// entry never holds an ended cooldown, such as a client's expired one.
+func TestShareStoragePurgeAndNoExpiredEntries(t *testing.T) {
+	clock := useFakeClock(t)
+	storage := t.TempDir()
+	prefix := filepath.Join(storage, "llm_failover", "breakers")
+	now, old := clock.Now(), time.Now().Add(-2*time.Hour)
+	writeEntry(t, prefix, "gone.json", sharedFile{Instance: "gone", WrittenAt: old, Breakers: map[string]SharedState{
+		"sp_key": {State: StateOpen, Until: now.Add(-time.Hour), Class: ClassRateLimit, DecidedAt: now.Add(-2 * time.Hour)}}})
+	writeEntry(t, prefix, "gone-cooling.json", sharedFile{Instance: "gone-cooling", WrittenAt: old, Breakers: map[string]SharedState{
+		"sp_other": {State: StateOpen, Until: now.Add(time.Hour), Class: ClassQuota, DecidedAt: now.Add(-2 * time.Hour)}}})
+	writeEntry(t, prefix, "alive.json", sharedFile{Instance: "alive", WrittenAt: time.Now(), Breakers: map[string]SharedState{}})
+
+	sub := newUpstream(t, "sp_sub", replyError(429, "rate_limit_error", "limited", "Retry-After", "5"))
+	key := newUpstream(t, "sp_key", replyMessage("from key"))
+	p := &proxy{t: t, URL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	cfg := strings.Replace(shareCaddyfile(p.AdminAddr, p.URL, storage, sub.providerBlock("credential passthrough"), key.providerBlock()),
+		"read_interval 200ms", "read_interval 200ms\n\t\t\tpurge_after 1h", 1)
+	p.load(cfg)
+	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+
+	if _, err := os.Stat(filepath.Join(prefix, "gone.json")); !os.IsNotExist(err) {
+		t.Fatalf("the entry of an instance gone 2h (purge_after 1h) is still there: %v", err)
+	}
+	for _, f := range []string{"gone-cooling.json", "alive.json"} {
+		if _, err := os.Stat(filepath.Join(prefix, f)); err != nil {
+			t.Fatalf("%s was purged: %v", f, err)
+		}
+	}
+
+	// a client's 429 opens its own breaker, which this instance shares
+	res := post(t, p.URL+"/v1/messages", simpleRequest, "Authorization", "Bearer client-one")
+	if got := readAll(t, res); !strings.Contains(got, "from key") {
+		t.Fatal(got)
+	}
+	own := ownEntry(t, prefix, func(f sharedFile) bool { return len(f.Breakers) == 1 })
+	var clientName string
+	for name := range own.Breakers {
+		clientName = name
+	}
+	if !strings.HasPrefix(clientName, "sp_sub#") {
+		t.Fatalf("own entry %+v, want the client's breaker", own)
+	}
+
+	// the client's cooldown ends; the next write (after another decision)
+	// leaves it out
+	clock.Advance(10 * time.Second)
+	if code, body := adminPost(t, p, "/llm/providers/sp_key/cooldown", `{"duration":"1h"}`); code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	own = ownEntry(t, prefix, func(f sharedFile) bool { _, ok := f.Breakers["sp_key"]; return ok })
+	if _, ok := own.Breakers[clientName]; ok {
+		t.Fatalf("the expired client cooldown was written: %+v", own.Breakers)
+	}
+}
+
+// ownEntry polls this instance's storage entry until ok accepts it.
+func ownEntry(t *testing.T, prefix string, ok func(sharedFile) bool) sharedFile {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	var last sharedFile
+	for {
+		matches, _ := filepath.Glob(filepath.Join(prefix, instanceID()+"-*.json"))
+		for _, m := range matches {
+			data, err := os.ReadFile(m)
+			if err != nil {
+				continue
+			}
+			var f sharedFile
+			if json.Unmarshal(data, &f) == nil {
+				last = f
+				if ok(f) {
+					return f
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("this instance's entry is not as expected: %+v (files %v)", last, matches)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
