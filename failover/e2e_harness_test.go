@@ -47,7 +47,7 @@ func useFakeClock(t *testing.T) *fakeClock {
 }
 
 // freePort returns a loopback port nobody listens on.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

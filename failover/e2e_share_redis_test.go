@@ -27,7 +27,7 @@ import (
 
 // redisServer is a redis-server the test starts, stops and restarts.
 type redisServer struct {
-	t    *testing.T
+	t    testing.TB
 	bin  string
 	port int
 	dir  string
@@ -35,7 +35,7 @@ type redisServer struct {
 	URL  string
 }
 
-func startRedis(t *testing.T) *redisServer {
+func startRedis(t testing.TB) *redisServer {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {

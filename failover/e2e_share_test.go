@@ -67,7 +67,7 @@ func shareCaddyfile(adminAddr, siteURL, storageDir string, blocks ...string) str
 }
 
 // startChild runs a second instance and waits until it answers.
-func startChild(t *testing.T, caddyfileText, siteURL string) {
+func startChild(t testing.TB, caddyfileText, siteURL string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "LLMF_CHILD_CADDYFILE="+caddyfileText, "XDG_DATA_HOME="+t.TempDir())
@@ -96,7 +96,7 @@ func startChild(t *testing.T, caddyfileText, siteURL string) {
 	t.Fatal("the child instance did not start")
 }
 
-type prefixWriter struct{ t *testing.T }
+type prefixWriter struct{ t testing.TB }
 
 func (w *prefixWriter) Write(p []byte) (int, error) {
 	for _, line := range strings.Split(strings.TrimSpace(string(p)), "\n") {

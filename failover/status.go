@@ -140,10 +140,19 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 func (p *Provider) reset() {
 	p.state.shared.Reset()
 	p.state.eachClient(func(_ string, b *Breaker) { b.Reset() })
+	p.shareNow()
 }
 
 // coolFor drains a provider by hand: every breaker of it opens for d.
 func (p *Provider) coolFor(now time.Time, d time.Duration) {
 	p.state.shared.CoolFor(now, d, ClassManual)
 	p.state.eachClient(func(_ string, b *Breaker) { b.CoolFor(now, d, ClassManual) })
+	p.shareNow()
+}
+
+// shareNow shares a decision made by hand at once.
+func (p *Provider) shareNow() {
+	if p.owner != nil {
+		p.owner.share.kick()
+	}
 }
