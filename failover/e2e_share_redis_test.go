@@ -315,7 +315,7 @@ func TestRedisShareLaterEndWins(t *testing.T) {
 	defer c.Close()
 	long := time.Now().Add(3 * time.Hour).Truncate(time.Millisecond)
 	other, _ := json.Marshal(redisDecision{Name: "rl_sub", State: StateOpen, Until: long.UnixMilli(),
-		Decided: time.Now().Add(-time.Minute).UnixMilli(), Class: ClassQuota, Instance: "other", Token: "other/1"})
+		Decided: time.Now().Add(-time.Minute).UnixMicro(), Class: ClassQuota, Instance: "other", Token: "other/1"})
 	if err := c.Set(context.Background(), "llm_failover:breaker:rl_sub", other, 3*time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}

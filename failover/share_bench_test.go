@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -79,7 +80,7 @@ func waitStateOn(tb testing.TB, adminAddr, provider, state string) {
 // another instance: from the answer of instance A's admin API (a drain,
 // this process) until instance B (a child process) reports the provider
 // cooling, polled through B's admin API every 0.2ms. Defaults apply
-// (read_interval 2s).
+// (read_interval 2s); each decision comes at a random moment of B's poll.
 func BenchmarkSharePropagation(b *testing.B) {
 	for _, backend := range []string{"redis", "storage"} {
 		b.Run(backend, func(b *testing.B) {
@@ -98,6 +99,10 @@ func BenchmarkSharePropagation(b *testing.B) {
 			var delays []time.Duration
 			b.ResetTimer()
 			for range b.N {
+				// at a random moment of the storage poll, not right after one
+				b.StopTimer()
+				time.Sleep(rand.N(2 * time.Second))
+				b.StartTimer()
 				adminPostTB(b, admin, "/llm/providers/bp_sub/cooldown", `{"duration":"1h"}`)
 				start := time.Now()
 				waitStateOn(b, childAdmin, "bp_sub", "open")

@@ -54,32 +54,36 @@ var (
 )
 
 // redisDecision is a breaker decision as Redis stores and publishes it.
-// Times are Unix milliseconds, which the write script compares.
+// The write script compares its times: the cooldown end in Unix
+// milliseconds, the decision time in microseconds (two decisions a few
+// microseconds apart stay ordered, and Lua's numbers hold it exactly).
 type redisDecision struct {
 	Name     string       `json:"name"`
 	State    BreakerState `json:"state"`
 	Until    int64        `json:"until,omitempty"`
-	Decided  int64        `json:"decided"`
+	Decided  int64        `json:"decided_us"`
 	Class    Class        `json:"class,omitempty"`
 	Instance string       `json:"instance"`
 	Token    string       `json:"token"`
 }
 
 func (d *redisDecision) shared() SharedState {
-	st := SharedState{State: d.State, Class: d.Class, DecidedAt: time.UnixMilli(d.Decided)}
+	st := SharedState{State: d.State, Class: d.Class, DecidedAt: time.UnixMicro(d.Decided)}
 	if d.State == StateOpen {
 		st.Until = time.UnixMilli(d.Until)
 	}
 	return st
 }
 
-// writeDecision stores a decision unless the stored one must win over it,
+// writeDecision stores a decision unless the stored one must win over it
+// (a later cooldown end, or a decision made later; on a tie the new write
+// wins),
 // releases the writer's probe lease (its probe has a result), and
 // publishes what it stored. It returns the decision now stored, which the
 // writer adopts when it was not its own.
 //
-// KEYS: breaker key, probe lease key. ARGV: decision JSON, state, until,
-// decided, now (ms), how long to keep a close (ms), channel, writer token.
+// KEYS: breaker key, probe lease key. ARGV: decision JSON, state, until
+// (ms), decided (µs), now (ms), how long to keep a close (ms), channel, writer token.
 var writeDecision = redis.NewScript(`
 if redis.call('GET', KEYS[2]) == ARGV[8] then redis.call('DEL', KEYS[2]) end
 local cur = redis.call('GET', KEYS[1])
@@ -88,7 +92,7 @@ if cur then
 	if ok and type(c) == 'table' then
 		if ARGV[2] == 'open' and c.state == 'open' then
 			if tonumber(c['until']) >= tonumber(ARGV[3]) then return cur end
-		elseif tonumber(c.decided) >= tonumber(ARGV[4]) then
+		elseif tonumber(c.decided_us) > tonumber(ARGV[4]) then
 			return cur
 		end
 	end
@@ -246,7 +250,7 @@ func (b *redisBackend) write(ctx context.Context) {
 		if w, ok := b.written[name]; ok && w.Equal(st.DecidedAt) {
 			return
 		}
-		d := redisDecision{Name: name, State: st.State, Decided: st.DecidedAt.UnixMilli(),
+		d := redisDecision{Name: name, State: st.State, Decided: st.DecidedAt.UnixMicro(),
 			Instance: instanceID(), Token: b.token}
 		if st.State == StateOpen {
 			d.Until, d.Class = st.Until.UnixMilli(), st.Class
