@@ -75,6 +75,27 @@ func TestStalledSuccessBodyFailsOver(t *testing.T) {
 	}
 }
 
+// A HEAD answer (a client's preconnect) declares a length and has no
+// body: it passes through and fails nothing over.
+func TestHeadSuccessPassesThrough(t *testing.T) {
+	useFakeClock(t)
+	a := newUpstream(t, "a", func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Type", "text/html")
+		w.Header().Set("Content-Length", "1234")
+		w.WriteHeader(200)
+	})
+	b := newUpstream(t, "b", replyMessage("b"))
+	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+	res, err := http.Head(p.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get("X-LLM-Provider") != "a" || b.Hits() != 0 {
+		t.Fatalf("%d from %q, b hits %d", res.StatusCode, res.Header.Get("X-LLM-Provider"), b.Hits())
+	}
+}
+
 // A success larger than the hold bound is committed and copied through,
 // whole, and its usage still counts.
 func TestLargeSuccessPassesThrough(t *testing.T) {

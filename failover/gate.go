@@ -66,6 +66,7 @@ type gate struct {
 	isStream bool   // the response is text/event-stream
 	timer    *time.Timer
 	length   int64 // Content-Length of a held success, -1 if unknown
+	head     bool  // a HEAD request: a success has no body to hold
 	// trailing is set when reverse_proxy asks for the header map after
 	// WriteHeader while holding: it is about to write trailers into it,
 	// so the hold timer must not commit (and copy the map) any more.
@@ -173,7 +174,7 @@ func (g *gate) writeHeaderLocked(status int) {
 		if g.hold.Wait > 0 {
 			g.timer = time.AfterFunc(time.Duration(g.hold.Wait), g.holdExpired)
 		}
-	case status >= 200 && status < 300 && status != http.StatusNoContent:
+	case status >= 200 && status < 300 && status != http.StatusNoContent && !g.head:
 		g.mode = modeHoldSuccess
 		g.held = heldPool.Get().(*bytes.Buffer)
 		g.length = -1

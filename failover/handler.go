@@ -408,6 +408,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	r := req.r
 	attempts := req.attempts
 	g := newGate(w, &h.hold, cancel)
+	g.head = ar.Method == http.MethodHead
 	g.classify = func(status int, hdr http.Header, body []byte) Verdict {
 		v := h.classifyResponse(status, hdr, body)
 		if status == http.StatusBadRequest && (v.Class == ClassRepairable || v.Class == ClassClientError) &&
