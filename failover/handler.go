@@ -227,7 +227,7 @@ type llmRequest struct {
 	last         *attemptEnd // the last failed attempt's held response
 	lastAnswer   heldAnswer  // who gave it, and its class
 	lastProvider *Provider
-	lastErr      string
+	failed       []failedAttempt // each failure, in order: named in an exhausted answer
 
 	// for placeholders and metrics
 	answeredBy string
@@ -252,6 +252,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	buf, tooLarge, err := h.readBody(r)
 	defer releaseBody(buf)
 	if tooLarge {
+		h.setAnswerHeaders(w.Header(), "", 0, nil)
 		writeAnthropicError(w, http.StatusRequestEntityTooLarge, "request_too_large",
 			fmt.Sprintf("llm_failover: request body exceeds request_buffer (%d bytes)", h.RequestBuffer))
 		return nil
@@ -283,7 +284,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		i, adm, skips := h.selectProvider(req)
 		if i < 0 {
-			if req.attempts == 0 {
+			if len(req.failed) == 0 {
+				h.setAnswerHeaders(w.Header(), req.clientKey, 0, nil)
 				writeAllCooling(w, skips, timeNow())
 				return nil
 			}
@@ -548,7 +550,8 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		}
 		c.Write(fields...)
 	}
-	req.lastProvider, req.lastErr = p, fmt.Sprintf("provider %s: %s: %s", p.Name, v.Class, v.Message)
+	req.failed = append(req.failed, failedAttempt{provider: p.Name, class: v.Class, status: end.status, message: v.Message})
+	req.lastProvider = p
 	if v.Class == ClassUnsupported && req.last != nil && req.lastAnswer.class == ClassUnsupported {
 		// when no provider has the endpoint, the client gets the first
 		// provider's answer
@@ -636,14 +639,15 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientG
 // every attempt failed, or a 502 when none answered at all.
 func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 	if req.last == nil {
-		if req.lastErr == "" {
-			req.lastErr = "no provider answered"
+		msg := "no provider answered"
+		if len(req.failed) > 0 {
+			msg += ": " + describeFailures(req.failed)
 		}
-		w.Header().Set("X-LLM-Attempts", strconv.Itoa(req.attempts))
+		h.setAnswerHeaders(w.Header(), req.clientKey, req.attempts, req.failed)
 		if req.lastProvider != nil {
 			w.Header().Set("X-LLM-Provider", req.lastProvider.Name)
 		}
-		writeAnthropicError(w, http.StatusBadGateway, "api_error", "llm_failover: "+req.lastErr)
+		writeAnthropicError(w, http.StatusBadGateway, "api_error", "llm_failover: "+msg)
 		return
 	}
 	last := req.last
@@ -653,7 +657,7 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 		dst[k] = v
 	}
 	dst.Set("X-LLM-Provider", req.lastAnswer.provider.Name)
-	dst.Set("X-LLM-Attempts", strconv.Itoa(req.attempts))
+	h.setAnswerHeaders(dst, req.clientKey, req.attempts, req.failed)
 	w.WriteHeader(last.status)
 	if last.body != nil {
 		_, _ = w.Write(last.body.Bytes())
