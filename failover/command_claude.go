@@ -53,8 +53,8 @@ llm_failover (read from its admin API, found like 'caddy llm' finds it).`,
 }
 
 type claudeOptions struct {
-	settings, url             string
-	undo                      bool
+	settings, url            string
+	undo                     bool
 	address, config, adapter string
 }
 
