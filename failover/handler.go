@@ -155,6 +155,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if err := p.provision(ctx, h); err != nil {
 			return err
 		}
+		_ = warnUnusableCredential(h.logger, p)
 		h.anyPassthrough = h.anyPassthrough || p.passthrough
 		h.useBook = h.useBook || p.rules.thinking
 	}
