@@ -174,7 +174,7 @@ func (g *gate) writeHeaderLocked(status int) {
 		if g.hold.Wait > 0 {
 			g.timer = time.AfterFunc(time.Duration(g.hold.Wait), g.holdExpired)
 		}
-	case status >= 200 && status < 300 && status != http.StatusNoContent && !g.head:
+	case status >= 200 && status < 300 && status != http.StatusNoContent && !g.head && g.hold != nil:
 		g.mode = modeHoldSuccess
 		g.held = heldPool.Get().(*bytes.Buffer)
 		g.length = -1
