@@ -49,6 +49,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_cooldown <duration>
 //		max_attempts <n>
 //		request_buffer <size>
+//		body_timeout <duration>
 //		classify <status|*> <body substring|*> <class>
 //		policy priority|spread
 //		share [{
@@ -133,7 +134,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
+			if n > maxRequestBuffer {
+				return d.Errf("request_buffer: %s is over the 1GiB maximum: write a size such as 32MiB (Anthropic's own request limit)", d.Val())
+			}
 			h.RequestBuffer = n
+		case "body_timeout":
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return err
+			}
+			h.BodyTimeout = dur
 		case "classify":
 			r, err := parseRule(d)
 			if err != nil {
