@@ -47,6 +47,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //		cooldown <class> <duration>
 //		max_cooldown <duration>
+//		max_reset <duration>
 //		max_attempts <n>
 //		request_buffer <size>
 //		body_timeout <duration>
@@ -117,6 +118,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.MaxCooldown = dur
+		case "max_reset":
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return err
+			}
+			h.MaxReset = dur
 		case "max_attempts":
 			if !d.NextArg() {
 				return d.ArgErr()

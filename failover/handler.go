@@ -45,6 +45,11 @@ type Handler struct {
 	// fails again. Default: 30m (never below the class's own cooldown).
 	MaxCooldown caddy.Duration `json:"max_cooldown,omitempty"`
 
+	// MaxReset caps a cooldown taken from the provider's own headers
+	// (Retry-After, anthropic-ratelimit-*-reset): a reset further away is
+	// cut to this. Default: 8d, just over the longest subscription window.
+	MaxReset caddy.Duration `json:"max_reset,omitempty"`
+
 	// MaxAttempts bounds the attempts sent upstream for one request.
 	// Default: the number of providers.
 	MaxAttempts int `json:"max_attempts,omitempty"`
@@ -131,6 +136,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.wrapped = new(wrapProviders)
 	if h.RequestBuffer == 0 {
 		h.RequestBuffer = defaultRequestBuffer
+	}
+	if h.MaxReset == 0 {
+		h.MaxReset = caddy.Duration(DefaultMaxReset)
 	}
 	if h.BodyTimeout == 0 {
 		h.BodyTimeout = caddy.Duration(defaultBodyTimeout)
@@ -645,7 +653,7 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 // classifyResponse is the gate's classifier: the pure Classify with this
 // handler's rules and clock.
 func (h *Handler) classifyResponse(status int, hdr http.Header, body []byte) Verdict {
-	return Classify(status, hdr, body, h.Rules, timeNow())
+	return ClassifyMaxReset(status, hdr, body, h.Rules, timeNow(), time.Duration(h.MaxReset))
 }
 
 // attemptRequest builds the request one provider receives: the same body
