@@ -143,6 +143,7 @@ func (h *Handler) bodyTimeout(r *http.Request) time.Duration {
 // for a body over request_buffer, 408 for one that took longer than
 // body_timeout, both in Anthropic's error format.
 func (h *Handler) refuseBody(w http.ResponseWriter, r *http.Request, res bodyResult) {
+	h.setAnswerHeaders(w.Header(), "", 0, nil)
 	switch res {
 	case bodyTooLarge:
 		if !drainRefused(w, r) && r.ProtoMajor == 1 {
