@@ -73,7 +73,7 @@ func (h *Handler) selectProvider(req *llmRequest) (int, Admission, []skipped) {
 				continue
 			}
 			p := h.Providers[i]
-			adm := p.admit(now, req.clientKey)
+			adm := p.admit(req.r.Context(), now, req.clientKey)
 			if adm.OK {
 				if h.spread {
 					// the next request starts after this one, so a cooling

@@ -66,7 +66,7 @@ func (UpstreamSelector) Select(pool reverseproxy.UpstreamPool, r *http.Request, 
 		}
 		p := wa.h.wrapProvider(name)
 		b := p.breaker(wa.clientKey)
-		adm := b.Admit(now, nil)
+		adm := b.Admit(now, "")
 		if !adm.OK {
 			wa.skips = append(wa.skips, skipped{name: name, class: adm.Class, retryAt: adm.RetryAt})
 			continue
