@@ -281,7 +281,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		i, adm, skips := h.selectProvider(req)
 		if i < 0 {
-			if req.attempts == 0 {
+			if req.attempts == 0 && req.lastErr == "" {
 				writeAllCooling(w, skips, timeNow())
 				return nil
 			}
@@ -567,13 +567,15 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		}
 		c.Write(fields...)
 	}
+	req.lastErr = fmt.Sprintf("provider %s: %s: %s", p.Name, v.Class, v.Message)
+	if !sent {
+		// nothing to answer with: an earlier provider's answer is kept
+		return
+	}
 	if req.last != nil {
 		releaseHeld(req.last.body)
 	}
-	req.last, req.lastErr = nil, fmt.Sprintf("provider %s: %s: %s", p.Name, v.Class, v.Message)
-	if sent {
-		req.lastProvider = p
-	}
+	req.last, req.lastProvider = nil, p
 	if end.status != 0 {
 		req.last = &end
 	}
