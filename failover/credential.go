@@ -103,7 +103,7 @@ func (h *Handler) hasAlternative(req *llmRequest, i int) bool {
 	}
 	now := timeNow()
 	for j, q := range h.Providers {
-		if j != i && !req.tried[j] && q.wouldAdmit(now, req.clientKey) {
+		if j != i && !req.tried[j] && q.peek(now, req.clientKey).OK {
 			return true
 		}
 	}

@@ -298,17 +298,13 @@ func (p *Provider) admit(ctx context.Context, now time.Time, clientKey string) A
 	return b.Admit(now, current)
 }
 
-// wouldAdmit reports whether the provider's breaker for this client would
-// admit a request now, without taking a probe or counting a request.
-func (p *Provider) wouldAdmit(now time.Time, clientKey string) bool {
-	if p.passthrough && !p.state.shared.peek(now).OK {
-		return false
+// peek answers like admit without taking a half-open probe or counting a
+// request, for requests that feed no breaker.
+func (p *Provider) peek(now time.Time, clientKey string) Admission {
+	if adm := p.state.shared.peek(now); !adm.OK || !p.passthrough {
+		return adm
 	}
-	if !p.passthrough {
-		return p.state.shared.peek(now).OK
-	}
-	b, ok := p.state.clients.Load(clientKey)
-	return !ok || b.(*Breaker).peek(now).OK
+	return p.breaker(clientKey).peek(now)
 }
 
 // credentialStatus reports the credential's state without its value.
