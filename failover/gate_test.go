@@ -222,3 +222,27 @@ func TestGateIdleWatchNotParkedByClient(t *testing.T) {
 	}
 	g.mu.Unlock()
 }
+
+// A hold timer that fires while reverse_proxy finishes (trailers, finish)
+// either commits first or not at all: under -race, nothing is shared
+// unlocked, and what the client got is whole.
+func TestGateHoldTimerVersusFinish(t *testing.T) {
+	first := streamEvents("m")[0]
+	for range 200 {
+		hold := testHold()
+		hold.Wait = caddy.Duration(time.Microsecond)
+		rec := httptest.NewRecorder()
+		g := newGate(rec, hold, func() {})
+		g.Header().Set("Content-Type", "text/event-stream")
+		g.WriteHeader(http.StatusOK)
+		_, _ = g.Write([]byte(first))
+		g.Header().Set("X-Trailer", "v")
+		end := g.finish(false, false)
+		g.wmu.Lock()
+		body := rec.Body.String()
+		g.wmu.Unlock()
+		if end.committed != (body == first) || (!end.committed && body != "") {
+			t.Fatalf("committed %v, client got %q", end.committed, body)
+		}
+	}
+}
