@@ -162,31 +162,33 @@ func sendOK(t *testing.T, in *instance, wantProvider string) {
 	}
 }
 
-// A fleet of three on one Redis: the 429 one instance meets reaches the
-// others within milliseconds and they skip the provider on their next
-// requests (the fleet sends it one request, not one per instance); when
-// the cooldown ends the whole fleet sends exactly one probe; its success
-// closes the provider everywhere.
+// A fleet of three on one Redis: the 429 (Retry-After: 30) one instance
+// meets reaches the others within milliseconds and they skip the provider
+// on their next requests (the fleet sends it one request, not one per
+// instance); when a cooldown ends the whole fleet sends exactly one probe;
+// its success closes the provider everywhere.
 func TestRedisShareFleet(t *testing.T) {
 	r := startRedis(t)
-	var mu sync.Mutex
-	limited := true
 	release := make(chan struct{})
-	sub := newUpstream(t, "rf_sub", func(w http.ResponseWriter, req *http.Request, body []byte) {
-		mu.Lock()
-		l := limited
-		mu.Unlock()
-		if l {
-			replyError(429, "rate_limit_error", "limited", "Retry-After", "2")(w, req, body)
-			return
+	var releaseOnce sync.Once
+	releaseProbe := func() { releaseOnce.Do(func() { close(release) }) }
+	sub := newUpstream(t, "rf_sub", nil)
+	t.Cleanup(releaseProbe) // registered after the upstream's Close, so run before it
+	sub.setHandler(func(w http.ResponseWriter, req *http.Request, body []byte) {
+		switch sub.Hits() {
+		case 1:
+			replyError(429, "rate_limit_error", "limited", "Retry-After", "30")(w, req, body)
+		case 2:
+			replyError(429, "rate_limit_error", "limited", "Retry-After", "1")(w, req, body)
+		default:
+			<-release // the probe stays in flight while the others ask
+			replyMessage("from sub")(w, req, body)
 		}
-		<-release // the probe stays in flight while the others ask
-		replyMessage("from sub")(w, req, body)
 	})
 	key := newUpstream(t, "rf_key", replyMessage("from key"))
 	fleet := startFleet(t, 3, redisShare(r), sub.providerBlock(), key.providerBlock())
 
-	// A meets the 429 and fails over
+	// A meets the 429 (Retry-After: 30) and fails over
 	sendOK0 := post(t, fleet[0].URL+"/v1/messages", simpleRequest)
 	if got := readAll(t, sendOK0); !strings.Contains(got, "from key") || sub.Hits() != 1 {
 		t.Fatalf("A: %s, sub hits %d", got, sub.Hits())
@@ -208,11 +210,24 @@ func TestRedisShareFleet(t *testing.T) {
 		t.Fatalf("the fleet sent %d requests to the provider that answered 429, want 1", n)
 	}
 
+	// rather than wait 30s: A closes the provider by hand, which reaches
+	// everyone, and the next 429 asks for one second
+	if code, body := adminPost(t, fleet[0].admin, "/llm/providers/rf_sub/reset", ``); code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	for _, in := range fleet {
+		waitState(t, in, "rf_sub", StateClosed, 2*time.Second)
+	}
+	sendOK0 = post(t, fleet[1].URL+"/v1/messages", simpleRequest)
+	if got := readAll(t, sendOK0); !strings.Contains(got, "from key") || sub.Hits() != 2 {
+		t.Fatalf("B: %s, sub hits %d", got, sub.Hits())
+	}
+	for _, in := range []*instance{fleet[0], fleet[2]} {
+		waitState(t, in, "rf_sub", StateOpen, 2*time.Second)
+	}
+
 	// the cooldown ends: every instance asks at once, the provider gets
 	// one probe, which is held until all have asked
-	mu.Lock()
-	limited = false
-	mu.Unlock()
 	waitState(t, fleet[0], "rf_sub", StateHalfOpen, 5*time.Second)
 	var wg sync.WaitGroup
 	answers := make(chan string, 3*len(fleet))
@@ -236,13 +251,13 @@ func TestRedisShareFleet(t *testing.T) {
 				t.Fatalf("a request that is not the probe reached the provider: %s", a)
 			}
 		case <-time.After(10 * time.Second):
-			t.Fatalf("requests stalled; sub hits %d", sub.Hits())
+			t.Fatalf("requests stalled behind held probes: %d probes reached the provider, want exactly 1", sub.Hits()-2)
 		}
 	}
-	if n := sub.Hits(); n != 2 {
-		t.Fatalf("the fleet sent %d probes, want exactly 1", n-1)
+	if n := sub.Hits(); n != 3 {
+		t.Fatalf("the fleet sent %d probes, want exactly 1", n-2)
 	}
-	close(release)
+	releaseProbe()
 	wg.Wait()
 	if a := <-answers; !strings.HasSuffix(a, ":rf_sub") {
 		t.Fatalf("the probe was answered by %s", a)
