@@ -134,6 +134,10 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.wrapped = new(wrapProviders)
+	// nothing is set up from a config that would not validate
+	if err := h.Validate(); err != nil {
+		return err
+	}
 	if h.RequestBuffer == 0 {
 		h.RequestBuffer = defaultRequestBuffer
 	}
