@@ -559,13 +559,13 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		releaseHeld(end.body)
 		return
 	}
+	if end.status == 0 {
+		return // no response: an earlier provider's real answer stays the one to give
+	}
 	if req.last != nil {
 		releaseHeld(req.last.body)
 	}
-	req.last = nil
-	if end.status != 0 {
-		req.last, req.lastAnswer = &end, heldAnswer{provider: p, class: v.Class}
-	}
+	req.last, req.lastAnswer = &end, heldAnswer{provider: p, class: v.Class}
 }
 
 // requestID names the request in logs: the client's own id if it sent one,
