@@ -7,14 +7,12 @@ package failover
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +45,11 @@ type Handler struct {
 	// fails again. Default: 30m (never below the class's own cooldown).
 	MaxCooldown caddy.Duration `json:"max_cooldown,omitempty"`
 
+	// MaxReset caps a cooldown taken from the provider's own headers
+	// (Retry-After, anthropic-ratelimit-*-reset): a reset further away is
+	// cut to this. Default: 8d, just over the longest subscription window.
+	MaxReset caddy.Duration `json:"max_reset,omitempty"`
+
 	// MaxAttempts bounds the attempts sent upstream for one request.
 	// Default: the number of providers.
 	MaxAttempts int `json:"max_attempts,omitempty"`
@@ -54,8 +57,15 @@ type Handler struct {
 	// RequestBuffer is the largest request body that is buffered for
 	// replay, in bytes. A larger body is refused with 413
 	// request_too_large in Anthropic's error format (Anthropic's own
-	// limit is 32MB, so no provider would take it). Default: 32MiB.
+	// limit is 32MB, so no provider would take it). The buffer grows as
+	// bytes arrive, never ahead of them. Default: 32MiB; at most 1GiB.
 	RequestBuffer int64 `json:"request_buffer,omitempty"`
+
+	// BodyTimeout bounds the time to receive the whole request body; a
+	// body still arriving past it is answered with 408 timeout_error in
+	// Anthropic's error format and its buffer is freed. The server's
+	// `timeouts read_body`, when shorter, applies instead. Default: 1m.
+	BodyTimeout caddy.Duration `json:"body_timeout,omitempty"`
 
 	// Rules are checked before the built-in classification: each maps a
 	// status and a body substring to a class.
@@ -126,6 +136,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.wrapped = new(wrapProviders)
 	if h.RequestBuffer == 0 {
 		h.RequestBuffer = defaultRequestBuffer
+	}
+	if h.MaxReset == 0 {
+		h.MaxReset = caddy.Duration(DefaultMaxReset)
+	}
+	if h.BodyTimeout == 0 {
+		h.BodyTimeout = caddy.Duration(defaultBodyTimeout)
 	}
 	if h.MaxCooldown == 0 {
 		h.MaxCooldown = caddy.Duration(defaultMaxCooldown)
@@ -215,8 +231,9 @@ type llmRequest struct {
 
 	tried       []bool // per provider index
 	authRetried []bool
-	attempts    int // sent upstream
-	retries     int // of those, retries of the same provider with a renewed credential
+	renewed     bool // the last attempt's credential was refused and renewed: retry the same provider
+	attempts    int  // sent upstream
+	retries     int  // of those, retries of the same provider with a renewed credential
 	classes     []Class
 
 	// repairs (repairs.go)
@@ -250,21 +267,20 @@ func (req *llmRequest) mappingFields() requestFields {
 // It reads as three steps: pick a provider, run an attempt through the
 // gate, act on the verdict.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	buf, tooLarge, err := h.readBody(r)
-	defer releaseBody(buf)
-	if tooLarge {
-		h.setAnswerHeaders(w.Header(), "", 0, nil)
-		writeAnthropicError(w, http.StatusRequestEntityTooLarge, "request_too_large",
-			fmt.Sprintf("llm_failover: request body exceeds request_buffer (%d bytes)", h.RequestBuffer))
+	buf, res, err := h.readBody(w, r)
+	if res != bodyComplete {
+		releaseBody(buf)
+		if res == bodyBroken {
+			return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
+		}
+		h.refuseBody(w, r, res)
 		return nil
 	}
-	if err != nil {
-		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
-	}
+	defer releaseBody(buf)
 	req := &llmRequest{
 		r:           r,
-		body:        buf.Bytes(),
-		model:       peekModel(buf.Bytes()),
+		body:        buf.b,
+		model:       peekModel(buf.b),
 		kind:        kindOfPath(r.URL.Path),
 		tried:       make([]bool, len(h.Providers)),
 		authRetried: make([]bool, len(h.Providers)),
@@ -341,14 +357,26 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 
 	var cred credsource.Credential
 	if p.source != nil && !p.passthrough {
+		var skip bool
 		var err error
-		cred, err = p.source.Credential(r.Context())
+		cred, skip, err = h.credentialFor(req, i)
+		if skip {
+			// nothing ready yet, and another provider can serve: pass
+			// this one over, charging nothing; its lookup goes on in the
+			// background
+			req.tried[i] = true
+			t.b.Release(adm.Probe)
+			if c := h.logger.Check(zapcore.DebugLevel, "provider credential not ready yet; passing the provider over"); c != nil {
+				c.Write(zap.String("provider", p.Name), zap.String("request_id", requestID(r)))
+			}
+			return false
+		}
 		if err != nil {
 			// no request is sent: the provider cannot be used until its
 			// credential appears
 			req.tried[i] = true
 			t.credVersion = missingCredential
-			h.failOver(req, t, attemptEnd{}, Verdict{Class: ClassAuth, Message: "credential unavailable: " + err.Error()})
+			h.failOver(req, t, attemptEnd{}, Verdict{Class: ClassAuth, Message: "credential unavailable: " + err.Error()}, false)
 			h.logger.Error("provider credential unavailable; failing over",
 				zap.String("provider", p.Name), zap.Error(err), zap.String("request_id", requestID(r)))
 			return false
@@ -378,17 +406,34 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 		req.retries++
 		return h.attempt(w, req, i, adm)
 	}
-	// A refused credential that the source can renew gets one more try on
-	// the same provider before failing over.
-	if v.Class == ClassAuth && p.refresher != nil && !req.authRetried[i] &&
-		p.refresher.Refused(r.Context(), cred.Version) {
+	if req.renewed {
+		req.renewed = false
+		// refused, and the source has another credential: one more try
+		// on the same provider, as the same probe if it was one
 		req.authRetried[i] = true
 		req.retries++
-		t.b.Reset()
-		return false
+		return h.attempt(w, req, i, adm)
 	}
 	req.tried[i] = true
 	return false
+}
+
+// renewCredential decides, for an attempt whose credential the provider
+// refused, whether the same provider gets one more try: its source must be
+// able to renew the credential, and the request has not had that retry
+// yet. The refused attempt is then no failover: nothing is charged, logged
+// as failing over or counted as one.
+func (h *Handler) renewCredential(req *llmRequest, t *attemptTarget) bool {
+	p := t.p
+	if p == nil || p.refresher == nil || len(h.Providers) == 0 || req.authRetried[t.idx] {
+		return false
+	}
+	if !p.refused(req.r.Context(), t.credVersion) {
+		return false
+	}
+	h.logger.Info("provider refused the credential; retrying with a renewed one",
+		zap.String("provider", p.Name), zap.String("request_id", requestID(req.r)))
+	return true
 }
 
 // attemptTarget is the provider an attempt goes to. In wrap mode the
@@ -512,13 +557,21 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 		// cannot happen: the gate commits verdicts that do not fail over
 		v.Class = ClassServerError
 	}
-	h.failOver(req, t, end, v)
+	if v.Class == ClassAuth && h.renewCredential(req, t) {
+		releaseHeld(end.body)
+		metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
+		req.renewed = true
+		return false, v
+	}
+	h.failOver(req, t, end, v, true)
 	return false, v
 }
 
 // failOver records a failed attempt: the breaker, metrics, the log line,
-// and the held response, kept in case no other provider answers.
-func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v Verdict) {
+// and the held response, kept in case no other provider answers. sent says
+// whether a request went upstream: only then may the provider be named in
+// the answer (X-LLM-Provider, {llm.provider}).
+func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v Verdict, sent bool) {
 	p := t.p
 	var until time.Time
 	if req.kind == kindOther || v.Class == ClassUnsupported {
@@ -552,6 +605,10 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		c.Write(fields...)
 	}
 	req.failed = append(req.failed, failedAttempt{provider: p.Name, class: v.Class, status: end.status, message: v.Message})
+	if !sent {
+		// nothing to answer with: an earlier provider's answer is kept
+		return
+	}
 	req.lastProvider = p
 	if v.Class == ClassUnsupported && req.last != nil && req.lastAnswer.class == ClassUnsupported {
 		// when no provider has the endpoint, the client gets the first
@@ -668,7 +725,7 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 // classifyResponse is the gate's classifier: the pure Classify with this
 // handler's rules and clock.
 func (h *Handler) classifyResponse(status int, hdr http.Header, body []byte) Verdict {
-	return Classify(status, hdr, body, h.Rules, timeNow())
+	return ClassifyMaxReset(status, hdr, body, h.Rules, timeNow(), time.Duration(h.MaxReset))
 }
 
 // attemptRequest builds the request one provider receives: the same body
@@ -728,40 +785,6 @@ func setReplayBody(ar *http.Request, body []byte) {
 	}
 	ar.Body, ar.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	ar.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-}
-
-var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// maxPooledBody keeps a rare multi-MB body's buffer out of the pool.
-const maxPooledBody = 4 << 20
-
-func releaseBody(b *bytes.Buffer) {
-	if b != nil && b.Cap() <= maxPooledBody {
-		bodyPool.Put(b)
-	}
-}
-
-// readBody buffers the request body once, up to RequestBuffer.
-func (h *Handler) readBody(r *http.Request) (buf *bytes.Buffer, tooLarge bool, err error) {
-	buf = bodyPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	if r.Body == nil || r.Body == http.NoBody {
-		return buf, false, nil
-	}
-	if r.ContentLength > h.RequestBuffer {
-		return buf, true, nil
-	}
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength) + bytes.MinRead)
-	}
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, h.RequestBuffer+1))
-	if n > h.RequestBuffer {
-		return buf, true, nil
-	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		return buf, false, err
-	}
-	return buf, false, nil
 }
 
 // clientFingerprint identifies the client's credential without keeping it,
