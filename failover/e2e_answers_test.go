@@ -108,10 +108,13 @@ func TestExhaustedNamesEveryFailure(t *testing.T) {
 	if res.StatusCode != http.StatusBadGateway {
 		t.Fatalf("%d %s, want 502", res.StatusCode, body)
 	}
-	for _, want := range []string{"nokey: auth (", "dead: unreachable ("} {
+	for _, want := range []string{"nokey: auth (credential unavailable; see the proxy log)", "dead: unreachable ("} {
 		if !strings.Contains(body, want) {
 			t.Errorf("body %s lacks %q", body, want)
 		}
+	}
+	if strings.Contains(body, "LLMF_TEST_UNSET_VAR") {
+		t.Errorf("body %s tells what the credential source said", body)
 	}
 	if got := res.Header.Get("X-LLM-Providers"); got != `"nokey";state=open;class=auth;retry-after=1800, "dead";state=open;class=unreachable;retry-after=10` ||
 		res.Header.Get("X-LLM-Attempts") != "1" {

@@ -604,7 +604,12 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		}
 		c.Write(fields...)
 	}
-	req.failed = append(req.failed, failedAttempt{provider: p.Name, class: v.Class, status: end.status, message: v.Message})
+	msg := v.Message
+	if !sent {
+		// what a credential source said stays in the log
+		msg = "credential unavailable; see the proxy log"
+	}
+	req.failed = append(req.failed, failedAttempt{provider: p.Name, class: v.Class, status: end.status, message: msg})
 	if !sent {
 		// nothing to answer with: an earlier provider's answer is kept
 		return
