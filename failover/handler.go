@@ -236,8 +236,9 @@ type llmRequest struct {
 
 	tried       []bool // per provider index
 	authRetried []bool
-	attempts    int // sent upstream
-	retries     int // of those, retries of the same provider with a renewed credential
+	renewed     bool // the last attempt's credential was refused and renewed: retry the same provider
+	attempts    int  // sent upstream
+	retries     int  // of those, retries of the same provider with a renewed credential
 	classes     []Class
 
 	// repairs (repairs.go)
@@ -364,14 +365,26 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 
 	var cred credsource.Credential
 	if p.source != nil && !p.passthrough {
+		var skip bool
 		var err error
-		cred, err = p.source.Credential(r.Context())
+		cred, skip, err = h.credentialFor(req, i)
+		if skip {
+			// nothing ready yet, and another provider can serve: pass
+			// this one over, charging nothing; its lookup goes on in the
+			// background
+			req.tried[i] = true
+			t.b.Release(adm.Probe)
+			if c := h.logger.Check(zapcore.DebugLevel, "provider credential not ready yet; passing the provider over"); c != nil {
+				c.Write(zap.String("provider", p.Name), zap.String("request_id", requestID(r)))
+			}
+			return false
+		}
 		if err != nil {
 			// no request is sent: the provider cannot be used until its
 			// credential appears
 			req.tried[i] = true
 			t.credVersion = missingCredential
-			h.failOver(req, t, attemptEnd{}, Verdict{Class: ClassAuth, Message: "credential unavailable: " + err.Error()})
+			h.failOver(req, t, attemptEnd{}, Verdict{Class: ClassAuth, Message: "credential unavailable: " + err.Error()}, false)
 			h.logger.Error("provider credential unavailable; failing over",
 				zap.String("provider", p.Name), zap.Error(err), zap.String("request_id", requestID(r)))
 			return false
@@ -379,7 +392,7 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 	}
 	t.credVersion = cred.Version
 
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := context.WithCancel(withOwnVars(r.Context()))
 	defer cancel()
 	ac := &attemptCredential{header: p.authHeader, cred: cred}
 	if cred.Secret != "" || p.passthrough {
@@ -401,17 +414,34 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 		req.retries++
 		return h.attempt(w, req, i, adm)
 	}
-	// A refused credential that the source can renew gets one more try on
-	// the same provider before failing over.
-	if v.Class == ClassAuth && p.refresher != nil && !req.authRetried[i] &&
-		p.refresher.Refused(r.Context(), cred.Version) {
+	if req.renewed {
+		req.renewed = false
+		// refused, and the source has another credential: one more try
+		// on the same provider, as the same probe if it was one
 		req.authRetried[i] = true
 		req.retries++
-		t.b.Reset()
-		return false
+		return h.attempt(w, req, i, adm)
 	}
 	req.tried[i] = true
 	return false
+}
+
+// renewCredential decides, for an attempt whose credential the provider
+// refused, whether the same provider gets one more try: its source must be
+// able to renew the credential, and the request has not had that retry
+// yet. The refused attempt is then no failover: nothing is charged, logged
+// as failing over or counted as one.
+func (h *Handler) renewCredential(req *llmRequest, t *attemptTarget) bool {
+	p := t.p
+	if p == nil || p.refresher == nil || len(h.Providers) == 0 || req.authRetried[t.idx] {
+		return false
+	}
+	if !p.refused(req.r.Context(), t.credVersion) {
+		return false
+	}
+	h.logger.Info("provider refused the credential; retrying with a renewed one",
+		zap.String("provider", p.Name), zap.String("request_id", requestID(req.r)))
+	return true
 }
 
 // attemptTarget is the provider an attempt goes to. In wrap mode the
@@ -441,6 +471,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 		hold = nil // not a model call: its answer passes through untouched
 	}
 	g := newGate(w, hold, cancel)
+	g.head = ar.Method == http.MethodHead
 	g.classify = func(status int, hdr http.Header, body []byte) Verdict {
 		if req.kind == kindOther {
 			return Verdict{}
@@ -457,6 +488,9 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	}
 	g.streamFailed = func(ei streaminspect.ErrorInfo) {
 		class := ClassOfErrorType(ei.Type)
+		if !class.Cools() {
+			return // the request's fault (invalid_request_error): not the provider's
+		}
 		t.b.Failure(timeNow(), Failure{Class: class, Cooldown: t.p.cooldownFor(class),
 			MaxCooldown: time.Duration(h.MaxCooldown), Error: ei.Message})
 		h.share.kick()
@@ -476,7 +510,8 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 
 	proxyErr, aborted := runUpstream(upstream, g, ar)
 	clientGone := r.Context().Err() != nil
-	end := g.finish(clientGone)
+	end := g.finish(clientGone, aborted)
+
 	if t.p == nil {
 		// wrap mode, and the selector chose nothing: no attempt was made
 		releaseHeld(end.body)
@@ -535,13 +570,21 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 		// cannot happen: the gate commits verdicts that do not fail over
 		v.Class = ClassServerError
 	}
-	h.failOver(req, t, end, v)
+	if v.Class == ClassAuth && h.renewCredential(req, t) {
+		releaseHeld(end.body)
+		metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
+		req.renewed = true
+		return false, v
+	}
+	h.failOver(req, t, end, v, true)
 	return false, v
 }
 
 // failOver records a failed attempt: the breaker, metrics, the log line,
-// and the held response, kept in case no other provider answers.
-func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v Verdict) {
+// and the held response, kept in case no other provider answers. sent says
+// whether a request went upstream: only then may the provider be named in
+// the answer (X-LLM-Provider, {llm.provider}).
+func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v Verdict, sent bool) {
 	p := t.p
 	var until time.Time
 	if req.kind == kindOther || v.Class == ClassUnsupported {
@@ -560,7 +603,7 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 	if v.Class == ClassContextWindow {
 		h.narrowByWindow(req, p)
 	}
-	if end.status != 0 || v.Class == ClassUnreachable {
+	if end.status != 0 || end.bodyBroke || v.Class == ClassUnreachable {
 		metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
 	}
 	metrics.failovers.WithLabelValues(p.Name, string(v.Class)).Inc()
@@ -574,7 +617,16 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		}
 		c.Write(fields...)
 	}
-	req.failed = append(req.failed, failedAttempt{provider: p.Name, class: v.Class, status: end.status, message: v.Message})
+	msg := v.Message
+	if !sent {
+		// what a credential source said stays in the log
+		msg = "credential unavailable; see the proxy log"
+	}
+	req.failed = append(req.failed, failedAttempt{provider: p.Name, class: v.Class, status: end.status, message: msg})
+	if !sent {
+		// nothing to answer with: an earlier provider's answer is kept
+		return
+	}
 	req.lastProvider = p
 	if v.Class == ClassUnsupported && req.last != nil && req.lastAnswer.class == ClassUnsupported {
 		// when no provider has the endpoint, the client gets the first
@@ -582,13 +634,13 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		releaseHeld(end.body)
 		return
 	}
+	if end.status == 0 {
+		return // no response: an earlier provider's real answer stays the one to give
+	}
 	if req.last != nil {
 		releaseHeld(req.last.body)
 	}
-	req.last = nil
-	if end.status != 0 {
-		req.last, req.lastAnswer = &end, heldAnswer{provider: p, class: v.Class}
-	}
+	req.last, req.lastAnswer = &end, heldAnswer{provider: p, class: v.Class}
 }
 
 // requestID names the request in logs: the client's own id if it sent one,
@@ -642,7 +694,12 @@ var nopHandler = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) 
 // before its terminal event gets a well-formed error event instead of a
 // silent truncation, and an upstream error event feeds the breaker.
 func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientGone bool) {
-	if _, failed := g.watch.Failed(); failed || clientGone || g.encoding != "" || g.watch.Terminal() {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
+	_, failed := g.watch.Failed()
+	endedWell := failed || clientGone || g.encoding != "" || g.watch.Terminal()
+	atBoundary := g.endEvents(!endedWell)
+	if endedWell {
 		return // an upstream error event already fed the breaker
 	}
 	errType, class, msg := "api_error", ClassServerError, "llm_failover: the upstream stream ended before its final event"
@@ -655,10 +712,13 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientG
 	b.Failure(timeNow(), Failure{Class: class, Cooldown: p.cooldownFor(class),
 		MaxCooldown: time.Duration(h.MaxCooldown), Error: msg})
 	h.share.kick()
-	g.mu.Lock()
+	if !atBoundary {
+		// an event too large to keep back was cut: end it, so the error
+		// event is at least read as an event of its own
+		_, _ = io.WriteString(g.w, "\n\n")
+	}
 	_, _ = g.w.Write(streaminspect.ErrorEvent(errType, msg))
-	g.flushLocked()
-	g.mu.Unlock()
+	g.flush()
 	h.logger.Warn("upstream stream ended early; closed the client's stream with an error event",
 		zap.String("provider", p.Name), zap.String("class", string(class)), zap.Bool("stalled", g.stalled.Load()))
 }
@@ -686,8 +746,15 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 	}
 	dst.Set("X-LLM-Provider", req.lastAnswer.provider.Name)
 	h.setAnswerHeaders(dst, req.clientKey, req.attempts, req.failed)
-	w.WriteHeader(last.status)
+	// the held body may have been cut (maxHeldError): the length sent is
+	// the length of what is sent
+	n := 0
 	if last.body != nil {
+		n = last.body.Len()
+	}
+	dst.Set("Content-Length", strconv.Itoa(n))
+	w.WriteHeader(last.status)
+	if n > 0 {
 		_, _ = w.Write(last.body.Bytes())
 	}
 }
