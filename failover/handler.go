@@ -74,6 +74,10 @@ type Handler struct {
 	// tier; failover to the next tier when a whole tier is cooling).
 	Policy string `json:"policy,omitempty"`
 
+	// clientAccess holds clients, client_key_header and allow_remote
+	// (access.go): who may use the handler.
+	clientAccess
+
 	share          *sharer
 	tiers          []*providerTier
 	spread         bool
@@ -173,6 +177,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
+	if err := h.provisionAccess(ctx); err != nil {
+		return err
+	}
 	registerHandler(h)
 	if h.Share != nil {
 		h.share = newSharer(ctx, h, h.Share)
@@ -184,6 +191,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // Cleanup releases the providers' proxies and breaker references.
 func (h *Handler) Cleanup() error {
 	unregisterHandler(h)
+	h.cleanupClients()
 	for _, p := range h.Providers {
 		p.cleanup()
 	}
@@ -210,6 +218,7 @@ type llmRequest struct {
 	fields    requestFields // full scan, made only when a provider maps the model
 	scanned   []byte        // the body fields were scanned from
 	clientKey string        // fingerprint of the client's credential, for passthrough breakers
+	client    *Client       // the client that presented its key; nil without clients
 
 	tried       []bool // per provider index
 	authRetried []bool
@@ -247,6 +256,10 @@ func (req *llmRequest) mappingFields() requestFields {
 // It reads as three steps: pick a provider, run an attempt through the
 // gate, act on the verdict.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	client, ok := h.admitClient(w, r)
+	if !ok {
+		return nil
+	}
 	buf, tooLarge, err := h.readBody(r)
 	defer releaseBody(buf)
 	if tooLarge {
@@ -261,7 +274,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		r:           r,
 		body:        buf.Bytes(),
 		model:       peekModel(buf.Bytes()),
-		tried:       make([]bool, len(h.Providers)),
+		client:      client,
+		tried:       client.initialTried(len(h.Providers)),
 		authRetried: make([]bool, len(h.Providers)),
 	}
 	if h.anyPassthrough {
@@ -343,6 +357,9 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 			req.tried[i] = true
 			t.credVersion = missingCredential
 			h.failOver(req, t, attemptEnd{}, Verdict{Class: ClassAuth, Message: "credential unavailable: " + err.Error()})
+			// what the source said stays in the log and status: it can
+			// quote a helper's stderr or name a secret file
+			req.lastErr = "provider " + p.Name + ": credential unavailable; see the proxy log"
 			h.logger.Error("provider credential unavailable; failing over",
 				zap.String("provider", p.Name), zap.Error(err), zap.String("request_id", requestID(r)))
 			return false
@@ -451,14 +468,14 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 		if end.verdict.Class != ClassNone {
 			outcome = string(end.verdict.Class) // a passed-through client error
 		}
-		metrics.attempts.WithLabelValues(p.Name, outcome).Inc()
+		metrics.attempts.WithLabelValues(p.Name, outcome, req.client.label()).Inc()
 		if g.isStream {
 			observeTiming(p.Name, g)
 			h.closeStream(g, p, b, aborted, clientGone)
 		}
 		if u, ok := g.usage(); ok {
 			req.usage = u
-			countTokens(p.Name, t.model, u)
+			countTokens(p.Name, t.model, req.client, u)
 		}
 		if h.useBook && end.verdict.Class == ClassNone && len(h.Providers) > 0 {
 			recordAccepted(t.body, p.rules.domain)
@@ -469,7 +486,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 		// not the provider's fault: charge nothing, free a probe
 		b.Release(t.adm.Probe)
 		releaseHeld(end.body)
-		metrics.attempts.WithLabelValues(p.Name, "client_gone").Inc()
+		metrics.attempts.WithLabelValues(p.Name, "client_gone", req.client.label()).Inc()
 		return true, Verdict{}
 	}
 
@@ -477,7 +494,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	if v.Retry {
 		// held back for a repair: not the provider's failure
 		releaseHeld(end.body)
-		metrics.attempts.WithLabelValues(p.Name, string(ClassRepairable)).Inc()
+		metrics.attempts.WithLabelValues(p.Name, string(ClassRepairable), req.client.label()).Inc()
 		h.logger.Info("provider refused the request's history; repairing and retrying",
 			zap.String("provider", p.Name), zap.String("repair", req.pending.kind.String()),
 			zap.String("message", v.Message), zap.String("request_id", requestID(r)))
@@ -516,7 +533,7 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		h.narrowByWindow(req, p)
 	}
 	if end.status != 0 || v.Class == ClassUnreachable {
-		metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
+		metrics.attempts.WithLabelValues(p.Name, string(v.Class), req.client.label()).Inc()
 	}
 	metrics.failovers.WithLabelValues(p.Name, string(v.Class)).Inc()
 	if c := h.logger.Check(zapcore.WarnLevel, "provider failed; failing over"); c != nil {
@@ -552,13 +569,14 @@ func requestID(r *http.Request) string {
 	return ""
 }
 
-func countTokens(provider, model string, u streaminspect.Usage) {
+func countTokens(provider, model string, c *Client, u streaminspect.Usage) {
+	c.countUsage(u)
 	for _, kv := range [...]struct {
 		kind string
 		n    int64
 	}{{"input", u.InputTokens}, {"output", u.OutputTokens}, {"cache_read", u.CacheReadTokens}, {"cache_creation", u.CacheCreationTokens}} {
 		if kv.n > 0 {
-			metrics.tokens.WithLabelValues(provider, model, kv.kind).Add(float64(kv.n))
+			metrics.tokens.WithLabelValues(provider, model, kv.kind, c.label()).Add(float64(kv.n))
 		}
 	}
 }
