@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -399,5 +400,41 @@ func TestCredentialErrorNotInAnswer(t *testing.T) {
 	// the operator's status still says what went wrong
 	if s := snapshot(t, "leak_b"); !strings.Contains(s.LastError, "exit status 2") {
 		t.Fatalf("b's last error %q: want the helper's failure", s.LastError)
+	}
+}
+
+// The shipped Caddyfiles listen on loopback only: nothing answers on this
+// machine's other addresses.
+func TestExamplesListenOnLoopbackOnly(t *testing.T) {
+	var others []string
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && !ipn.IP.IsLinkLocalUnicast() {
+			others = append(others, ipn.IP.String())
+		}
+	}
+	if len(others) == 0 {
+		t.Skip("this machine has no non-loopback address to try")
+	}
+	t.Setenv("ANTHROPIC_API_KEY", "")
+	t.Setenv("ZAI_API_KEY", "")
+	for _, example := range []string{"Caddyfile.example", "examples/demo.Caddyfile"} {
+		t.Run(example, func(t *testing.T) {
+			loadExample(t, example)
+			conn, err := net.DialTimeout("tcp", "127.0.0.1:4181", 5*time.Second)
+			if err != nil {
+				t.Fatalf("the proxy does not listen on loopback: %v", err)
+			}
+			conn.Close()
+			for _, ip := range others {
+				if conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "4181"), 5*time.Second); err == nil {
+					conn.Close()
+					t.Errorf("the proxy answers on %s", ip)
+				}
+			}
+		})
 	}
 }
