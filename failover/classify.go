@@ -22,6 +22,7 @@ const (
 	ClassServerError   Class = "server_error"   // 5xx: fail over, cool down briefly
 	ClassUnreachable   Class = "unreachable"    // no response: fail over, cool down briefly
 	ClassContextWindow Class = "context_window" // prompt too long for this model: fail over, cool nothing
+	ClassUnsupported   Class = "unsupported"    // 501/505, or an endpoint this provider lacks: fail over, cool nothing
 	ClassRepairable    Class = "repairable"     // history another provider produced: repair, retry same provider
 	ClassClientError   Class = "client_error"   // the request's own fault: pass through
 
@@ -32,7 +33,7 @@ const (
 // AllClasses lists every failure class, in the order the README shows them.
 var AllClasses = []Class{
 	ClassRateLimit, ClassQuota, ClassOverloaded, ClassAuth, ClassServerError,
-	ClassUnreachable, ClassContextWindow, ClassRepairable, ClassClientError,
+	ClassUnreachable, ClassContextWindow, ClassUnsupported, ClassRepairable, ClassClientError,
 }
 
 // ParseClass returns the class named s.
@@ -50,7 +51,7 @@ func ParseClass(s string) (Class, bool) {
 func (c Class) FailsOver() bool {
 	switch c {
 	case ClassRateLimit, ClassQuota, ClassOverloaded, ClassAuth,
-		ClassServerError, ClassUnreachable, ClassContextWindow:
+		ClassServerError, ClassUnreachable, ClassContextWindow, ClassUnsupported:
 		return true
 	}
 	return false
@@ -58,7 +59,7 @@ func (c Class) FailsOver() bool {
 
 // Cools reports whether this class cools the provider down.
 func (c Class) Cools() bool {
-	return c.FailsOver() && c != ClassContextWindow
+	return c.FailsOver() && c != ClassContextWindow && c != ClassUnsupported
 }
 
 // Verdict is the classification of one upstream outcome.
@@ -168,6 +169,11 @@ func classOf(status int, header http.Header, errType, code string, lower []byte,
 		if containsAny(lower, repairableWords) {
 			return ClassRepairable
 		}
+	}
+	if status == http.StatusNotImplemented || status == http.StatusHTTPVersionNotSupported {
+		// the request is not supported here, which says nothing about the
+		// provider's health: another provider may support it
+		return ClassUnsupported
 	}
 	if c, ok := classOfErrorType(errType); ok {
 		if c == ClassServerError && (status == 503 || status == 529) {

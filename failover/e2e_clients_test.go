@@ -423,18 +423,44 @@ func TestExamplesListenOnLoopbackOnly(t *testing.T) {
 	t.Setenv("ZAI_API_KEY", "")
 	for _, example := range []string{"Caddyfile.example", "examples/demo.Caddyfile"} {
 		t.Run(example, func(t *testing.T) {
-			loadExample(t, example)
-			conn, err := net.DialTimeout("tcp", "127.0.0.1:4181", 5*time.Second)
+			addr := loadExample(t, example)["4181"]
+			_, port, _ := net.SplitHostPort(addr)
+			conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 			if err != nil {
 				t.Fatalf("the proxy does not listen on loopback: %v", err)
 			}
 			conn.Close()
 			for _, ip := range others {
-				if conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "4181"), 5*time.Second); err == nil {
+				if conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, port), 5*time.Second); err == nil {
 					conn.Close()
 					t.Errorf("the proxy answers on %s", ip)
 				}
 			}
 		})
+	}
+}
+
+// The team-gateway example, as the README shows it, passes `caddy
+// validate`: adapted and provisioned, TLS site and client keys included.
+func TestTeamGatewayExampleValidates(t *testing.T) {
+	text, err := os.ReadFile(filepath.Join("..", "examples", "team-gateway.Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "```caddy\n"+string(text)+"```\n") {
+		t.Error("README.md does not show examples/team-gateway.Caddyfile as it is")
+	}
+	// the internal CA goes to a temporary storage, not the user's
+	withStorage := strings.Replace(string(text), "{\n", "{\n\tstorage file_system "+t.TempDir()+"\n", 1)
+	var cfg caddy.Config
+	if err := json.Unmarshal(adapt(t, withStorage), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&cfg); err != nil {
+		t.Fatalf("caddy validate: %v", err)
 	}
 }

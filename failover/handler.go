@@ -159,6 +159,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if err := p.provision(ctx, h); err != nil {
 			return err
 		}
+		_ = warnUnusableCredential(h.logger, p)
 		h.anyPassthrough = h.anyPassthrough || p.passthrough
 		h.useBook = h.useBook || p.rules.thinking
 	}
@@ -218,6 +219,7 @@ type llmRequest struct {
 	fields    requestFields // full scan, made only when a provider maps the model
 	scanned   []byte        // the body fields were scanned from
 	clientKey string        // fingerprint of the client's credential, for passthrough breakers
+	kind      requestKind   // model call, optional endpoint, or anything else (apipath.go)
 	client    *Client       // the client that presented its key; nil without clients
 
 	tried       []bool // per provider index
@@ -233,8 +235,9 @@ type llmRequest struct {
 	extraBetasFor *Provider      // ...for this provider
 
 	last         *attemptEnd // the last failed attempt's held response
+	lastAnswer   heldAnswer  // who gave it, and its class
 	lastProvider *Provider
-	lastErr      string
+	failed       []failedAttempt // each failure, in order: named in an exhausted answer
 
 	// for placeholders and metrics
 	answeredBy string
@@ -263,6 +266,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	buf, tooLarge, err := h.readBody(r)
 	defer releaseBody(buf)
 	if tooLarge {
+		h.setAnswerHeaders(w.Header(), "", 0, nil)
 		writeAnthropicError(w, http.StatusRequestEntityTooLarge, "request_too_large",
 			fmt.Sprintf("llm_failover: request body exceeds request_buffer (%d bytes)", h.RequestBuffer))
 		return nil
@@ -274,6 +278,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		r:           r,
 		body:        buf.Bytes(),
 		model:       peekModel(buf.Bytes()),
+		kind:        kindOfPath(r.URL.Path),
 		client:      client,
 		tried:       client.initialTried(len(h.Providers)),
 		authRetried: make([]bool, len(h.Providers)),
@@ -294,7 +299,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		i, adm, skips := h.selectProvider(req)
 		if i < 0 {
-			if req.attempts == 0 {
+			if len(req.failed) == 0 {
+				h.setAnswerHeaders(w.Header(), req.clientKey, 0, nil)
 				writeAllCooling(w, skips, timeNow())
 				return nil
 			}
@@ -359,7 +365,7 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 			h.failOver(req, t, attemptEnd{}, Verdict{Class: ClassAuth, Message: "credential unavailable: " + err.Error()})
 			// what the source said stays in the log and status: it can
 			// quote a helper's stderr or name a secret file
-			req.lastErr = "provider " + p.Name + ": credential unavailable; see the proxy log"
+			req.failed[len(req.failed)-1].message = "credential unavailable; see the proxy log"
 			h.logger.Error("provider credential unavailable; failing over",
 				zap.String("provider", p.Name), zap.Error(err), zap.String("request_id", requestID(r)))
 			return false
@@ -424,9 +430,19 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	cancel context.CancelFunc, upstream caddyhttp.Handler) (bool, Verdict) {
 	r := req.r
 	attempts := req.attempts
-	g := newGate(w, &h.hold, cancel)
+	hold := &h.hold
+	if req.kind == kindOther {
+		hold = nil // not a model call: its answer passes through untouched
+	}
+	g := newGate(w, hold, cancel)
 	g.classify = func(status int, hdr http.Header, body []byte) Verdict {
+		if req.kind == kindOther {
+			return Verdict{}
+		}
 		v := h.classifyResponse(status, hdr, body)
+		if req.kind == kindOptional && lacksEndpoint(status) {
+			v.Class = ClassUnsupported
+		}
 		if status == http.StatusBadRequest && (v.Class == ClassRepairable || v.Class == ClassClientError) &&
 			t.p != nil && len(h.Providers) > 0 {
 			h.planRepair(req, t, &v, body)
@@ -445,7 +461,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	g.onCommit = func(hdr http.Header) {
 		// the provider answered well enough to be delivered: feed the
 		// breaker now, before a later stream error can
-		if t.b.Success() {
+		if req.kind != kindOther && t.b.Success() {
 			h.share.kick() // a probe closed the breaker: close it everywhere
 		}
 		hdr.Set("X-LLM-Provider", t.p.Name)
@@ -521,12 +537,18 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 // and the held response, kept in case no other provider answers.
 func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v Verdict) {
 	p := t.p
-	until := t.b.Failure(timeNow(), Failure{
-		Class: v.Class, Cooldown: p.cooldownFor(v.Class), MaxCooldown: time.Duration(h.MaxCooldown),
-		ResetAt: v.ResetAt, Credential: t.credVersion, Error: v.Message, FailedOver: true,
-	})
-	if v.Class.Cools() {
-		h.share.kick()
+	var until time.Time
+	if req.kind == kindOther || v.Class == ClassUnsupported {
+		// says nothing about the provider's health: charge nothing
+		t.b.Release(t.adm.Probe)
+	} else {
+		until = t.b.Failure(timeNow(), Failure{
+			Class: v.Class, Cooldown: p.cooldownFor(v.Class), MaxCooldown: time.Duration(h.MaxCooldown),
+			ResetAt: v.ResetAt, Credential: t.credVersion, Error: v.Message, FailedOver: true,
+		})
+		if v.Class.Cools() {
+			h.share.kick()
+		}
 	}
 	req.classes = append(req.classes, v.Class)
 	if v.Class == ClassContextWindow {
@@ -541,17 +563,25 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 			zap.String("error_type", v.ErrorType), zap.String("message", v.Message),
 			zap.Int("status", end.status), zap.Int("attempt", req.attempts),
 			zap.String("request_id", requestID(req.r))}
-		if v.Class.Cools() {
+		if !until.IsZero() {
 			fields = append(fields, zap.Time("cooldown_until", until), zap.Duration("cooldown", until.Sub(timeNow())))
 		}
 		c.Write(fields...)
 	}
+	req.failed = append(req.failed, failedAttempt{provider: p.Name, class: v.Class, status: end.status, message: v.Message})
+	req.lastProvider = p
+	if v.Class == ClassUnsupported && req.last != nil && req.lastAnswer.class == ClassUnsupported {
+		// when no provider has the endpoint, the client gets the first
+		// provider's answer
+		releaseHeld(end.body)
+		return
+	}
 	if req.last != nil {
 		releaseHeld(req.last.body)
 	}
-	req.last, req.lastProvider, req.lastErr = nil, p, fmt.Sprintf("provider %s: %s: %s", p.Name, v.Class, v.Message)
+	req.last = nil
 	if end.status != 0 {
-		req.last = &end
+		req.last, req.lastAnswer = &end, heldAnswer{provider: p, class: v.Class}
 	}
 }
 
@@ -628,14 +658,15 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientG
 // every attempt failed, or a 502 when none answered at all.
 func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 	if req.last == nil {
-		if req.lastErr == "" {
-			req.lastErr = "no provider answered"
+		msg := "no provider answered"
+		if len(req.failed) > 0 {
+			msg += ": " + describeFailures(req.failed)
 		}
-		w.Header().Set("X-LLM-Attempts", strconv.Itoa(req.attempts))
+		h.setAnswerHeaders(w.Header(), req.clientKey, req.attempts, req.failed)
 		if req.lastProvider != nil {
 			w.Header().Set("X-LLM-Provider", req.lastProvider.Name)
 		}
-		writeAnthropicError(w, http.StatusBadGateway, "api_error", "llm_failover: "+req.lastErr)
+		writeAnthropicError(w, http.StatusBadGateway, "api_error", "llm_failover: "+msg)
 		return
 	}
 	last := req.last
@@ -644,8 +675,8 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 	for k, v := range last.header {
 		dst[k] = v
 	}
-	dst.Set("X-LLM-Provider", req.lastProvider.Name)
-	dst.Set("X-LLM-Attempts", strconv.Itoa(req.attempts))
+	dst.Set("X-LLM-Provider", req.lastAnswer.provider.Name)
+	h.setAnswerHeaders(dst, req.clientKey, req.attempts, req.failed)
 	w.WriteHeader(last.status)
 	if last.body != nil {
 		_, _ = w.Write(last.body.Bytes())

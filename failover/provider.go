@@ -290,6 +290,15 @@ func (p *Provider) admit(now time.Time, clientKey string) Admission {
 	return p.breaker(clientKey).Admit(now, p.credentialVersion)
 }
 
+// peek answers like admit without taking a half-open probe or counting a
+// request, for requests that feed no breaker.
+func (p *Provider) peek(now time.Time, clientKey string) Admission {
+	if adm := p.state.shared.peek(now); !adm.OK || !p.passthrough {
+		return adm
+	}
+	return p.breaker(clientKey).peek(now)
+}
+
 // credentialVersion returns the version of the provider's current
 // credential, for an auth cooldown that may end early.
 func (p *Provider) credentialVersion() string {

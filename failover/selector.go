@@ -73,7 +73,12 @@ func (h *Handler) selectProvider(req *llmRequest) (int, Admission, []skipped) {
 				continue
 			}
 			p := h.Providers[i]
-			adm := p.admit(now, req.clientKey)
+			var adm Admission
+			if req.kind == kindOther {
+				adm = p.peek(now, req.clientKey) // takes no probe, counts nothing
+			} else {
+				adm = p.admit(now, req.clientKey)
+			}
 			if adm.OK {
 				if h.spread {
 					// the next request starts after this one, so a cooling
