@@ -311,29 +311,17 @@ func TestClientKeyRotation(t *testing.T) {
 		t.Fatalf("alice before rotation: %d", got)
 	}
 	writeKeyFile(t, keyFile("alice"), "alice-secret-key-2")
-	waitFor(t, "the rotated key", func() bool { return status("alice-secret-key-2") == http.StatusOK })
+	waitFor(t, "the rotated key", 10*time.Second, func() bool { return status("alice-secret-key-2") == http.StatusOK })
 	if got := status("alice-secret-key-1"); got != http.StatusUnauthorized {
 		t.Fatalf("alice's old key after rotation: %d, want 401", got)
 	}
 	if err := os.Remove(keyFile("bob")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "bob's key to be revoked", func() bool { return status("bob-secret-key-1") == http.StatusUnauthorized })
+	waitFor(t, "bob's key to be revoked", 10*time.Second, func() bool { return status("bob-secret-key-1") == http.StatusUnauthorized })
 	_, clients := adminGet(t, p, "/llm/clients")
 	if !strings.Contains(clients, `"name":"bob","key":"unavailable"`) {
 		t.Fatalf("/llm/clients after bob's key file was removed: %s", clients)
-	}
-}
-
-// waitFor polls cond until it holds, or fails the test after a deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -7,14 +7,12 @@ package failover
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +45,11 @@ type Handler struct {
 	// fails again. Default: 30m (never below the class's own cooldown).
 	MaxCooldown caddy.Duration `json:"max_cooldown,omitempty"`
 
+	// MaxReset caps a cooldown taken from the provider's own headers
+	// (Retry-After, anthropic-ratelimit-*-reset): a reset further away is
+	// cut to this. Default: 8d, just over the longest subscription window.
+	MaxReset caddy.Duration `json:"max_reset,omitempty"`
+
 	// MaxAttempts bounds the attempts sent upstream for one request.
 	// Default: the number of providers.
 	MaxAttempts int `json:"max_attempts,omitempty"`
@@ -54,8 +57,15 @@ type Handler struct {
 	// RequestBuffer is the largest request body that is buffered for
 	// replay, in bytes. A larger body is refused with 413
 	// request_too_large in Anthropic's error format (Anthropic's own
-	// limit is 32MB, so no provider would take it). Default: 32MiB.
+	// limit is 32MB, so no provider would take it). The buffer grows as
+	// bytes arrive, never ahead of them. Default: 32MiB; at most 1GiB.
 	RequestBuffer int64 `json:"request_buffer,omitempty"`
+
+	// BodyTimeout bounds the time to receive the whole request body; a
+	// body still arriving past it is answered with 408 timeout_error in
+	// Anthropic's error format and its buffer is freed. The server's
+	// `timeouts read_body`, when shorter, applies instead. Default: 1m.
+	BodyTimeout caddy.Duration `json:"body_timeout,omitempty"`
 
 	// Rules are checked before the built-in classification: each maps a
 	// status and a body substring to a class.
@@ -130,6 +140,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.wrapped = new(wrapProviders)
 	if h.RequestBuffer == 0 {
 		h.RequestBuffer = defaultRequestBuffer
+	}
+	if h.MaxReset == 0 {
+		h.MaxReset = caddy.Duration(DefaultMaxReset)
+	}
+	if h.BodyTimeout == 0 {
+		h.BodyTimeout = caddy.Duration(defaultBodyTimeout)
 	}
 	if h.MaxCooldown == 0 {
 		h.MaxCooldown = caddy.Duration(defaultMaxCooldown)
@@ -263,21 +279,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok {
 		return nil
 	}
-	buf, tooLarge, err := h.readBody(r)
-	defer releaseBody(buf)
-	if tooLarge {
-		h.setAnswerHeaders(w.Header(), "", 0, nil)
-		writeAnthropicError(w, http.StatusRequestEntityTooLarge, "request_too_large",
-			fmt.Sprintf("llm_failover: request body exceeds request_buffer (%d bytes)", h.RequestBuffer))
+	buf, res, err := h.readBody(w, r)
+	if res != bodyComplete {
+		releaseBody(buf)
+		if res == bodyBroken {
+			return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
+		}
+		h.refuseBody(w, r, res)
 		return nil
 	}
-	if err != nil {
-		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
-	}
+	defer releaseBody(buf)
 	req := &llmRequest{
 		r:           r,
-		body:        buf.Bytes(),
-		model:       peekModel(buf.Bytes()),
+		body:        buf.b,
+		model:       peekModel(buf.b),
 		kind:        kindOfPath(r.URL.Path),
 		client:      client,
 		tried:       client.initialTried(len(h.Providers)),
@@ -686,7 +701,7 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 // classifyResponse is the gate's classifier: the pure Classify with this
 // handler's rules and clock.
 func (h *Handler) classifyResponse(status int, hdr http.Header, body []byte) Verdict {
-	return Classify(status, hdr, body, h.Rules, timeNow())
+	return ClassifyMaxReset(status, hdr, body, h.Rules, timeNow(), time.Duration(h.MaxReset))
 }
 
 // attemptRequest builds the request one provider receives: the same body
@@ -746,40 +761,6 @@ func setReplayBody(ar *http.Request, body []byte) {
 	}
 	ar.Body, ar.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	ar.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-}
-
-var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// maxPooledBody keeps a rare multi-MB body's buffer out of the pool.
-const maxPooledBody = 4 << 20
-
-func releaseBody(b *bytes.Buffer) {
-	if b != nil && b.Cap() <= maxPooledBody {
-		bodyPool.Put(b)
-	}
-}
-
-// readBody buffers the request body once, up to RequestBuffer.
-func (h *Handler) readBody(r *http.Request) (buf *bytes.Buffer, tooLarge bool, err error) {
-	buf = bodyPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	if r.Body == nil || r.Body == http.NoBody {
-		return buf, false, nil
-	}
-	if r.ContentLength > h.RequestBuffer {
-		return buf, true, nil
-	}
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength) + bytes.MinRead)
-	}
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, h.RequestBuffer+1))
-	if n > h.RequestBuffer {
-		return buf, true, nil
-	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		return buf, false, err
-	}
-	return buf, false, nil
 }
 
 // clientFingerprint identifies the client's credential without keeping it,
