@@ -240,8 +240,9 @@ type llmRequest struct {
 
 	tried       []bool // per provider index
 	authRetried []bool
-	attempts    int // sent upstream
-	retries     int // of those, retries of the same provider with a renewed credential
+	renewed     bool // the last attempt's credential was refused and renewed: retry the same provider
+	attempts    int  // sent upstream
+	retries     int  // of those, retries of the same provider with a renewed credential
 	classes     []Class
 
 	// repairs (repairs.go)
@@ -370,14 +371,26 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 
 	var cred credsource.Credential
 	if p.source != nil && !p.passthrough {
+		var skip bool
 		var err error
-		cred, err = p.source.Credential(r.Context())
+		cred, skip, err = h.credentialFor(req, i)
+		if skip {
+			// nothing ready yet, and another provider can serve: pass
+			// this one over, charging nothing; its lookup goes on in the
+			// background
+			req.tried[i] = true
+			t.b.Release(adm.Probe)
+			if c := h.logger.Check(zapcore.DebugLevel, "provider credential not ready yet; passing the provider over"); c != nil {
+				c.Write(zap.String("provider", p.Name), zap.String("request_id", requestID(r)))
+			}
+			return false
+		}
 		if err != nil {
 			// no request is sent: the provider cannot be used until its
 			// credential appears
 			req.tried[i] = true
 			t.credVersion = missingCredential
-			h.failOver(req, t, attemptEnd{}, Verdict{Class: ClassAuth, Message: "credential unavailable: " + err.Error()})
+			h.failOver(req, t, attemptEnd{}, Verdict{Class: ClassAuth, Message: "credential unavailable: " + err.Error()}, false)
 			// what the source said stays in the log and status: it can
 			// quote a helper's stderr or name a secret file
 			req.failed[len(req.failed)-1].message = "credential unavailable; see the proxy log"
@@ -410,17 +423,34 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 		req.retries++
 		return h.attempt(w, req, i, adm)
 	}
-	// A refused credential that the source can renew gets one more try on
-	// the same provider before failing over.
-	if v.Class == ClassAuth && p.refresher != nil && !req.authRetried[i] &&
-		p.refresher.Refused(r.Context(), cred.Version) {
+	if req.renewed {
+		req.renewed = false
+		// refused, and the source has another credential: one more try
+		// on the same provider, as the same probe if it was one
 		req.authRetried[i] = true
 		req.retries++
-		t.b.Reset()
-		return false
+		return h.attempt(w, req, i, adm)
 	}
 	req.tried[i] = true
 	return false
+}
+
+// renewCredential decides, for an attempt whose credential the provider
+// refused, whether the same provider gets one more try: its source must be
+// able to renew the credential, and the request has not had that retry
+// yet. The refused attempt is then no failover: nothing is charged, logged
+// as failing over or counted as one.
+func (h *Handler) renewCredential(req *llmRequest, t *attemptTarget) bool {
+	p := t.p
+	if p == nil || p.refresher == nil || len(h.Providers) == 0 || req.authRetried[t.idx] {
+		return false
+	}
+	if !p.refused(req.r.Context(), t.credVersion) {
+		return false
+	}
+	h.logger.Info("provider refused the credential; retrying with a renewed one",
+		zap.String("provider", p.Name), zap.String("request_id", requestID(req.r)))
+	return true
 }
 
 // attemptTarget is the provider an attempt goes to. In wrap mode the
@@ -544,13 +574,21 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 		// cannot happen: the gate commits verdicts that do not fail over
 		v.Class = ClassServerError
 	}
-	h.failOver(req, t, end, v)
+	if v.Class == ClassAuth && h.renewCredential(req, t) {
+		releaseHeld(end.body)
+		metrics.attempts.WithLabelValues(p.Name, string(v.Class), req.client.label()).Inc()
+		req.renewed = true
+		return false, v
+	}
+	h.failOver(req, t, end, v, true)
 	return false, v
 }
 
 // failOver records a failed attempt: the breaker, metrics, the log line,
-// and the held response, kept in case no other provider answers.
-func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v Verdict) {
+// and the held response, kept in case no other provider answers. sent says
+// whether a request went upstream: only then may the provider be named in
+// the answer (X-LLM-Provider, {llm.provider}).
+func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v Verdict, sent bool) {
 	p := t.p
 	var until time.Time
 	if req.kind == kindOther || v.Class == ClassUnsupported {
@@ -584,6 +622,10 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		c.Write(fields...)
 	}
 	req.failed = append(req.failed, failedAttempt{provider: p.Name, class: v.Class, status: end.status, message: v.Message})
+	if !sent {
+		// nothing to answer with: an earlier provider's answer is kept
+		return
+	}
 	req.lastProvider = p
 	if v.Class == ClassUnsupported && req.last != nil && req.lastAnswer.class == ClassUnsupported {
 		// when no provider has the endpoint, the client gets the first

@@ -172,6 +172,7 @@ func (p *Provider) provision(ctx caddy.Context, h *Handler) error {
 		return err
 	}
 	p.state = st.(*providerState)
+	p.warmCredential(ctx)
 	return nil
 }
 
@@ -280,14 +281,21 @@ func (p *Provider) breaker(clientKey string) *Breaker {
 
 // admit asks the provider's breaker for this client. A passthrough
 // provider has a breaker per client, and its shared one is opened only by
-// hand (admin API), which then drains it for everyone.
-func (p *Provider) admit(now time.Time, clientKey string) Admission {
+// hand (admin API), which then drains it for everyone. The credential
+// source is asked (without waiting, and without the breaker's lock held)
+// only when a new credential could end an auth cooldown early.
+func (p *Provider) admit(ctx context.Context, now time.Time, clientKey string) Admission {
 	if p.passthrough {
 		if adm := p.state.shared.peek(now); !adm.OK {
 			return adm
 		}
 	}
-	return p.breaker(clientKey).Admit(now, p.credentialVersion)
+	b := p.breaker(clientKey)
+	current := ""
+	if b.refusedCredential(now) != "" {
+		current = p.currentCredentialVersion(ctx)
+	}
+	return b.Admit(now, current)
 }
 
 // peek answers like admit without taking a half-open probe or counting a
@@ -297,19 +305,6 @@ func (p *Provider) peek(now time.Time, clientKey string) Admission {
 		return adm
 	}
 	return p.breaker(clientKey).peek(now)
-}
-
-// credentialVersion returns the version of the provider's current
-// credential, for an auth cooldown that may end early.
-func (p *Provider) credentialVersion() string {
-	if p.source == nil || p.passthrough {
-		return ""
-	}
-	c, err := p.source.Credential(context.Background())
-	if err != nil {
-		return ""
-	}
-	return c.Version
 }
 
 // credentialStatus reports the credential's state without its value.

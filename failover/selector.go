@@ -77,7 +77,7 @@ func (h *Handler) selectProvider(req *llmRequest) (int, Admission, []skipped) {
 			if req.kind == kindOther {
 				adm = p.peek(now, req.clientKey) // takes no probe, counts nothing
 			} else {
-				adm = p.admit(now, req.clientKey)
+				adm = p.admit(req.r.Context(), now, req.clientKey)
 			}
 			if adm.OK {
 				if h.spread {

@@ -71,7 +71,7 @@ func (UpstreamSelector) Select(pool reverseproxy.UpstreamPool, r *http.Request, 
 		if wa.kind == kindOther {
 			adm = b.peek(now) // feeds no breaker
 		} else {
-			adm = b.Admit(now, nil)
+			adm = b.Admit(now, "")
 		}
 		if !adm.OK {
 			wa.skips = append(wa.skips, skipped{name: name, class: adm.Class, retryAt: adm.RetryAt})
