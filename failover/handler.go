@@ -384,7 +384,7 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 	}
 	t.credVersion = cred.Version
 
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := context.WithCancel(withOwnVars(r.Context()))
 	defer cancel()
 	ac := &attemptCredential{header: p.authHeader, cred: cred}
 	if cred.Secret != "" || p.passthrough {
@@ -463,6 +463,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 		hold = nil // not a model call: its answer passes through untouched
 	}
 	g := newGate(w, hold, cancel)
+	g.head = ar.Method == http.MethodHead
 	g.classify = func(status int, hdr http.Header, body []byte) Verdict {
 		if req.kind == kindOther {
 			return Verdict{}
@@ -479,6 +480,9 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	}
 	g.streamFailed = func(ei streaminspect.ErrorInfo) {
 		class := ClassOfErrorType(ei.Type)
+		if !class.Cools() {
+			return // the request's fault (invalid_request_error): not the provider's
+		}
 		t.b.Failure(timeNow(), Failure{Class: class, Cooldown: t.p.cooldownFor(class),
 			MaxCooldown: time.Duration(h.MaxCooldown), Error: ei.Message})
 		h.share.kick()
@@ -498,7 +502,8 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 
 	proxyErr, aborted := runUpstream(upstream, g, ar)
 	clientGone := r.Context().Err() != nil
-	end := g.finish(clientGone)
+	end := g.finish(clientGone, aborted)
+
 	if t.p == nil {
 		// wrap mode, and the selector chose nothing: no attempt was made
 		releaseHeld(end.body)
@@ -590,7 +595,7 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 	if v.Class == ClassContextWindow {
 		h.narrowByWindow(req, p)
 	}
-	if end.status != 0 || v.Class == ClassUnreachable {
+	if end.status != 0 || end.bodyBroke || v.Class == ClassUnreachable {
 		metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
 	}
 	metrics.failovers.WithLabelValues(p.Name, string(v.Class)).Inc()
@@ -604,7 +609,12 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		}
 		c.Write(fields...)
 	}
-	req.failed = append(req.failed, failedAttempt{provider: p.Name, class: v.Class, status: end.status, message: v.Message})
+	msg := v.Message
+	if !sent {
+		// what a credential source said stays in the log
+		msg = "credential unavailable; see the proxy log"
+	}
+	req.failed = append(req.failed, failedAttempt{provider: p.Name, class: v.Class, status: end.status, message: msg})
 	if !sent {
 		// nothing to answer with: an earlier provider's answer is kept
 		return
@@ -616,13 +626,13 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		releaseHeld(end.body)
 		return
 	}
+	if end.status == 0 {
+		return // no response: an earlier provider's real answer stays the one to give
+	}
 	if req.last != nil {
 		releaseHeld(req.last.body)
 	}
-	req.last = nil
-	if end.status != 0 {
-		req.last, req.lastAnswer = &end, heldAnswer{provider: p, class: v.Class}
-	}
+	req.last, req.lastAnswer = &end, heldAnswer{provider: p, class: v.Class}
 }
 
 // requestID names the request in logs: the client's own id if it sent one,
@@ -672,7 +682,12 @@ var nopHandler = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) 
 // before its terminal event gets a well-formed error event instead of a
 // silent truncation, and an upstream error event feeds the breaker.
 func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientGone bool) {
-	if _, failed := g.watch.Failed(); failed || clientGone || g.encoding != "" || g.watch.Terminal() {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
+	_, failed := g.watch.Failed()
+	endedWell := failed || clientGone || g.encoding != "" || g.watch.Terminal()
+	atBoundary := g.endEvents(!endedWell)
+	if endedWell {
 		return // an upstream error event already fed the breaker
 	}
 	errType, class, msg := "api_error", ClassServerError, "llm_failover: the upstream stream ended before its final event"
@@ -685,10 +700,13 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientG
 	b.Failure(timeNow(), Failure{Class: class, Cooldown: p.cooldownFor(class),
 		MaxCooldown: time.Duration(h.MaxCooldown), Error: msg})
 	h.share.kick()
-	g.mu.Lock()
+	if !atBoundary {
+		// an event too large to keep back was cut: end it, so the error
+		// event is at least read as an event of its own
+		_, _ = io.WriteString(g.w, "\n\n")
+	}
 	_, _ = g.w.Write(streaminspect.ErrorEvent(errType, msg))
-	g.flushLocked()
-	g.mu.Unlock()
+	g.flush()
 	h.logger.Warn("upstream stream ended early; closed the client's stream with an error event",
 		zap.String("provider", p.Name), zap.String("class", string(class)), zap.Bool("stalled", g.stalled.Load()))
 }
@@ -716,8 +734,15 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 	}
 	dst.Set("X-LLM-Provider", req.lastAnswer.provider.Name)
 	h.setAnswerHeaders(dst, req.clientKey, req.attempts, req.failed)
-	w.WriteHeader(last.status)
+	// the held body may have been cut (maxHeldError): the length sent is
+	// the length of what is sent
+	n := 0
 	if last.body != nil {
+		n = last.body.Len()
+	}
+	dst.Set("Content-Length", strconv.Itoa(n))
+	w.WriteHeader(last.status)
+	if n > 0 {
 		_, _ = w.Write(last.body.Bytes())
 	}
 }

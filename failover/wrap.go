@@ -141,7 +141,7 @@ func (h *Handler) serveWrapped(w http.ResponseWriter, req *llmRequest, next cadd
 	tried := make(map[string]bool)
 	for req.attempts-req.retries < h.MaxAttempts {
 		wa := &wrapAttempt{h: h, clientKey: req.clientKey, kind: req.kind, tried: tried, target: &attemptTarget{model: req.model}}
-		ctx, cancel := context.WithCancel(context.WithValue(req.r.Context(), wrapAttemptKey{}, wa))
+		ctx, cancel := context.WithCancel(context.WithValue(withOwnVars(req.r.Context()), wrapAttemptKey{}, wa))
 		ar := req.r.WithContext(ctx)
 		setReplayBody(ar, req.body)
 		req.attempts++
