@@ -40,6 +40,11 @@ func (h *Handler) Validate() error {
 	if err := validCooldowns("cooldown", h.Cooldowns); err != nil {
 		return err
 	}
+	if h.Share != nil {
+		if err := h.Share.validate(); err != nil {
+			return err
+		}
+	}
 	for _, r := range h.Rules {
 		if r.Status != 0 && (r.Status < 400 || r.Status > 599) {
 			return fmt.Errorf("classify: status %d: write * or a status from 400 to 599", r.Status)
