@@ -349,9 +349,6 @@ func unmarshalShareOption(d *caddyfile.Dispenser, c *ShareConfig) error {
 			return d.ArgErr()
 		}
 	case "password":
-		if c.PasswordRaw != nil {
-			return d.Err("share: password may appear only once")
-		}
 		if !d.NextArg() {
 			return d.Err("share: password needs a credential source: env, file, command, ...")
 		}

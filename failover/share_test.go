@@ -48,7 +48,7 @@ func TestShareCaddyfileErrors(t *testing.T) {
 		{"redis without host", "share {\n redis redis://\n}", "no host"},
 		{"password in the URL", "share {\n redis redis://:hunter2@127.0.0.1:6379\n}", "carries a password"},
 		{"password without source", "share {\n redis redis://127.0.0.1\n password\n}", "password needs a credential source"},
-		{"password twice", "share {\n redis redis://127.0.0.1\n password env A\n password env B\n}", "password may appear only once"},
+		{"password twice", "share {\n redis redis://127.0.0.1\n password env A\n password env B\n}", "share: password is already set on line"},
 		{"unknown password source", "share {\n redis redis://127.0.0.1\n password vault X\n}", "llm.credentials.vault"},
 		{"bad purge_after", "share {\n purge_after soon\n}", "purge_after: want a positive duration"},
 		{"zero probe_wait", "share {\n probe_wait 0s\n}", "probe_wait: want a positive duration"},
