@@ -92,7 +92,7 @@ func adminCall(addr, method, uri string) ([]byte, error) {
 
 func printStatusTable(out io.Writer, providers []ProviderStatus) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROVIDER\tSTATE\tLAST CLASS\tCOOLDOWN LEFT\tREQUESTS\tSUCCESSES\tFAILOVERS\tCREDENTIAL")
+	fmt.Fprintln(tw, "PROVIDER\tSTATE\tLAST CLASS\tCOOLDOWN LEFT\tREQUESTS\tSUCCESSES\tFAILOVERS\tCREDENTIAL\tUSAGE")
 	for _, p := range providers {
 		left := p.CooldownLeft
 		if left == "" {
@@ -106,8 +106,12 @@ func printStatusTable(out io.Writer, providers []ProviderStatus) {
 		if p.CredentialReason != "" && p.Credential != "ok" {
 			cred += " (" + strings.TrimSpace(p.CredentialReason) + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", p.Name, p.State, class, left,
-			p.Requests, p.Successes, p.Failovers, cred)
+		state := string(p.State)
+		if p.Saturated != nil && p.State == StateClosed {
+			state = "saturated"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", p.Name, state, class, left,
+			p.Requests, p.Successes, p.Failovers, cred, formatUsage(p.Usage))
 	}
 	_ = tw.Flush()
 }

@@ -74,6 +74,20 @@ type Handler struct {
 	// tier; failover to the next tier when a whole tier is cooling).
 	Policy string `json:"policy,omitempty"`
 
+	// MaxUtilization is the default of each provider's max_utilization.
+	MaxUtilization float64 `json:"max_utilization,omitempty"`
+
+	// AffinityHeader names a request header that identifies a
+	// conversation, for clients that do not send Claude Code's
+	// X-Claude-Code-Session-Id (which is always read first). With
+	// `policy spread`, a conversation stays on the provider that served
+	// its previous request while that provider admits it.
+	AffinityHeader string `json:"affinity_header,omitempty"`
+
+	// AffinityOff turns conversation affinity off: spread rotates every
+	// request.
+	AffinityOff bool `json:"affinity_off,omitempty"`
+
 	share          *sharer
 	tiers          []*providerTier
 	spread         bool
@@ -81,6 +95,8 @@ type Handler struct {
 	anyPassthrough bool
 	useBook        bool           // some provider has `sanitize thinking`: feed signatureBook
 	wrapped        *wrapProviders // wrap mode: the wrapped reverse_proxy's upstreams
+	affinity       *affinityTable // spread: conversation -> provider (affinity.go)
+	providerIndex  map[string]int // provider name -> index, for affinity
 	logger         *zap.Logger
 }
 
@@ -163,6 +179,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.spread = h.Policy == PolicySpread
 	h.tiers = buildTiers(h.Providers)
+	if err := h.provisionUsageRouting(); err != nil {
+		return err
+	}
 	if h.MaxAttempts <= 0 {
 		h.MaxAttempts = len(h.Providers)
 		if h.MaxAttempts == 0 {
@@ -184,6 +203,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // Cleanup releases the providers' proxies and breaker references.
 func (h *Handler) Cleanup() error {
 	unregisterHandler(h)
+	h.cleanupAffinity()
 	for _, p := range h.Providers {
 		p.cleanup()
 	}
@@ -210,6 +230,8 @@ type llmRequest struct {
 	fields    requestFields // full scan, made only when a provider maps the model
 	scanned   []byte        // the body fields were scanned from
 	clientKey string        // fingerprint of the client's credential, for passthrough breakers
+	// conversation identifies the request's conversation for affinity; 0: none
+	conversation uint64
 
 	tried       []bool // per provider index
 	authRetried []bool
@@ -267,6 +289,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.anyPassthrough {
 		req.clientKey = clientFingerprint(r.Header)
 	}
+	req.conversation = h.conversationKey(r, req.clientKey)
 	defer h.finishRequest(req)
 
 	if len(h.Providers) == 0 {
@@ -431,6 +454,8 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 		if t.b.Success() {
 			h.share.kick() // a probe closed the breaker: close it everywhere
 		}
+		h.learnCapacity(t, hdr)
+		h.rememberConversation(req, t.p)
 		hdr.Set("X-LLM-Provider", t.p.Name)
 		hdr.Set("X-LLM-Attempts", strconv.Itoa(attempts))
 	}
@@ -504,6 +529,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 // and the held response, kept in case no other provider answers.
 func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v Verdict) {
 	p := t.p
+	h.learnCapacity(t, end.header)
 	until := t.b.Failure(timeNow(), Failure{
 		Class: v.Class, Cooldown: p.cooldownFor(v.Class), MaxCooldown: time.Duration(h.MaxCooldown),
 		ResetAt: v.ResetAt, Credential: t.credVersion, Error: v.Message, FailedOver: true,

@@ -76,6 +76,15 @@ type ProviderStatus struct {
 	// ClientsCooling counts the client credentials cooling on a
 	// passthrough provider, whose breakers are per client.
 	ClientsCooling int `json:"clients_cooling,omitempty"`
+	// Usage is what the provider last reported about its own capacity
+	// (for a passthrough provider: its most recent client's); absent
+	// until it reports.
+	Usage *UsageStatus `json:"usage,omitempty"`
+	// MaxUtilization is the provider's max_utilization (0: none).
+	MaxUtilization float64 `json:"max_utilization,omitempty"`
+	// Saturated is set while the provider is at or above its
+	// max_utilization: the window and when it resets.
+	Saturated *SaturationStatus `json:"saturated,omitempty"`
 }
 
 // status reports a provider as of now.
@@ -121,6 +130,7 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 			out.SyncedAt = time.Unix(0, ns).UTC().Format(time.RFC3339)
 		}
 	}
+	p.fillUsage(&out, now)
 	if p.source == nil {
 		out.Credential, out.CredentialReason = "none", "the client's credential is removed and none is set"
 	}
