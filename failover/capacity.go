@@ -316,10 +316,13 @@ func capacityStatus(v string) (string, bool) {
 // epochReset reads epoch seconds, capped at now+maxReset.
 func epochReset(v string, now time.Time, maxReset time.Duration) (time.Time, bool) {
 	secs, err := strconv.ParseFloat(v, 64)
-	if err != nil || !(secs > 0) || secs > math.MaxInt32*8 { // also rejects NaN; past year 8000 is garbage
+	if err != nil || !(secs > 0) { // also rejects NaN
 		return time.Time{}, false
 	}
-	return capReset(time.Unix(int64(secs), 0), now, maxReset), true
+	if limit := now.Add(maxReset); secs >= float64(limit.Unix()) { // also keeps int64(secs) from overflowing
+		return limit, true
+	}
+	return time.Unix(int64(secs), 0), true
 }
 
 func capReset(t, now time.Time, maxReset time.Duration) time.Time {
