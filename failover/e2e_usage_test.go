@@ -2,16 +2,21 @@ package failover
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // utilization is a fake subscription's 5h utilization, settable by the
@@ -457,6 +462,46 @@ func TestUsageRoutingCaddyfile(t *testing.T) {
 		_, _, err := goldAdapt(t, "Caddyfile", []byte(":0 {\n\tllm_failover {\n"+body+"\n\t}\n}"))
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "Caddyfile:") {
 			t.Errorf("%q: error %v, want one naming %q and the line", body, err, want)
+		}
+	}
+}
+
+// The README's "Several subscriptions" example adapts and provisions as
+// printed (caddy validate), with both Claude logins present.
+func TestSeveralSubscriptionsExampleValidates(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Several subscriptions\n")
+	_, block, ok2 := strings.Cut(section, "```caddy\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("no caddy block in the README's Several subscriptions section")
+	}
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("ANTHROPIC_API_KEY", "sk-ant-api-test")
+	login := `{"claudeAiOauth":{"accessToken":"sk-ant-oat01-x","refreshToken":"sk-ant-ort01-x","expiresAt":4102444800000,"scopes":["user:inference"]}}`
+	for _, dir := range []string{".claude", ".claude-work"} {
+		if err := os.MkdirAll(filepath.Join(home, dir), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(home, dir, ".credentials.json"), []byte(login), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfgJSON := adapt(t, "{\n\tadmin off\n}\n"+block)
+	var cfg caddy.Config
+	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&cfg); err != nil {
+		t.Fatalf("caddy validate: %v\n%s", err, block)
+	}
+	for _, want := range []string{`"policy":"spread"`, `"max_utilization":0.9`, `"tier":2`, `"source":"claude"`} {
+		if !strings.Contains(string(cfgJSON), want) {
+			t.Fatalf("adapted example lacks %s: %s", want, cfgJSON)
 		}
 	}
 }
