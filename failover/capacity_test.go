@@ -118,7 +118,7 @@ func TestParseCapacityNothing(t *testing.T) {
 		capHeader("anthropic-ratelimit-unified-5h-utilization", "NaN"),
 		capHeader("anthropic-ratelimit-unified-7d-reset", "-5", "anthropic-ratelimit-unified-reset", "0"),
 		capHeader("anthropic-ratelimit-unified-a%b-utilization", "0.5"),
-		capHeader("anthropic-ratelimit-unified-" + strings.Repeat("x", 40) + "-utilization", "0.5"),
+		capHeader("anthropic-ratelimit-unified-"+strings.Repeat("x", 40)+"-utilization", "0.5"),
 	} {
 		if c, ok := ParseCapacity(h, capNow, defaultMaxReset); ok {
 			t.Errorf("%v: read %+v", h, c)
