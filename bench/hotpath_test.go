@@ -31,6 +31,15 @@ const (
 	jsonReply = `{"id":"msg_01Hot","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Hello! How can I help you today?"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":10}}`
 )
 
+// bigReplyBody asks the upstream for bigReply, a ~100 KB JSON message.
+const bigReplyBody = `{"model":"claude-sonnet-4-5-20250929","max_tokens":100000,"messages":[{"role":"user","content":"Write a lot"}],"stream":false}`
+
+var bigReply = func() []byte {
+	text := strings.Repeat("All work and no play makes Jack a dull boy. ", 100<<10/44)
+	return []byte(`{"id":"msg_01Hot","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"` +
+		text + `"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":25000}}`)
+}()
+
 // streamReply is a 50-event Anthropic stream.
 var streamReply = func() []string {
 	ev := []string{
@@ -64,6 +73,10 @@ func upstream() *httptest.Server {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
+		if bytes.Contains(body, []byte(`"max_tokens":100000`)) {
+			_, _ = w.Write(bigReply)
+			return
+		}
 		_, _ = io.WriteString(w, jsonReply)
 	}))
 }
@@ -186,6 +199,7 @@ func BenchmarkHotPath(b *testing.B) {
 	}{
 		{"small", []byte(smallBody)},
 		{"200KB", bigBody(false)},
+		{"reply100KB", []byte(bigReplyBody)},
 		{"stream50", []byte(strings.Replace(smallBody, `"stream":false`, `"stream":true`, 1))},
 	}
 	for _, c := range cases {

@@ -90,6 +90,15 @@ log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # own soft limit to the hard one; this covers shells with a low hard limit)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+# every port must be free before the (long) build: name the one that is not
+port_taken() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+for addr in "$ADMIN" "$SITE_A" "$SITE_B" "$SITE_C" "$SITE_D" "$SITE_E" "$UP_OK" "$UP_429" "$UP_COOL"; do
+	if port_taken "$addr"; then
+		echo "bench/run.sh: $addr is already in use; stop what listens there or set PORT_BASE (now $PORT_BASE)" >&2
+		exit 1
+	fi
+done
+
 log "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"
 log "building into $BIN"
 go build -o "$BIN/caddy" ./bench/cmd/caddy

@@ -92,8 +92,14 @@ type Claude struct {
 	client        *http.Client
 	logger        *zap.Logger
 
+	// mu guards the fields below. It is never held while the store is
+	// read or written, a program runs or the token endpoint is called:
+	// requests take it only to copy what is known.
 	mu           *sync.Mutex // set by Provision
 	loaded       bool        // the store was read at least once
+	gen          uint64      // counts what was adopted; a read started before a change is dropped
+	stamp        any         // the store's stamp when last read
+	readAt       time.Time   // when the store was last read
 	doc          []byte      // the stored document as last read
 	tok          claudeToken // the token in use
 	storedAccess string      // the access token the store held when last read or written
@@ -103,6 +109,7 @@ type Claude struct {
 	refreshedAt  time.Time
 	writeErr     error // why the last refreshed token could not be saved
 	flight       *refreshFlight
+	syncing      chan struct{} // a background read of a slow store; closed when done
 }
 
 // ClaudeKeychain selects the macOS Keychain item that holds Claude Code's
@@ -199,24 +206,27 @@ func (c *Claude) Validate() error {
 func (c *Claude) DefaultAuthHeader() string { return AuthHeaderBearer }
 
 // Credential returns the current access token, refreshing it first when it
-// expires within refresh_before.
+// expires within refresh_before. A token that is still valid is not held
+// back longer than claudeValidTokenWait for its refresh.
 func (c *Claude) Credential(ctx context.Context) (Credential, error) {
 	if c.mu == nil {
 		return Credential{}, errNotProvisioned
 	}
-	c.mu.Lock()
-	c.syncLocked(ctx, false)
-	tok, loadErr := c.tok, c.loadErr
-	c.mu.Unlock()
+	c.syncStore(ctx, false, waitForever)
+	tok, loadErr := c.current()
 	if loadErr != nil {
 		return Credential{}, loadErr
 	}
 
 	if c.wantsRefresh(tok) {
-		err := c.refresh(ctx, false, tok.access)
-		c.mu.Lock()
-		tok, loadErr = c.tok, c.loadErr
-		c.mu.Unlock()
+		wait := ctx
+		if !c.expired(tok) {
+			var cancel context.CancelFunc
+			wait, cancel = context.WithTimeout(ctx, claudeValidTokenWait)
+			defer cancel()
+		}
+		err := c.refresh(wait, false, tok.access)
+		tok, loadErr = c.current()
 		if loadErr != nil {
 			return Credential{}, loadErr
 		}
@@ -227,12 +237,78 @@ func (c *Claude) Credential(ctx context.Context) (Credential, error) {
 			return Credential{}, fmt.Errorf("claude credential from %s expired at %s and could not be refreshed: %w",
 				c.store.where(), tok.expiresAt.UTC().Format(time.RFC3339), err)
 		}
-		// Still valid: keep serving it; the failure shows in Status.
+		// Still valid: keep serving it; a failure shows in Status.
 	} else if c.expired(tok) {
-		return Credential{}, fmt.Errorf("claude credential from %s expired at %s and has no refresh token (log in again)",
-			c.store.where(), tok.expiresAt.UTC().Format(time.RFC3339))
+		return Credential{}, c.expiredError(tok)
 	}
 	return credentialOf(tok), nil
+}
+
+// Ready returns the token in use without waiting on the store or the
+// token endpoint longer than wait (see ReadySource). A token due for
+// refresh is returned while it is still valid, and refreshed in the
+// background; an expired one is an error while its refresh runs in the
+// background. A Keychain store is read in the background: until its first
+// read ends, Ready returns ErrNotReady.
+func (c *Claude) Ready(ctx context.Context, wait time.Duration) (Credential, error) {
+	if c.mu == nil {
+		return Credential{}, errNotProvisioned
+	}
+	c.syncStore(ctx, false, wait)
+	c.mu.Lock()
+	loaded, tok, loadErr := c.loaded, c.tok, c.loadErr
+	c.mu.Unlock()
+	if !loaded {
+		return Credential{}, ErrNotReady
+	}
+	if loadErr != nil {
+		return Credential{}, loadErr
+	}
+	if !c.wantsRefresh(tok) {
+		if c.expired(tok) {
+			return Credential{}, c.expiredError(tok)
+		}
+		return credentialOf(tok), nil
+	}
+	f, err := c.startRefresh(ctx, false, tok.access)
+	if f != nil && waitDone(ctx, f.done, wait) {
+		err = f.err
+		if tok, loadErr = c.current(); loadErr != nil {
+			return Credential{}, loadErr
+		}
+	}
+	if !c.expired(tok) {
+		return credentialOf(tok), nil
+	}
+	if err == nil && f != nil {
+		return Credential{}, fmt.Errorf("claude credential from %s expired at %s; it is being refreshed",
+			c.store.where(), tok.expiresAt.UTC().Format(time.RFC3339))
+	}
+	if err == nil {
+		err = errors.New("no new token was obtained")
+	}
+	return Credential{}, fmt.Errorf("claude credential from %s expired at %s and could not be refreshed: %w",
+		c.store.where(), tok.expiresAt.UTC().Format(time.RFC3339), err)
+}
+
+// Warm reads the store (a Keychain store in the background). It does not
+// refresh the token.
+func (c *Claude) Warm(ctx context.Context) {
+	if c.mu != nil {
+		c.syncStore(ctx, false, 0)
+	}
+}
+
+// current returns the token in use and why the store could not be read.
+func (c *Claude) current() (claudeToken, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tok, c.loadErr
+}
+
+func (c *Claude) expiredError(tok claudeToken) error {
+	return fmt.Errorf("claude credential from %s expired at %s and has no refresh token (log in again)",
+		c.store.where(), tok.expiresAt.UTC().Format(time.RFC3339))
 }
 
 func credentialOf(tok claudeToken) Credential {
@@ -253,10 +329,8 @@ func (c *Claude) Refused(ctx context.Context, version string) bool {
 	if c.mu == nil {
 		return false
 	}
-	c.mu.Lock()
-	c.syncLocked(ctx, true)
-	tok, loadErr := c.tok, c.loadErr
-	c.mu.Unlock()
+	c.syncStore(ctx, true, waitForever)
+	tok, loadErr := c.current()
 	if loadErr != nil || tok.access == "" {
 		return false
 	}
@@ -269,9 +343,7 @@ func (c *Claude) Refused(ctx context.Context, version string) bool {
 	if err := c.refresh(ctx, true, tok.access); err != nil {
 		return false
 	}
-	c.mu.Lock()
-	tok = c.tok
-	c.mu.Unlock()
+	tok, _ = c.current()
 	return tok.access != "" && Fingerprint(tok.access) != version && !c.expired(tok)
 }
 
@@ -280,8 +352,10 @@ func (c *Claude) Status() Status {
 	if c.mu == nil {
 		return Status{State: StateInvalid, Reason: errNotProvisioned.Error()}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*defaultCommandTimeout)
+	c.syncStore(ctx, false, waitForever)
+	cancel()
 	c.mu.Lock()
-	c.syncLocked(context.Background(), false)
 	tok, loadErr, refreshErr, writeErr := c.tok, c.loadErr, c.refreshErr, c.writeErr
 	c.mu.Unlock()
 
@@ -385,6 +459,8 @@ func (c *Claude) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var (
 	_ Source                = (*Claude)(nil)
 	_ Refresher             = (*Claude)(nil)
+	_ ReadySource           = (*Claude)(nil)
+	_ Warmer                = (*Claude)(nil)
 	_ StatusReporter        = (*Claude)(nil)
 	_ DefaultAuthHeader     = (*Claude)(nil)
 	_ caddy.Provisioner     = (*Claude)(nil)

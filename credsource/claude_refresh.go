@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -17,6 +18,11 @@ import (
 const (
 	// claudeRefreshTimeout bounds one call to the token endpoint.
 	claudeRefreshTimeout = 30 * time.Second
+
+	// claudeValidTokenWait bounds how long a caller willing to wait
+	// (Credential) waits for the refresh of a token that is still valid,
+	// before using it as it is.
+	claudeValidTokenWait = 2 * time.Second
 
 	// claudeRetryAfter is how long a failed refresh is not tried again
 	// (unless the store changes), so a failing endpoint is not called for
@@ -51,25 +57,81 @@ func (f *refreshFlight) wait(ctx context.Context) error {
 	}
 }
 
-// syncLocked reads the store again if it changed (or when force is set) and
-// adopts what it holds. c.mu must be held.
-func (c *Claude) syncLocked(ctx context.Context, force bool) {
-	if c.loaded && !force && !c.store.stale(c.now()) {
+// syncStore reads the store again if it may have changed (or when force is
+// set) and adopts what it holds. No lock is held while the store is read.
+// A slow store (the Keychain) is read by one background goroutine at a
+// time; the caller waits for it at most wait (waitForever: until ctx ends).
+func (c *Claude) syncStore(ctx context.Context, force bool, wait time.Duration) {
+	c.mu.Lock()
+	due := force || !c.loaded || c.store.changed(c.stamp, c.readAt, c.now())
+	if !due {
+		c.mu.Unlock()
 		return
 	}
-	doc, tok, err := c.readStoreLocked(ctx)
-	c.loaded = true
+	if !c.store.slow() {
+		gen := c.gen
+		c.mu.Unlock()
+		c.readAndAdopt(ctx, gen)
+		return
+	}
+	loaded := c.loaded
+	done := c.syncing
+	if done == nil {
+		done = make(chan struct{})
+		c.syncing = done
+		gen := c.gen
+		go func() {
+			defer func() {
+				if r := recover(); r != nil {
+					c.logger.Error("reading the claude credentials panicked", zap.Any("panic", r))
+				}
+				c.mu.Lock()
+				c.syncing = nil
+				close(done)
+				c.mu.Unlock()
+			}()
+			c.readAndAdopt(context.WithoutCancel(ctx), gen)
+		}()
+	}
+	c.mu.Unlock()
+	if !loaded || wait == waitForever {
+		// a store read before is used while it is read again
+		waitDone(ctx, done, wait)
+	}
+}
+
+// waitForever makes waitDone wait until its context ends.
+const waitForever = time.Duration(math.MaxInt64)
+
+// readAndAdopt reads the store without a lock and adopts what it read,
+// unless something newer was adopted since gen (a refreshed token, a
+// concurrent read): then this read is dropped, and the stamp left as it is
+// makes the next check read again if needed.
+func (c *Claude) readAndAdopt(ctx context.Context, gen uint64) {
+	doc, stamp, tok, err := c.readStore(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen {
+		return
+	}
+	c.adoptLocked(doc, stamp, tok, err)
+}
+
+// adoptLocked takes what the store held. c.mu must be held.
+func (c *Claude) adoptLocked(doc []byte, stamp any, tok claudeToken, err error) {
+	c.gen++
+	c.loaded, c.readAt = true, c.now()
 	if err != nil {
 		if c.loadErr == nil || c.loadErr.Error() != err.Error() {
 			c.logger.Warn("cannot read the claude credentials", zap.Error(err))
 		}
-		c.doc, c.tok, c.storedAccess, c.loadErr = nil, claudeToken{}, "", err
+		c.doc, c.tok, c.storedAccess, c.loadErr, c.stamp = nil, claudeToken{}, "", err, nil
 		return
 	}
-	c.doc, c.loadErr = doc, nil
+	c.doc, c.loadErr, c.stamp = doc, nil, stamp
 	if tok.access == c.storedAccess && c.tok.access != "" && c.tok.access != tok.access {
 		// The store still holds the token that a refresh replaced but
-		// could not save: keep the newer one from memory.
+		// could not save (or is saving): keep the newer one from memory.
 		return
 	}
 	if tok.access != c.tok.access {
@@ -85,9 +147,9 @@ func (c *Claude) syncLocked(ctx context.Context, force bool) {
 	c.tok, c.storedAccess = tok, tok.access
 }
 
-// readStoreLocked reads and parses the store, reading again a few times when
-// the content is not JSON (a writer may be half way through).
-func (c *Claude) readStoreLocked(ctx context.Context) ([]byte, claudeToken, error) {
+// readStore reads and parses the store, reading again a few times when the
+// content is not JSON (a writer may be half way through).
+func (c *Claude) readStore(ctx context.Context) ([]byte, any, claudeToken, error) {
 	var lastErr error
 	for attempt := 0; attempt < claudeReadTries; attempt++ {
 		if attempt > 0 {
@@ -96,23 +158,23 @@ func (c *Claude) readStoreLocked(ctx context.Context) ([]byte, claudeToken, erro
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
-				return nil, claudeToken{}, fmt.Errorf("claude credentials: %w", ctx.Err())
+				return nil, nil, claudeToken{}, fmt.Errorf("claude credentials: %w", ctx.Err())
 			}
 		}
-		doc, err := c.store.read(ctx, c.now())
+		doc, stamp, err := c.store.read(ctx)
 		if err != nil {
-			return nil, claudeToken{}, fmt.Errorf("claude credentials: %w", err)
+			return nil, nil, claudeToken{}, fmt.Errorf("claude credentials: %w", err)
 		}
 		tok, err := parseClaudeCredentials(doc)
 		if err == nil {
-			return doc, tok, nil
+			return doc, stamp, tok, nil
 		}
 		lastErr = err
 		if !errors.Is(err, errNotJSON) {
 			break
 		}
 	}
-	return nil, claudeToken{}, fmt.Errorf("claude credentials: %s %w", c.store.where(), lastErr)
+	return nil, nil, claudeToken{}, fmt.Errorf("claude credentials: %s %w", c.store.where(), lastErr)
 }
 
 // wantsRefresh reports whether tok is due for a refresh: it can be
@@ -125,90 +187,128 @@ func (c *Claude) wantsRefresh(tok claudeToken) bool {
 }
 
 // refresh obtains a new token for the one the caller saw (seen), unless
-// the store already holds another one. Only one refresh runs at a time;
-// concurrent callers wait for it and share its outcome. force refreshes even
-// a token that is not due (the provider refused it).
+// the store already holds another one, and waits for it (bounded by ctx).
+// Only one refresh runs at a time; concurrent callers share its outcome.
+// force refreshes even a token that is not due (the provider refused it).
 func (c *Claude) refresh(ctx context.Context, force bool, seen string) error {
-	c.mu.Lock()
-	if f := c.flight; f != nil {
-		c.mu.Unlock()
-		return f.wait(ctx)
-	}
-	if c.refreshErr != nil && c.tok.access == seen && c.now().Sub(c.refreshErrAt) < claudeRetryAfter {
-		err := c.refreshErr
-		c.mu.Unlock()
+	f, err := c.startRefresh(ctx, force, seen)
+	if f == nil {
 		return err
 	}
-	// Claude Code itself may have refreshed meanwhile; its refresh token
-	// rotates, so using a stale one would fail.
-	c.syncLocked(ctx, true)
-	tok, loadErr := c.tok, c.loadErr
-	if loadErr != nil {
-		c.mu.Unlock()
-		return loadErr
+	return f.wait(ctx)
+}
+
+// startRefresh starts a refresh of the token the caller saw in the
+// background and returns it, or the refresh already under way. It starts
+// nothing, and returns no flight, when another token is already in use,
+// when the token is not due (unless force), or when a refresh of it failed
+// less than claudeRetryAfter ago (that error is returned).
+func (c *Claude) startRefresh(ctx context.Context, force bool, seen string) (*refreshFlight, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f := c.flight; f != nil {
+		return f, nil
+	}
+	tok := c.tok
+	if c.refreshErr != nil && tok.access == seen && c.now().Sub(c.refreshErrAt) < claudeRetryAfter {
+		return nil, c.refreshErr
 	}
 	if tok.access != seen {
-		c.mu.Unlock()
-		return nil
+		return nil, nil
 	}
 	if !force {
 		recent := !c.refreshedAt.IsZero() && c.now().Sub(c.refreshedAt) < claudeMinRefreshInterval
 		if !c.wantsRefresh(tok) || (recent && !c.expired(tok)) {
-			c.mu.Unlock()
-			return nil
+			return nil, nil
 		}
 	}
 	if tok.refresh == "" {
-		c.mu.Unlock()
-		return errors.New("the login has no refresh token")
+		return nil, errors.New("the login has no refresh token")
 	}
 	f := &refreshFlight{done: make(chan struct{})}
 	c.flight = f
-	c.mu.Unlock()
-
 	// The refresh must not end with the first caller's request.
-	go c.runRefresh(context.WithoutCancel(ctx), tok, f)
-	return f.wait(ctx)
+	go c.runRefresh(context.WithoutCancel(ctx), seen, f)
+	return f, nil
 }
 
-func (c *Claude) runRefresh(ctx context.Context, old claudeToken, f *refreshFlight) {
+// runRefresh is one refresh, in its own goroutine. The store is read again
+// first: Claude Code itself may have refreshed meanwhile, and its refresh
+// token rotates, so using a stale one would fail.
+func (c *Claude) runRefresh(ctx context.Context, seen string, f *refreshFlight) {
+	var err error
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the refresh panicked: %v", r)
+			c.logger.Error("refreshing the claude token panicked", zap.Any("panic", r))
+			c.mu.Lock()
+			c.refreshErr, c.refreshErrAt = err, c.now()
+			c.mu.Unlock()
+		}
+		c.mu.Lock()
+		c.flight = nil
+		f.err = err
+		close(f.done)
+		c.mu.Unlock()
+	}()
 	ctx, cancel := context.WithTimeout(ctx, claudeRefreshTimeout)
 	defer cancel()
-	tok, err := c.requestToken(ctx, old)
 
+	c.mu.Lock()
+	gen := c.gen
+	c.mu.Unlock()
+	c.readAndAdopt(ctx, gen)
+	old, loadErr := c.current()
+	switch {
+	case loadErr != nil:
+		err = loadErr
+		return
+	case old.access != seen:
+		return // the store holds another token now
+	case old.refresh == "":
+		err = errors.New("the login has no refresh token")
+		return
+	}
+
+	tok, err := c.requestToken(ctx, old)
 	c.mu.Lock()
 	if err != nil {
 		c.refreshErr, c.refreshErrAt = err, c.now()
+		c.mu.Unlock()
 		c.logger.Warn("refreshing the claude token failed",
 			zap.String("store", c.store.where()),
 			zap.Time("expires_at", old.expiresAt),
 			zap.Error(err))
-	} else {
-		c.tok, c.refreshErr, c.refreshedAt = tok, nil, c.now()
-		c.logger.Info("refreshed the claude token",
-			zap.String("store", c.store.where()),
-			zap.String("version", Fingerprint(tok.access)),
-			zap.Time("expires_at", tok.expiresAt))
-		c.saveLocked(ctx, tok)
+		return
 	}
-	c.flight = nil
-	f.err = err
-	close(f.done)
+	c.tok, c.refreshErr, c.refreshedAt = tok, nil, c.now()
+	c.gen++
 	c.mu.Unlock()
+	c.logger.Info("refreshed the claude token",
+		zap.String("store", c.store.where()),
+		zap.String("version", Fingerprint(tok.access)),
+		zap.Time("expires_at", tok.expiresAt))
+	c.save(ctx, tok)
 }
 
-// saveLocked writes a refreshed token back to the store, merged into the
+// save writes a refreshed token back to the store, merged into the
 // freshest document so that keys written meanwhile by Claude Code are kept.
-// A failure is logged and shown in Status; the token is used anyway.
-func (c *Claude) saveLocked(ctx context.Context, tok claudeToken) {
+// A failure is logged and shown in Status; the token is used anyway. Only
+// the refresh in flight saves, so saves never overlap; no lock is held
+// while the store is read or written.
+func (c *Claude) save(ctx context.Context, tok claudeToken) {
+	c.mu.Lock()
 	base := c.doc
-	if fresh, err := c.store.read(ctx, c.now()); err == nil && json.Valid(fresh) {
+	c.mu.Unlock()
+	if fresh, _, err := c.store.read(ctx); err == nil && json.Valid(fresh) {
 		base = fresh
 	}
 	doc, err := mergeClaudeCredentials(base, tok)
 	if err == nil {
 		err = c.store.write(ctx, doc)
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if err != nil {
 		c.writeErr = err
 		c.logger.Error("could not save the refreshed claude token; it is used from memory",

@@ -33,17 +33,22 @@ const (
 )
 
 // claudeStore is where a Claude Code login is stored: a file or a Keychain
-// item. Its methods are called with the Claude source's lock held.
+// item. A store keeps no state of its own: what was read last (its stamp,
+// when) is kept by the Claude source, so that reads can run without any
+// lock held.
 type claudeStore interface {
 	// where names the store in messages.
 	where() string
-	// stale reports, cheaply, whether the store may hold something other
-	// than what was read last.
-	stale(now time.Time) bool
-	// read returns the stored JSON document.
-	read(ctx context.Context, now time.Time) ([]byte, error)
+	// changed reports, cheaply, whether the store may hold something other
+	// than what was read at readAt with the given stamp.
+	changed(stamp any, readAt, now time.Time) bool
+	// read returns the stored JSON document and its stamp.
+	read(ctx context.Context) (doc []byte, stamp any, err error)
 	// write replaces the stored JSON document.
 	write(ctx context.Context, doc []byte) error
+	// slow reports whether reading runs a program (the Keychain), which a
+	// request must not wait for.
+	slow() bool
 }
 
 // defaultClaudeCredentialsPath is where Claude Code keeps its login file:
@@ -56,24 +61,26 @@ func defaultClaudeCredentialsPath() string {
 	return filepath.Join("~", ".claude", claudeCredentialsFile)
 }
 
-// claudeFileStore is a credentials file. A change is noticed by its stat.
+// claudeFileStore is a credentials file. A change is noticed by its stat
+// (the stamp), which is cheap enough to take on every request.
 type claudeFileStore struct {
 	path string
-	info os.FileInfo // stat taken before the last successful read
 }
 
 func (s *claudeFileStore) where() string { return "file " + s.path }
 
-func (s *claudeFileStore) stale(time.Time) bool {
+func (s *claudeFileStore) slow() bool { return false }
+
+func (s *claudeFileStore) changed(stamp any, _, _ time.Time) bool {
+	prev, _ := stamp.(os.FileInfo)
 	info, err := os.Stat(s.path)
-	return err != nil || !sameFile(s.info, info)
+	return err != nil || !sameFile(prev, info)
 }
 
-func (s *claudeFileStore) read(context.Context, time.Time) ([]byte, error) {
-	s.info = nil
+func (s *claudeFileStore) read(context.Context) ([]byte, any, error) {
 	info, err := os.Stat(s.path)
 	if err == nil && info.IsDir() {
-		return nil, fmt.Errorf("%s is a directory", s.path)
+		return nil, nil, fmt.Errorf("%s is a directory", s.path)
 	}
 	var data []byte
 	if err == nil {
@@ -81,12 +88,11 @@ func (s *claudeFileStore) read(context.Context, time.Time) ([]byte, error) {
 	}
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%s does not exist (log in with `claude /login`): %w", s.path, ErrMissing)
+			return nil, nil, fmt.Errorf("%s does not exist (log in with `claude /login`): %w", s.path, ErrMissing)
 		}
-		return nil, fmt.Errorf("%s cannot be read: %s", s.path, fileErrReason(err))
+		return nil, nil, fmt.Errorf("%s cannot be read: %s", s.path, fileErrReason(err))
 	}
-	s.info = info
-	return data, nil
+	return data, info, nil
 }
 
 func (s *claudeFileStore) write(_ context.Context, doc []byte) error {
@@ -94,11 +100,11 @@ func (s *claudeFileStore) write(_ context.Context, doc []byte) error {
 }
 
 // claudeKeychainStore is the macOS Keychain item Claude Code writes. It is
-// read again at most every keychainReread, and before every refresh.
+// read again at most every keychainReread, and before every refresh, in the
+// background.
 type claudeKeychainStore struct {
 	service string
 	account string // optional; found from the item when writing if empty
-	readAt  time.Time
 }
 
 func (s *claudeKeychainStore) where() string {
@@ -108,16 +114,17 @@ func (s *claudeKeychainStore) where() string {
 	return fmt.Sprintf("Keychain item %q", s.service)
 }
 
-func (s *claudeKeychainStore) stale(now time.Time) bool {
-	return s.readAt.IsZero() || now.Sub(s.readAt) >= keychainReread
+func (s *claudeKeychainStore) slow() bool { return true }
+
+func (s *claudeKeychainStore) changed(_ any, readAt, now time.Time) bool {
+	return readAt.IsZero() || now.Sub(readAt) >= keychainReread
 }
 
-func (s *claudeKeychainStore) read(ctx context.Context, now time.Time) ([]byte, error) {
+func (s *claudeKeychainStore) read(ctx context.Context) ([]byte, any, error) {
 	out, err := readKeychainItem(ctx, s.service, s.account)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", s.where(), err)
+		return nil, nil, fmt.Errorf("%s: %w", s.where(), err)
 	}
-	s.readAt = now
 	out = bytes.TrimSpace(out)
 	// `security -w` prints a value that contains a newline or non-ASCII
 	// bytes as hex. Claude Code writes compact JSON, but be lenient.
@@ -126,7 +133,7 @@ func (s *claudeKeychainStore) read(ctx context.Context, now time.Time) ([]byte, 
 			out = bytes.TrimSpace(dec)
 		}
 	}
-	return out, nil
+	return out, nil, nil
 }
 
 // write stores the document with `security add-generic-password -U`. The

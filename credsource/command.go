@@ -104,6 +104,19 @@ func (c *Command) Credential(ctx context.Context) (Credential, error) {
 	return c.cache.credential(ctx)
 }
 
+// Ready returns the helper's last output at once (see ReadySource): a
+// run that is due happens in the background.
+func (c *Command) Ready(ctx context.Context, wait time.Duration) (Credential, error) {
+	return c.cache.readyCredential(ctx, wait)
+}
+
+// Warm starts the first lookup in the background.
+func (c *Command) Warm(ctx context.Context) {
+	if c.cache != nil {
+		_, _ = c.cache.ready(ctx, 0)
+	}
+}
+
 // Refused runs the helper again: a different output means a retry may work.
 func (c *Command) Refused(ctx context.Context, version string) bool {
 	return c.cache.refused(ctx, version)
@@ -178,6 +191,8 @@ func (c *Command) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var (
 	_ Source                = (*Command)(nil)
 	_ Refresher             = (*Command)(nil)
+	_ ReadySource           = (*Command)(nil)
+	_ Warmer                = (*Command)(nil)
 	_ StatusReporter        = (*Command)(nil)
 	_ caddy.Provisioner     = (*Command)(nil)
 	_ caddy.Validator       = (*Command)(nil)

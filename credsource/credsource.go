@@ -55,6 +55,32 @@ type Source interface {
 	Credential(ctx context.Context) (Credential, error)
 }
 
+// ReadySource is implemented by sources whose lookup can be slow (a
+// program run, a Keychain read, a token refresh over the network). Ready
+// answers with what the source holds, so that a request does not wait on a
+// helper or an endpoint while another provider could serve it: a
+// credential that is still valid is returned even when it is due for
+// renewal, which then runs in the background; when nothing is held yet, a
+// lookup is started in the background (one at a time, shared with
+// Credential). Ready waits at most wait (and never past ctx) for a lookup
+// under way, then returns ErrNotReady. Credential is what a caller that is
+// willing to wait uses.
+type ReadySource interface {
+	Ready(ctx context.Context, wait time.Duration) (Credential, error)
+}
+
+// Warmer is implemented by sources that can start their lookup before the
+// first request needs it (run the helper, read the store), so that request
+// finds the credential ready. Warm returns at once and changes nothing
+// stored (a token is never refreshed by it).
+type Warmer interface {
+	Warm(ctx context.Context)
+}
+
+// ErrNotReady is returned by Ready when the source holds no credential yet
+// and is getting one in the background.
+var ErrNotReady = errors.New("credential not ready yet; it is being looked up in the background")
+
 // Refresher is implemented by sources that can obtain a new credential when
 // the provider refused one (an OAuth refresh, a re-read file).
 type Refresher interface {

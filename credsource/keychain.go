@@ -97,6 +97,19 @@ func (k *Keychain) Credential(ctx context.Context) (Credential, error) {
 	return k.cache.credential(ctx)
 }
 
+// Ready returns the item's last value at once (see ReadySource): a
+// read that is due happens in the background.
+func (k *Keychain) Ready(ctx context.Context, wait time.Duration) (Credential, error) {
+	return k.cache.readyCredential(ctx, wait)
+}
+
+// Warm starts the first lookup in the background.
+func (k *Keychain) Warm(ctx context.Context) {
+	if k.cache != nil {
+		_, _ = k.cache.ready(ctx, 0)
+	}
+}
+
 // Refused reads the item again: a different value means a retry may work.
 func (k *Keychain) Refused(ctx context.Context, version string) bool {
 	return k.cache.refused(ctx, version)
@@ -212,6 +225,8 @@ func parseDurationArg(d *caddyfile.Dispenser, zeroOK bool) (caddy.Duration, erro
 var (
 	_ Source                = (*Keychain)(nil)
 	_ Refresher             = (*Keychain)(nil)
+	_ ReadySource           = (*Keychain)(nil)
+	_ Warmer                = (*Keychain)(nil)
 	_ StatusReporter        = (*Keychain)(nil)
 	_ caddy.Provisioner     = (*Keychain)(nil)
 	_ caddy.Validator       = (*Keychain)(nil)

@@ -200,12 +200,7 @@ func (c *cachedValue) get(ctx context.Context, force bool) (string, error) {
 			return "", err
 		}
 	}
-	f := c.flight
-	if f == nil {
-		f = &valueFlight{done: make(chan struct{})}
-		c.flight = f
-		go c.run(context.WithoutCancel(ctx), f)
-	}
+	f := c.startLocked(ctx)
 	c.mu.Unlock()
 
 	select {
@@ -216,8 +211,75 @@ func (c *cachedValue) get(ctx context.Context, force bool) (string, error) {
 	}
 }
 
+// ready returns what is held now: a fresh value, or the last good one
+// while a new run (started here when due) is under way. With nothing held
+// it starts a run and waits for it at most wait, then returns ErrNotReady,
+// or the last run's error.
+func (c *cachedValue) ready(ctx context.Context, wait time.Duration) (string, error) {
+	c.mu.Lock()
+	now := c.now()
+	if c.fetched && c.err == nil && c.ttl > 0 && now.Sub(c.fetchedAt) < c.ttl {
+		v := c.value
+		c.mu.Unlock()
+		return v, nil
+	}
+	if c.fetched && c.err != nil && now.Sub(c.errAt) < failureMemory {
+		err := c.err
+		c.mu.Unlock()
+		return "", err
+	}
+	f := c.startLocked(ctx)
+	if c.fetched && c.err == nil {
+		v := c.value // past its TTL: used until the new run ends
+		c.mu.Unlock()
+		return v, nil
+	}
+	c.mu.Unlock()
+	if waitDone(ctx, f.done, wait) {
+		return f.value, f.err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fetched && c.err != nil {
+		return "", c.err
+	}
+	return "", ErrNotReady
+}
+
+// waitDone waits at most d (and never past ctx) for done to be closed, and
+// reports whether it was.
+func waitDone(ctx context.Context, done <-chan struct{}, d time.Duration) bool {
+	select {
+	case <-done:
+		return true
+	default:
+	}
+	if d <= 0 {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// startLocked starts a run unless one is under way, and returns it. The run
+// outlives the caller's cancellation. c.mu must be held.
+func (c *cachedValue) startLocked(ctx context.Context) *valueFlight {
+	if c.flight == nil {
+		c.flight = &valueFlight{done: make(chan struct{})}
+		go c.run(context.WithoutCancel(ctx), c.flight)
+	}
+	return c.flight
+}
+
 func (c *cachedValue) run(ctx context.Context, f *valueFlight) {
-	v, err := c.fetch(ctx)
+	v, err := c.fetchSafely(ctx)
 
 	c.mu.Lock()
 	now := c.now()
@@ -240,6 +302,17 @@ func (c *cachedValue) run(ctx context.Context, f *valueFlight) {
 	c.mu.Unlock()
 }
 
+// fetchSafely runs fetch in the background goroutine, where a panic would
+// end the process: it becomes the run's error instead.
+func (c *cachedValue) fetchSafely(ctx context.Context) (v string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			v, err = "", fmt.Errorf("%s: the lookup panicked: %v", c.what, r)
+		}
+	}()
+	return c.fetch(ctx)
+}
+
 // credential implements Source for cached sources (command, keychain).
 // A nil cache means the module was not provisioned.
 func (c *cachedValue) credential(ctx context.Context) (Credential, error) {
@@ -247,6 +320,18 @@ func (c *cachedValue) credential(ctx context.Context) (Credential, error) {
 		return Credential{}, errNotProvisioned
 	}
 	v, err := c.get(ctx, false)
+	if err != nil {
+		return Credential{}, err
+	}
+	return Credential{Secret: v, Version: Fingerprint(v)}, nil
+}
+
+// readyCredential implements ReadySource for cached sources.
+func (c *cachedValue) readyCredential(ctx context.Context, wait time.Duration) (Credential, error) {
+	if c == nil {
+		return Credential{}, errNotProvisioned
+	}
+	v, err := c.ready(ctx, wait)
 	if err != nil {
 		return Credential{}, err
 	}

@@ -63,9 +63,12 @@ type Admission struct {
 const probeWait = time.Second
 
 // Admit answers whether a request may go to the provider now. credential
-// returns the provider's current credential version; it is called only
-// when an auth cooldown might end early, so it may be nil.
-func (b *Breaker) Admit(now time.Time, credential func() string) Admission {
+// is the version of the provider's current credential as the caller found
+// it, without waiting ("" when unknown): a version other than the refused
+// one ends an auth cooldown early. The breaker never asks a credential
+// source itself, so nothing slow or fallible runs under (or around) its
+// lock.
+func (b *Breaker) Admit(now time.Time, credential string) Admission {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch b.state {
@@ -76,14 +79,11 @@ func (b *Breaker) Admit(now time.Time, credential func() string) Admission {
 		if now.Before(b.until) && !b.credentialRenewedLocked(credential) {
 			return Admission{RetryAt: b.until, Class: b.lastClass}
 		}
-		if b.state != StateOpen {
-			break // decided while the credential was read
-		}
 		b.state = StateHalfOpen
 		b.probing = false
 	}
 	// half-open
-	if b.probing || b.state != StateHalfOpen {
+	if b.probing {
 		return Admission{RetryAt: now.Add(probeWait), Class: b.lastClass}
 	}
 	b.probing = true
@@ -92,17 +92,21 @@ func (b *Breaker) Admit(now time.Time, credential func() string) Admission {
 }
 
 // credentialRenewedLocked reports whether an auth cooldown may end early
-// because the source now yields a different credential. The source may be
-// slow (a helper command), so b.mu is released while it is asked.
-func (b *Breaker) credentialRenewedLocked(credential func() string) bool {
-	if b.lastClass != ClassAuth || b.failedCredential == "" || credential == nil {
-		return false
-	}
-	failed := b.failedCredential
-	b.mu.Unlock()
-	current := credential()
+// because the credential is now another than the one refused.
+func (b *Breaker) credentialRenewedLocked(current string) bool {
+	return b.lastClass == ClassAuth && b.failedCredential != "" && credentialChanged(current, b.failedCredential)
+}
+
+// refusedCredential returns the version of the credential whose refusal
+// keeps the breaker open now, or "" when no credential could end the
+// cooldown early: the caller looks the current version up only then.
+func (b *Breaker) refusedCredential(now time.Time) string {
 	b.mu.Lock()
-	return b.state == StateOpen && b.failedCredential == failed && credentialChanged(current, failed)
+	defer b.mu.Unlock()
+	if b.state != StateOpen || b.lastClass != ClassAuth || !now.Before(b.until) {
+		return ""
+	}
+	return b.failedCredential
 }
 
 // peek answers like Admit for an open breaker, without taking a probe or

@@ -9,19 +9,9 @@ import (
 
 var brkT0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// brkCred returns a credential-version func that counts its calls.
-func brkCred(v string, calls *atomic.Int32) func() string {
-	return func() string {
-		if calls != nil {
-			calls.Add(1)
-		}
-		return v
-	}
-}
-
 func brkMustAdmit(t *testing.T, b *Breaker, now time.Time, probe bool) {
 	t.Helper()
-	a := b.Admit(now, nil)
+	a := b.Admit(now, "")
 	if !a.OK || a.Probe != probe {
 		t.Fatalf("Admit at %v = %+v, want OK with Probe=%v", now.Sub(brkT0), a, probe)
 	}
@@ -29,7 +19,7 @@ func brkMustAdmit(t *testing.T, b *Breaker, now time.Time, probe bool) {
 
 func brkMustRefuse(t *testing.T, b *Breaker, now time.Time, retryAt time.Time, class Class) {
 	t.Helper()
-	a := b.Admit(now, nil)
+	a := b.Admit(now, "")
 	if a.OK || a.Probe {
 		t.Fatalf("Admit at %v = %+v, want refused", now.Sub(brkT0), a)
 	}
@@ -135,7 +125,7 @@ func TestBreakerConcurrentAdmitOneProbe(t *testing.T) {
 		for range n {
 			wg.Go(func() {
 				<-start
-				a := b.Admit(now, nil)
+				a := b.Admit(now, "")
 				if a.OK {
 					ok.Add(1)
 					if a.Probe {
@@ -289,25 +279,24 @@ func TestBreakerAuthEndsEarlyOnNewCredential(t *testing.T) {
 	var b Breaker
 	until := b.Failure(brkT0, Failure{Class: ClassAuth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
 	now := brkT0.Add(time.Minute)
-	var calls atomic.Int32
+	if got := b.refusedCredential(now); got != "v1" {
+		t.Fatalf("refusedCredential = %q, want v1", got)
+	}
+	if got := b.refusedCredential(until); got != "" {
+		t.Fatalf("refusedCredential after the cooldown = %q, want none", got)
+	}
 	for _, v := range []string{"v1", ""} {
-		a := b.Admit(now, brkCred(v, &calls))
+		a := b.Admit(now, v)
 		if a.OK || !a.RetryAt.Equal(until) || a.Class != ClassAuth {
 			t.Fatalf("credential %q: Admit = %+v, want refused until %v", v, a, until)
 		}
 	}
-	if calls.Load() != 2 {
-		t.Fatalf("credential func called %d times, want 2", calls.Load())
-	}
-	if a := b.Admit(now, nil); a.OK {
-		t.Fatalf("nil credential func: Admit = %+v, want refused", a)
-	}
-	a := b.Admit(now, brkCred("v2", nil))
+	a := b.Admit(now, "v2")
 	if !a.OK || !a.Probe {
 		t.Fatalf("new credential: Admit = %+v, want the probe", a)
 	}
 	// the probe is in flight: nobody else
-	if a := b.Admit(now, brkCred("v2", nil)); a.OK {
+	if a := b.Admit(now, "v2"); a.OK {
 		t.Fatalf("second request with the new credential: Admit = %+v, want refused", a)
 	}
 	b.Success()
@@ -319,7 +308,10 @@ func TestBreakerAuthWithoutCredentialVersion(t *testing.T) {
 	// its cooldown
 	var b Breaker
 	until := b.Failure(brkT0, Failure{Class: ClassAuth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour})
-	if a := b.Admit(brkT0.Add(time.Minute), brkCred("v2", nil)); a.OK {
+	if got := b.refusedCredential(brkT0.Add(time.Minute)); got != "" {
+		t.Fatalf("refusedCredential = %q, want none", got)
+	}
+	if a := b.Admit(brkT0.Add(time.Minute), "v2"); a.OK {
 		t.Fatalf("Admit = %+v, want refused", a)
 	}
 	brkMustAdmit(t, &b, until, true)
@@ -327,14 +319,13 @@ func TestBreakerAuthWithoutCredentialVersion(t *testing.T) {
 
 func TestBreakerNonAuthIgnoresCredential(t *testing.T) {
 	var b Breaker
-	var calls atomic.Int32
 	until := b.Failure(brkT0, Failure{Class: ClassRateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
-	a := b.Admit(brkT0.Add(time.Second), brkCred("v2", &calls))
+	if got := b.refusedCredential(brkT0.Add(time.Second)); got != "" {
+		t.Fatalf("refusedCredential of a rate_limit cooldown = %q, want none", got)
+	}
+	a := b.Admit(brkT0.Add(time.Second), "v2")
 	if a.OK || !a.RetryAt.Equal(until) {
 		t.Fatalf("rate_limit with a new credential: Admit = %+v, want refused until %v", a, until)
-	}
-	if calls.Load() != 0 {
-		t.Fatalf("credential func called %d times for a rate_limit cooldown, want 0", calls.Load())
 	}
 }
 
@@ -428,7 +419,7 @@ func TestBreakerShorterFailureKeepsLongerCooldown(t *testing.T) {
 	if !got.Equal(long) {
 		t.Fatalf("a later 10s failure returned until %v, want the 4h cooldown %v kept", got, long)
 	}
-	a := b.Admit(brkT0.Add(time.Minute), nil)
+	a := b.Admit(brkT0.Add(time.Minute), "")
 	if a.OK || !a.RetryAt.Equal(long) {
 		t.Fatalf("Admit = %+v, want refused until %v", a, long)
 	}
@@ -448,7 +439,7 @@ func TestBreakerConcurrentFailuresAndAdmits(t *testing.T) {
 		wg.Go(func() {
 			for j := range 200 {
 				now := brkT0.Add(time.Duration(i*200+j) * time.Millisecond)
-				a := b.Admit(now, brkCred("v", nil))
+				a := b.Admit(now, "v")
 				switch {
 				case !a.OK:
 				case j%3 == 0:
@@ -465,38 +456,4 @@ func TestBreakerConcurrentFailuresAndAdmits(t *testing.T) {
 	wg.Wait()
 	b.Reset()
 	brkMustAdmit(t, &b, brkT0, false)
-}
-
-// The credential func may be slow (a `command` source runs a program, up
-// to its timeout): it must not be called with the breaker locked, or every
-// other request's Admit and the status endpoint's Snapshot wait for it.
-func TestBreakerCredentialCallDoesNotBlockOthers(t *testing.T) {
-	var b Breaker
-	b.Failure(brkT0, Failure{Class: ClassAuth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
-	entered, release := make(chan struct{}), make(chan struct{})
-	done := make(chan Admission)
-	go func() {
-		done <- b.Admit(brkT0.Add(time.Minute), func() string {
-			close(entered)
-			<-release
-			return "v1"
-		})
-	}()
-	<-entered
-	others := make(chan struct{})
-	go func() {
-		b.Snapshot(brkT0.Add(time.Minute))
-		b.Admit(brkT0.Add(time.Minute), nil)
-		close(others)
-	}()
-	select {
-	case <-others:
-	case <-time.After(2 * time.Second):
-		t.Errorf("Snapshot/Admit blocked while another Admit's credential func ran")
-	}
-	close(release)
-	if a := <-done; a.OK {
-		t.Errorf("same credential: Admit = %+v, want refused", a)
-	}
-	<-others
 }

@@ -48,8 +48,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //		cooldown <class> <duration>
 //		max_cooldown <duration>
+//		max_reset <duration>
 //		max_attempts <n>
 //		request_buffer <size>
+//		body_timeout <duration>
 //		classify <status|*> <body substring|*> <class>
 //		policy priority|spread
 //		max_utilization <percent>
@@ -126,6 +128,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.MaxCooldown = dur
+		case "max_reset":
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return err
+			}
+			h.MaxReset = dur
 		case "max_attempts":
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -143,7 +151,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
+			if n > maxRequestBuffer {
+				return d.Errf("request_buffer: %s is over the 1GiB maximum: write a size such as 32MiB (Anthropic's own request limit)", d.Val())
+			}
 			h.RequestBuffer = n
+		case "body_timeout":
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return err
+			}
+			h.BodyTimeout = dur
 		case "classify":
 			r, err := parseRule(d)
 			if err != nil {

@@ -40,10 +40,6 @@ const (
 	maxExtraWindows = 4
 	// maxWindowName bounds the length of a window name.
 	maxWindowName = 24
-	// defaultMaxReset caps a reset an upstream announces: a hostile or
-	// broken upstream must not park a provider for years. The same cap
-	// as the cooldowns an upstream asks for.
-	defaultMaxReset = 8 * 24 * time.Hour
 	// saturationRecheck is how long a saturation without a known reset
 	// lasts before the provider is tried again to learn more.
 	saturationRecheck = 5 * time.Minute

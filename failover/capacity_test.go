@@ -48,7 +48,7 @@ func TestParseCapacitySubscription(t *testing.T) {
 		"anthropic-ratelimit-unified-fallback-percentage", "0.5",
 		"Content-Type", "application/json",
 	)
-	c, ok := ParseCapacity(h, capNow, defaultMaxReset)
+	c, ok := ParseCapacity(h, capNow, DefaultMaxReset)
 	if !ok {
 		t.Fatal("no capacity read")
 	}
@@ -90,7 +90,7 @@ func TestParseCapacityAPIKey(t *testing.T) {
 		"anthropic-ratelimit-output-tokens-remaining", "0",
 		"anthropic-ratelimit-bogus-limit", "7",
 	)
-	c, ok := ParseCapacity(h, capNow, defaultMaxReset)
+	c, ok := ParseCapacity(h, capNow, DefaultMaxReset)
 	if !ok {
 		t.Fatal("no capacity")
 	}
@@ -120,7 +120,7 @@ func TestParseCapacityNothing(t *testing.T) {
 		capHeader("anthropic-ratelimit-unified-a%b-utilization", "0.5"),
 		capHeader("anthropic-ratelimit-unified-"+strings.Repeat("x", 40)+"-utilization", "0.5"),
 	} {
-		if c, ok := ParseCapacity(h, capNow, defaultMaxReset); ok {
+		if c, ok := ParseCapacity(h, capNow, DefaultMaxReset); ok {
 			t.Errorf("%v: read %+v", h, c)
 		}
 	}
@@ -141,7 +141,7 @@ func TestParseCapacityClampsHostileValues(t *testing.T) {
 	for i := range 50 {
 		h.Set(fmt.Sprintf("anthropic-ratelimit-unified-w%02d-utilization", i), "0.5")
 	}
-	c, ok := ParseCapacity(h, capNow, defaultMaxReset)
+	c, ok := ParseCapacity(h, capNow, DefaultMaxReset)
 	if !ok {
 		t.Fatal("nothing read")
 	}
@@ -150,14 +150,14 @@ func TestParseCapacityClampsHostileValues(t *testing.T) {
 	if w5.Utilization != 1 || w7.Utilization != 0 {
 		t.Fatalf("utilization not clamped: 5h %v 7d %v", w5.Utilization, w7.Utilization)
 	}
-	if !w5.Reset.Equal(capNow.Add(defaultMaxReset)) {
+	if !w5.Reset.Equal(capNow.Add(DefaultMaxReset)) {
 		t.Fatalf("5h reset not capped: %v", w5.Reset)
 	}
-	if !c.Reset.Equal(capNow.Add(defaultMaxReset)) {
+	if !c.Reset.Equal(capNow.Add(DefaultMaxReset)) {
 		t.Fatalf("an absurd unified reset not capped: %v", c.Reset)
 	}
 	req, _ := windowNamed(c, "requests")
-	if !req.Reset.Equal(capNow.Add(defaultMaxReset)) || req.HasLimit {
+	if !req.Reset.Equal(capNow.Add(DefaultMaxReset)) || req.HasLimit {
 		t.Fatalf("requests: %+v", req)
 	}
 	var extras []string
@@ -181,7 +181,7 @@ func TestCapacitySaturated(t *testing.T) {
 		"anthropic-ratelimit-unified-5h-reset", epoch(time.Hour),
 		"anthropic-ratelimit-unified-7d-utilization", "0.5",
 		"anthropic-ratelimit-unified-7d-reset", epoch(48*time.Hour),
-	), capNow, defaultMaxReset)
+	), capNow, DefaultMaxReset)
 	if s, ok := c.Saturated(capNow, 0.9); !ok || s.Window != "5h" || !s.Until.Equal(capNow.Add(time.Hour)) {
 		t.Fatalf("at 0.92 with max 0.9: %+v %v", s, ok)
 	}
@@ -202,18 +202,18 @@ func TestCapacitySaturated(t *testing.T) {
 
 	// only a status: allowed_warning saturates until the unified reset
 	w, _ := ParseCapacity(capHeader("anthropic-ratelimit-unified-status", "allowed_warning",
-		"anthropic-ratelimit-unified-reset", epoch(30*time.Minute)), capNow, defaultMaxReset)
+		"anthropic-ratelimit-unified-reset", epoch(30*time.Minute)), capNow, DefaultMaxReset)
 	if s, ok := w.Saturated(capNow, 0.9); !ok || !s.Until.Equal(capNow.Add(30*time.Minute)) {
 		t.Fatalf("allowed_warning: %+v %v", s, ok)
 	}
 	// without a reset: until a recheck
-	w, _ = ParseCapacity(capHeader("anthropic-ratelimit-unified-status", "allowed_warning"), capNow, defaultMaxReset)
+	w, _ = ParseCapacity(capHeader("anthropic-ratelimit-unified-status", "allowed_warning"), capNow, DefaultMaxReset)
 	if s, ok := w.Saturated(capNow, 0.9); !ok || !s.Until.Equal(capNow.Add(saturationRecheck)) {
 		t.Fatalf("allowed_warning without reset: %+v %v", s, ok)
 	}
 	// utilization figures win over the status
 	u, _ := ParseCapacity(capHeader("anthropic-ratelimit-unified-status", "allowed_warning",
-		"anthropic-ratelimit-unified-5h-utilization", "0.3"), capNow, defaultMaxReset)
+		"anthropic-ratelimit-unified-5h-utilization", "0.3"), capNow, DefaultMaxReset)
 	if _, ok := u.Saturated(capNow, 0.9); ok {
 		t.Fatal("allowed_warning with low utilization saturated")
 	}
@@ -231,7 +231,7 @@ func TestCapacityExhaustedUntil(t *testing.T) {
 		"anthropic-ratelimit-unified-7d-reset", epoch(3*time.Hour),
 		"anthropic-ratelimit-unified-7d_opus-utilization", "0.99",
 		"anthropic-ratelimit-unified-7d_opus-reset", epoch(9*time.Hour),
-	), capNow, defaultMaxReset)
+	), capNow, DefaultMaxReset)
 	if got := c.ExhaustedUntil(capNow); !got.Equal(capNow.Add(3 * time.Hour)) {
 		t.Fatalf("exhausted until %v", got)
 	}
@@ -278,7 +278,7 @@ func FuzzParseCapacity(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		h := fzHeader(s)
-		c, ok := ParseCapacity(h, capNow, defaultMaxReset)
+		c, ok := ParseCapacity(h, capNow, DefaultMaxReset)
 		if !ok {
 			if len(c.Windows) != 0 || c.Status != "" {
 				t.Fatalf("not ok but read %+v", c)
@@ -290,7 +290,7 @@ func FuzzParseCapacity(f *testing.F) {
 			if w.HasUtilization && !(w.Utilization >= 0 && w.Utilization <= 1) {
 				t.Fatalf("utilization %v of %s", w.Utilization, w.Name)
 			}
-			if w.Reset.After(capNow.Add(defaultMaxReset)) {
+			if w.Reset.After(capNow.Add(DefaultMaxReset)) {
 				t.Fatalf("reset %v past the cap", w.Reset)
 			}
 			if !validWindowName(w.Name) {
@@ -300,7 +300,7 @@ func FuzzParseCapacity(f *testing.F) {
 				extras++
 			}
 		}
-		if extras > maxExtraWindows || c.Reset.After(capNow.Add(defaultMaxReset)) {
+		if extras > maxExtraWindows || c.Reset.After(capNow.Add(DefaultMaxReset)) {
 			t.Fatalf("bounds: %d extras, reset %v", extras, c.Reset)
 		}
 		if b, ok := c.Binding(capNow); ok && math.IsNaN(b.Utilization) {
@@ -309,7 +309,7 @@ func FuzzParseCapacity(f *testing.F) {
 		_, _ = c.Saturated(capNow, 0.9)
 		_ = c.ExhaustedUntil(capNow)
 		// the same headers in another map order read the same
-		again, _ := ParseCapacity(h.Clone(), capNow, defaultMaxReset)
+		again, _ := ParseCapacity(h.Clone(), capNow, DefaultMaxReset)
 		if fmt.Sprint(again) != fmt.Sprint(c) {
 			t.Fatalf("order-dependent:\n%+v\n%+v", c, again)
 		}

@@ -22,6 +22,7 @@ const (
 	ClassServerError   Class = "server_error"   // 5xx: fail over, cool down briefly
 	ClassUnreachable   Class = "unreachable"    // no response: fail over, cool down briefly
 	ClassContextWindow Class = "context_window" // prompt too long for this model: fail over, cool nothing
+	ClassUnsupported   Class = "unsupported"    // 501/505, or an endpoint this provider lacks: fail over, cool nothing
 	ClassRepairable    Class = "repairable"     // history another provider produced: repair, retry same provider
 	ClassClientError   Class = "client_error"   // the request's own fault: pass through
 
@@ -32,7 +33,7 @@ const (
 // AllClasses lists every failure class, in the order the README shows them.
 var AllClasses = []Class{
 	ClassRateLimit, ClassQuota, ClassOverloaded, ClassAuth, ClassServerError,
-	ClassUnreachable, ClassContextWindow, ClassRepairable, ClassClientError,
+	ClassUnreachable, ClassContextWindow, ClassUnsupported, ClassRepairable, ClassClientError,
 }
 
 // ParseClass returns the class named s.
@@ -50,7 +51,7 @@ func ParseClass(s string) (Class, bool) {
 func (c Class) FailsOver() bool {
 	switch c {
 	case ClassRateLimit, ClassQuota, ClassOverloaded, ClassAuth,
-		ClassServerError, ClassUnreachable, ClassContextWindow:
+		ClassServerError, ClassUnreachable, ClassContextWindow, ClassUnsupported:
 		return true
 	}
 	return false
@@ -58,7 +59,7 @@ func (c Class) FailsOver() bool {
 
 // Cools reports whether this class cools the provider down.
 func (c Class) Cools() bool {
-	return c.FailsOver() && c != ClassContextWindow
+	return c.FailsOver() && c != ClassContextWindow && c != ClassUnsupported
 }
 
 // Verdict is the classification of one upstream outcome.
@@ -112,10 +113,22 @@ type upstreamError struct {
 // maxClassifiedBody bounds how much of an error body is examined.
 const maxClassifiedBody = 64 << 10
 
+// DefaultMaxReset caps how far ahead a provider's own reset time may put
+// the end of a cooldown: just over the longest subscription window (7
+// days), so no header can cool a provider for ever.
+const DefaultMaxReset = 8 * 24 * time.Hour
+
 // Classify turns an upstream response (status, headers and the decoded
 // error body) into a verdict. Pure: it looks at nothing else. Body rules
-// come before status rules, so a 403 that speaks of quota is quota.
+// come before status rules, so a 403 that speaks of quota is quota. A
+// reset time the provider gives is cut to DefaultMaxReset from now.
 func Classify(status int, header http.Header, body []byte, rules []Rule, now time.Time) Verdict {
+	return ClassifyMaxReset(status, header, body, rules, now, DefaultMaxReset)
+}
+
+// ClassifyMaxReset is Classify with the cap on the provider's reset times
+// given: a reset further than maxReset from now is cut to now+maxReset.
+func ClassifyMaxReset(status int, header http.Header, body []byte, rules []Rule, now time.Time, maxReset time.Duration) Verdict {
 	if status < 400 {
 		return Verdict{Class: ClassNone}
 	}
@@ -137,7 +150,10 @@ func Classify(status int, header http.Header, body []byte, rules []Rule, now tim
 	v.Class = classOf(status, header, v.ErrorType, code, lower, rules)
 	switch v.Class {
 	case ClassRateLimit, ClassQuota, ClassOverloaded, ClassServerError:
-		v.ResetAt = resetHint(header, v.Class, now)
+		if maxReset <= 0 {
+			maxReset = DefaultMaxReset
+		}
+		v.ResetAt = resetHint(header, v.Class, now, maxReset)
 	}
 	return v
 }
@@ -168,6 +184,11 @@ func classOf(status int, header http.Header, errType, code string, lower []byte,
 		if containsAny(lower, repairableWords) {
 			return ClassRepairable
 		}
+	}
+	if status == http.StatusNotImplemented || status == http.StatusHTTPVersionNotSupported {
+		// the request is not supported here, which says nothing about the
+		// provider's health: another provider may support it
+		return ClassUnsupported
 	}
 	if c, ok := classOfErrorType(errType); ok {
 		if c == ClassServerError && (status == 503 || status == 529) {
@@ -279,17 +300,31 @@ func unifiedRejected(h http.Header) bool {
 	return false
 }
 
-// resetHint returns when the provider said to come back, or zero. For a
-// quota class the unified reset wins; otherwise Retry-After, then the
-// latest anthropic-ratelimit-*-reset of a limit that is exhausted.
-func resetHint(h http.Header, class Class, now time.Time) time.Time {
+// resetHint returns when the provider said to come back, or zero; never
+// later than now+maxReset. For a quota class the unified reset wins;
+// otherwise Retry-After, then (for rate_limit) the latest
+// anthropic-ratelimit-*-reset of a limit that is exhausted. The unified
+// reset of a subscription applies only to quota and rate_limit: an
+// overloaded or failing provider carries its (allowed) window's reset on
+// every answer, and that says nothing about when it recovers.
+func resetHint(h http.Header, class Class, now time.Time, maxReset time.Duration) time.Time {
+	limit := now.Add(maxReset)
+	capped := func(t time.Time) time.Time {
+		if t.After(limit) {
+			return limit
+		}
+		return t
+	}
 	if class == ClassQuota {
 		if t := unifiedReset(h); t.After(now) {
-			return t
+			return capped(t)
 		}
 	}
-	if t := retryAfter(h.Get("Retry-After"), now); !t.IsZero() {
-		return t
+	if t := retryAfter(h.Get("Retry-After"), now, maxReset); !t.IsZero() {
+		return capped(t)
+	}
+	if class != ClassRateLimit && class != ClassQuota {
+		return time.Time{}
 	}
 	var latest, latestExhausted time.Time
 	for k, vs := range h {
@@ -313,11 +348,11 @@ func resetHint(h http.Header, class Class, now time.Time) time.Time {
 		latest = latestExhausted
 	}
 	if latest.After(now) {
-		return latest
+		return capped(latest)
 	}
-	if class != ClassQuota {
+	if class == ClassRateLimit {
 		if t := unifiedReset(h); t.After(now) {
-			return t
+			return capped(t)
 		}
 	}
 	return time.Time{}
@@ -349,14 +384,18 @@ func unifiedReset(h http.Header) time.Time {
 }
 
 // retryAfter parses a Retry-After value: delay-seconds or an HTTP-date.
-func retryAfter(v string, now time.Time) time.Time {
+// A delay over maxReset is cut to it (before it can overflow a Duration).
+func retryAfter(v string, now time.Time, maxReset time.Duration) time.Time {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return time.Time{}
 	}
 	if secs, err := strconv.ParseFloat(v, 64); err == nil {
-		if !(secs > 0 && secs <= 366*24*3600) { // also rejects NaN
+		if !(secs > 0) { // also rejects NaN
 			return time.Time{}
+		}
+		if secs > maxReset.Seconds() {
+			return now.Add(maxReset)
 		}
 		return now.Add(time.Duration(secs * float64(time.Second)))
 	}

@@ -188,6 +188,9 @@ func TestClassifyClasses(t *testing.T) {
 		{name: "500 empty", status: 500, want: ClassServerError},
 		{name: "502 HTML", status: 502, body: clsHTML502, want: ClassServerError},
 		{name: "504 empty", status: 504, want: ClassServerError},
+		{name: "501 empty", status: 501, want: ClassUnsupported},
+		{name: "501 api_error", status: 501, body: clsAnthropic("api_error", "Not Implemented"), want: ClassUnsupported, wantType: "api_error"},
+		{name: "505 empty", status: 505, want: ClassUnsupported},
 		{name: "504 garbage", status: 504, body: "upstream request timeout", want: ClassServerError},
 		{name: "500 binary garbage", status: 500, body: "\x00\xff\xfe{\x01", want: ClassServerError},
 
@@ -260,8 +263,8 @@ func TestClassifyResetHints(t *testing.T) {
 		{name: "Retry-After negative ignored", status: 429, header: clsHeader("retry-after", "-5"), want: ClassRateLimit},
 		{name: "Retry-After garbage ignored", status: 429, header: clsHeader("retry-after", "soon"), want: ClassRateLimit},
 		{name: "Retry-After NaN ignored", status: 429, header: clsHeader("retry-after", "NaN"), want: ClassRateLimit},
-		{name: "Retry-After absurdly far ignored", status: 429, header: clsHeader("retry-after", "99999999999"),
-			want: ClassRateLimit},
+		{name: "Retry-After absurdly far capped", status: 429, header: clsHeader("retry-after", "99999999999"),
+			want: ClassRateLimit, reset: clsNow.Add(DefaultMaxReset)},
 		{name: "Retry-After on 529", status: 529, header: clsHeader("retry-after", "30"),
 			body: clsAnthropic("overloaded_error", "Overloaded"), want: ClassOverloaded, reset: clsNow.Add(30 * time.Second)},
 		{name: "Retry-After on 503", status: 503, header: clsHeader("retry-after", "15"),
@@ -440,6 +443,7 @@ func TestClassFailsOverAndCools(t *testing.T) {
 		{ClassServerError, true, true, true},
 		{ClassUnreachable, true, true, true},
 		{ClassContextWindow, true, false, true},
+		{ClassUnsupported, true, false, true},
 		{ClassRepairable, false, false, true},
 		{ClassClientError, false, false, true},
 		{ClassNone, false, false, false},
@@ -463,8 +467,8 @@ func TestClassFailsOverAndCools(t *testing.T) {
 			t.Errorf("ParseClass(%q) = %q on failure, want ClassNone", tc.c, got)
 		}
 	}
-	if len(AllClasses) != 9 {
-		t.Errorf("AllClasses has %d classes, want the 9 of DESIGN.md", len(AllClasses))
+	if len(AllClasses) != 10 {
+		t.Errorf("AllClasses has %d classes, want 10", len(AllClasses))
 	}
 	seen := map[Class]bool{}
 	for _, c := range AllClasses {

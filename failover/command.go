@@ -2,6 +2,7 @@ package failover
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,9 +36,12 @@ admin address of --config, else the default (localhost:2019).`,
 			cmd.Flags().StringP("address", "", "", "The address of the running Caddy's admin API")
 			cmd.Flags().StringP("config", "c", "", "Configuration file, to find the admin address")
 			cmd.Flags().StringP("adapter", "a", "", "Name of the config adapter to apply (when --config is used)")
-			cmd.RunE = caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
-				return runLLMCommand(os.Stdout, fl.String("address"), fl.String("config"), fl.String("adapter"), cmd.Flags().Args())
-			})
+			cmd.RunE = func(cmd *cobra.Command, args []string) error {
+				fl := caddycmd.Flags{FlagSet: cmd.Flags()}
+				exitOnError(runLLMCommand(os.Stdout, fl.String("address"), fl.String("config"), fl.String("adapter"), args))
+				return nil
+			}
+			cmd.AddCommand(claudeCommand())
 		},
 	})
 }
@@ -81,13 +85,54 @@ func runLLMCommand(out io.Writer, address, configFile, adapter string, args []st
 	return 2, fmt.Errorf("usage: caddy llm [status | reset <provider> | cooldown <provider> <duration>]")
 }
 
+// exitOnError ends the process with code after printing err as one
+// human line on stderr: Caddy's own wrapper would log it as JSON.
+func exitOnError(code int, err error) {
+	if err == nil {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "caddy llm: "+err.Error())
+	if code == 0 {
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// adminCall calls the admin API and turns its failures into one line a
+// person can act on.
 func adminCall(addr, method, uri string) ([]byte, error) {
 	res, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, nil)
 	if err != nil {
-		return nil, err // AdminAPIRequest already says what the server answered
+		return nil, adminError(addr, err)
 	}
 	defer res.Body.Close()
-	return io.ReadAll(res.Body)
+	return io.ReadAll(io.LimitReader(res.Body, maxAdminAnswer))
+}
+
+// maxAdminAnswer bounds what the command reads from the admin API.
+const maxAdminAnswer = 16 << 20
+
+// adminError rewrites AdminAPIRequest's errors: "performing request: Get
+// ...: connection refused" and "caddy responded with error: HTTP 404:
+// {"error":"..."}".
+func adminError(addr string, err error) error {
+	msg := err.Error()
+	if strings.HasPrefix(msg, "performing request:") {
+		return fmt.Errorf("no Caddy admin endpoint at %s (is it running?)", addr)
+	}
+	if i := strings.IndexByte(msg, '{'); i >= 0 && strings.HasPrefix(msg, "caddy responded with error") {
+		var body struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal([]byte(msg[i:]), &body) == nil && body.Error != "" {
+			if strings.Contains(msg[:i], "HTTP 404") && strings.Contains(body.Error, "no route") ||
+				strings.Contains(body.Error, "unknown llm endpoint") {
+				return fmt.Errorf("the Caddy at %s does not have the llm_failover admin API (built without this plugin?)", addr)
+			}
+			return errors.New(body.Error)
+		}
+	}
+	return err
 }
 
 func printStatusTable(out io.Writer, providers []ProviderStatus) {
@@ -107,7 +152,14 @@ func printStatusTable(out io.Writer, providers []ProviderStatus) {
 			cred += " (" + strings.TrimSpace(p.CredentialReason) + ")"
 		}
 		state := string(p.State)
-		if p.Saturated != nil && p.State == StateClosed {
+		if p.ClientsCooling > 0 && p.State == StateClosed {
+			// a passthrough provider: its breakers are per client
+			state = fmt.Sprintf("%d client", p.ClientsCooling)
+			if p.ClientsCooling > 1 {
+				state += "s"
+			}
+			state += " cooling"
+		} else if p.Saturated != nil && p.State == StateClosed {
 			state = "saturated"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", p.Name, state, class, left,

@@ -988,7 +988,9 @@ func TestCredSecretsStayOutOfConfigAndLogs(t *testing.T) {
 	if hs := headersOf(c.upstream("file")); len(hs) != 2 || hs[0].Get("X-Api-Key") != chainFileSecret || hs[1].Get("X-Api-Key") != chainFileSecret2 {
 		t.Fatalf("file did not get both keys (%d requests)", len(hs))
 	}
-	if got := c.upstream("claude").lastHeader().Get("Authorization"); got != "Bearer "+chainClaudeNew || c.tokens.Hits() != 1 {
+	// a token still valid is not held back for its refresh (which runs in
+	// the background, once), so claude got the old token or the new one
+	if got := c.upstream("claude").lastHeader().Get("Authorization"); (got != "Bearer "+chainClaudeNew && got != "Bearer "+chainClaudeOld) || c.tokens.Hits() != 1 {
 		t.Fatalf("claude got %q after %d refreshes", got, c.tokens.Hits())
 	}
 	if n := c.upstream("passthrough").Hits(); n != 0 {

@@ -34,8 +34,7 @@ func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) 
 func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // useFakeClock installs a fake clock for the test. The idle watch of a
-// committed stream reads the same clock, so it never fires while the
-// clock stands still.
+// stream measures silence on the real monotonic clock, not this one.
 func useFakeClock(t *testing.T) *fakeClock {
 	t.Helper()
 	c := new(fakeClock)

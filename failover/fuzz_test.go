@@ -50,6 +50,10 @@ func FuzzClassify(f *testing.F) {
 		{200, clsAnthropic("overloaded_error", "Overloaded"), "", "", 0},
 		{-1, "", "", "", 0},
 		{1 << 20, "{", "Retry-After: 1e9", "", 0},
+		{429, "", "Retry-After: Fri, 01 Jan 9999 00:00:00 GMT", "", 0},
+		{429, "", "anthropic-ratelimit-tokens-remaining: 0\nanthropic-ratelimit-tokens-reset: 9999-12-31T23:59:59Z", "", 0},
+		{529, clsAnthropic("overloaded_error", "Overloaded"), "anthropic-ratelimit-unified-status: allowed\nanthropic-ratelimit-unified-reset: 4102444800", "", 0},
+		{429, "", "anthropic-ratelimit-unified-status: rejected\nanthropic-ratelimit-unified-reset: 9223372036854775807", "", 0},
 	} {
 		f.Add(s.status, []byte(s.body), s.header, s.ruleCond, s.ruleClass)
 	}
@@ -75,6 +79,9 @@ func FuzzClassify(f *testing.F) {
 		}
 		if _, ok := ParseClass(string(v.Class)); !ok {
 			t.Fatalf("status %d: class %q is not one of AllClasses", status, v.Class)
+		}
+		if v.ResetAt.After(now.Add(DefaultMaxReset)) {
+			t.Fatalf("ResetAt %v is past the cap (now+%v)", v.ResetAt, DefaultMaxReset)
 		}
 		if !v.ResetAt.IsZero() {
 			switch v.Class {

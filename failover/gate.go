@@ -5,6 +5,7 @@ import (
 	"context"
 	"maps"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,16 +18,26 @@ import (
 type gateMode uint8
 
 const (
-	modeUndecided  gateMode = iota // no status yet
-	modeHoldError                  // an error status: hold the body to classify it
-	modeHoldStream                 // 200 text/event-stream: hold until the first events decide
-	modeCommitted                  // written to the client; the rest streams through
-	modeDiscarded                  // a failed attempt: swallow everything
+	modeUndecided   gateMode = iota // no status yet
+	modeHoldError                   // an error status: hold the body to classify it
+	modeHoldStream                  // 200 text/event-stream: hold until the first events decide
+	modeHoldSuccess                 // another success: hold until its body is complete
+	modeCommitted                   // written to the client; the rest streams through
+	modeDiscarded                   // a failed attempt: swallow everything
 )
 
 // maxHeldError bounds how much of an error body is held. Error bodies are
 // small; a larger one is classified by its first maxHeldError bytes.
 const maxHeldError = 1 << 20
+
+// maxHeldSuccess bounds how much of a non-streaming success is held until
+// its body is complete, so that one that breaks midway can still fail
+// over. A larger body is committed at this size and copied through.
+const maxHeldSuccess = 4 << 20
+
+// maxEventTail bounds the unfinished event a committed stream keeps back
+// (see writeEventsLocked). A longer event is forwarded as it comes.
+const maxEventTail = 1 << 20
 
 // gate is the ResponseWriter a provider's reverse_proxy writes to. It holds
 // status, headers and body until a verdict: an error response is held
@@ -34,8 +45,14 @@ const maxHeldError = 1 << 20
 // prove it healthy; anything else is committed at once. A failed attempt
 // is discarded and the client never sees a byte of it.
 //
-// A hold timer commits from its own goroutine, so every method locks.
+// A hold timer commits from its own goroutine and an idle watch checks a
+// committed stream from another, so the gate locks. Two locks: mu guards
+// the gate's state and is never held while writing to the client; wmu
+// orders writes to the client (the held prefix before what follows) and
+// is taken before mu. The idle watch takes only mu, so a client that
+// stops reading cannot park it.
 type gate struct {
+	wmu    sync.Mutex
 	mu     sync.Mutex
 	w      http.ResponseWriter // the client's
 	header http.Header         // this attempt's own header map, until commit
@@ -48,6 +65,12 @@ type gate struct {
 	encoding string // Content-Encoding of a held stream
 	isStream bool   // the response is text/event-stream
 	timer    *time.Timer
+	length   int64 // Content-Length of a held success, -1 if unknown
+	head     bool  // a HEAD request: a success has no body to hold
+	// trailing is set when reverse_proxy asks for the header map after
+	// WriteHeader while holding: it is about to write trailers into it,
+	// so the hold timer must not commit (and copy the map) any more.
+	trailing bool
 
 	// verdict is set when the gate itself decided the attempt failed
 	// (an early stream error) or, for held error bodies, by finish.
@@ -58,9 +81,11 @@ type gate struct {
 	watch        streaminspect.Watcher
 	streamFailed func(streaminspect.ErrorInfo) // an upstream error event after commit
 	reportedErr  bool
-	lastWrite    atomic.Int64 // unix nanos of the last upstream write, for the idle check
+	lastWrite    atomic.Int64 // monotonic nanoseconds since started of the last upstream write
 	stalled      atomic.Bool
 	idle         *time.Timer
+	tail         *bytes.Buffer // an unfinished event of a committed stream, kept back
+	midEvent     bool          // an event over maxEventTail was forwarded unfinished
 
 	// a committed non-streaming JSON success is kept (up to maxUsageBody)
 	// to read its usage once it is complete
@@ -83,9 +108,12 @@ func newGate(w http.ResponseWriter, hold *holdPolicy, cancel context.CancelFunc)
 		header:  make(http.Header),
 		hold:    hold,
 		cancel:  cancel,
-		started: time.Now(), // latency is measured on the real clock, never a test's
+		started: time.Now(), // monotonic: latency and idleness are measured on the real clock, never a test's
 	}
 }
+
+// touch records an upstream write for the idle watch.
+func (g *gate) touch() { g.lastWrite.Store(int64(time.Since(g.started))) }
 
 // Header returns the attempt's own header map until commit and the
 // client's after it (trailers are added after the body).
@@ -95,27 +123,41 @@ func (g *gate) Header() http.Header {
 	if g.mode == modeCommitted {
 		return g.w.Header()
 	}
-	if g.mode == modeHoldStream && g.timer != nil {
+	if g.mode != modeUndecided {
 		// The body is done and trailers follow: the timer must not copy
 		// the map while reverse_proxy writes it. finish decides instead.
-		g.timer.Stop()
+		g.trailing = true
+		if g.timer != nil {
+			g.timer.Stop()
+		}
 	}
 	return g.header
 }
 
 // WriteHeader decides how the response is handled.
 func (g *gate) WriteHeader(status int) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if status >= 100 && status < 200 {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
+	if status >= 100 && status < 200 && status != http.StatusSwitchingProtocols {
+		// only this goroutine touches the header map before a final status
 		g.write1xx(status)
 		return
 	}
+	g.mu.Lock()
+	g.writeHeaderLocked(status)
+	g.mu.Unlock()
+}
+
+func (g *gate) writeHeaderLocked(status int) {
 	if g.mode != modeUndecided {
 		return
 	}
 	g.status = status
 	switch {
+	case status == http.StatusSwitchingProtocols:
+		// The connection changes hands (a WebSocket): nothing to hold.
+		// Hijack and Unwrap reach the client's connection once committed.
+		g.commitLocked()
 	case status >= 400:
 		g.mode = modeHoldError
 		g.held = heldPool.Get().(*bytes.Buffer)
@@ -132,6 +174,16 @@ func (g *gate) WriteHeader(status int) {
 		if g.hold.Wait > 0 {
 			g.timer = time.AfterFunc(time.Duration(g.hold.Wait), g.holdExpired)
 		}
+	case status >= 200 && status < 300 && status != http.StatusNoContent && !g.head && g.hold != nil:
+		g.mode = modeHoldSuccess
+		g.held = heldPool.Get().(*bytes.Buffer)
+		g.length = -1
+		if cl := g.header.Get("Content-Length"); cl != "" {
+			if n, err := strconv.ParseInt(cl, 10, 64); err == nil {
+				g.length = n
+			}
+		}
+		g.startIdleWatch()
 	default:
 		g.commitLocked()
 	}
@@ -151,47 +203,164 @@ func (g *gate) write1xx(status int) {
 // Write holds, inspects, forwards or swallows upstream bytes. It never
 // returns an error for a discarded attempt.
 func (g *gate) Write(p []byte) (int, error) {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
 	g.mu.Lock()
 	if g.mode == modeUndecided {
-		g.mu.Unlock()
-		g.WriteHeader(http.StatusOK)
-		g.mu.Lock()
+		g.writeHeaderLocked(http.StatusOK)
 	}
-	defer g.mu.Unlock()
 	switch g.mode {
 	case modeCommitted:
-		if g.isStream {
-			g.lastWrite.Store(timeNow().UnixNano())
-			g.watchLocked(p)
-		} else if g.usageBody != nil {
-			g.keepForUsageLocked(p)
-		}
-		return g.w.Write(p)
+		g.mu.Unlock()
+		return g.writeCommitted(p)
 	case modeHoldError:
 		room := min(len(p), maxHeldError-g.held.Len())
 		g.held.Write(p[:room])
 		if g.held.Len() < maxHeldError {
+			g.mu.Unlock()
 			return len(p), nil
 		}
 		// too long to hold whole: decide on what is held
 		g.decideErrorLocked()
-		if g.mode == modeCommitted && room < len(p) {
-			if _, err := g.w.Write(p[room:]); err != nil {
-				return room, err
+		committed := g.mode == modeCommitted
+		g.mu.Unlock()
+		if committed {
+			g.writeHeld()
+			if room < len(p) {
+				if _, err := g.w.Write(p[room:]); err != nil {
+					return room, err
+				}
 			}
 		}
 		return len(p), nil
 	case modeHoldStream:
+		g.touch()
 		g.held.Write(p)
-		g.inspectLocked(p)
+		committed := g.inspectLocked(p)
+		g.mu.Unlock()
+		if committed {
+			g.writeHeld()
+			g.flush()
+		}
+		return len(p), nil
+	case modeHoldSuccess:
+		g.touch()
+		g.held.Write(p)
+		complete := g.length >= 0 && int64(g.held.Len()) >= g.length
+		if !complete && g.held.Len() < maxHeldSuccess {
+			g.mu.Unlock()
+			return len(p), nil
+		}
+		// the whole body (known by its length), or more than is held
+		g.commitLocked()
+		g.mu.Unlock()
+		if _, err := g.writeHeld(); err != nil {
+			return len(p), err
+		}
 		return len(p), nil
 	}
+	g.mu.Unlock()
 	return len(p), nil // discarded
 }
 
+// writeCommitted passes upstream bytes of a committed response to the
+// client. The caller holds wmu, not mu.
+func (g *gate) writeCommitted(p []byte) (int, error) {
+	if !g.isStream {
+		if g.usageBody != nil {
+			g.keepForUsage(p)
+		}
+		return g.w.Write(p)
+	}
+	g.touch()
+	g.watchStream(p)
+	if g.encoding != "" {
+		return g.w.Write(p) // compressed: no events to find
+	}
+	if err := g.writeEvents(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// writeEvents forwards a committed stream's complete events and keeps an
+// unfinished one back (tail) until its end arrives, so that a stream that
+// breaks mid-event can still be closed with an error event every parser
+// reads whole. Upstreams flush event by event, so the tail is usually
+// empty and p goes out as it came. An event over maxEventTail goes out
+// unfinished (midEvent). The caller holds wmu.
+func (g *gate) writeEvents(p []byte) error {
+	if g.tail == nil || g.tail.Len() == 0 {
+		end := streaminspect.LastBoundary(p)
+		if end == len(p) {
+			g.midEvent = false
+			_, err := g.w.Write(p)
+			return err
+		}
+		if end > 0 {
+			g.midEvent = false
+			if _, err := g.w.Write(p[:end]); err != nil {
+				return err
+			}
+			p = p[end:]
+		}
+		if g.midEvent {
+			_, err := g.w.Write(p)
+			return err
+		}
+		if g.tail == nil {
+			g.tail = heldPool.Get().(*bytes.Buffer)
+		}
+		g.tail.Write(p)
+		return g.trimTail()
+	}
+	g.tail.Write(p)
+	end := streaminspect.LastBoundary(g.tail.Bytes())
+	if end > 0 {
+		if _, err := g.w.Write(g.tail.Bytes()[:end]); err != nil {
+			return err
+		}
+		rest := g.tail.Bytes()[end:]
+		g.tail.Reset()
+		g.tail.Write(rest) // copy handles the overlap
+	}
+	return g.trimTail()
+}
+
+// trimTail forwards a kept-back event that grew past maxEventTail.
+func (g *gate) trimTail() error {
+	if g.tail.Len() <= maxEventTail {
+		return nil
+	}
+	_, err := g.w.Write(g.tail.Bytes())
+	g.tail.Reset()
+	g.midEvent = true
+	return err
+}
+
+// endEvents ends a committed stream's output: a kept-back tail is sent
+// when the stream ended well (it is the stream's own last bytes) and
+// dropped when the stream broke, and it reports whether the client's
+// stream stands at an event boundary for a closing event. The caller
+// holds wmu.
+func (g *gate) endEvents(broke bool) (atBoundary bool) {
+	if g.tail != nil {
+		if g.tail.Len() > 0 && !broke {
+			_, _ = g.w.Write(g.tail.Bytes())
+		}
+		releaseHeld(g.tail)
+		g.tail = nil
+	}
+	if g.midEvent {
+		return false
+	}
+	return true
+}
+
 // inspectLocked feeds held stream bytes to the inspector and acts on its
-// verdict.
-func (g *gate) inspectLocked(p []byte) {
+// verdict. It reports whether it committed: the caller then writes the
+// held bytes.
+func (g *gate) inspectLocked(p []byte) bool {
 	var v streaminspect.Verdict
 	if g.encoding == "" {
 		v = g.inspect.Feed(p)
@@ -216,18 +385,25 @@ func (g *gate) inspectLocked(p []byte) {
 			g.sawContent, g.firstContent = true, time.Since(g.started)
 		}
 		g.commitLocked()
-		g.flushLocked()
+		return true
 	case streaminspect.Failed:
 		ei := g.inspect.Error()
 		g.verdict = Verdict{Class: ClassOfErrorType(ei.Type), ErrorType: ei.Type, Message: ei.Message}
 		g.hasVerdict = true
+		if !g.verdict.Class.FailsOver() {
+			// the request's fault (invalid_request_error): no provider
+			// would take it; the client gets it as the provider sent it
+			g.commitLocked()
+			return true
+		}
 		g.discardLocked()
 	default:
 		if g.hold.Bytes > 0 && g.held.Len() >= int(g.hold.Bytes) {
 			g.commitLocked()
-			g.flushLocked()
+			return true
 		}
 	}
+	return false
 }
 
 // decideErrorLocked classifies a held error response.
@@ -258,15 +434,22 @@ func (g *gate) discardLocked() {
 }
 
 func (g *gate) holdExpired() {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.mode == modeHoldStream {
-		g.commitLocked()
-		g.flushLocked()
+	if g.mode != modeHoldStream || g.trailing {
+		g.mu.Unlock()
+		return
 	}
+	g.commitLocked()
+	g.mu.Unlock()
+	g.writeHeld()
+	g.flush()
 }
 
-// commitLocked writes the held status, headers and body to the client.
+// commitLocked writes the held status and headers to the client; the
+// caller then writes the held body with writeHeld once it has released mu
+// (it holds wmu throughout, so nothing overtakes the held body).
 func (g *gate) commitLocked() {
 	if g.mode == modeCommitted {
 		return
@@ -274,9 +457,24 @@ func (g *gate) commitLocked() {
 	if g.timer != nil {
 		g.timer.Stop()
 	}
+	if g.mode == modeHoldSuccess && g.idle != nil {
+		g.idle.Stop()
+		g.idle = nil
+	}
 	dst := g.w.Header()
 	delete(dst, "Server") // as reverse_proxy does: it sends Via instead
+	var trailers []string
+	if g.trailing {
+		// the map holds trailers too: declared ones go after the status,
+		// or net/http would send them twice
+		trailers = g.header["Trailer"]
+	}
 	maps.Copy(dst, g.header)
+	for _, v := range trailers {
+		for _, k := range strings.Split(v, ",") {
+			delete(dst, http.CanonicalHeaderKey(strings.TrimSpace(k)))
+		}
+	}
 	if g.onCommit != nil {
 		g.onCommit(dst)
 	}
@@ -285,28 +483,59 @@ func (g *gate) commitLocked() {
 		status = http.StatusOK
 	}
 	g.w.WriteHeader(status)
+	for _, v := range trailers {
+		for _, k := range strings.Split(v, ",") {
+			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
+			if vv, ok := g.header[k]; ok {
+				dst[k] = vv
+			}
+		}
+	}
 	g.mode = modeCommitted
 	if status == http.StatusOK && !g.isStream && isJSON(g.header) {
 		g.usageBody = heldPool.Get().(*bytes.Buffer)
 	}
-	if g.held != nil && g.held.Len() > 0 {
-		if g.isStream {
-			g.watchLocked(g.held.Bytes())
-		}
-		_, _ = g.w.Write(g.held.Bytes())
-	}
-	// written: a long stream must not pin the held buffer until it ends
-	g.releaseHeldLocked()
 	if g.isStream {
-		g.lastWrite.Store(timeNow().UnixNano())
+		g.touch()
 		g.startIdleWatch()
 	}
 }
 
-// watchLocked follows a committed stream for its terminal event, usage and
+// writeHeld writes what was held to the client after commit and lets the
+// buffer go: a long stream must not pin it until it ends. The caller holds
+// wmu, not mu.
+func (g *gate) writeHeld() (int, error) {
+	if g.held == nil {
+		return 0, nil
+	}
+	var n int
+	var err error
+	if g.held.Len() > 0 {
+		if g.isStream {
+			g.watchStream(g.held.Bytes())
+			if g.encoding == "" {
+				err = g.writeEvents(g.held.Bytes())
+			} else {
+				n, err = g.w.Write(g.held.Bytes())
+			}
+		} else {
+			if g.usageBody != nil {
+				g.keepForUsage(g.held.Bytes())
+			}
+			n, err = g.w.Write(g.held.Bytes())
+		}
+	}
+	g.mu.Lock()
+	g.releaseHeldLocked()
+	g.mu.Unlock()
+	return n, err
+}
+
+// watchStream follows a committed stream for its terminal event, usage and
 // an upstream error event. The error feeds the breaker before the client
-// sees it, so the next request already skips the provider.
-func (g *gate) watchLocked(p []byte) {
+// sees it, so the next request already skips the provider. The caller
+// holds wmu.
+func (g *gate) watchStream(p []byte) {
 	if g.encoding != "" {
 		return // a compressed stream is passed through without a decoder
 	}
@@ -319,30 +548,38 @@ func (g *gate) watchLocked(p []byte) {
 	}
 }
 
-// startIdleWatch ends a committed stream whose upstream sends nothing for
-// longer than the idle limit: the attempt is cancelled and the handler
-// closes the client's stream with an error event.
+// startIdleWatch ends a committed stream, or a held success, whose
+// upstream sends nothing for longer than the idle limit: the attempt is
+// cancelled, and the handler closes the client's stream with an error
+// event or fails a held success over. Idleness is measured on the
+// monotonic clock: a wall-clock step must not end a healthy stream. The
+// check takes only mu, never wmu, so a client that stops reading cannot
+// park it. The caller holds mu.
 func (g *gate) startIdleWatch() {
-	if g.hold == nil || g.hold.Idle <= 0 {
+	if g.hold == nil || g.hold.Idle <= 0 || g.cancel == nil {
 		return
 	}
-	idle := time.Duration(g.hold.Idle)
-	var check func()
-	check = func() {
-		since := time.Duration(timeNow().UnixNano() - g.lastWrite.Load())
-		if since >= idle {
-			g.stalled.Store(true)
-			g.cancel()
-			return
-		}
-		g.mu.Lock()
-		g.idle.Reset(idle - since)
-		g.mu.Unlock()
-	}
-	g.idle = time.AfterFunc(idle, check)
+	g.touch()
+	g.idle = time.AfterFunc(time.Duration(g.hold.Idle), g.checkIdle)
 }
 
-func (g *gate) flushLocked() {
+func (g *gate) checkIdle() {
+	idle := time.Duration(g.hold.Idle)
+	since := time.Since(g.started) - time.Duration(g.lastWrite.Load())
+	if since >= idle {
+		g.stalled.Store(true)
+		g.cancel()
+		return
+	}
+	g.mu.Lock()
+	if g.idle != nil {
+		g.idle.Reset(idle - since)
+	}
+	g.mu.Unlock()
+}
+
+// flush sends what was written to the client. The caller holds wmu.
+func (g *gate) flush() {
 	_ = http.NewResponseController(g.w).Flush()
 }
 
@@ -353,12 +590,28 @@ func (g *gate) Flush() { _ = g.FlushError() }
 // FlushError is what http.ResponseController.Flush looks for first. While
 // holding it must not reach the client's writer.
 func (g *gate) FlushError() error {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
+	g.mu.Lock()
+	committed := g.mode == modeCommitted
+	g.mu.Unlock()
+	if !committed {
+		return nil
+	}
+	return http.NewResponseController(g.w).Flush()
+}
+
+// Unwrap gives http.ResponseController the client's writer once the
+// response is committed, for Hijack (a 101 Switching Protocols: the
+// WebSocket tunnel takes the client's connection) and deadlines. While
+// holding there is nothing to unwrap to: nothing may reach the client.
+func (g *gate) Unwrap() http.ResponseWriter {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.mode != modeCommitted {
 		return nil
 	}
-	return http.NewResponseController(g.w).Flush()
+	return g.w
 }
 
 // attemptEnd is what the handler learns when an attempt's reverse_proxy
@@ -371,12 +624,17 @@ type attemptEnd struct {
 	status int
 	header http.Header
 	body   *bytes.Buffer
+	// bodyBroke: a success whose body broke before its end (nothing kept)
+	bodyBroke bool
 }
 
 // finish decides what is still undecided once reverse_proxy returned.
-func (g *gate) finish(clientGone bool) attemptEnd {
+// aborted says the upstream body broke (reverse_proxy panicked with
+// http.ErrAbortHandler).
+func (g *gate) finish(clientGone, aborted bool) attemptEnd {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.timer != nil {
 		g.timer.Stop()
 	}
@@ -388,22 +646,52 @@ func (g *gate) finish(clientGone bool) attemptEnd {
 		g.mode = modeDiscarded
 		g.status = 0
 		g.releaseHeldLocked()
+		g.mu.Unlock()
 		return attemptEnd{}
 	}
+	commit := false
 	switch g.mode {
 	case modeHoldError:
 		g.decideErrorLocked()
+		commit = g.mode == modeCommitted
 	case modeHoldStream:
 		// the stream ended while held: before any content or error
-		if g.inspect.Verdict() == streaminspect.Ended || g.inspect.Verdict() == streaminspect.Content {
+		if !aborted && (g.inspect.Verdict() == streaminspect.Ended || g.inspect.Verdict() == streaminspect.Content) {
 			g.commitLocked()
+			commit = true
 		} else {
 			g.verdict = Verdict{Class: ClassServerError, ErrorType: "api_error",
 				Message: "the upstream event stream ended before any content"}
 			g.hasVerdict = true
 			g.mode = modeDiscarded
 		}
+	case modeHoldSuccess:
+		if !aborted && (g.length < 0 || int64(g.held.Len()) >= g.length) {
+			g.commitLocked()
+			commit = true
+			break
+		}
+		// The body broke before its end: a failed attempt. Nothing of it
+		// is kept: a cut success is no answer to give anyone.
+		g.verdict = Verdict{Class: ClassServerError, ErrorType: "api_error",
+			Message: "the upstream connection broke before the response body was complete"}
+		if g.stalled.Load() {
+			g.verdict = Verdict{Class: ClassUnreachable, ErrorType: "api_error",
+				Message: "the upstream stopped sending the response body"}
+		}
+		g.hasVerdict = true
+		g.mode = modeDiscarded
+		g.status = 0
+		g.releaseHeldLocked()
+		g.mu.Unlock()
+		return attemptEnd{verdict: g.verdict, bodyBroke: true}
 	}
+	g.mu.Unlock()
+	if commit {
+		g.writeHeld()
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	end := attemptEnd{committed: g.mode == modeCommitted, verdict: g.verdict}
 	if g.mode == modeCommitted {
 		g.releaseHeldLocked()
@@ -423,11 +711,12 @@ func (g *gate) releaseHeldLocked() {
 // body: its last usageTail bytes (usage comes last in Anthropic's and
 // OpenAI's responses), or, when compressed, the whole body up to
 // maxUsageBody, since a compressed tail cannot be decoded alone.
-func (g *gate) keepForUsageLocked(p []byte) {
+func (g *gate) keepForUsage(p []byte) {
 	b := g.usageBody
 	if g.header.Get("Content-Encoding") != "" {
 		if b.Len()+len(p) > maxUsageBody {
-			g.releaseUsageLocked()
+			releaseHeld(g.usageBody)
+			g.usageBody = nil
 			return
 		}
 		b.Write(p)
@@ -454,6 +743,8 @@ func (g *gate) releaseUsageLocked() {
 // usage returns the token usage of a committed response: from the stream's
 // message_start/message_delta events, or the JSON body's usage object.
 func (g *gate) usage() (streaminspect.Usage, bool) {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.isStream {
@@ -496,6 +787,7 @@ func isEventStream(h http.Header) bool {
 
 // Interface guards
 var (
-	_ http.ResponseWriter = (*gate)(nil)
-	_ http.Flusher        = (*gate)(nil)
+	_ http.ResponseWriter                       = (*gate)(nil)
+	_ http.Flusher                              = (*gate)(nil)
+	_ interface{ Unwrap() http.ResponseWriter } = (*gate)(nil)
 )

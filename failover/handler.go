@@ -7,14 +7,12 @@ package failover
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +45,11 @@ type Handler struct {
 	// fails again. Default: 30m (never below the class's own cooldown).
 	MaxCooldown caddy.Duration `json:"max_cooldown,omitempty"`
 
+	// MaxReset caps a cooldown taken from the provider's own headers
+	// (Retry-After, anthropic-ratelimit-*-reset): a reset further away is
+	// cut to this. Default: 8d, just over the longest subscription window.
+	MaxReset caddy.Duration `json:"max_reset,omitempty"`
+
 	// MaxAttempts bounds the attempts sent upstream for one request.
 	// Default: the number of providers.
 	MaxAttempts int `json:"max_attempts,omitempty"`
@@ -54,8 +57,15 @@ type Handler struct {
 	// RequestBuffer is the largest request body that is buffered for
 	// replay, in bytes. A larger body is refused with 413
 	// request_too_large in Anthropic's error format (Anthropic's own
-	// limit is 32MB, so no provider would take it). Default: 32MiB.
+	// limit is 32MB, so no provider would take it). The buffer grows as
+	// bytes arrive, never ahead of them. Default: 32MiB; at most 1GiB.
 	RequestBuffer int64 `json:"request_buffer,omitempty"`
+
+	// BodyTimeout bounds the time to receive the whole request body; a
+	// body still arriving past it is answered with 408 timeout_error in
+	// Anthropic's error format and its buffer is freed. The server's
+	// `timeouts read_body`, when shorter, applies instead. Default: 1m.
+	BodyTimeout caddy.Duration `json:"body_timeout,omitempty"`
 
 	// Rules are checked before the built-in classification: each maps a
 	// status and a body substring to a class.
@@ -143,6 +153,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.RequestBuffer == 0 {
 		h.RequestBuffer = defaultRequestBuffer
 	}
+	if h.MaxReset == 0 {
+		h.MaxReset = caddy.Duration(DefaultMaxReset)
+	}
+	if h.BodyTimeout == 0 {
+		h.BodyTimeout = caddy.Duration(defaultBodyTimeout)
+	}
 	if h.MaxCooldown == 0 {
 		h.MaxCooldown = caddy.Duration(defaultMaxCooldown)
 	}
@@ -171,6 +187,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if err := p.provision(ctx, h); err != nil {
 			return err
 		}
+		_ = warnUnusableCredential(h.logger, p)
 		h.anyPassthrough = h.anyPassthrough || p.passthrough
 		h.useBook = h.useBook || p.rules.thinking
 	}
@@ -230,13 +247,15 @@ type llmRequest struct {
 	fields    requestFields // full scan, made only when a provider maps the model
 	scanned   []byte        // the body fields were scanned from
 	clientKey string        // fingerprint of the client's credential, for passthrough breakers
+	kind      requestKind   // model call, optional endpoint, or anything else (apipath.go)
 	// conversation identifies the request's conversation for affinity; 0: none
 	conversation uint64
 
 	tried       []bool // per provider index
 	authRetried []bool
-	attempts    int // sent upstream
-	retries     int // of those, retries of the same provider with a renewed credential
+	renewed     bool // the last attempt's credential was refused and renewed: retry the same provider
+	attempts    int  // sent upstream
+	retries     int  // of those, retries of the same provider with a renewed credential
 	classes     []Class
 
 	// repairs (repairs.go)
@@ -246,8 +265,9 @@ type llmRequest struct {
 	extraBetasFor *Provider      // ...for this provider
 
 	last         *attemptEnd // the last failed attempt's held response
+	lastAnswer   heldAnswer  // who gave it, and its class
 	lastProvider *Provider
-	lastErr      string
+	failed       []failedAttempt // each failure, in order: named in an exhausted answer
 
 	// for placeholders and metrics
 	answeredBy string
@@ -269,20 +289,21 @@ func (req *llmRequest) mappingFields() requestFields {
 // It reads as three steps: pick a provider, run an attempt through the
 // gate, act on the verdict.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	buf, tooLarge, err := h.readBody(r)
-	defer releaseBody(buf)
-	if tooLarge {
-		writeAnthropicError(w, http.StatusRequestEntityTooLarge, "request_too_large",
-			fmt.Sprintf("llm_failover: request body exceeds request_buffer (%d bytes)", h.RequestBuffer))
+	buf, res, err := h.readBody(w, r)
+	if res != bodyComplete {
+		releaseBody(buf)
+		if res == bodyBroken {
+			return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
+		}
+		h.refuseBody(w, r, res)
 		return nil
 	}
-	if err != nil {
-		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
-	}
+	defer releaseBody(buf)
 	req := &llmRequest{
 		r:           r,
-		body:        buf.Bytes(),
-		model:       peekModel(buf.Bytes()),
+		body:        buf.b,
+		model:       peekModel(buf.b),
+		kind:        kindOfPath(r.URL.Path),
 		tried:       make([]bool, len(h.Providers)),
 		authRetried: make([]bool, len(h.Providers)),
 	}
@@ -303,7 +324,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		i, adm, skips := h.selectProvider(req)
 		if i < 0 {
-			if req.attempts == 0 {
+			if len(req.failed) == 0 {
+				h.setAnswerHeaders(w.Header(), req.clientKey, 0, nil)
 				writeAllCooling(w, skips, timeNow())
 				return nil
 			}
@@ -358,14 +380,26 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 
 	var cred credsource.Credential
 	if p.source != nil && !p.passthrough {
+		var skip bool
 		var err error
-		cred, err = p.source.Credential(r.Context())
+		cred, skip, err = h.credentialFor(req, i)
+		if skip {
+			// nothing ready yet, and another provider can serve: pass
+			// this one over, charging nothing; its lookup goes on in the
+			// background
+			req.tried[i] = true
+			t.b.Release(adm.Probe)
+			if c := h.logger.Check(zapcore.DebugLevel, "provider credential not ready yet; passing the provider over"); c != nil {
+				c.Write(zap.String("provider", p.Name), zap.String("request_id", requestID(r)))
+			}
+			return false
+		}
 		if err != nil {
 			// no request is sent: the provider cannot be used until its
 			// credential appears
 			req.tried[i] = true
 			t.credVersion = missingCredential
-			h.failOver(req, t, attemptEnd{}, Verdict{Class: ClassAuth, Message: "credential unavailable: " + err.Error()})
+			h.failOver(req, t, attemptEnd{}, Verdict{Class: ClassAuth, Message: "credential unavailable: " + err.Error()}, false)
 			h.logger.Error("provider credential unavailable; failing over",
 				zap.String("provider", p.Name), zap.Error(err), zap.String("request_id", requestID(r)))
 			return false
@@ -373,7 +407,7 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 	}
 	t.credVersion = cred.Version
 
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := context.WithCancel(withOwnVars(r.Context()))
 	defer cancel()
 	ac := &attemptCredential{header: p.authHeader, cred: cred}
 	if cred.Secret != "" || p.passthrough {
@@ -395,17 +429,34 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 		req.retries++
 		return h.attempt(w, req, i, adm)
 	}
-	// A refused credential that the source can renew gets one more try on
-	// the same provider before failing over.
-	if v.Class == ClassAuth && p.refresher != nil && !req.authRetried[i] &&
-		p.refresher.Refused(r.Context(), cred.Version) {
+	if req.renewed {
+		req.renewed = false
+		// refused, and the source has another credential: one more try
+		// on the same provider, as the same probe if it was one
 		req.authRetried[i] = true
 		req.retries++
-		t.b.Reset()
-		return false
+		return h.attempt(w, req, i, adm)
 	}
 	req.tried[i] = true
 	return false
+}
+
+// renewCredential decides, for an attempt whose credential the provider
+// refused, whether the same provider gets one more try: its source must be
+// able to renew the credential, and the request has not had that retry
+// yet. The refused attempt is then no failover: nothing is charged, logged
+// as failing over or counted as one.
+func (h *Handler) renewCredential(req *llmRequest, t *attemptTarget) bool {
+	p := t.p
+	if p == nil || p.refresher == nil || len(h.Providers) == 0 || req.authRetried[t.idx] {
+		return false
+	}
+	if !p.refused(req.r.Context(), t.credVersion) {
+		return false
+	}
+	h.logger.Info("provider refused the credential; retrying with a renewed one",
+		zap.String("provider", p.Name), zap.String("request_id", requestID(req.r)))
+	return true
 }
 
 // attemptTarget is the provider an attempt goes to. In wrap mode the
@@ -430,9 +481,20 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	cancel context.CancelFunc, upstream caddyhttp.Handler) (bool, Verdict) {
 	r := req.r
 	attempts := req.attempts
-	g := newGate(w, &h.hold, cancel)
+	hold := &h.hold
+	if req.kind == kindOther {
+		hold = nil // not a model call: its answer passes through untouched
+	}
+	g := newGate(w, hold, cancel)
+	g.head = ar.Method == http.MethodHead
 	g.classify = func(status int, hdr http.Header, body []byte) Verdict {
+		if req.kind == kindOther {
+			return Verdict{}
+		}
 		v := h.classifyResponse(status, hdr, body)
+		if req.kind == kindOptional && lacksEndpoint(status) {
+			v.Class = ClassUnsupported
+		}
 		if status == http.StatusBadRequest && (v.Class == ClassRepairable || v.Class == ClassClientError) &&
 			t.p != nil && len(h.Providers) > 0 {
 			h.planRepair(req, t, &v, body)
@@ -441,6 +503,9 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	}
 	g.streamFailed = func(ei streaminspect.ErrorInfo) {
 		class := ClassOfErrorType(ei.Type)
+		if !class.Cools() {
+			return // the request's fault (invalid_request_error): not the provider's
+		}
 		t.b.Failure(timeNow(), Failure{Class: class, Cooldown: t.p.cooldownFor(class),
 			MaxCooldown: time.Duration(h.MaxCooldown), Error: ei.Message})
 		h.share.kick()
@@ -451,7 +516,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	g.onCommit = func(hdr http.Header) {
 		// the provider answered well enough to be delivered: feed the
 		// breaker now, before a later stream error can
-		if t.b.Success() {
+		if req.kind != kindOther && t.b.Success() {
 			h.share.kick() // a probe closed the breaker: close it everywhere
 		}
 		h.learnCapacity(t, hdr)
@@ -462,7 +527,8 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 
 	proxyErr, aborted := runUpstream(upstream, g, ar)
 	clientGone := r.Context().Err() != nil
-	end := g.finish(clientGone)
+	end := g.finish(clientGone, aborted)
+
 	if t.p == nil {
 		// wrap mode, and the selector chose nothing: no attempt was made
 		releaseHeld(end.body)
@@ -521,27 +587,41 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 		// cannot happen: the gate commits verdicts that do not fail over
 		v.Class = ClassServerError
 	}
-	h.failOver(req, t, end, v)
+	if v.Class == ClassAuth && h.renewCredential(req, t) {
+		releaseHeld(end.body)
+		metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
+		req.renewed = true
+		return false, v
+	}
+	h.failOver(req, t, end, v, true)
 	return false, v
 }
 
 // failOver records a failed attempt: the breaker, metrics, the log line,
-// and the held response, kept in case no other provider answers.
-func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v Verdict) {
+// and the held response, kept in case no other provider answers. sent says
+// whether a request went upstream: only then may the provider be named in
+// the answer (X-LLM-Provider, {llm.provider}).
+func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v Verdict, sent bool) {
 	p := t.p
 	h.learnCapacity(t, end.header)
-	until := t.b.Failure(timeNow(), Failure{
-		Class: v.Class, Cooldown: p.cooldownFor(v.Class), MaxCooldown: time.Duration(h.MaxCooldown),
-		ResetAt: v.ResetAt, Credential: t.credVersion, Error: v.Message, FailedOver: true,
-	})
-	if v.Class.Cools() {
-		h.share.kick()
+	var until time.Time
+	if req.kind == kindOther || v.Class == ClassUnsupported {
+		// says nothing about the provider's health: charge nothing
+		t.b.Release(t.adm.Probe)
+	} else {
+		until = t.b.Failure(timeNow(), Failure{
+			Class: v.Class, Cooldown: p.cooldownFor(v.Class), MaxCooldown: time.Duration(h.MaxCooldown),
+			ResetAt: v.ResetAt, Credential: t.credVersion, Error: v.Message, FailedOver: true,
+		})
+		if v.Class.Cools() {
+			h.share.kick()
+		}
 	}
 	req.classes = append(req.classes, v.Class)
 	if v.Class == ClassContextWindow {
 		h.narrowByWindow(req, p)
 	}
-	if end.status != 0 || v.Class == ClassUnreachable {
+	if end.status != 0 || end.bodyBroke || v.Class == ClassUnreachable {
 		metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
 	}
 	metrics.failovers.WithLabelValues(p.Name, string(v.Class)).Inc()
@@ -550,17 +630,29 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 			zap.String("error_type", v.ErrorType), zap.String("message", v.Message),
 			zap.Int("status", end.status), zap.Int("attempt", req.attempts),
 			zap.String("request_id", requestID(req.r))}
-		if v.Class.Cools() {
+		if !until.IsZero() {
 			fields = append(fields, zap.Time("cooldown_until", until), zap.Duration("cooldown", until.Sub(timeNow())))
 		}
 		c.Write(fields...)
 	}
+	req.failed = append(req.failed, failedAttempt{provider: p.Name, class: v.Class, status: end.status, message: v.Message})
+	if !sent {
+		// nothing to answer with: an earlier provider's answer is kept
+		return
+	}
+	req.lastProvider = p
+	if v.Class == ClassUnsupported && req.last != nil && req.lastAnswer.class == ClassUnsupported {
+		// when no provider has the endpoint, the client gets the first
+		// provider's answer
+		releaseHeld(end.body)
+		return
+	}
 	if req.last != nil {
 		releaseHeld(req.last.body)
 	}
-	req.last, req.lastProvider, req.lastErr = nil, p, fmt.Sprintf("provider %s: %s: %s", p.Name, v.Class, v.Message)
+	req.last = nil
 	if end.status != 0 {
-		req.last = &end
+		req.last, req.lastAnswer = &end, heldAnswer{provider: p, class: v.Class}
 	}
 }
 
@@ -611,7 +703,12 @@ var nopHandler = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) 
 // before its terminal event gets a well-formed error event instead of a
 // silent truncation, and an upstream error event feeds the breaker.
 func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientGone bool) {
-	if _, failed := g.watch.Failed(); failed || clientGone || g.encoding != "" || g.watch.Terminal() {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
+	_, failed := g.watch.Failed()
+	endedWell := failed || clientGone || g.encoding != "" || g.watch.Terminal()
+	atBoundary := g.endEvents(!endedWell)
+	if endedWell {
 		return // an upstream error event already fed the breaker
 	}
 	errType, class, msg := "api_error", ClassServerError, "llm_failover: the upstream stream ended before its final event"
@@ -624,10 +721,13 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientG
 	b.Failure(timeNow(), Failure{Class: class, Cooldown: p.cooldownFor(class),
 		MaxCooldown: time.Duration(h.MaxCooldown), Error: msg})
 	h.share.kick()
-	g.mu.Lock()
+	if !atBoundary {
+		// an event too large to keep back was cut: end it, so the error
+		// event is at least read as an event of its own
+		_, _ = io.WriteString(g.w, "\n\n")
+	}
 	_, _ = g.w.Write(streaminspect.ErrorEvent(errType, msg))
-	g.flushLocked()
-	g.mu.Unlock()
+	g.flush()
 	h.logger.Warn("upstream stream ended early; closed the client's stream with an error event",
 		zap.String("provider", p.Name), zap.String("class", string(class)), zap.Bool("stalled", g.stalled.Load()))
 }
@@ -636,14 +736,15 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientG
 // every attempt failed, or a 502 when none answered at all.
 func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 	if req.last == nil {
-		if req.lastErr == "" {
-			req.lastErr = "no provider answered"
+		msg := "no provider answered"
+		if len(req.failed) > 0 {
+			msg += ": " + describeFailures(req.failed)
 		}
-		w.Header().Set("X-LLM-Attempts", strconv.Itoa(req.attempts))
+		h.setAnswerHeaders(w.Header(), req.clientKey, req.attempts, req.failed)
 		if req.lastProvider != nil {
 			w.Header().Set("X-LLM-Provider", req.lastProvider.Name)
 		}
-		writeAnthropicError(w, http.StatusBadGateway, "api_error", "llm_failover: "+req.lastErr)
+		writeAnthropicError(w, http.StatusBadGateway, "api_error", "llm_failover: "+msg)
 		return
 	}
 	last := req.last
@@ -652,10 +753,17 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 	for k, v := range last.header {
 		dst[k] = v
 	}
-	dst.Set("X-LLM-Provider", req.lastProvider.Name)
-	dst.Set("X-LLM-Attempts", strconv.Itoa(req.attempts))
-	w.WriteHeader(last.status)
+	dst.Set("X-LLM-Provider", req.lastAnswer.provider.Name)
+	h.setAnswerHeaders(dst, req.clientKey, req.attempts, req.failed)
+	// the held body may have been cut (maxHeldError): the length sent is
+	// the length of what is sent
+	n := 0
 	if last.body != nil {
+		n = last.body.Len()
+	}
+	dst.Set("Content-Length", strconv.Itoa(n))
+	w.WriteHeader(last.status)
+	if n > 0 {
 		_, _ = w.Write(last.body.Bytes())
 	}
 }
@@ -663,7 +771,7 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 // classifyResponse is the gate's classifier: the pure Classify with this
 // handler's rules and clock.
 func (h *Handler) classifyResponse(status int, hdr http.Header, body []byte) Verdict {
-	return Classify(status, hdr, body, h.Rules, timeNow())
+	return ClassifyMaxReset(status, hdr, body, h.Rules, timeNow(), time.Duration(h.MaxReset))
 }
 
 // attemptRequest builds the request one provider receives: the same body
@@ -723,40 +831,6 @@ func setReplayBody(ar *http.Request, body []byte) {
 	}
 	ar.Body, ar.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	ar.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-}
-
-var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// maxPooledBody keeps a rare multi-MB body's buffer out of the pool.
-const maxPooledBody = 4 << 20
-
-func releaseBody(b *bytes.Buffer) {
-	if b != nil && b.Cap() <= maxPooledBody {
-		bodyPool.Put(b)
-	}
-}
-
-// readBody buffers the request body once, up to RequestBuffer.
-func (h *Handler) readBody(r *http.Request) (buf *bytes.Buffer, tooLarge bool, err error) {
-	buf = bodyPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	if r.Body == nil || r.Body == http.NoBody {
-		return buf, false, nil
-	}
-	if r.ContentLength > h.RequestBuffer {
-		return buf, true, nil
-	}
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength) + bytes.MinRead)
-	}
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, h.RequestBuffer+1))
-	if n > h.RequestBuffer {
-		return buf, true, nil
-	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		return buf, false, err
-	}
-	return buf, false, nil
 }
 
 // clientFingerprint identifies the client's credential without keeping it,

@@ -35,8 +35,14 @@ func (h *Handler) provisionUsageRouting() error {
 	return h.provisionAffinity()
 }
 
-// capacityMaxReset caps the resets an upstream announces.
-func (h *Handler) capacityMaxReset() time.Duration { return defaultMaxReset }
+// capacityMaxReset caps the resets an upstream announces: max_reset, the
+// cap of the cooldowns it asks for.
+func (h *Handler) capacityMaxReset() time.Duration {
+	if h.MaxReset > 0 {
+		return time.Duration(h.MaxReset)
+	}
+	return DefaultMaxReset
+}
 
 // learnCapacity keeps what a response's headers say about the provider's
 // capacity, for the breaker (so the client) the attempt went through.

@@ -189,6 +189,7 @@ func (p *Provider) provision(ctx caddy.Context, h *Handler) error {
 		return err
 	}
 	p.state = st.(*providerState)
+	p.warmCredential(ctx)
 	return nil
 }
 
@@ -297,27 +298,30 @@ func (p *Provider) breaker(clientKey string) *Breaker {
 
 // admit asks the provider's breaker for this client. A passthrough
 // provider has a breaker per client, and its shared one is opened only by
-// hand (admin API), which then drains it for everyone.
-func (p *Provider) admit(now time.Time, clientKey string) Admission {
+// hand (admin API), which then drains it for everyone. The credential
+// source is asked (without waiting, and without the breaker's lock held)
+// only when a new credential could end an auth cooldown early.
+func (p *Provider) admit(ctx context.Context, now time.Time, clientKey string) Admission {
 	if p.passthrough {
 		if adm := p.state.shared.peek(now); !adm.OK {
 			return adm
 		}
 	}
-	return p.breaker(clientKey).Admit(now, p.credentialVersion)
+	b := p.breaker(clientKey)
+	current := ""
+	if b.refusedCredential(now) != "" {
+		current = p.currentCredentialVersion(ctx)
+	}
+	return b.Admit(now, current)
 }
 
-// credentialVersion returns the version of the provider's current
-// credential, for an auth cooldown that may end early.
-func (p *Provider) credentialVersion() string {
-	if p.source == nil || p.passthrough {
-		return ""
+// peek answers like admit without taking a half-open probe or counting a
+// request, for requests that feed no breaker.
+func (p *Provider) peek(now time.Time, clientKey string) Admission {
+	if adm := p.state.shared.peek(now); !adm.OK || !p.passthrough {
+		return adm
 	}
-	c, err := p.source.Credential(context.Background())
-	if err != nil {
-		return ""
-	}
-	return c.Version
+	return p.breaker(clientKey).peek(now)
 }
 
 // credentialStatus reports the credential's state without its value.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -65,9 +66,116 @@ func writeAllCooling(w http.ResponseWriter, skips []skipped, now time.Time) {
 		status, errType = http.StatusServiceUnavailable, "overloaded_error"
 		soonest = now.Add(time.Second)
 	}
-	w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(now, soonest)))
+	setRetryHeaders(w.Header(), now, soonest)
 	writeAnthropicError(w, status, errType,
 		"llm_failover: no provider can take this request now ("+strings.Join(parts, "; ")+")")
+}
+
+// shouldRetryWithin is how soon a provider must admit again for a client's
+// own retry to be worth it. Past it x-should-retry says false: the SDKs
+// would retry for minutes and give up anyway (a subscription's reset may
+// be hours away), so they should tell the user at once.
+const shouldRetryWithin = 60 * time.Second
+
+// setRetryHeaders says when to come back, in every form the SDKs read:
+// Retry-After (whole seconds), retry-after-ms (the Anthropic SDKs prefer
+// it) and x-should-retry (which they obey over the status code).
+func setRetryHeaders(h http.Header, now, at time.Time) {
+	h.Set("Retry-After", strconv.Itoa(retryAfterSeconds(now, at)))
+	ms := max(at.Sub(now).Milliseconds(), 1)
+	h.Set("Retry-After-Ms", strconv.FormatInt(ms, 10))
+	h.Set("X-Should-Retry", strconv.FormatBool(at.Sub(now) <= shouldRetryWithin))
+}
+
+// failedAttempt is one provider's failure on the way to an exhausted
+// answer.
+type failedAttempt struct {
+	provider string
+	class    Class
+	status   int    // 0: no response
+	message  string // the upstream's error message, or why none was sent
+}
+
+// maxFailureMessage bounds each provider's message in a synthesized answer.
+const maxFailureMessage = 200
+
+// describeFailures names each provider's failure, in the order tried:
+// "a: server_error (HTTP 500: broke); b: unreachable (dial tcp ...)".
+func describeFailures(failed []failedAttempt) string {
+	var b strings.Builder
+	for i, f := range failed {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(f.provider + ": " + string(f.class))
+		msg := f.message
+		if len(msg) > maxFailureMessage {
+			msg = msg[:maxFailureMessage] + "..."
+		}
+		switch {
+		case f.status != 0 && msg != "":
+			fmt.Fprintf(&b, " (HTTP %d: %s)", f.status, msg)
+		case f.status != 0:
+			fmt.Fprintf(&b, " (HTTP %d)", f.status)
+		case msg != "":
+			b.WriteString(" (" + msg + ")")
+		}
+	}
+	return b.String()
+}
+
+// setAnswerHeaders marks an answer the proxy writes itself or passes on
+// after every attempt failed: X-LLM-Attempts (attempts sent upstream, 0
+// when none was) and X-LLM-Providers, each provider in priority order as
+// a structured-field list item:
+//
+//	"a";state=open;class=rate_limit;retry-after=30, "b";state=closed;class=unsupported;status=404
+//
+// class and status are this request's failure at that provider, else the
+// class that opened its breaker; retry-after is the seconds until an open
+// breaker admits again.
+func (h *Handler) setAnswerHeaders(hdr http.Header, clientKey string, attempts int, failed []failedAttempt) {
+	hdr.Set("X-LLM-Attempts", strconv.Itoa(attempts))
+	providers := h.Providers
+	if len(providers) == 0 {
+		h.wrapped.mu.Lock()
+		providers = slices.Clone(h.wrapped.order)
+		h.wrapped.mu.Unlock()
+	}
+	if len(providers) == 0 {
+		return
+	}
+	now := timeNow()
+	var b strings.Builder
+	for i, p := range providers {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		s := p.state.shared.Snapshot(now)
+		if p.passthrough && s.State != StateOpen {
+			s = p.breaker(clientKey).Snapshot(now)
+		}
+		b.WriteString(strconv.Quote(p.Name) + ";state=" + string(s.State))
+		class, status := Class(""), 0
+		if s.State != StateClosed {
+			class = s.LastClass
+		}
+		for _, f := range failed {
+			if f.provider == p.Name {
+				class, status = f.class, f.status
+			}
+		}
+		if class != "" {
+			b.WriteString(";class=" + string(class))
+		}
+		if status != 0 {
+			b.WriteString(";status=" + strconv.Itoa(status))
+		}
+		if s.State == StateOpen {
+			b.WriteString(";retry-after=" + strconv.Itoa(retryAfterSeconds(now, s.Until)))
+		}
+	}
+	hdr.Set("X-LLM-Providers", b.String())
 }
 
 // retryAfterSeconds is a Retry-After value in whole seconds, at least 1.

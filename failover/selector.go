@@ -80,7 +80,7 @@ func (h *Handler) selectProvider(req *llmRequest) (int, Admission, []skipped) {
 				saturated = append(saturated, i)
 				continue
 			}
-			adm := p.admit(now, req.clientKey)
+			adm := admitRequest(p, req, now)
 			if adm.OK {
 				if h.spread {
 					// the next request starts after this one, so a cooling
@@ -96,7 +96,7 @@ func (h *Handler) selectProvider(req *llmRequest) (int, Admission, []skipped) {
 	// nothing else admits: a saturated provider is still better than none
 	for _, i := range saturated {
 		p := h.Providers[i]
-		adm := p.admit(now, req.clientKey)
+		adm := admitRequest(p, req, now)
 		if adm.OK {
 			return i, adm, nil
 		}
@@ -104,6 +104,14 @@ func (h *Handler) selectProvider(req *llmRequest) (int, Admission, []skipped) {
 			retryAt: p.honestRetryAt(now, req.clientKey, adm.RetryAt)})
 	}
 	return -1, Admission{}, skips
+}
+
+// admitRequest asks provider p whether it takes the request.
+func admitRequest(p *Provider, req *llmRequest, now time.Time) Admission {
+	if req.kind == kindOther {
+		return p.peek(now, req.clientKey) // takes no probe, counts nothing
+	}
+	return p.admit(req.r.Context(), now, req.clientKey)
 }
 
 // tierOrder returns the positions in tier, in the order they are tried:

@@ -28,6 +28,7 @@ func init() {
 type wrapAttempt struct {
 	h         *Handler
 	clientKey string
+	kind      requestKind
 	tried     map[string]bool
 	target    *attemptTarget
 	skips     []skipped
@@ -66,7 +67,12 @@ func (UpstreamSelector) Select(pool reverseproxy.UpstreamPool, r *http.Request, 
 		}
 		p := wa.h.wrapProvider(name)
 		b := p.breaker(wa.clientKey)
-		adm := b.Admit(now, nil)
+		var adm Admission
+		if wa.kind == kindOther {
+			adm = b.peek(now) // feeds no breaker
+		} else {
+			adm = b.Admit(now, "")
+		}
 		if !adm.OK {
 			wa.skips = append(wa.skips, skipped{name: name, class: adm.Class, retryAt: adm.RetryAt})
 			continue
@@ -134,8 +140,8 @@ func (h *Handler) classCooldowns() map[Class]time.Duration {
 func (h *Handler) serveWrapped(w http.ResponseWriter, req *llmRequest, next caddyhttp.Handler) {
 	tried := make(map[string]bool)
 	for req.attempts-req.retries < h.MaxAttempts {
-		wa := &wrapAttempt{h: h, clientKey: req.clientKey, tried: tried, target: &attemptTarget{model: req.model}}
-		ctx, cancel := context.WithCancel(context.WithValue(req.r.Context(), wrapAttemptKey{}, wa))
+		wa := &wrapAttempt{h: h, clientKey: req.clientKey, kind: req.kind, tried: tried, target: &attemptTarget{model: req.model}}
+		ctx, cancel := context.WithCancel(context.WithValue(withOwnVars(req.r.Context()), wrapAttemptKey{}, wa))
 		ar := req.r.WithContext(ctx)
 		setReplayBody(ar, req.body)
 		req.attempts++
@@ -145,6 +151,7 @@ func (h *Handler) serveWrapped(w http.ResponseWriter, req *llmRequest, next cadd
 		if wa.target.p == nil {
 			req.attempts-- // nothing was selected: no attempt was sent
 			if req.attempts == 0 {
+				h.setAnswerHeaders(w.Header(), req.clientKey, 0, nil)
 				writeAllCooling(w, wa.skips, timeNow())
 			} else {
 				h.answerExhausted(w, req)

@@ -61,6 +61,13 @@ type Parser struct {
 	// Exceeding it stops the parser with ErrLineTooLong or ErrEventTooLarge.
 	MaxLine int
 
+	// SkipLong drops an event that breaks MaxLine (one over-long line, or
+	// data over MaxLine joined) instead of stopping: the rest of the line
+	// is skipped as it arrives, the event is not dispatched, and parsing
+	// goes on with the next line. Memory stays bounded by MaxLine. Skipped
+	// counts the events dropped.
+	SkipLong bool
+
 	line []byte // unterminated line carried over from earlier chunks
 	data []byte // data buffer of the event being built
 
@@ -77,6 +84,9 @@ type Parser struct {
 	hasData       bool  // at least one data line seen for this event
 	retrySet      bool
 	blockRetrySet bool
+	skipLine      bool // SkipLong: inside an over-long line, dropping it
+	dropEvent     bool // SkipLong: the event being built broke a limit
+	skipped       int
 
 	err error
 	ev  Event
@@ -144,18 +154,22 @@ func (p *Parser) Feed(chunk []byte, fn func(ev *Event) bool) int {
 		end := min(lf, cr)
 		if end == len(chunk) {
 			// Unterminated: keep it for the next chunk, within the limit.
-			if len(p.line)+len(chunk)-pos > limit {
-				p.fail(ErrLineTooLong)
+			if p.skipLine || len(p.line)+len(chunk)-pos > limit {
+				p.tooLong() // with SkipLong, the rest is skipped as it arrives
 				return len(chunk)
 			}
 			p.line = append(p.line, chunk[pos:]...)
 			return len(chunk)
 		}
-		if len(p.line)+end-pos > limit {
-			p.fail(ErrLineTooLong)
+		over := p.skipLine || len(p.line)+end-pos > limit
+		if over && !p.tooLong() {
 			return len(chunk)
 		}
 		line := chunk[pos:end]
+		if over {
+			line = nil // dropped; its line ending still counts
+			p.skipLine = false
+		}
 		if len(p.line) > 0 {
 			p.line = append(p.line, line...)
 			line = p.line
@@ -170,7 +184,12 @@ func (p *Parser) Feed(chunk []byte, fn func(ev *Event) bool) int {
 				p.skipLF = true
 			}
 		}
-		cont := p.processLine(line, fn, limit)
+		var cont bool
+		if over {
+			cont = true
+		} else {
+			cont = p.processLine(line, fn, limit)
+		}
 		p.line = p.line[:0]
 		if p.err != nil {
 			return len(chunk)
@@ -208,8 +227,15 @@ func (p *Parser) processLine(line []byte, fn func(*Event) bool, limit int) bool 
 	}
 	switch string(name) { // no allocation: the compiler compares in place
 	case "data":
+		if p.dropEvent {
+			return true
+		}
 		if p.hasData {
 			if len(p.data)+1+len(value) > limit {
+				if p.SkipLong {
+					p.dropEvent, p.data = true, p.data[:0]
+					return true
+				}
 				p.fail(ErrEventTooLarge)
 				return false
 			}
@@ -234,6 +260,12 @@ func (p *Parser) processLine(line []byte, fn func(*Event) bool, limit int) bool 
 
 // dispatch handles an empty line.
 func (p *Parser) dispatch(fn func(*Event) bool) bool {
+	if p.dropEvent {
+		p.dropEvent, p.hasData, p.evType, p.blockRetrySet = false, false, "", false
+		p.data = p.data[:0]
+		p.skipped++
+		return true
+	}
 	if !p.hasData {
 		// Per spec: nothing to dispatch, but the block's fields are reset.
 		p.evType = ""
@@ -311,6 +343,22 @@ func parseDigits(b []byte) (int, bool) {
 	return n, true
 }
 
+// tooLong handles a line over the limit: with SkipLong the line is
+// dropped (skipLine until its end arrives) along with its event, and it
+// reports true; otherwise the parser stops with ErrLineTooLong.
+func (p *Parser) tooLong() bool {
+	if !p.SkipLong {
+		p.fail(ErrLineTooLong)
+		return false
+	}
+	p.skipLine, p.dropEvent = true, true
+	p.line = p.line[:0]
+	return true
+}
+
+// Skipped returns how many events SkipLong dropped.
+func (p *Parser) Skipped() int { return p.skipped }
+
 func (p *Parser) fail(err error) {
 	p.err = err
 	// Drop the buffers: they may be MaxLine large and are useless now.
@@ -348,5 +396,5 @@ func (p *Parser) Reset() {
 	if cap(data) > maxKeep {
 		data = nil
 	}
-	*p = Parser{MaxLine: p.MaxLine, line: line, data: data, lastType: p.lastType}
+	*p = Parser{MaxLine: p.MaxLine, SkipLong: p.SkipLong, line: line, data: data, lastType: p.lastType}
 }

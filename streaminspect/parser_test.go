@@ -423,5 +423,31 @@ func FuzzParser(f *testing.F) {
 			got, err = feedStopping(limit, in)
 			check("stopping", got, err)
 		}
+		// SkipLong: the events do not depend on how the input is cut, and
+		// when nothing is over the limit they are the reference's.
+		skip := func(chunks ...[]byte) []rec {
+			p := Parser{MaxLine: 16, SkipLong: true}
+			var out []rec
+			for _, c := range chunks {
+				p.Feed(c, func(ev *Event) bool {
+					out = append(out, rec{ev.Type, string(ev.Data), ev.ID, ev.Retry})
+					return true
+				})
+			}
+			if p.Err() != nil {
+				t.Fatalf("SkipLong parser stopped: %v", p.Err())
+			}
+			return out
+		}
+		whole := skip(in)
+		if got := skip(in[:i], in[i:j], in[j:]); !reflect.DeepEqual(got, whole) {
+			t.Fatalf("SkipLong split %d,%d:\ngot  %v\nwant %v", i, j, got, whole)
+		}
+		if got := skip(singleBytes(in)...); !reflect.DeepEqual(got, whole) {
+			t.Fatalf("SkipLong single bytes:\ngot  %v\nwant %v", got, whole)
+		}
+		if want, err := refParse(in, 16); err == nil && !reflect.DeepEqual(whole, want) {
+			t.Fatalf("SkipLong within the limit:\ngot  %v\nwant %v", whole, want)
+		}
 	})
 }

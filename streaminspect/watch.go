@@ -19,8 +19,10 @@ import "bytes"
 // The zero value is ready to use; set MaxLine before the first Feed. Reuse
 // with Reset.
 type Watcher struct {
-	// MaxLine is passed to the Parser; zero means DefaultMaxLine. If the
-	// stream breaks it, the Watcher stops looking (see Err).
+	// MaxLine is passed to the Parser; zero means DefaultMaxLine. An
+	// event with a line over it (a huge content delta) is skipped unread
+	// (see Skipped), and the Watcher goes on with the next one: it still
+	// sees the stream's end, usage and errors.
 	MaxLine int
 
 	p        Parser
@@ -33,7 +35,7 @@ type Watcher struct {
 
 // Feed parses more decoded (uncompressed) stream bytes.
 func (w *Watcher) Feed(b []byte) {
-	w.p.MaxLine = w.MaxLine
+	w.p.MaxLine, w.p.SkipLong = w.MaxLine, true
 	w.p.Feed(b, w.onEvent)
 }
 
@@ -163,8 +165,13 @@ func (w *Watcher) Usage() Usage { return w.usage }
 // Events returns how many events were seen.
 func (w *Watcher) Events() int { return w.events }
 
-// Err returns the parser's error, after which the Watcher saw nothing more.
+// Err returns the parser's error, after which the Watcher saw nothing
+// more. Over-long lines are skipped, not errors, so it is always nil.
 func (w *Watcher) Err() error { return w.p.Err() }
+
+// Skipped returns how many events were skipped unread for a line over
+// MaxLine.
+func (w *Watcher) Skipped() int { return w.p.Skipped() }
 
 // Reset prepares the Watcher for a new stream, keeping MaxLine and buffers.
 func (w *Watcher) Reset() {

@@ -80,10 +80,22 @@ func TestWatcherWriterAndReset(t *testing.T) {
 	if _, f := w.Failed(); w.Terminal() || f || w.Usage() != (Usage{}) || w.Events() != 0 || w.MaxLine != 4096 {
 		t.Fatal("Reset kept state")
 	}
-	w.MaxLine = 10
-	w.Feed([]byte(anthropicStream))
-	if w.Err() != ErrLineTooLong || w.Terminal() {
-		t.Fatalf("limit: err %v terminal %v", w.Err(), w.Terminal())
+}
+
+// An event with a line over MaxLine is skipped; the Watcher still sees the
+// events after it, whatever the chunking.
+func TestWatcherSkipsLongLines(t *testing.T) {
+	long := "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"" +
+		strings.Repeat("x", 3000) + "\"}}\n\n"
+	in := long + "event: ping\ndata: " + strings.Repeat("y", 600) + "\n" + "data: " + strings.Repeat("z", 600) + "\n\n" + anthropicStream
+	for _, size := range []int{1, 7, 64, 200, len(in)} {
+		w := &Watcher{MaxLine: 1024}
+		for i := 0; i < len(in); i += size {
+			w.Feed([]byte(in[i:min(i+size, len(in))]))
+		}
+		if !w.Terminal() || w.Err() != nil || w.Skipped() != 2 || w.Usage() == (Usage{}) {
+			t.Fatalf("chunk %d: terminal %v err %v skipped %d usage %+v", size, w.Terminal(), w.Err(), w.Skipped(), w.Usage())
+		}
 	}
 }
 

@@ -1,0 +1,120 @@
+package failover
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A reset time a provider gives is capped, whatever its form, and the
+// unified (subscription) reset counts only for quota and rate limits.
+func TestClassifyResetIsCapped(t *testing.T) {
+	far := clsNow.Add(80 * 365 * 24 * time.Hour)
+	capAt := clsNow.Add(DefaultMaxReset)
+	cases := []clsCase{
+		{name: "Retry-After HTTP-date in year 9999", status: 429,
+			header: clsHeader("retry-after", "Fri, 01 Jan 9999 00:00:00 GMT"),
+			want:   ClassRateLimit, reset: capAt},
+		{name: "Retry-After HTTP-date on 529", status: 529,
+			header: clsHeader("retry-after", far.Format(http.TimeFormat)),
+			body:   clsAnthropic("overloaded_error", "Overloaded"), want: ClassOverloaded, reset: capAt},
+		{name: "Retry-After seconds over the cap", status: 429,
+			header: clsHeader("retry-after", "1e300"), want: ClassRateLimit, reset: capAt},
+		{name: "Retry-After Inf", status: 429,
+			header: clsHeader("retry-after", "+Inf"), want: ClassRateLimit, reset: capAt},
+		{name: "unified reset in year 2100", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-unified-status", "rejected",
+				"anthropic-ratelimit-unified-reset", clsEpoch(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)),
+			),
+			want: ClassQuota, reset: capAt},
+		{name: "tokens reset 9999-12-31", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-tokens-remaining", "0",
+				"anthropic-ratelimit-tokens-reset", "9999-12-31T23:59:59Z",
+			),
+			want: ClassRateLimit, reset: capAt},
+		{name: "a reset just under the cap is kept", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-unified-status", "rejected",
+				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(7*24*time.Hour)),
+			),
+			want: ClassQuota, reset: clsNow.Add(7 * 24 * time.Hour)},
+		// an overloaded or failing subscription carries its allowed
+		// window's reset on every answer: it cools by its class
+		{name: "529 with unified allowed and a reset 4h away", status: 529,
+			header: clsHeader(
+				"anthropic-ratelimit-unified-status", "allowed",
+				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(4*time.Hour)),
+			),
+			body: clsAnthropic("overloaded_error", "Overloaded"), want: ClassOverloaded},
+		{name: "529 even with unified rejected cools as overloaded", status: 529,
+			header: clsHeader(
+				"anthropic-ratelimit-unified-status", "rejected",
+				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(4*time.Hour)),
+			),
+			body: clsAnthropic("overloaded_error", "Overloaded"), want: ClassOverloaded},
+		{name: "500 with unified headers", status: 500,
+			header: clsHeader(
+				"anthropic-ratelimit-unified-status", "allowed",
+				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(4*time.Hour)),
+			),
+			body: clsAnthropic("api_error", "Internal server error"), want: ClassServerError},
+		{name: "529 with a tokens reset", status: 529,
+			header: clsHeader(
+				"anthropic-ratelimit-tokens-remaining", "0",
+				"anthropic-ratelimit-tokens-reset", clsNow.Add(time.Hour).Format(time.RFC3339),
+			),
+			body: clsAnthropic("overloaded_error", "Overloaded"), want: ClassOverloaded},
+		{name: "429 rate limit takes the unified reset", status: 429,
+			header: clsHeader(
+				"anthropic-ratelimit-unified-status", "allowed_warning",
+				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(2*time.Hour)),
+			),
+			body: clsAnthropic("rate_limit_error", "slow down"), want: ClassRateLimit, reset: clsNow.Add(2 * time.Hour)},
+	}
+	runClsCases(t, cases)
+}
+
+func TestClassifyMaxResetOption(t *testing.T) {
+	h := clsHeader("retry-after", "86400")
+	if v := ClassifyMaxReset(429, h, nil, nil, clsNow, time.Hour); !v.ResetAt.Equal(clsNow.Add(time.Hour)) {
+		t.Errorf("max_reset 1h: ResetAt %v, want %v", v.ResetAt, clsNow.Add(time.Hour))
+	}
+	if v := ClassifyMaxReset(429, h, nil, nil, clsNow, 30*24*time.Hour); !v.ResetAt.Equal(clsNow.Add(24 * time.Hour)) {
+		t.Errorf("max_reset 30d: ResetAt %v, want %v", v.ResetAt, clsNow.Add(24*time.Hour))
+	}
+	far := clsHeader("anthropic-ratelimit-unified-status", "rejected",
+		"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(20*24*time.Hour)))
+	if v := ClassifyMaxReset(429, far, nil, nil, clsNow, 30*24*time.Hour); !v.ResetAt.Equal(clsNow.Add(20 * 24 * time.Hour)) {
+		t.Errorf("max_reset 30d, unified reset in 20d: ResetAt %v", v.ResetAt)
+	}
+}
+
+// Through the proxy: a provider's far reset is cut to max_reset, and an
+// overloaded subscription carrying its window's reset cools for the
+// overloaded cooldown.
+func TestProviderResetCappedEndToEnd(t *testing.T) {
+	clock := useFakeClock(t)
+	a := newUpstream(t, "a", replyError(429, "rate_limit_error", "later", "Retry-After", "Fri, 01 Jan 9999 00:00:00 GMT"))
+	sub := newUpstream(t, "sub", replyError(529, "overloaded_error", "Overloaded",
+		"anthropic-ratelimit-unified-status", "allowed",
+		"anthropic-ratelimit-unified-reset", clsEpoch(clock.Now().Add(4*time.Hour))))
+	b := newUpstream(t, "b", replyMessage("from b"))
+	p := startProxy(t, failoverSite(a.providerBlock(), sub.providerBlock(), b.providerBlock(), "\t\tmax_reset 2d\n"))
+	start := clock.Now()
+	if got := readAll(t, post(t, p.URL+"/v1/messages", simpleRequest)); !strings.Contains(got, "from b") {
+		t.Fatalf("want b's answer, got %s", got)
+	}
+	if s := snapshot(t, "a"); !s.Until.Equal(start.Add(48 * time.Hour)) {
+		t.Errorf("a cools for %v, want max_reset (48h)", s.Until.Sub(start))
+	}
+	if s := snapshot(t, "sub"); !s.Until.Equal(start.Add(30 * time.Second)) {
+		t.Errorf("sub (529, unified allowed) cools for %v, want the overloaded cooldown (30s)", s.Until.Sub(start))
+	}
+	_, status := adminGet(t, p, "/llm/providers")
+	if !strings.Contains(status, `"cooldown_left_seconds":172800`) {
+		t.Errorf("status does not show a's 172800s cooldown:\n%s", status)
+	}
+}

@@ -1,0 +1,218 @@
+package failover
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+const claudeSettings = `{
+  "permissions": {
+    "allow": ["Bash(go test:*)"],
+    "deny": []
+  },
+  "model": "opus",
+  "env": {
+    "DISABLE_TELEMETRY": "1",
+    "ANTHROPIC_BASE_URL": "http://old.example:1"
+  },
+  "hooks": {"Stop": [{"hooks": [{"type": "command", "command": "echo <done> & bye"}]}]}
+}
+`
+
+func decodeJSONFile(t *testing.T, path string) map[string]any {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("%s: %v\n%s", path, err, raw)
+	}
+	return m
+}
+
+// `caddy llm claude` sets env.ANTHROPIC_BASE_URL, keeps every other key
+// and value, backs the file up, and --undo puts it back byte for byte.
+func TestClaudeCommandMergesAndUndoes(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "settings.json")
+	if err := os.WriteFile(path, []byte(claudeSettings), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	before := decodeJSONFile(t, path)
+
+	var out bytes.Buffer
+	code, err := runClaudeCommand(&out, claudeOptions{settings: path, url: "http://127.0.0.1:4181"})
+	if err != nil || code != 0 {
+		t.Fatalf("%d %v", code, err)
+	}
+	if !strings.Contains(out.String(), "env.ANTHROPIC_BASE_URL: http://old.example:1 -> http://127.0.0.1:4181") {
+		t.Fatalf("output %q does not say what changed", out.String())
+	}
+	after := decodeJSONFile(t, path)
+	if got := after["env"].(map[string]any)["ANTHROPIC_BASE_URL"]; got != "http://127.0.0.1:4181" {
+		t.Fatalf("ANTHROPIC_BASE_URL = %v", got)
+	}
+	before["env"].(map[string]any)["ANTHROPIC_BASE_URL"] = "http://127.0.0.1:4181"
+	if !reflect.DeepEqual(before, after) {
+		t.Fatalf("other keys changed:\nbefore %v\nafter  %v", before, after)
+	}
+	if raw, _ := os.ReadFile(path); !bytes.Contains(raw, []byte(`"echo <done> & bye"`)) {
+		t.Fatalf("HTML characters escaped:\n%s", raw)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o640 {
+		t.Fatalf("mode %v, want 0640 kept", st.Mode().Perm())
+	}
+	if backup, _ := os.ReadFile(path + backupSuffix); string(backup) != claudeSettings {
+		t.Fatalf("backup = %q", backup)
+	}
+
+	out.Reset()
+	if code, err := runClaudeCommand(&out, claudeOptions{settings: path, url: "http://127.0.0.1:4181"}); err != nil || code != 0 ||
+		!strings.Contains(out.String(), "nothing changed") {
+		t.Fatalf("second run: %d %v %q", code, err, out.String())
+	}
+	if backup, _ := os.ReadFile(path + backupSuffix); string(backup) != claudeSettings {
+		t.Fatal("a run that changed nothing replaced the backup")
+	}
+
+	out.Reset()
+	if code, err := runClaudeCommand(&out, claudeOptions{settings: path, undo: true}); err != nil || code != 0 {
+		t.Fatalf("undo: %d %v", code, err)
+	}
+	if raw, _ := os.ReadFile(path); string(raw) != claudeSettings {
+		t.Fatalf("after undo:\n%s", raw)
+	}
+	if _, err := os.Stat(path + backupSuffix); !os.IsNotExist(err) {
+		t.Fatalf("backup left behind: %v", err)
+	}
+	if _, err := runClaudeCommand(&out, claudeOptions{settings: path, undo: true}); err == nil ||
+		!strings.Contains(err.Error(), "nothing to undo") {
+		t.Fatalf("undo without a backup: %v", err)
+	}
+}
+
+// Without a settings file the command creates one, and --undo removes it.
+func TestClaudeCommandCreatesSettings(t *testing.T) {
+	path := filepath.Join(t.TempDir(), ".claude", "settings.json")
+	var out bytes.Buffer
+	if code, err := runClaudeCommand(&out, claudeOptions{settings: path, url: "http://127.0.0.1:4181"}); err != nil || code != 0 {
+		t.Fatalf("%d %v", code, err)
+	}
+	m := decodeJSONFile(t, path)
+	if !reflect.DeepEqual(m, map[string]any{"env": map[string]any{"ANTHROPIC_BASE_URL": "http://127.0.0.1:4181"}}) {
+		t.Fatalf("settings %v", m)
+	}
+	if !strings.Contains(out.String(), "(unset) -> http://127.0.0.1:4181") {
+		t.Fatalf("output %q", out.String())
+	}
+	if _, err := runClaudeCommand(&out, claudeOptions{settings: path, undo: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("undo left the created file: %v", err)
+	}
+}
+
+// A settings file that is not JSON is left alone with a clear error.
+func TestClaudeCommandRefusesBrokenSettings(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "settings.json")
+	_ = os.WriteFile(path, []byte(`{"env": `), 0o600)
+	_, err := runClaudeCommand(new(bytes.Buffer), claudeOptions{settings: path, url: "http://127.0.0.1:4181"})
+	if err == nil || !strings.Contains(err.Error(), "is not a JSON object") {
+		t.Fatalf("err = %v", err)
+	}
+	if raw, _ := os.ReadFile(path); string(raw) != `{"env": ` {
+		t.Fatal("broken file was changed")
+	}
+}
+
+// Without --url the URL is the running Caddy's llm_failover site.
+func TestClaudeCommandFindsTheSite(t *testing.T) {
+	a := newUpstream(t, "a", replyMessage("a"))
+	p := startProxy(t, failoverSite(a.providerBlock()))
+	path := filepath.Join(t.TempDir(), "settings.json")
+	if code, err := runClaudeCommand(new(bytes.Buffer), claudeOptions{settings: path, address: p.AdminAddr}); err != nil || code != 0 {
+		t.Fatalf("%d %v", code, err)
+	}
+	if got := decodeJSONFile(t, path)["env"].(map[string]any)["ANTHROPIC_BASE_URL"]; got != p.URL {
+		t.Fatalf("ANTHROPIC_BASE_URL = %v, want %s", got, p.URL)
+	}
+}
+
+func TestSiteURL(t *testing.T) {
+	for _, tc := range []struct {
+		listen, host string
+		tls          bool
+		want         string
+	}{
+		{":4181", "127.0.0.1", false, "http://127.0.0.1:4181"},
+		{"tcp/127.0.0.1:4181", "", false, "http://127.0.0.1:4181"},
+		{"tcp/[::1]:4181", "", false, "http://[::1]:4181"},
+		{":443", "llm.example.com", true, "https://llm.example.com"},
+		{":80", "", false, "http://127.0.0.1"},
+	} {
+		if got, err := siteURL(tc.listen, tc.host, tc.tls); err != nil || got != tc.want {
+			t.Errorf("siteURL(%q, %q) = %q %v, want %q", tc.listen, tc.host, got, err, tc.want)
+		}
+	}
+}
+
+// `caddy llm` errors are one human line on stderr and a non-zero exit,
+// never a JSON log line. The command runs in a child process of the test
+// binary, since it exits.
+func TestLLMCommandErrorIsOneLine(t *testing.T) {
+	if args := os.Getenv("LLMF_TEST_CMD"); args != "" {
+		exitOnError(runLLMCommand(os.Stdout, os.Getenv("LLMF_TEST_ADMIN"), "", "", strings.Fields(args)))
+		os.Exit(0)
+	}
+	a := newUpstream(t, "a", replyMessage("a"))
+	p := startProxy(t, failoverSite(a.providerBlock()))
+	dead := "127.0.0.1:" + itoa(freePort(t))
+	for _, tc := range []struct {
+		admin, args, want string
+		code              int
+	}{
+		{dead, "status", "caddy llm: no Caddy admin endpoint at " + dead + " (is it running?)\n", 1},
+		{p.AdminAddr, "reset nosuch", "caddy llm: no provider named \"nosuch\" in the running config\n", 1},
+		{p.AdminAddr, "cooldown a soon", "caddy llm: cooldown: \"soon\" is not a positive duration such as 90s, 10m or 2h\n", 1},
+		{p.AdminAddr, "frobnicate", "caddy llm: usage: caddy llm [status | reset <provider> | cooldown <provider> <duration>]\n", 2},
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestLLMCommandErrorIsOneLine$")
+		cmd.Env = append(os.Environ(), "LLMF_TEST_CMD="+tc.args, "LLMF_TEST_ADMIN="+tc.admin)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if stderr.String() != tc.want || code != tc.code {
+			t.Errorf("caddy llm %s: exit %d, stderr %q; want %d, %q", tc.args, code, stderr.String(), tc.code, tc.want)
+		}
+	}
+}
+
+// A passthrough provider whose clients are cooling says so in the table,
+// not `closed`.
+func TestStatusTableShowsCoolingClients(t *testing.T) {
+	var out bytes.Buffer
+	printStatusTable(&out, []ProviderStatus{
+		{Name: "subscription", State: StateClosed, LastClass: ClassQuota, ClientsCooling: 2, Credential: "ok"},
+		{Name: "anthropic", State: StateClosed, Credential: "ok"},
+	})
+	lines := strings.Split(out.String(), "\n")
+	if !strings.Contains(lines[1], "2 clients cooling") || !strings.Contains(lines[1], "quota") {
+		t.Fatalf("table:\n%s", out.String())
+	}
+	if !strings.Contains(lines[2], "closed") {
+		t.Fatalf("table:\n%s", out.String())
+	}
+}

@@ -1,0 +1,243 @@
+package failover
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// startProxyWithMetrics is startProxy with Caddy's HTTP metrics on, so a
+// test can see how many requests are inside a handler.
+func startProxyWithMetrics(t *testing.T, siteBody string) *proxy {
+	t.Helper()
+	p := &proxy{t: t}
+	p.URL = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	p.AdminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	text := strings.Replace(p.caddyfile(siteBody), "\tauto_https off\n", "\tauto_https off\n\tmetrics\n", 1)
+	p.load(text)
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Logf("stopping caddy: %v", err)
+		}
+		resetProviderStates()
+	})
+	return p
+}
+
+// inFlight reads caddy_http_requests_in_flight summed over its series.
+func inFlight(t *testing.T, p *proxy) int {
+	t.Helper()
+	_, text := adminGet(t, p, "/metrics")
+	total := 0
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, "caddy_http_requests_in_flight{") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+		total += int(v)
+	}
+	return total
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// rssBytes reads this process's resident set size (Linux), or 0.
+func rssBytes() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			kb, _ := strconv.ParseUint(strings.Fields(line)[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// A declared Content-Length claims no memory: 20 connections that each
+// declare 32 MiB and send 10 bytes add less than 16 MB of heap.
+func TestBodyDeclaredLengthClaimsNoMemory(t *testing.T) {
+	up := newUpstream(t, "a", replyMessage("ok"))
+	p := startProxyWithMetrics(t, failoverSite(up.providerBlock()))
+	host := strings.TrimPrefix(p.URL, "http://")
+
+	// warm up: pools, the first request's allocations
+	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest))
+	heapBefore, rssBefore := heapInUse(), rssBytes()
+
+	const conns = 20
+	var open []net.Conn
+	for i := 0; i < conns; i++ {
+		c, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+		fmt.Fprintf(c, "POST /v1/messages HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{\"model\":", host, 32<<20)
+	}
+	defer func() {
+		for _, c := range open {
+			_ = c.Close()
+		}
+	}()
+	waitFor(t, "every request inside the handler", 10*time.Second, func() bool { return inFlight(t, p) >= conns })
+	heapAfter, rssAfter := heapInUse(), rssBytes()
+	added := int64(heapAfter) - int64(heapBefore)
+	t.Logf("%d connections declaring 32 MiB: heap %d -> %d MB (%+d MB), RSS %d -> %d MB",
+		conns, heapBefore>>20, heapAfter>>20, added>>20, rssBefore>>20, rssAfter>>20)
+	if added >= 16<<20 {
+		t.Fatalf("heap grew by %d MB for %d connections that sent 10 bytes each; want < 16 MB", added>>20, conns)
+	}
+}
+
+// A client that trickles its body gets 408 in Anthropic's format once
+// body_timeout has passed, and the request never reaches a provider.
+func TestBodyTimeoutAnswers408(t *testing.T) {
+	up := newUpstream(t, "a", replyMessage("ok"))
+	p := startProxy(t, failoverSite(up.providerBlock(), "\t\tbody_timeout 1s\n"))
+	host := strings.TrimPrefix(p.URL, "http://")
+
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /v1/messages HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n", host)
+	// one byte every 100ms: never idle long enough for Caddy's own
+	// read_body_idle timeout, never done
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := c.Write([]byte(" ")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("status %d, want 408: %s", res.StatusCode, body)
+	}
+	var e struct {
+		Type  string `json:"type"`
+		Error struct{ Type, Message string }
+	}
+	if err := json.Unmarshal(body, &e); err != nil || e.Type != "error" || e.Error.Type != "timeout_error" ||
+		!strings.Contains(e.Error.Message, "body_timeout") {
+		t.Fatalf("answer is not an Anthropic timeout_error naming body_timeout: %s", body)
+	}
+	if !res.Close {
+		t.Errorf("the connection of a timed-out body is kept open; want Connection: close")
+	}
+	if up.Hits() != 0 {
+		t.Fatalf("the provider got %d requests; want none", up.Hits())
+	}
+	// the proxy still serves others
+	if res := post(t, p.URL+"/v1/messages", simpleRequest); res.StatusCode != http.StatusOK {
+		t.Fatalf("next request: status %d", res.StatusCode)
+	}
+}
+
+// rawPost writes a whole request (headers and body) before reading
+// anything, the way Python's urllib does, and returns the answer.
+func rawPost(host string, body []byte, chunked bool) (*http.Response, []byte, error) {
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer c.Close()
+	// a small send buffer, as over a real network: the body cannot sit
+	// whole in loopback's socket buffers while the proxy ignores it
+	_ = c.(*net.TCPConn).SetWriteBuffer(64 << 10)
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	w := bufio.NewWriterSize(c, 64<<10)
+	if chunked {
+		fmt.Fprintf(w, "POST /v1/messages HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n", host)
+		for off := 0; off < len(body); off += 32 << 10 {
+			end := min(off+32<<10, len(body))
+			fmt.Fprintf(w, "%x\r\n", end-off)
+			_, _ = w.Write(body[off:end])
+			_, _ = w.WriteString("\r\n")
+		}
+		_, _ = w.WriteString("0\r\n\r\n")
+	} else {
+		fmt.Fprintf(w, "POST /v1/messages HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", host, len(body))
+		_, _ = w.Write(body)
+	}
+	if err := w.Flush(); err != nil {
+		return nil, nil, fmt.Errorf("writing the body: %w", err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the answer: %w", err)
+	}
+	b, err := io.ReadAll(res.Body)
+	return res, b, err
+}
+
+// A body over request_buffer is refused with a 413 the client can read,
+// even when it writes its whole body before reading.
+func TestBodyTooLargeClientReads413(t *testing.T) {
+	up := newUpstream(t, "a", replyMessage("ok"))
+	p := startProxy(t, failoverSite(up.providerBlock(), "\t\trequest_buffer 1MiB\n"))
+	host := strings.TrimPrefix(p.URL, "http://")
+	body := []byte(`{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"` +
+		strings.Repeat("x", 2<<20) + `"}]}`)
+	for _, chunked := range []bool{false, true} {
+		for i := 0; i < 20; i++ {
+			res, answer, err := rawPost(host, body, chunked)
+			if err != nil {
+				t.Fatalf("chunked=%v, run %d: %v", chunked, i, err)
+			}
+			if res.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(answer), `"request_too_large"`) {
+				t.Fatalf("chunked=%v, run %d: status %d %s; want 413 request_too_large", chunked, i, res.StatusCode, answer)
+			}
+		}
+	}
+	if up.Hits() != 0 {
+		t.Fatalf("the provider got %d requests; want none", up.Hits())
+	}
+}
