@@ -93,7 +93,7 @@ func ParseCapacity(h http.Header, now time.Time, maxReset time.Duration) (Capaci
 		if p.c.Windows == nil {
 			p.c.Windows = make([]WindowUsage, 0, 4)
 		}
-		p.header(strings.ToLower(k[len(ratelimitPrefix):]), strings.TrimSpace(vs[0]), now, maxReset)
+		p.header(k[len(ratelimitPrefix):], strings.TrimSpace(vs[0]), now, maxReset)
 	}
 	if !p.found {
 		return Capacity{}, false
@@ -144,38 +144,46 @@ type capacityParser struct {
 	extras int
 }
 
-// header reads one header; rest is its lower-cased name after
-// anthropic-ratelimit-.
+// header reads one header; rest is its name after anthropic-ratelimit-.
+// Names are compared without regard to case, without allocating: this
+// runs on every response.
 func (p *capacityParser) header(rest, v string, now time.Time, maxReset time.Duration) {
-	if u, ok := strings.CutPrefix(rest, strings.ToLower(unifiedRest)); ok {
-		p.unified(u, v, now, maxReset)
+	if len(rest) > len(unifiedRest) && strings.EqualFold(rest[:len(unifiedRest)], unifiedRest) {
+		p.unified(rest[len(unifiedRest):], v, now, maxReset)
 		return
 	}
 	kind, field, ok := cutLast(rest)
 	if !ok {
 		return
 	}
-	switch kind {
-	case "requests", "tokens", "input-tokens", "output-tokens":
+	var name string
+	switch {
+	case strings.EqualFold(kind, "requests"):
+		name = "requests"
+	case strings.EqualFold(kind, "tokens"):
+		name = "tokens"
+	case strings.EqualFold(kind, "input-tokens"):
+		name = "input_tokens"
+	case strings.EqualFold(kind, "output-tokens"):
+		name = "output_tokens"
 	default:
 		return
 	}
-	name := strings.ReplaceAll(kind, "-", "_")
-	switch field {
-	case "limit", "remaining":
+	switch {
+	case strings.EqualFold(field, "limit"), strings.EqualFold(field, "remaining"):
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
 			return
 		}
 		w := p.window(name, true)
-		if field == "limit" {
+		if strings.EqualFold(field, "limit") {
 			w.Limit = n
 			w.HasLimit = true
 		} else {
 			w.Remaining = n
 		}
 		p.found = true
-	case "reset":
+	case strings.EqualFold(field, "reset"):
 		t, err := time.Parse(time.RFC3339, v)
 		if err != nil {
 			return
@@ -187,34 +195,35 @@ func (p *capacityParser) header(rest, v string, now time.Time, maxReset time.Dur
 
 // unified reads one anthropic-ratelimit-unified-* header (u is the rest).
 func (p *capacityParser) unified(u, v string, now time.Time, maxReset time.Duration) {
-	switch u {
-	case "status":
+	switch {
+	case strings.EqualFold(u, "status"):
 		if s, ok := capacityStatus(v); ok {
 			p.c.Status, p.found = s, true
 		}
 		return
-	case "reset":
+	case strings.EqualFold(u, "reset"):
 		if t, ok := epochReset(v, now, maxReset); ok {
 			p.c.Reset, p.found = t, true
 		}
 		return
-	case "representative-claim":
+	case strings.EqualFold(u, "representative-claim"):
 		if validWindowName(v) {
 			p.c.RepresentativeClaim, p.found = strings.ToLower(v), true
 		}
 		return
-	case "overage-status":
+	case strings.EqualFold(u, "overage-status"):
 		if s, ok := capacityStatus(v); ok {
 			p.c.OverageStatus, p.found = s, true
 		}
 		return
 	}
 	name, field, ok := cutLast(u)
-	if !ok || !validWindowName(name) || name == "overage" || name == "fallback" {
+	if !ok || !validWindowName(name) || strings.EqualFold(name, "overage") || strings.EqualFold(name, "fallback") {
 		return
 	}
-	switch field {
-	case "utilization":
+	name = strings.ToLower(name) // allocates nothing when it is (canonical keys keep "5h", "7d_opus")
+	switch {
+	case strings.EqualFold(field, "utilization"):
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || math.IsNaN(f) {
 			return
@@ -223,13 +232,13 @@ func (p *capacityParser) unified(u, v string, now time.Time, maxReset time.Durat
 			w.Utilization, w.HasUtilization = min(max(f, 0), 1), true
 			p.found = true
 		}
-	case "reset":
+	case strings.EqualFold(field, "reset"):
 		if t, ok := epochReset(v, now, maxReset); ok {
 			if w := p.window(name, false); w != nil {
 				w.Reset, p.found = t, true
 			}
 		}
-	case "status":
+	case strings.EqualFold(field, "status"):
 		if s, ok := capacityStatus(v); ok {
 			if w := p.window(name, false); w != nil {
 				w.Status, p.found = s, true
@@ -298,13 +307,10 @@ func validWindowName(s string) bool {
 }
 
 func capacityStatus(v string) (string, bool) {
-	switch strings.ToLower(v) {
-	case capacityAllowed:
-		return capacityAllowed, true
-	case capacityAllowedWarning:
-		return capacityAllowedWarning, true
-	case capacityRejected:
-		return capacityRejected, true
+	for _, s := range [...]string{capacityAllowed, capacityAllowedWarning, capacityRejected} {
+		if strings.EqualFold(v, s) {
+			return s, true
+		}
 	}
 	return "", false
 }

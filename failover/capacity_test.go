@@ -315,3 +315,34 @@ func FuzzParseCapacity(f *testing.F) {
 		}
 	})
 }
+
+// The cost of reading capacity from every response: a subscription's
+// typical headers, and a response that carries none.
+func BenchmarkParseCapacity(b *testing.B) {
+	sub := capHeader(
+		"Content-Type", "application/json", "Request-Id", "req_01", "Date", "Sat, 28 Nov 2026 12:00:00 GMT",
+		"anthropic-ratelimit-unified-status", "allowed",
+		"anthropic-ratelimit-unified-reset", epoch(time.Hour),
+		"anthropic-ratelimit-unified-5h-utilization", "0.87",
+		"anthropic-ratelimit-unified-5h-reset", epoch(time.Hour),
+		"anthropic-ratelimit-unified-5h-status", "allowed",
+		"anthropic-ratelimit-unified-7d-utilization", "0.41",
+		"anthropic-ratelimit-unified-7d-reset", epoch(50*time.Hour),
+		"anthropic-ratelimit-unified-7d-status", "allowed",
+		"anthropic-ratelimit-unified-representative-claim", "five_hour",
+	)
+	plain := capHeader("Content-Type", "application/json", "Request-Id", "req_01", "Date", "Sat, 28 Nov 2026 12:00:00 GMT",
+		"Cache-Control", "no-cache", "Via", "1.1 Caddy")
+	b.Run("subscription", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = ParseCapacity(sub, capNow, DefaultMaxReset)
+		}
+	})
+	b.Run("no_headers", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = ParseCapacity(plain, capNow, DefaultMaxReset)
+		}
+	})
+}
