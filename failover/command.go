@@ -18,7 +18,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "llm",
-		Usage: "[--address <admin-api>] [--config <path> [--adapter <name>]] [status | reset <provider> | cooldown <provider> <duration>]",
+		Usage: "[--address <admin-api>] [--config <path> [--adapter <name>]] [status | reset <provider> | cooldown <provider> <duration> | claude [--undo]]",
 		Short: "Shows and controls llm_failover providers of a running Caddy",
 		Long: `
 Prints the status of every llm_failover provider of a running Caddy, as an
@@ -29,6 +29,7 @@ the state of its credential (never the credential itself).
   caddy llm                          status (the default)
   caddy llm reset <provider>         close the provider's breaker now
   caddy llm cooldown <provider> 10m  cool the provider down by hand (drain)
+  caddy llm claude                   point Claude Code at this proxy (--undo reverts)
 
 The admin address is found like Caddy's own commands: --address, else the
 admin address of --config, else the default (localhost:2019).`,
@@ -82,7 +83,7 @@ func runLLMCommand(out io.Writer, address, configFile, adapter string, args []st
 		fmt.Fprintf(out, "%s: cooling down for %s\n", args[1], args[2])
 		return 0, nil
 	}
-	return 2, fmt.Errorf("usage: caddy llm [status | reset <provider> | cooldown <provider> <duration>]")
+	return 2, fmt.Errorf("usage: caddy llm [status | reset <provider> | cooldown <provider> <duration> | claude [--undo]]")
 }
 
 // exitOnError ends the process with code after printing err as one

@@ -183,7 +183,7 @@ func TestLLMCommandErrorIsOneLine(t *testing.T) {
 		{dead, "status", "caddy llm: no Caddy admin endpoint at " + dead + " (is it running?)\n", 1},
 		{p.AdminAddr, "reset nosuch", "caddy llm: no provider named \"nosuch\" in the running config\n", 1},
 		{p.AdminAddr, "cooldown a soon", "caddy llm: cooldown: \"soon\" is not a positive duration such as 90s, 10m or 2h\n", 1},
-		{p.AdminAddr, "frobnicate", "caddy llm: usage: caddy llm [status | reset <provider> | cooldown <provider> <duration>]\n", 2},
+		{p.AdminAddr, "frobnicate", "caddy llm: usage: caddy llm [status | reset <provider> | cooldown <provider> <duration> | claude [--undo]]\n", 2},
 	} {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestLLMCommandErrorIsOneLine$")
 		cmd.Env = append(os.Environ(), "LLMF_TEST_CMD="+tc.args, "LLMF_TEST_ADMIN="+tc.admin)

@@ -161,3 +161,17 @@ func TestReadmeFacts(t *testing.T) {
 		}
 	}
 }
+
+// ARCHITECTURE.md names every file of this package, so it stays current.
+func TestArchitectureNamesEveryFile(t *testing.T) {
+	arch, err := os.ReadFile(filepath.Join("..", "ARCHITECTURE.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob("*.go")
+	for _, f := range files {
+		if !strings.HasSuffix(f, "_test.go") && !strings.Contains(string(arch), "`"+f+"`") {
+			t.Errorf("ARCHITECTURE.md does not name failover/%s: add it to the table of files", f)
+		}
+	}
+}

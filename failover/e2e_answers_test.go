@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
@@ -37,7 +38,10 @@ func TestAllCoolingTellsSDKNotToRetry(t *testing.T) {
 	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest)) // both cool
 
 	var sent atomic.Int32
-	_, err := countingSDK(p, 3, &sent).Messages.New(context.Background(), userMessage("hi"))
+	// without x-should-retry the SDK would wait out Retry-After (an hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := countingSDK(p, 3, &sent).Messages.New(ctx, userMessage("hi"))
 	var apiErr *anthropic.Error
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != 429 {
 		t.Fatalf("err = %v, want a 429", err)
@@ -89,40 +93,44 @@ func TestAllCoolingSoonLetsSDKRetry(t *testing.T) {
 // only the last; the states header says the same.
 func TestExhaustedNamesEveryFailure(t *testing.T) {
 	useFakeClock(t)
-	b := newUpstream(t, "b", replyError(500, "api_error", "b broke"))
 	dead := freePort(t)
-	p := startProxy(t, failoverSite(
-		"\t\tprovider nokey {\n\t\t\tupstream http://127.0.0.1:1\n\t\t\tcredential env LLMF_TEST_UNSET_VAR\n\t\t}\n",
-		b.providerBlock(),
-		"\t\tprovider dead {\n\t\t\tupstream http://127.0.0.1:"+itoa(dead)+"\n\t\t}\n"))
+	nokey := func(name string) string {
+		return "\t\tprovider " + name + " {\n\t\t\tupstream http://127.0.0.1:1\n\t\t\tcredential env LLMF_TEST_UNSET_VAR\n\t\t}\n"
+	}
+	deadBlock := func(name string) string {
+		return "\t\tprovider " + name + " {\n\t\t\tupstream http://127.0.0.1:" + itoa(dead) + "\n\t\t}\n"
+	}
 
-	// the last attempt got no response: a 502 naming all three
+	// no provider answered: a 502 naming each failure
+	p := startProxy(t, failoverSite(nokey("nokey"), deadBlock("dead")))
 	res := post(t, p.URL+"/v1/messages", simpleRequest)
 	body := readAll(t, res)
 	if res.StatusCode != http.StatusBadGateway {
 		t.Fatalf("%d %s, want 502", res.StatusCode, body)
 	}
-	for _, want := range []string{"nokey: auth", "b: server_error (HTTP 500: b broke)", "dead: unreachable"} {
+	for _, want := range []string{"nokey: auth (credential unavailable; see the proxy log)", "dead: unreachable ("} {
 		if !strings.Contains(body, want) {
 			t.Errorf("body %s lacks %q", body, want)
 		}
 	}
-	if got := res.Header.Get("X-LLM-Providers"); !strings.Contains(got, `"b";state=open;class=server_error;status=500`) ||
-		!strings.Contains(got, `"nokey";state=open;class=auth`) || res.Header.Get("X-LLM-Attempts") != "2" {
+	if strings.Contains(body, "LLMF_TEST_UNSET_VAR") {
+		t.Errorf("body %s tells what the credential source said", body)
+	}
+	if got := res.Header.Get("X-LLM-Providers"); got != `"nokey";state=open;class=auth;retry-after=1800, "dead";state=open;class=unreachable;retry-after=10` ||
+		res.Header.Get("X-LLM-Attempts") != "1" {
 		t.Fatalf("X-LLM-Providers %q X-LLM-Attempts %q", got, res.Header.Get("X-LLM-Attempts"))
 	}
 
-	// the last provider's real answer is passed on, with every failure in
-	// the states header
-	p2 := startProxy(t, failoverSite(
-		"\t\tprovider nokey2 {\n\t\t\tupstream http://127.0.0.1:1\n\t\t\tcredential env LLMF_TEST_UNSET_VAR\n\t\t}\n",
-		strings.Replace(b.providerBlock(), "provider b ", "provider b2 ", 1)))
+	// a provider answered: its real answer, even when a later one did not
+	// answer at all, with every failure in the states header
+	b := newUpstream(t, "b", replyError(500, "api_error", "b broke"))
+	p2 := startProxy(t, failoverSite(nokey("nokey2"), b.providerBlock(), deadBlock("dead2")))
 	res = post(t, p2.URL+"/v1/messages", simpleRequest)
 	body = readAll(t, res)
-	if res.StatusCode != 500 || !strings.Contains(body, "b broke") {
-		t.Fatalf("%d %s, want b2's 500", res.StatusCode, body)
+	if res.StatusCode != 500 || !strings.Contains(body, "b broke") || res.Header.Get("X-LLM-Provider") != "b" {
+		t.Fatalf("%d %s %v, want b's 500", res.StatusCode, body, res.Header)
 	}
-	if got := res.Header.Get("X-LLM-Providers"); got != `"nokey2";state=open;class=auth;retry-after=1800, "b2";state=open;class=server_error;status=500;retry-after=10` {
+	if got := res.Header.Get("X-LLM-Providers"); got != `"nokey2";state=open;class=auth;retry-after=1800, "b";state=open;class=server_error;status=500;retry-after=10, "dead2";state=open;class=unreachable;retry-after=10` {
 		t.Fatalf("X-LLM-Providers %q", got)
 	}
 }

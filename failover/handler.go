@@ -84,6 +84,10 @@ type Handler struct {
 	// tier; failover to the next tier when a whole tier is cooling).
 	Policy string `json:"policy,omitempty"`
 
+	// clientAccess holds clients, client_key_header and allow_remote
+	// (access.go): who may use the handler.
+	clientAccess
+
 	// MaxUtilization is the default of each provider's max_utilization.
 	MaxUtilization float64 `json:"max_utilization,omitempty"`
 
@@ -209,6 +213,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
+	if err := h.provisionAccess(ctx); err != nil {
+		return err
+	}
 	registerHandler(h)
 	if h.Share != nil {
 		h.share = newSharer(ctx, h, h.Share)
@@ -220,6 +227,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // Cleanup releases the providers' proxies and breaker references.
 func (h *Handler) Cleanup() error {
 	unregisterHandler(h)
+	h.cleanupClients()
 	h.cleanupAffinity()
 	for _, p := range h.Providers {
 		p.cleanup()
@@ -248,6 +256,7 @@ type llmRequest struct {
 	scanned   []byte        // the body fields were scanned from
 	clientKey string        // fingerprint of the client's credential, for passthrough breakers
 	kind      requestKind   // model call, optional endpoint, or anything else (apipath.go)
+	client    *Client       // the client that presented its key; nil without clients
 	// conversation identifies the request's conversation for affinity; 0: none
 	conversation uint64
 
@@ -289,6 +298,10 @@ func (req *llmRequest) mappingFields() requestFields {
 // It reads as three steps: pick a provider, run an attempt through the
 // gate, act on the verdict.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	client, ok := h.admitClient(w, r)
+	if !ok {
+		return nil
+	}
 	buf, res, err := h.readBody(w, r)
 	if res != bodyComplete {
 		releaseBody(buf)
@@ -304,7 +317,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		body:        buf.b,
 		model:       peekModel(buf.b),
 		kind:        kindOfPath(r.URL.Path),
-		tried:       make([]bool, len(h.Providers)),
+		client:      client,
+		tried:       client.initialTried(len(h.Providers)),
 		authRetried: make([]bool, len(h.Providers)),
 	}
 	if h.anyPassthrough {
@@ -400,6 +414,9 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 			req.tried[i] = true
 			t.credVersion = missingCredential
 			h.failOver(req, t, attemptEnd{}, Verdict{Class: ClassAuth, Message: "credential unavailable: " + err.Error()}, false)
+			// what the source said stays in the log and status: it can
+			// quote a helper's stderr or name a secret file
+			req.failed[len(req.failed)-1].message = "credential unavailable; see the proxy log"
 			h.logger.Error("provider credential unavailable; failing over",
 				zap.String("provider", p.Name), zap.Error(err), zap.String("request_id", requestID(r)))
 			return false
@@ -542,14 +559,14 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 		if end.verdict.Class != ClassNone {
 			outcome = string(end.verdict.Class) // a passed-through client error
 		}
-		metrics.attempts.WithLabelValues(p.Name, outcome).Inc()
+		countAttempt(req, p.Name, outcome)
 		if g.isStream {
 			observeTiming(p.Name, g)
 			h.closeStream(g, p, b, aborted, clientGone)
 		}
 		if u, ok := g.usage(); ok {
 			req.usage = u
-			countTokens(p.Name, t.model, u)
+			countTokens(p.Name, t.model, req.client, u)
 		}
 		if h.useBook && end.verdict.Class == ClassNone && len(h.Providers) > 0 {
 			recordAccepted(t.body, p.rules.domain)
@@ -560,7 +577,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 		// not the provider's fault: charge nothing, free a probe
 		b.Release(t.adm.Probe)
 		releaseHeld(end.body)
-		metrics.attempts.WithLabelValues(p.Name, "client_gone").Inc()
+		countAttempt(req, p.Name, "client_gone")
 		return true, Verdict{}
 	}
 
@@ -568,7 +585,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	if v.Retry {
 		// held back for a repair: not the provider's failure
 		releaseHeld(end.body)
-		metrics.attempts.WithLabelValues(p.Name, string(ClassRepairable)).Inc()
+		countAttempt(req, p.Name, string(ClassRepairable))
 		h.logger.Info("provider refused the request's history; repairing and retrying",
 			zap.String("provider", p.Name), zap.String("repair", req.pending.kind.String()),
 			zap.String("message", v.Message), zap.String("request_id", requestID(r)))
@@ -589,7 +606,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	}
 	if v.Class == ClassAuth && h.renewCredential(req, t) {
 		releaseHeld(end.body)
-		metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
+		countAttempt(req, p.Name, string(v.Class))
 		req.renewed = true
 		return false, v
 	}
@@ -622,7 +639,7 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		h.narrowByWindow(req, p)
 	}
 	if end.status != 0 || end.bodyBroke || v.Class == ClassUnreachable {
-		metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
+		countAttempt(req, p.Name, string(v.Class))
 	}
 	metrics.failovers.WithLabelValues(p.Name, string(v.Class)).Inc()
 	if c := h.logger.Check(zapcore.WarnLevel, "provider failed; failing over"); c != nil {
@@ -635,7 +652,12 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		}
 		c.Write(fields...)
 	}
-	req.failed = append(req.failed, failedAttempt{provider: p.Name, class: v.Class, status: end.status, message: v.Message})
+	msg := v.Message
+	if !sent {
+		// what a credential source said stays in the log
+		msg = "credential unavailable; see the proxy log"
+	}
+	req.failed = append(req.failed, failedAttempt{provider: p.Name, class: v.Class, status: end.status, message: msg})
 	if !sent {
 		// nothing to answer with: an earlier provider's answer is kept
 		return
@@ -647,13 +669,13 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		releaseHeld(end.body)
 		return
 	}
+	if end.status == 0 {
+		return // no response: an earlier provider's real answer stays the one to give
+	}
 	if req.last != nil {
 		releaseHeld(req.last.body)
 	}
-	req.last = nil
-	if end.status != 0 {
-		req.last, req.lastAnswer = &end, heldAnswer{provider: p, class: v.Class}
-	}
+	req.last, req.lastAnswer = &end, heldAnswer{provider: p, class: v.Class}
 }
 
 // requestID names the request in logs: the client's own id if it sent one,
@@ -670,13 +692,20 @@ func requestID(r *http.Request) string {
 	return ""
 }
 
-func countTokens(provider, model string, u streaminspect.Usage) {
+// countAttempt counts an attempt sent upstream, by provider, outcome and
+// client.
+func countAttempt(req *llmRequest, provider, outcome string) {
+	metrics.attempts.WithLabelValues(provider, outcome, req.client.label()).Inc()
+}
+
+func countTokens(provider, model string, c *Client, u streaminspect.Usage) {
+	c.countUsage(u)
 	for _, kv := range [...]struct {
 		kind string
 		n    int64
 	}{{"input", u.InputTokens}, {"output", u.OutputTokens}, {"cache_read", u.CacheReadTokens}, {"cache_creation", u.CacheCreationTokens}} {
 		if kv.n > 0 {
-			metrics.tokens.WithLabelValues(provider, model, kv.kind).Add(float64(kv.n))
+			metrics.tokens.WithLabelValues(provider, model, kv.kind, c.label()).Add(float64(kv.n))
 		}
 	}
 }
