@@ -63,8 +63,19 @@ func (p *Provider) capacityFor(clientKey string) *Capacity {
 	if !p.passthrough {
 		return p.state.shared.capacity.p.Load()
 	}
-	if b, ok := p.state.clients.Load(clientKey); ok {
-		return b.(*Breaker).capacity.p.Load()
+	if b := p.state.clients.lookup(clientKey); b != nil {
+		return b.capacity.p.Load()
+	}
+	return nil
+}
+
+// lookup returns the client's breaker, or nil, without making one or
+// marking it used.
+func (c *clientBreakers) lookup(key string) *Breaker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.byKey[key]; ok {
+		return el.Value.(*clientEntry).b
 	}
 	return nil
 }
