@@ -505,3 +505,25 @@ func TestSeveralSubscriptionsExampleValidates(t *testing.T) {
 		}
 	}
 }
+
+// JSON config gets the checks the Caddyfile parser makes.
+func TestUsageRoutingValidateJSON(t *testing.T) {
+	for js, want := range map[string]string{
+		`{"max_utilization":1.5}`:  "max_utilization",
+		`{"max_utilization":-0.1}`: "max_utilization",
+		`{"providers":[{"name":"a","upstream":"http://127.0.0.1:1","max_utilization":2}]}`: "provider a: max_utilization",
+		`{"affinity_header":"Bad Header"}`:                                                 "affinity_header",
+	} {
+		var h Handler
+		if err := json.Unmarshal([]byte(js), &h); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want an error naming %q", js, err, want)
+		}
+	}
+	h := Handler{MaxUtilization: 0.9, AffinityHeader: "X-Conversation-Id"}
+	if err := h.Validate(); err != nil {
+		t.Fatalf("valid options refused: %v", err)
+	}
+}

@@ -23,14 +23,27 @@ import (
 // capacityCell holds a breaker's latest capacity report.
 type capacityCell struct{ p atomic.Pointer[Capacity] }
 
-// provisionUsageRouting checks the usage-routing options (JSON config
-// gets the checks the Caddyfile parser makes) and sets up affinity.
-func (h *Handler) provisionUsageRouting() error {
+// validateUsageRouting checks the usage-routing options, so JSON config
+// gets the checks the Caddyfile parser makes.
+func (h *Handler) validateUsageRouting() error {
 	if err := validMaxUtilization(h.MaxUtilization); err != nil {
 		return err
 	}
+	for _, p := range h.Providers {
+		if err := validMaxUtilization(p.MaxUtilization); err != nil {
+			return fmt.Errorf("provider %s: %v", p.Name, err)
+		}
+	}
 	if h.AffinityHeader != "" && !validHeaderName(h.AffinityHeader) {
-		return fmt.Errorf("affinity_header: %q is not a header name", h.AffinityHeader)
+		return fmt.Errorf("affinity_header: %q is not a header name: write one such as X-Conversation-Id", h.AffinityHeader)
+	}
+	return nil
+}
+
+// provisionUsageRouting sets up affinity.
+func (h *Handler) provisionUsageRouting() error {
+	if err := h.validateUsageRouting(); err != nil {
+		return err
 	}
 	return h.provisionAffinity()
 }
