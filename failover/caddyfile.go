@@ -64,6 +64,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			hold_wait <duration>
 //			idle_timeout <duration>
 //		}
+//		client <name> {
+//			key <source> [<args...>] [{ ... }]
+//			providers <name...>
+//		}
+//		client_key_header <header>
+//		allow_remote
 //	}
 //
 // Providers are tried in the order they are declared (lower tiers first).
@@ -208,6 +214,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Stream = new(holdPolicy)
 			if err := h.Stream.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+		case "client", "client_key_header", "allow_remote":
+			if err := h.unmarshalAccess(d); err != nil {
 				return err
 			}
 		default:

@@ -84,6 +84,10 @@ type Handler struct {
 	// tier; failover to the next tier when a whole tier is cooling).
 	Policy string `json:"policy,omitempty"`
 
+	// clientAccess holds clients, client_key_header and allow_remote
+	// (access.go): who may use the handler.
+	clientAccess
+
 	share          *sharer
 	tiers          []*providerTier
 	spread         bool
@@ -190,6 +194,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
+	if err := h.provisionAccess(ctx); err != nil {
+		return err
+	}
 	registerHandler(h)
 	if h.Share != nil {
 		h.share = newSharer(ctx, h, h.Share)
@@ -201,6 +208,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // Cleanup releases the providers' proxies and breaker references.
 func (h *Handler) Cleanup() error {
 	unregisterHandler(h)
+	h.cleanupClients()
 	for _, p := range h.Providers {
 		p.cleanup()
 	}
@@ -228,6 +236,7 @@ type llmRequest struct {
 	scanned   []byte        // the body fields were scanned from
 	clientKey string        // fingerprint of the client's credential, for passthrough breakers
 	kind      requestKind   // model call, optional endpoint, or anything else (apipath.go)
+	client    *Client       // the client that presented its key; nil without clients
 
 	tried       []bool // per provider index
 	authRetried []bool
@@ -267,6 +276,10 @@ func (req *llmRequest) mappingFields() requestFields {
 // It reads as three steps: pick a provider, run an attempt through the
 // gate, act on the verdict.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	client, ok := h.admitClient(w, r)
+	if !ok {
+		return nil
+	}
 	buf, res, err := h.readBody(w, r)
 	if res != bodyComplete {
 		releaseBody(buf)
@@ -282,7 +295,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		body:        buf.b,
 		model:       peekModel(buf.b),
 		kind:        kindOfPath(r.URL.Path),
-		tried:       make([]bool, len(h.Providers)),
+		client:      client,
+		tried:       client.initialTried(len(h.Providers)),
 		authRetried: make([]bool, len(h.Providers)),
 	}
 	if h.anyPassthrough {
@@ -377,6 +391,9 @@ func (h *Handler) attempt(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 			req.tried[i] = true
 			t.credVersion = missingCredential
 			h.failOver(req, t, attemptEnd{}, Verdict{Class: ClassAuth, Message: "credential unavailable: " + err.Error()}, false)
+			// what the source said stays in the log and status: it can
+			// quote a helper's stderr or name a secret file
+			req.failed[len(req.failed)-1].message = "credential unavailable; see the proxy log"
 			h.logger.Error("provider credential unavailable; failing over",
 				zap.String("provider", p.Name), zap.Error(err), zap.String("request_id", requestID(r)))
 			return false
@@ -517,14 +534,14 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 		if end.verdict.Class != ClassNone {
 			outcome = string(end.verdict.Class) // a passed-through client error
 		}
-		metrics.attempts.WithLabelValues(p.Name, outcome).Inc()
+		countAttempt(req, p.Name, outcome)
 		if g.isStream {
 			observeTiming(p.Name, g)
 			h.closeStream(g, p, b, aborted, clientGone)
 		}
 		if u, ok := g.usage(); ok {
 			req.usage = u
-			countTokens(p.Name, t.model, u)
+			countTokens(p.Name, t.model, req.client, u)
 		}
 		if h.useBook && end.verdict.Class == ClassNone && len(h.Providers) > 0 {
 			recordAccepted(t.body, p.rules.domain)
@@ -535,7 +552,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 		// not the provider's fault: charge nothing, free a probe
 		b.Release(t.adm.Probe)
 		releaseHeld(end.body)
-		metrics.attempts.WithLabelValues(p.Name, "client_gone").Inc()
+		countAttempt(req, p.Name, "client_gone")
 		return true, Verdict{}
 	}
 
@@ -543,7 +560,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	if v.Retry {
 		// held back for a repair: not the provider's failure
 		releaseHeld(end.body)
-		metrics.attempts.WithLabelValues(p.Name, string(ClassRepairable)).Inc()
+		countAttempt(req, p.Name, string(ClassRepairable))
 		h.logger.Info("provider refused the request's history; repairing and retrying",
 			zap.String("provider", p.Name), zap.String("repair", req.pending.kind.String()),
 			zap.String("message", v.Message), zap.String("request_id", requestID(r)))
@@ -564,7 +581,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	}
 	if v.Class == ClassAuth && h.renewCredential(req, t) {
 		releaseHeld(end.body)
-		metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
+		countAttempt(req, p.Name, string(v.Class))
 		req.renewed = true
 		return false, v
 	}
@@ -596,7 +613,7 @@ func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v 
 		h.narrowByWindow(req, p)
 	}
 	if end.status != 0 || end.bodyBroke || v.Class == ClassUnreachable {
-		metrics.attempts.WithLabelValues(p.Name, string(v.Class)).Inc()
+		countAttempt(req, p.Name, string(v.Class))
 	}
 	metrics.failovers.WithLabelValues(p.Name, string(v.Class)).Inc()
 	if c := h.logger.Check(zapcore.WarnLevel, "provider failed; failing over"); c != nil {
@@ -649,13 +666,20 @@ func requestID(r *http.Request) string {
 	return ""
 }
 
-func countTokens(provider, model string, u streaminspect.Usage) {
+// countAttempt counts an attempt sent upstream, by provider, outcome and
+// client.
+func countAttempt(req *llmRequest, provider, outcome string) {
+	metrics.attempts.WithLabelValues(provider, outcome, req.client.label()).Inc()
+}
+
+func countTokens(provider, model string, c *Client, u streaminspect.Usage) {
+	c.countUsage(u)
 	for _, kv := range [...]struct {
 		kind string
 		n    int64
 	}{{"input", u.InputTokens}, {"output", u.OutputTokens}, {"cache_read", u.CacheReadTokens}, {"cache_creation", u.CacheCreationTokens}} {
 		if kv.n > 0 {
-			metrics.tokens.WithLabelValues(provider, model, kv.kind).Add(float64(kv.n))
+			metrics.tokens.WithLabelValues(provider, model, kv.kind, c.label()).Add(float64(kv.n))
 		}
 	}
 }

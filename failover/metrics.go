@@ -26,8 +26,8 @@ const metricsNamespace, metricsSubsystem = "caddy", "llm"
 func initMetrics() {
 	metrics.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "attempts_total",
-		Help: "Attempts sent to a provider, by outcome: success or the failure class.",
-	}, []string{"provider", "outcome"})
+		Help: "Attempts sent to a provider, by outcome (success or the failure class) and client (empty without client keys).",
+	}, []string{"provider", "outcome", "client"})
 	metrics.failovers = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "failovers_total",
 		Help: "Requests that left a provider for the next one, by the provider left and the class of its failure.",
@@ -43,8 +43,8 @@ func initMetrics() {
 	}, []string{"provider"})
 	metrics.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "tokens_total",
-		Help: "Tokens reported by providers' usage, by provider, model (as sent upstream) and kind: input, output, cache_read, cache_creation.",
-	}, []string{"provider", "model", "kind"})
+		Help: "Tokens reported by providers' usage, by provider, model (as sent upstream) and kind (input, output, cache_read, cache_creation) and client (empty without client keys).",
+	}, []string{"provider", "model", "kind", "client"})
 	metrics.stateExporter = &breakerCollector{
 		state: prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "breaker_state"),
 			"Breaker state per provider: 0 closed, 1 half-open, 2 open.", []string{"provider"}, nil),

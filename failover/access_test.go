@@ -1,0 +1,238 @@
+package failover
+
+import (
+	"crypto/sha256"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1":                 true,
+		"127.8.9.10":                true,
+		"127.0.0.1:4181":            true,
+		"::1":                       true,
+		"[::1]:4181":                true,
+		"::ffff:127.0.0.1":          true,
+		"[::ffff:127.0.0.1]:50000":  true,
+		"::ffff:7f00:1":             true,
+		"::1%lo":                    true,
+		"@":                         true, // a Unix socket peer
+		"10.0.0.5":                  false,
+		"192.168.1.20:4181":         false,
+		"203.0.113.9":               false,
+		"::ffff:203.0.113.9":        false,
+		"[::ffff:192.168.1.20]:443": false,
+		"2001:db8::1":               false,
+		"fe80::1%eth0":              false,
+		"::":                        false,
+		"0.0.0.0":                   false,
+		"":                          false,
+		"localhost":                 false, // an address, never a name
+		"127.0.0.1.example.com":     false,
+	} {
+		if got := isLoopback(addr); got != want {
+			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+func TestTakeClientKey(t *testing.T) {
+	for _, tc := range []struct {
+		name, header string
+		in           http.Header
+		key          string
+		left         http.Header // what remains to be forwarded
+	}{
+		{"x-api-key", "", http.Header{"X-Api-Key": {"k1"}, "Authorization": {"Bearer oauth"}}, "k1",
+			http.Header{"Authorization": {"Bearer oauth"}}},
+		{"bearer", "", http.Header{"Authorization": {"Bearer k2"}}, "k2", http.Header{}},
+		{"bearer any case", "", http.Header{"Authorization": {"bearer  k3 "}}, "k3", http.Header{}},
+		{"basic is not a key", "", http.Header{"Authorization": {"Basic abc"}}, "",
+			http.Header{"Authorization": {"Basic abc"}}},
+		{"none", "", http.Header{"Anthropic-Version": {"2023-06-01"}}, "", http.Header{"Anthropic-Version": {"2023-06-01"}}},
+		{"custom header", "X-Llm-Key", http.Header{"X-Llm-Key": {"k4"}, "X-Api-Key": {"sk-ant"}}, "k4",
+			http.Header{"X-Api-Key": {"sk-ant"}}},
+		{"custom header missing", "X-Llm-Key", http.Header{"X-Api-Key": {"sk-ant"}}, "",
+			http.Header{"X-Api-Key": {"sk-ant"}}},
+		{"custom Authorization", "Authorization", http.Header{"Authorization": {"Bearer k5"}, "X-Api-Key": {"x"}}, "k5",
+			http.Header{"X-Api-Key": {"x"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := tc.in.Clone()
+			key, where := takeClientKey(h, tc.header)
+			if key != tc.key {
+				t.Fatalf("key %q, want %q", key, tc.key)
+			}
+			if where == "" {
+				t.Fatal("no description of where the key is expected")
+			}
+			if len(h) != len(tc.left) {
+				t.Fatalf("left %v, want %v", h, tc.left)
+			}
+			for k, v := range tc.left {
+				if h.Get(k) != v[0] {
+					t.Fatalf("left %v, want %v", h, tc.left)
+				}
+			}
+		})
+	}
+}
+
+func TestClientMatch(t *testing.T) {
+	mk := func(name, key string) *Client {
+		c := &Client{Name: name}
+		if key != "" {
+			d := sha256.Sum256([]byte(key))
+			c.digest.Store(&d)
+		}
+		return c
+	}
+	a := clientAccess{Clients: []*Client{mk("alice", "alice-key"), mk("nokey", ""), mk("bob", "bob-key")}}
+	for key, want := range map[string]string{"alice-key": "alice", "bob-key": "bob", "bob-key ": "", "": "", "alice": ""} {
+		if got := a.match(key).label(); got != want {
+			t.Errorf("match(%q) = %q, want %q", key, got, want)
+		}
+	}
+}
+
+func TestClientInitialTried(t *testing.T) {
+	var none *Client
+	if got := none.initialTried(3); len(got) != 3 || got[0] || got[1] || got[2] {
+		t.Fatalf("no client: %v", got)
+	}
+	c := &Client{Name: "c", Providers: []string{"b"}}
+	if err := c.restrictTo([]*Provider{{Name: "a"}, {Name: "b"}, {Name: "c"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.initialTried(3); !got[0] || got[1] || !got[2] {
+		t.Fatalf("limited to b: %v", got)
+	}
+	bad := &Client{Name: "c", Providers: []string{"zz"}}
+	if err := bad.restrictTo([]*Provider{{Name: "a"}}); err == nil || !strings.Contains(err.Error(), `no provider named "zz"`) {
+		t.Fatalf("unknown provider: %v", err)
+	}
+}
+
+func TestCaddyfileClients(t *testing.T) {
+	h := goldHandler(t, `:8080 {
+	llm_failover {
+		provider a {
+			upstream http://127.0.0.1:9001
+			credential env A_KEY
+		}
+		provider b {
+			upstream http://127.0.0.1:9002
+		}
+		client alice {
+			key env ALICE_PROXY_KEY
+			providers b
+		}
+		client bob {
+			key file /run/secrets/bob-proxy-key
+		}
+		client_key_header X-LLM-Key
+		allow_remote
+	}
+}`)
+	clients, _ := h["clients"].([]any)
+	if len(clients) != 2 || h["client_key_header"] != "X-LLM-Key" || h["allow_remote"] != true {
+		t.Fatalf("handler: %v", h)
+	}
+	alice := clients[0].(map[string]any)
+	key := alice["key"].(map[string]any)
+	if alice["name"] != "alice" || key["source"] != "env" || key["var"] != "ALICE_PROXY_KEY" {
+		t.Fatalf("alice: %v", alice)
+	}
+	if ps, _ := alice["providers"].([]any); len(ps) != 1 || ps[0] != "b" {
+		t.Fatalf("alice's providers: %v", alice["providers"])
+	}
+	bob := clients[1].(map[string]any)
+	if bk := bob["key"].(map[string]any); bk["source"] != "file" || bk["path"] != "/run/secrets/bob-proxy-key" {
+		t.Fatalf("bob: %v", bob)
+	}
+}
+
+func TestCaddyfileClientErrors(t *testing.T) {
+	const okProvider = "provider a {\n\t\t\tupstream http://127.0.0.1:9001\n\t\t}\n"
+	for _, tc := range []struct{ name, block, want string }{
+		{"client without name", "client {\n key env K\n}", "client needs a name"},
+		{"client with two names", "client a b {\n key env K\n}", "wrong argument count"},
+		{"client without key", "client a {\n providers a\n}", "client a: a key is required"},
+		{"client without block", "client a", "client a: a key is required"},
+		{"key without source", "client a {\n key\n}", "client a: key needs a source"},
+		{"key twice", "client a {\n key env K\n key env L\n}", "client a: key may appear only once"},
+		{"passthrough key", "client a {\n key passthrough\n}", "passthrough cannot hold a client key"},
+		{"unknown key source", "client a {\n key vault K\n}", "llm.credentials.vault"},
+		{"providers without names", "client a {\n key env K\n providers\n}", "providers takes at least one provider name"},
+		{"unknown client subdirective", "client a {\n key env K\n quota 5\n}", `client a: unrecognized subdirective "quota"`},
+		{"duplicate client", "client a {\n key env K\n}\nclient a {\n key env L\n}", `client "a" is declared twice`},
+		{"client_key_header without value", "client_key_header", "wrong argument count"},
+		{"client_key_header bad name", `client_key_header "X LLM Key"`, "not a valid header name"},
+		{"allow_remote with an argument", "allow_remote yes", "wrong argument count"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			text := ":8080 {\n\tllm_failover {\n\t\t" + okProvider + tc.block + "\n\t}\n}\n"
+			_, _, err := goldAdapt(t, "Caddyfile", []byte(text))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q\n%s", err, tc.want, text)
+			}
+		})
+	}
+}
+
+// The Caddyfile errors of the access subdirectives name their line.
+func TestCaddyfileClientErrorLine(t *testing.T) {
+	d := caddyfile.NewTestDispenser("llm_failover {\n\tclient a {\n\t\tkey env K\n\t\tproviders\n\t}\n}")
+	var h Handler
+	err := h.UnmarshalCaddyfile(d)
+	if err == nil || !strings.Contains(err.Error(), "Testfile:4") {
+		t.Fatalf("error %v, want one at Testfile:4", err)
+	}
+}
+
+func FuzzClientAccess(f *testing.F) {
+	for _, s := range []struct{ addr, auth, apiKey, header string }{
+		{"127.0.0.1:1", "Bearer k", "", ""},
+		{"[::ffff:127.0.0.1]:2", "", "k", ""},
+		{"::1", "bearer", "", "X-Llm-Key"},
+		{"203.0.113.9", "Basic x", "", "Authorization"},
+		{"fe80::1%eth0", "Bearer  ", " ", ""},
+		{"[::1", "Bearer\tk", "", ""},
+	} {
+		f.Add(s.addr, s.auth, s.apiKey, s.header)
+	}
+	f.Fuzz(func(t *testing.T, addr, auth, apiKey, header string) {
+		loop := isLoopback(addr)
+		if loop && addr != "@" && !strings.Contains(addr, "127.") && !strings.Contains(addr, ":") {
+			t.Fatalf("isLoopback(%q): a loopback address must be 127.x or IPv6", addr)
+		}
+		h := http.Header{}
+		if auth != "" {
+			h.Set("Authorization", auth)
+		}
+		if apiKey != "" {
+			h.Set("X-Api-Key", apiKey)
+		}
+		if header != "" && !validHeaderName(header) {
+			return
+		}
+		if header != "" {
+			header = http.CanonicalHeaderKey(header)
+		}
+		key, _ := takeClientKey(h, header)
+		if key != strings.TrimSpace(key) {
+			t.Fatalf("key %q is not trimmed", key)
+		}
+		if header == "" && key != "" && key == strings.TrimSpace(apiKey) && h.Get("X-Api-Key") != "" {
+			t.Fatalf("the key came from x-api-key, which is still forwarded: %v", h)
+		}
+		if (header == "" || header == "Authorization") && key != "" && key == bearerToken(auth) &&
+			h.Get("Authorization") != "" && h.Get("X-Api-Key") == "" {
+			t.Fatalf("the key came from Authorization, which is still forwarded: %v", h)
+		}
+	})
+}
