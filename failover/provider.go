@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -248,16 +247,14 @@ type providerState struct {
 	// clients holds one breaker per client credential fingerprint, for
 	// passthrough providers: one person's exhausted subscription must
 	// not cool the provider for everyone else on a shared gateway.
-	clients sync.Map // string -> *Breaker
+	clients clientBreakers
 }
 
 // eachClient calls fn for every per-client breaker, with its client
-// credential fingerprint.
+// credential fingerprint, once idle ones are swept.
 func (s *providerState) eachClient(fn func(fingerprint string, b *Breaker)) {
-	s.clients.Range(func(k, v any) bool {
-		fn(k.(string), v.(*Breaker))
-		return true
-	})
+	s.clients.sweep(timeNow(), false)
+	s.clients.each(fn)
 }
 
 // Destruct implements caddy.Destructor.
@@ -272,11 +269,7 @@ func (p *Provider) breaker(clientKey string) *Breaker {
 	if !p.passthrough {
 		return &p.state.shared
 	}
-	if b, ok := p.state.clients.Load(clientKey); ok {
-		return b.(*Breaker)
-	}
-	b, _ := p.state.clients.LoadOrStore(clientKey, new(Breaker))
-	return b.(*Breaker)
+	return p.state.clients.get(clientKey, timeNow())
 }
 
 // admit asks the provider's breaker for this client. A passthrough

@@ -76,14 +76,18 @@ type ProviderStatus struct {
 	// ClientsCooling counts the client credentials cooling on a
 	// passthrough provider, whose breakers are per client.
 	ClientsCooling int `json:"clients_cooling,omitempty"`
+	// Clients counts the client credentials a passthrough provider keeps
+	// a breaker for (at most 10000; idle ones are dropped).
+	Clients int `json:"clients,omitempty"`
 }
 
 // status reports a provider as of now.
 func (p *Provider) status(now time.Time) ProviderStatus {
 	s := p.state.shared.Snapshot(now)
-	clientsCooling := 0
+	clientsCooling, clients := 0, 0
 	if p.passthrough {
-		// sum the per-client breakers; the most recent failure speaks
+		// sum the per-client breakers, and those dropped; the most
+		// recent failure speaks
 		p.state.eachClient(func(_ string, b *Breaker) {
 			cs := b.Snapshot(now)
 			s.Requests += cs.Requests
@@ -96,6 +100,11 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 				s.LastFailure, s.LastClass, s.LastError = cs.LastFailure, cs.LastClass, cs.LastError
 			}
 		})
+		var req, succ, fo uint64
+		clients, req, succ, fo = p.state.clients.counts()
+		s.Requests += req
+		s.Successes += succ
+		s.Failovers += fo
 	}
 	cred := p.credentialStatus()
 	out := ProviderStatus{
@@ -111,6 +120,7 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 		Credential:          string(cred.State),
 		CredentialReason:    cred.Reason,
 		ClientsCooling:      clientsCooling,
+		Clients:             clients,
 	}
 	out.Source = "local"
 	if origin, _ := p.state.shared.provenance(); origin != "" {
