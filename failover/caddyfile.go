@@ -96,7 +96,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	once := onceInBlock{}
 	for d.NextBlock(0) {
+		switch d.Val() {
+		case "max_cooldown", "max_reset", "max_attempts", "request_buffer", "body_timeout", "policy":
+			if err := once.check(d, ""); err != nil {
+				return err
+			}
+		}
 		switch d.Val() {
 		case "provider":
 			p, err := unmarshalProvider(d)
@@ -116,6 +123,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if h.Cooldowns == nil {
 				h.Cooldowns = make(map[Class]caddy.Duration)
+			}
+			if _, dup := h.Cooldowns[c]; dup {
+				return d.Errf("cooldown %s is already set: write it once", c)
 			}
 			h.Cooldowns[c] = dur
 		case "max_cooldown":
@@ -147,9 +157,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if n > maxRequestBuffer {
-				return d.Errf("request_buffer: %s is over the 1GiB maximum: write a size such as 32MiB (Anthropic's own request limit)", d.Val())
-			}
 			h.RequestBuffer = n
 		case "body_timeout":
 			dur, err := parseDurationArg(d)
@@ -171,7 +178,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+			shareOnce := onceInBlock{}
 			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				if err := shareOnce.check(d, "share: "); err != nil {
+					return err
+				}
 				switch d.Val() {
 				case "read_interval":
 					dur, err := parseDurationArg(d)
@@ -232,10 +243,20 @@ func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
 		return nil, d.Err("provider needs a name: provider <name> { ... }")
 	}
 	p := &Provider{Name: d.Val()}
+	if err := validProviderName(p.Name); err != nil {
+		return nil, d.Err(err.Error())
+	}
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
+	once := onceInBlock{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "upstream", "auth_header", "tier", "dial_timeout", "header_timeout", "context_window":
+			if err := once.check(d, "provider "+p.Name+": "); err != nil {
+				return nil, err
+			}
+		}
 		switch d.Val() {
 		case "upstream":
 			if !d.NextArg() {
@@ -265,6 +286,9 @@ func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
 			if !d.NextArg() {
 				return nil, d.ArgErr()
 			}
+			if err := validAuthHeader(d.Val()); err != nil {
+				return nil, d.Errf("provider %s: %v", p.Name, err)
+			}
 			p.AuthHeader = d.Val()
 			if d.NextArg() {
 				return nil, d.ArgErr()
@@ -282,6 +306,9 @@ func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
 			}
 			if p.Cooldowns == nil {
 				p.Cooldowns = make(map[Class]caddy.Duration)
+			}
+			if _, dup := p.Cooldowns[c]; dup {
+				return nil, d.Errf("provider %s: cooldown %s is already set: write it once", p.Name, c)
 			}
 			p.Cooldowns[c] = dur
 		case "tier":
@@ -359,7 +386,11 @@ func (p *holdPolicy) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	once := onceInBlock{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := once.check(d, "stream: "); err != nil {
+			return err
+		}
 		switch d.Val() {
 		case "hold":
 			if !d.NextArg() {
@@ -466,14 +497,20 @@ func parseDurationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	return caddy.Duration(dur), nil
 }
 
+// maxSize bounds every size the Caddyfile takes.
+const maxSize = 1 << 30
+
 func parseSizeArg(d *caddyfile.Dispenser) (int64, error) {
 	name := d.Val()
 	if !d.NextArg() {
 		return 0, d.ArgErr()
 	}
 	n, err := humanize.ParseBytes(d.Val())
-	if err != nil || n == 0 || n > 1<<40 {
+	if err != nil || n == 0 {
 		return 0, d.Errf("%s: want a size such as 64KiB or 32MiB, got %q", name, d.Val())
+	}
+	if n > maxSize {
+		return 0, d.Errf("%s: %s is over the 1GiB maximum: write a size such as 32MiB", name, d.Val())
 	}
 	if d.NextArg() {
 		return 0, d.ArgErr()

@@ -113,32 +113,12 @@ func setClaudeBaseURL(path, url string) (old string, changed bool, err error) {
 	if err != nil {
 		return "", false, err
 	}
-	settings := map[string]json.RawMessage{}
-	if len(bytes.TrimSpace(raw)) > 0 {
-		if err := json.Unmarshal(raw, &settings); err != nil {
-			return "", false, fmt.Errorf("%s is not a JSON object: %v; fix it or use --settings", path, err)
-		}
+	updated, old, changed, err := mergeBaseURL(raw, url)
+	if err != nil {
+		return "", false, fmt.Errorf("%s %v; fix it or use --settings", path, err)
 	}
-	env := map[string]json.RawMessage{}
-	if e, ok := settings["env"]; ok && string(e) != "null" {
-		if err := json.Unmarshal(e, &env); err != nil {
-			return "", false, fmt.Errorf("%s: \"env\" is not a JSON object: %v", path, err)
-		}
-	}
-	if v, ok := env["ANTHROPIC_BASE_URL"]; ok {
-		_ = json.Unmarshal(v, &old)
-	}
-	if old == url {
+	if !changed {
 		return old, false, nil
-	}
-	env["ANTHROPIC_BASE_URL"], _ = json.Marshal(url)
-	settings["env"], err = marshalIndented(env, "  ")
-	if err != nil {
-		return "", false, err
-	}
-	updated, err := marshalIndented(settings, "")
-	if err != nil {
-		return "", false, err
 	}
 	backup := raw
 	if !existed {
@@ -147,10 +127,45 @@ func setClaudeBaseURL(path, url string) (old string, changed bool, err error) {
 	if err := writeAtomic(path+backupSuffix, backup, mode); err != nil {
 		return "", false, fmt.Errorf("writing the backup: %v", err)
 	}
-	if err := writeAtomic(path, append(updated, '\n'), mode); err != nil {
+	if err := writeAtomic(path, updated, mode); err != nil {
 		return "", false, err
 	}
 	return old, true, nil
+}
+
+// mergeBaseURL sets env.ANTHROPIC_BASE_URL in a settings document (empty:
+// none yet), keeping every other key and value. Pure.
+func mergeBaseURL(raw []byte, url string) (updated []byte, old string, changed bool, err error) {
+	settings := map[string]json.RawMessage{}
+	if len(bytes.TrimSpace(raw)) > 0 {
+		if err := json.Unmarshal(raw, &settings); err != nil {
+			return nil, "", false, fmt.Errorf("is not a JSON object: %v", err)
+		}
+		if settings == nil { // the document was null
+			settings = map[string]json.RawMessage{}
+		}
+	}
+	env := map[string]json.RawMessage{}
+	if e, ok := settings["env"]; ok && string(e) != "null" {
+		if err := json.Unmarshal(e, &env); err != nil {
+			return nil, "", false, fmt.Errorf(`has an "env" that is not a JSON object: %v`, err)
+		}
+	}
+	if v, ok := env["ANTHROPIC_BASE_URL"]; ok {
+		_ = json.Unmarshal(v, &old)
+	}
+	if old == url {
+		return raw, old, false, nil
+	}
+	env["ANTHROPIC_BASE_URL"], _ = json.Marshal(url)
+	if settings["env"], err = marshalIndented(env, "  "); err != nil {
+		return nil, "", false, err
+	}
+	out, err := marshalIndented(settings, "")
+	if err != nil {
+		return nil, "", false, err
+	}
+	return append(out, '\n'), old, true, nil
 }
 
 // marshalIndented writes an object with sorted keys, two-space indented as

@@ -216,3 +216,59 @@ func TestStatusTableShowsCoolingClients(t *testing.T) {
 		t.Fatalf("table:\n%s", out.String())
 	}
 }
+
+// Whatever the settings document, a merge that succeeds keeps every other
+// key and value and sets only env.ANTHROPIC_BASE_URL; one that fails
+// returns nothing to write.
+func FuzzMergeBaseURL(f *testing.F) {
+	for _, seed := range []string{
+		claudeSettings, "", "{}", "null", `{"env":null}`, `{"env":{}}`, `{"env":[]}`, `[]`, `"x"`,
+		`{"env":{"ANTHROPIC_BASE_URL":"http://127.0.0.1:4181"}}`, `{"a":1,"a":2}`, `{"<&>":"\u2028"}`,
+		`{"env":{"X":"1"},"permissions":{"allow":["Bash(*)"]},"n":1e400}`, `{ "model" : "opus" } `,
+	} {
+		f.Add([]byte(seed))
+	}
+	const url = "http://127.0.0.1:4181"
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		updated, _, changed, err := mergeBaseURL(raw, url)
+		if err != nil {
+			if updated != nil {
+				t.Fatalf("error %v with a document to write", err)
+			}
+			return
+		}
+		if !changed {
+			return
+		}
+		var before, after map[string]any
+		decode := func(b []byte, v any) error {
+			d := json.NewDecoder(bytes.NewReader(b))
+			d.UseNumber() // numbers as written: 1e400 is kept, not decoded
+			return d.Decode(v)
+		}
+		if len(bytes.TrimSpace(raw)) > 0 {
+			if err := decode(raw, &before); err != nil {
+				t.Fatalf("merged a document that does not decode: %v", err)
+			}
+		}
+		if err := decode(updated, &after); err != nil {
+			t.Fatalf("wrote invalid JSON: %v\n%s", err, updated)
+		}
+		env, _ := after["env"].(map[string]any)
+		if env["ANTHROPIC_BASE_URL"] != url {
+			t.Fatalf("env = %v", after["env"])
+		}
+		if before == nil {
+			before = map[string]any{}
+		}
+		beforeEnv, _ := before["env"].(map[string]any)
+		if beforeEnv == nil {
+			beforeEnv = map[string]any{}
+		}
+		beforeEnv["ANTHROPIC_BASE_URL"] = url
+		before["env"] = beforeEnv
+		if !reflect.DeepEqual(before, after) {
+			t.Fatalf("keys changed:\nbefore %v\nafter  %v", before, after)
+		}
+	})
+}

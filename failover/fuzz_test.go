@@ -117,6 +117,8 @@ func FuzzCaddyfile(f *testing.F) {
 		"`backtick",
 		"provider a {\n\tupstream http://[::1]:80/p?x#y\n}",
 		"{$HOME} {env.PATH} {http.request.host}",
+		"provider a/b {\n\tupstream http://127.0.0.1:70000\n\tauth_header \"X Key\"\n}\nmax_attempts 2\nmax_attempts 3",
+		"request_buffer 1TiB\nbody_timeout 1m\nmax_reset 8d\nstream {\n\thold off\n\thold off\n}",
 		"",
 	} {
 		f.Add(s)

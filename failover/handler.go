@@ -138,6 +138,10 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.wrapped = new(wrapProviders)
+	// nothing is set up from a config that would not validate
+	if err := h.Validate(); err != nil {
+		return err
+	}
 	if h.RequestBuffer == 0 {
 		h.RequestBuffer = defaultRequestBuffer
 	}
@@ -175,6 +179,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if err := p.provision(ctx, h); err != nil {
 			return err
 		}
+		allowMappedModels(p.Name, p.Models)
 		_ = warnUnusableCredential(h.logger, p)
 		h.anyPassthrough = h.anyPassthrough || p.passthrough
 		h.useBook = h.useBook || p.rules.thinking
@@ -231,9 +236,9 @@ func (h *Handler) cooldown(c Class) time.Duration {
 type llmRequest struct {
 	r         *http.Request
 	body      []byte
-	model     string        // the first top-level "model": for logs and metrics
-	fields    requestFields // full scan, made only when a provider maps the model
-	scanned   []byte        // the body fields were scanned from
+	model     string        // the top-level "model" upstreams read (the last one): for mapping, logs and metrics
+	fields    requestFields // where that model is in the body, for a provider that maps it
+	scanned   []byte        // the body fields were read from
 	clientKey string        // fingerprint of the client's credential, for passthrough breakers
 	kind      requestKind   // model call, optional endpoint, or anything else (apipath.go)
 	client    *Client       // the client that presented its key; nil without clients
@@ -262,12 +267,12 @@ type llmRequest struct {
 	usage      streaminspect.Usage
 }
 
-// mappingFields scans the whole body once, for a provider that maps the
-// model: the last "model" key is the one upstreams read. A body replaced by
-// a repair is scanned again.
+// mappingFields says where the model is, for a provider that maps it: the
+// last "model" key is the one upstreams read. A body replaced by a repair
+// is read again.
 func (req *llmRequest) mappingFields() requestFields {
 	if len(req.scanned) != len(req.body) || (len(req.body) > 0 && &req.scanned[0] != &req.body[0]) {
-		req.fields, req.scanned = scanRequest(req.body), req.body
+		req.fields, req.scanned = requestModel(req.body), req.body
 	}
 	return req.fields
 }
@@ -290,10 +295,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	defer releaseBody(buf)
+	fields := requestModel(buf.b)
 	req := &llmRequest{
 		r:           r,
 		body:        buf.b,
-		model:       peekModel(buf.b),
+		model:       fields.Model,
+		fields:      fields,
+		scanned:     buf.b,
 		kind:        kindOfPath(r.URL.Path),
 		client:      client,
 		tried:       client.initialTried(len(h.Providers)),
@@ -674,6 +682,10 @@ func countAttempt(req *llmRequest, provider, outcome string) {
 
 func countTokens(provider, model string, c *Client, u streaminspect.Usage) {
 	c.countUsage(u)
+	if u.InputTokens <= 0 && u.OutputTokens <= 0 && u.CacheReadTokens <= 0 && u.CacheCreationTokens <= 0 {
+		return
+	}
+	model = modelLabel(provider, model)
 	for _, kv := range [...]struct {
 		kind string
 		n    int64

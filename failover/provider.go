@@ -202,6 +202,9 @@ func parseUpstream(s string) (*url.URL, error) {
 	if u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("upstream %q: a query or fragment is not allowed", s)
 	}
+	if err := validPort(u); err != nil {
+		return nil, err
+	}
 	return u, nil
 }
 

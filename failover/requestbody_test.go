@@ -305,12 +305,22 @@ func FuzzScanRequest(f *testing.F) {
 		`{"a":{"b":[1,2,{"c":"]}"}]},"model":"m","stream":true}`,
 		rbWithModelBody,
 		``,
+		`{"model":"a","mod\u0065l":"b"}`,
+		`{"\u006d\u006f\u0064\u0065\u006c":"esc","stream":true}`,
+		`{"model":"a","messages":[{"model":"nested"}],"stream":tru`,
+		`{"model":"a","x":"\u00e9\u006c","model":1}`,
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		orig := append([]byte(nil), body...)
 		fl := scanRequest(body)
+		// the cheap path reads the same model as the full scan
+		if rm := requestModel(body); rm.Model != fl.Model || rm.modelStart != fl.modelStart || rm.modelEnd != fl.modelEnd {
+			if json.Valid(body) {
+				t.Fatalf("requestModel %+v, scanRequest %+v", rm, fl)
+			}
+		}
 		if !bytes.Equal(body, orig) {
 			t.Fatal("scanRequest modified its input")
 		}
@@ -344,12 +354,7 @@ func FuzzScanRequest(f *testing.F) {
 		if !isString {
 			return
 		}
-		// a key spelled with escapes is not looked for
-		for _, k := range keys {
-			if strings.Contains(k, `\`) {
-				return
-			}
-		}
+		_ = keys // a key spelled with escapes is the same key
 		if utf8.Valid(body) && fl.Model != inModel {
 			t.Fatalf("scanner model %q, encoding/json %q", fl.Model, inModel)
 		}
@@ -455,6 +460,31 @@ func BenchmarkScanRequestBaselineJSON(b *testing.B) {
 		}
 		if err := json.Unmarshal(body, &m); err != nil || !m.Stream {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRequestModel is the happy path: a Claude Code body whose only
+// "model" key is the first one (no full scan).
+func BenchmarkRequestModel(b *testing.B) {
+	body := bytes.ReplaceAll(rbClaudeCodeBody(200<<10), []byte(`,"model":"not-this-one"`), nil)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if f := requestModel(body); f.Model != "claude-sonnet-4-5-20250929" {
+			b.Fatal(f.Model)
+		}
+	}
+}
+
+// BenchmarkRequestModelNestedKeys: nested "model" keys force the full scan.
+func BenchmarkRequestModelNestedKeys(b *testing.B) {
+	body := rbClaudeCodeBody(200 << 10)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if f := requestModel(body); f.Model != "claude-sonnet-4-5-20250929" {
+			b.Fatal(f.Model)
 		}
 	}
 }
