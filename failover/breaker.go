@@ -38,6 +38,10 @@ type Breaker struct {
 
 	requests, successes, failovers uint64
 
+	// capacity is what the provider last reported about its own usage
+	// to requests through this breaker (headroom.go).
+	capacity capacityCell
+
 	// decidedAt is when the state was last decided (opened, closed by a
 	// probe, reset, drained), by origin: "" for this instance, else the
 	// instance that shared the decision. The latest decision wins.

@@ -44,6 +44,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			drop_field <name...>
 //			drop_beta <value...>
 //			context_window <tokens>
+//			max_utilization <percent>
 //		}
 //		cooldown <class> <duration>
 //		max_cooldown <duration>
@@ -53,6 +54,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		body_timeout <duration>
 //		classify <status|*> <body substring|*> <class>
 //		policy priority|spread
+//		max_utilization <percent>
+//		affinity header <Header-Name> | off
 //		share [{
 //			read_interval <duration>
 //			timeout <duration>
@@ -91,6 +94,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // tokens (200k, 1m, 200000): after a context_window refusal from a provider
 // with a declared window, only providers with a larger declared window (or
 // none declared) are tried.
+//
+// `max_utilization 90%` (for one provider, or the default for all) makes
+// a provider a last resort once a usage window it reports is that full.
+// With `policy spread` a conversation (Claude Code's
+// X-Claude-Code-Session-Id, or the header named by `affinity header`)
+// stays on the provider that served it last; `affinity off` rotates every
+// request.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -218,6 +228,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Policy = d.Val()
 			if d.NextArg() {
 				return d.ArgErr()
+			}
+		case "max_utilization":
+			f, err := parseMaxUtilization(d)
+			if err != nil {
+				return err
+			}
+			h.MaxUtilization = f
+		case "affinity":
+			if err := h.parseAffinity(d); err != nil {
+				return err
 			}
 		case "stream":
 			if h.Stream != nil {
@@ -360,6 +380,12 @@ func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
 			default:
 				p.DropBetas = append(p.DropBetas, args...)
 			}
+		case "max_utilization":
+			f, err := parseMaxUtilization(d)
+			if err != nil {
+				return nil, err
+			}
+			p.MaxUtilization = f
 		case "context_window":
 			if !d.NextArg() {
 				return nil, d.ArgErr()

@@ -138,7 +138,7 @@ func adminError(addr string, err error) error {
 
 func printStatusTable(out io.Writer, providers []ProviderStatus) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROVIDER\tSTATE\tLAST CLASS\tCOOLDOWN LEFT\tREQUESTS\tSUCCESSES\tFAILOVERS\tCREDENTIAL")
+	fmt.Fprintln(tw, "PROVIDER\tSTATE\tLAST CLASS\tCOOLDOWN LEFT\tREQUESTS\tSUCCESSES\tFAILOVERS\tCREDENTIAL\tUSAGE")
 	for _, p := range providers {
 		left := p.CooldownLeft
 		if left == "" {
@@ -160,9 +160,11 @@ func printStatusTable(out io.Writer, providers []ProviderStatus) {
 				state += "s"
 			}
 			state += " cooling"
+		} else if p.Saturated != nil && p.State == StateClosed {
+			state = "saturated"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", p.Name, state, class, left,
-			p.Requests, p.Successes, p.Failovers, cred)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", p.Name, state, class, left,
+			p.Requests, p.Successes, p.Failovers, cred, formatUsage(p.Usage))
 	}
 	_ = tw.Flush()
 }

@@ -88,6 +88,20 @@ type Handler struct {
 	// (access.go): who may use the handler.
 	clientAccess
 
+	// MaxUtilization is the default of each provider's max_utilization.
+	MaxUtilization float64 `json:"max_utilization,omitempty"`
+
+	// AffinityHeader names a request header that identifies a
+	// conversation, for clients that do not send Claude Code's
+	// X-Claude-Code-Session-Id (which is always read first). With
+	// `policy spread`, a conversation stays on the provider that served
+	// its previous request while that provider admits it.
+	AffinityHeader string `json:"affinity_header,omitempty"`
+
+	// AffinityOff turns conversation affinity off: spread rotates every
+	// request.
+	AffinityOff bool `json:"affinity_off,omitempty"`
+
 	share          *sharer
 	tiers          []*providerTier
 	spread         bool
@@ -95,6 +109,8 @@ type Handler struct {
 	anyPassthrough bool
 	useBook        bool           // some provider has `sanitize thinking`: feed signatureBook
 	wrapped        *wrapProviders // wrap mode: the wrapped reverse_proxy's upstreams
+	affinity       *affinityTable // spread: conversation -> provider (affinity.go)
+	providerIndex  map[string]int // provider name -> index, for affinity
 	logger         *zap.Logger
 }
 
@@ -189,6 +205,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.spread = h.Policy == PolicySpread
 	h.tiers = buildTiers(h.Providers)
+	if err := h.provisionUsageRouting(); err != nil {
+		return err
+	}
 	if h.MaxAttempts <= 0 {
 		h.MaxAttempts = len(h.Providers)
 		if h.MaxAttempts == 0 {
@@ -214,6 +233,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) Cleanup() error {
 	unregisterHandler(h)
 	h.cleanupClients()
+	h.cleanupAffinity()
 	for _, p := range h.Providers {
 		p.cleanup()
 	}
@@ -242,6 +262,8 @@ type llmRequest struct {
 	clientKey string        // fingerprint of the client's credential, for passthrough breakers
 	kind      requestKind   // model call, optional endpoint, or anything else (apipath.go)
 	client    *Client       // the client that presented its key; nil without clients
+	// conversation identifies the request's conversation for affinity; 0: none
+	conversation uint64
 
 	tried       []bool // per provider index
 	authRetried []bool
@@ -310,6 +332,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.anyPassthrough {
 		req.clientKey = clientFingerprint(r.Header)
 	}
+	req.conversation = h.conversationKey(r, req.clientKey)
 	defer h.finishRequest(req)
 
 	if len(h.Providers) == 0 {
@@ -521,6 +544,8 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 		if req.kind != kindOther && t.b.Success() {
 			h.share.kick() // a probe closed the breaker: close it everywhere
 		}
+		h.learnCapacity(t, hdr)
+		h.rememberConversation(req, t.p)
 		hdr.Set("X-LLM-Provider", t.p.Name)
 		hdr.Set("X-LLM-Attempts", strconv.Itoa(attempts))
 	}
@@ -603,6 +628,7 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 // the answer (X-LLM-Provider, {llm.provider}).
 func (h *Handler) failOver(req *llmRequest, t *attemptTarget, end attemptEnd, v Verdict, sent bool) {
 	p := t.p
+	h.learnCapacity(t, end.header)
 	var until time.Time
 	if req.kind == kindOther || v.Class == ClassUnsupported {
 		// says nothing about the provider's health: charge nothing

@@ -19,6 +19,7 @@ var metrics struct {
 	firstContent  *prometheus.HistogramVec
 	tokens        *prometheus.CounterVec
 	stateExporter *breakerCollector
+	utilization   *utilizationCollector
 }
 
 const metricsNamespace, metricsSubsystem = "caddy", "llm"
@@ -45,6 +46,7 @@ func initMetrics() {
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "tokens_total",
 		Help: "Tokens reported by providers' usage, by provider, model (as sent upstream) and kind (input, output, cache_read, cache_creation) and client (empty without client keys).",
 	}, []string{"provider", "model", "kind", "client"})
+	metrics.utilization = newUtilizationCollector()
 	metrics.stateExporter = &breakerCollector{
 		state: prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "breaker_state"),
 			"Breaker state per provider: 0 closed, 1 half-open, 2 open.", []string{"provider"}, nil),
@@ -59,7 +61,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{metrics.attempts, metrics.failovers, metrics.firstEvent,
-		metrics.firstContent, metrics.tokens, metrics.stateExporter} {
+		metrics.firstContent, metrics.tokens, metrics.stateExporter, metrics.utilization} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

@@ -91,6 +91,14 @@ type Provider struct {
 	// window is larger (providers without one are tried as usual).
 	ContextWindow int64 `json:"context_window,omitempty"`
 
+	// MaxUtilization (0..1] makes the provider a last resort once any of
+	// its usage windows reports this utilization or more (or, from a
+	// provider that reports no utilization, the status allowed_warning),
+	// until that window resets or a later response reports less. A
+	// saturated provider is still used when no other admits the request:
+	// a preference, never a cooldown. Default: the handler's; 0: never.
+	MaxUtilization float64 `json:"max_utilization,omitempty"`
+
 	owner       *Handler
 	upstreamURL *url.URL
 	basePath    string
@@ -103,6 +111,7 @@ type Provider struct {
 	state       *providerState
 	cooldowns   map[Class]time.Duration
 	rules       providerRules
+	maxUtil     float64
 }
 
 // provision sets up the provider's own reverse_proxy and credential source.
@@ -150,6 +159,14 @@ func (p *Provider) provision(ctx caddy.Context, h *Handler) error {
 			return fmt.Errorf("provider %s: unknown class %q in cooldowns", p.Name, c)
 		}
 		p.cooldowns[c] = time.Duration(d)
+	}
+
+	p.maxUtil = p.MaxUtilization
+	if p.maxUtil == 0 {
+		p.maxUtil = h.MaxUtilization
+	}
+	if err := validMaxUtilization(p.maxUtil); err != nil {
+		return fmt.Errorf("provider %s: %v", p.Name, err)
 	}
 
 	if err := p.provisionRules(); err != nil {

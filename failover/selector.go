@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"time"
 )
 
 // Selection policies across providers.
@@ -11,10 +12,13 @@ const (
 	// PolicyPriority tries providers in declaration order (by tier first,
 	// when tiers are given). The default.
 	PolicyPriority = "priority"
-	// PolicySpread rotates requests across the providers of a tier that
-	// admit them (round robin), for keys or accounts of equal standing;
-	// failover still moves to the next admitting provider, and to the next
-	// tier once the whole tier is cooling.
+	// PolicySpread spreads requests across the providers of a tier that
+	// admit them, for keys or accounts of equal standing: a conversation
+	// stays on the provider that served it last (affinity), new ones go
+	// to the provider with the most headroom by its usage headers, and
+	// providers that report no usage take turns (round robin). Failover
+	// still moves to the next admitting provider, and to the next tier
+	// once the whole tier is cooling.
 	PolicySpread = "spread"
 )
 
@@ -55,30 +59,28 @@ func validPolicy(p string) error {
 
 // selectProvider returns the index of the provider that takes the request:
 // tier by tier, the first untried provider whose breaker admits it
-// (spread: starting after the one the previous request got). It returns -1
-// and why each provider was skipped when none admits.
+// (spread: the conversation's provider, then by headroom, else starting
+// after the one the previous request got). A saturated provider
+// (max_utilization) is passed over while any other admits the request. It
+// returns -1 and why each provider was skipped when none admits.
 func (h *Handler) selectProvider(req *llmRequest) (int, Admission, []skipped) {
 	now := timeNow()
 	var skips []skipped
+	var saturated []int // passed over, in preference order
+	var buf [maxSortedTier]int
 	for _, tier := range h.tiers {
-		n := len(tier.indices)
-		start := 0
-		if h.spread {
-			start = int(tier.cursor.Load() % uint32(n))
-		}
-		for off := range n {
-			k := (start + off) % n
+		order := h.tierOrder(tier, req, now, buf[:0])
+		for _, k := range order {
 			i := tier.indices[k]
 			if req.tried[i] {
 				continue
 			}
 			p := h.Providers[i]
-			var adm Admission
-			if req.kind == kindOther {
-				adm = p.peek(now, req.clientKey) // takes no probe, counts nothing
-			} else {
-				adm = p.admit(req.r.Context(), now, req.clientKey)
+			if p.saturated(now, req.clientKey) {
+				saturated = append(saturated, i)
+				continue
 			}
+			adm := admitRequest(p, req, now)
 			if adm.OK {
 				if h.spread {
 					// the next request starts after this one, so a cooling
@@ -87,8 +89,57 @@ func (h *Handler) selectProvider(req *llmRequest) (int, Admission, []skipped) {
 				}
 				return i, adm, nil
 			}
-			skips = append(skips, skipped{name: p.Name, class: adm.Class, retryAt: adm.RetryAt})
+			skips = append(skips, skipped{name: p.Name, class: adm.Class,
+				retryAt: p.honestRetryAt(now, req.clientKey, adm.RetryAt)})
 		}
 	}
+	// nothing else admits: a saturated provider is still better than none
+	for _, i := range saturated {
+		p := h.Providers[i]
+		adm := admitRequest(p, req, now)
+		if adm.OK {
+			return i, adm, nil
+		}
+		skips = append(skips, skipped{name: p.Name, class: adm.Class,
+			retryAt: p.honestRetryAt(now, req.clientKey, adm.RetryAt)})
+	}
 	return -1, Admission{}, skips
+}
+
+// admitRequest asks provider p whether it takes the request.
+func admitRequest(p *Provider, req *llmRequest, now time.Time) Admission {
+	if req.kind == kindOther {
+		return p.peek(now, req.clientKey) // takes no probe, counts nothing
+	}
+	return p.admit(req.r.Context(), now, req.clientKey)
+}
+
+// tierOrder returns the positions in tier, in the order they are tried:
+// declaration order; with spread, rotation from the cursor, reordered by
+// headroom when every provider reports its usage, and the provider that
+// served the request's conversation last first.
+func (h *Handler) tierOrder(tier *providerTier, req *llmRequest, now time.Time, buf []int) []int {
+	n := len(tier.indices)
+	start := 0
+	if h.spread {
+		start = int(tier.cursor.Load() % uint32(n))
+	}
+	order := buf
+	for off := range n {
+		order = append(order, (start+off)%n)
+	}
+	if !h.spread || n < 2 {
+		return order
+	}
+	h.headroomOrder(tier, order, req, now)
+	if pinned := h.pinnedProvider(req, now); pinned >= 0 {
+		for j, k := range order {
+			if tier.indices[k] == pinned {
+				copy(order[1:j+1], order[:j])
+				order[0] = k
+				break
+			}
+		}
+	}
+	return order
 }

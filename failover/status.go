@@ -79,6 +79,15 @@ type ProviderStatus struct {
 	// Clients counts the client credentials a passthrough provider keeps
 	// a breaker for (at most 10000; idle ones are dropped).
 	Clients int `json:"clients,omitempty"`
+	// Usage is what the provider last reported about its own capacity
+	// (for a passthrough provider: its most recent client's); absent
+	// until it reports.
+	Usage *UsageStatus `json:"usage,omitempty"`
+	// MaxUtilization is the provider's max_utilization (0: none).
+	MaxUtilization float64 `json:"max_utilization,omitempty"`
+	// Saturated is set while the provider is at or above its
+	// max_utilization: the window and when it resets.
+	Saturated *SaturationStatus `json:"saturated,omitempty"`
 }
 
 // status reports a provider as of now.
@@ -131,6 +140,7 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 			out.SyncedAt = time.Unix(0, ns).UTC().Format(time.RFC3339)
 		}
 	}
+	p.fillUsage(&out, now)
 	if p.source == nil {
 		out.Credential, out.CredentialReason = "none", "the client's credential is removed and none is set"
 	}

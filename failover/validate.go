@@ -56,6 +56,9 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("stream hold_wait: %s is negative: write a positive duration such as 20s", time.Duration(s.Wait))
 		}
 	}
+	if err := h.validateUsageRouting(); err != nil {
+		return err
+	}
 	seen := make(map[string]bool, len(h.Providers))
 	for _, p := range h.Providers {
 		if err := p.Validate(); err != nil {
