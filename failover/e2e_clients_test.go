@@ -20,32 +20,12 @@ import (
 
 // startGateway is startProxy for a proxy behind a load balancer: the
 // server trusts 127.0.0.1 and ::1 as proxies, so a test on loopback plays
-// a remote client by sending X-Forwarded-For.
-func startGateway(t *testing.T, siteBody string) *proxy {
+// a remote client by sending X-Forwarded-For. globals are more global
+// options.
+func startGateway(t *testing.T, siteBody string, globals ...string) *proxy {
 	t.Helper()
-	p := &proxy{t: t}
-	port, adminPort := freePort(t), freePort(t)
-	p.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
-	p.AdminAddr = fmt.Sprintf("127.0.0.1:%d", adminPort)
-	p.load(fmt.Sprintf(`{
-	admin %s
-	auto_https off
-	persist_config off
-	grace_period 30s
-	servers {
-		trusted_proxies static 127.0.0.1/32 ::1/128
-	}
-}
-%s {
-%s
-}
-`, p.AdminAddr, p.URL, siteBody))
-	t.Cleanup(func() {
-		if err := caddy.Stop(); err != nil {
-			t.Logf("stopping caddy: %v", err)
-		}
-		resetProviderStates()
-	})
+	p, _ := startProxyWithGlobals(t, "\tservers {\n\t\ttrusted_proxies static 127.0.0.1/32 ::1/128\n\t}\n"+
+		strings.Join(globals, ""), siteBody)
 	return p
 }
 
@@ -127,10 +107,15 @@ func TestRemoteClientAllowed(t *testing.T) {
 			if tc.cred != "" {
 				lines = append(lines, tc.cred)
 			}
-			p := startGateway(t, failoverSite(a.providerBlock(lines...), tc.extra))
+			logFile := filepath.Join(t.TempDir(), "caddy.log")
+			p := startGateway(t, failoverSite(a.providerBlock(lines...), tc.extra), debugLogTo(logFile))
 			res := post(t, p.URL+"/v1/messages", simpleRequest, remote...)
 			if body := readAll(t, res); res.StatusCode != http.StatusOK || !strings.Contains(body, "from a") {
 				t.Fatalf("%d %s", res.StatusCode, body)
+			}
+			warnings := strings.Count(readFileString(t, logFile), "allow_remote: any client")
+			if want := map[bool]int{true: 1, false: 0}[tc.name == "allow_remote"]; warnings != want {
+				t.Fatalf("%d allow_remote warnings in the log, want %d", warnings, want)
 			}
 		})
 	}
@@ -178,7 +163,8 @@ func TestClientKeys(t *testing.T) {
 	a := newUpstream(t, "ck_a", replyMessage("from a"))
 	b := newUpstream(t, "ck_b", replyMessage("from b"))
 	site, _ := clientKeySite(t, a, b, "")
-	p := startGateway(t, site+"\n\theader >X-LLM-Client {llm.client}")
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	p := startGateway(t, site+"\n\theader >X-LLM-Client {llm.client}", debugLogTo(logFile))
 
 	// refused: missing, wrong, a provider's own key, another scheme
 	for _, hdr := range [][]string{
@@ -252,7 +238,12 @@ func TestClientKeys(t *testing.T) {
 	}
 	_, cfg := adminGet(t, p, "/config/")
 	_, providers := adminGet(t, p, "/llm/providers")
-	for where, text := range map[string]string{"/llm/clients": clients, "/metrics": metricsText, "/config/": cfg, "/llm/providers": providers} {
+	logged := readFileString(t, logFile)
+	if !strings.Contains(logged, "upstream roundtrip") {
+		t.Error("the debug log has no upstream roundtrip line (with the headers sent upstream) to check")
+	}
+	for where, text := range map[string]string{"/llm/clients": clients, "/metrics": metricsText, "/config/": cfg,
+		"/llm/providers": providers, "the debug log": logged} {
 		for _, key := range []string{"alice-secret-key-1", "bob-secret-key-1", "carol-secret-key-1"} {
 			if strings.Contains(text, key) {
 				t.Errorf("%s shows a client key", where)

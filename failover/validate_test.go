@@ -202,3 +202,29 @@ func TestValidateAcceptsDefaults(t *testing.T) {
 		}
 	}
 }
+
+// The bounds' own subdirectives reach the JSON config.
+func TestCaddyfileBoundsValues(t *testing.T) {
+	h := goldHandler(t, `:8080 {
+	llm_failover {
+		provider a {
+			upstream http://127.0.0.1:65535
+			auth_header X-Goog-Api-Key
+		}
+		request_buffer 1GiB
+		body_timeout 90s
+		max_reset 3d
+	}
+}`)
+	raw, _ := json.Marshal(h)
+	var got Handler
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.RequestBuffer != 1<<30 || got.BodyTimeout != caddy.Duration(90e9) || got.MaxReset != caddy.Duration(3*24*3600e9) {
+		t.Fatalf("request_buffer %d, body_timeout %v, max_reset %v", got.RequestBuffer, got.BodyTimeout, got.MaxReset)
+	}
+	if err := got.Validate(); err != nil {
+		t.Fatalf("the adapted config does not validate: %v", err)
+	}
+}
