@@ -110,6 +110,7 @@ type Claude struct {
 	writeErr     error // why the last refreshed token could not be saved
 	flight       *refreshFlight
 	syncing      chan struct{} // a background read of a slow store; closed when done
+	syncStarted  time.Time     // when it started (wall clock)
 }
 
 // ClaudeKeychain selects the macOS Keychain item that holds Claude Code's
@@ -271,7 +272,7 @@ func (c *Claude) Ready(ctx context.Context, wait time.Duration) (Credential, err
 		return credentialOf(tok), nil
 	}
 	f, err := c.startRefresh(ctx, false, tok.access)
-	if f != nil && waitDone(ctx, f.done, wait) {
+	if f != nil && waitDone(ctx, f.done, readyWait(f.started, wait)) {
 		err = f.err
 		if tok, loadErr = c.current(); loadErr != nil {
 			return Credential{}, loadErr

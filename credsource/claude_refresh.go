@@ -44,8 +44,9 @@ const (
 
 // refreshFlight is one refresh in progress; its waiters share the outcome.
 type refreshFlight struct {
-	done chan struct{}
-	err  error
+	started time.Time // wall clock, for readyWait
+	done    chan struct{}
+	err     error
 }
 
 func (f *refreshFlight) wait(ctx context.Context) error {
@@ -78,7 +79,7 @@ func (c *Claude) syncStore(ctx context.Context, force bool, wait time.Duration) 
 	done := c.syncing
 	if done == nil {
 		done = make(chan struct{})
-		c.syncing = done
+		c.syncing, c.syncStarted = done, time.Now()
 		gen := c.gen
 		go func() {
 			defer func() {
@@ -93,10 +94,14 @@ func (c *Claude) syncStore(ctx context.Context, force bool, wait time.Duration) 
 			c.readAndAdopt(context.WithoutCancel(ctx), gen)
 		}()
 	}
+	started := c.syncStarted
 	c.mu.Unlock()
-	if !loaded || wait == waitForever {
-		// a store read before is used while it is read again
+	switch {
+	case wait == waitForever:
 		waitDone(ctx, done, wait)
+	case !loaded:
+		// a store read before is used while it is read again
+		waitDone(ctx, done, readyWait(started, wait))
 	}
 }
 
@@ -225,7 +230,7 @@ func (c *Claude) startRefresh(ctx context.Context, force bool, seen string) (*re
 	if tok.refresh == "" {
 		return nil, errors.New("the login has no refresh token")
 	}
-	f := &refreshFlight{done: make(chan struct{})}
+	f := &refreshFlight{done: make(chan struct{}), started: time.Now()}
 	c.flight = f
 	// The refresh must not end with the first caller's request.
 	go c.runRefresh(context.WithoutCancel(ctx), seen, f)

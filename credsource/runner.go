@@ -178,9 +178,10 @@ type cachedValue struct {
 }
 
 type valueFlight struct {
-	done  chan struct{}
-	value string
-	err   error
+	started time.Time // wall clock, for readyWait
+	done    chan struct{}
+	value   string
+	err     error
 }
 
 // get returns the cached value if it is fresh, else fetches it (joining a
@@ -235,7 +236,7 @@ func (c *cachedValue) ready(ctx context.Context, wait time.Duration) (string, er
 		return v, nil
 	}
 	c.mu.Unlock()
-	if waitDone(ctx, f.done, wait) {
+	if waitDone(ctx, f.done, readyWait(f.started, wait)) {
 		return f.value, f.err
 	}
 	c.mu.Lock()
@@ -244,6 +245,13 @@ func (c *cachedValue) ready(ctx context.Context, wait time.Duration) (string, er
 		return "", c.err
 	}
 	return "", ErrNotReady
+}
+
+// readyWait is how much of a ready wait is left for a lookup started at
+// started: a lookup that already outlived the wait is not waited for
+// again, so a hung helper costs only the requests of its first moments.
+func readyWait(started time.Time, wait time.Duration) time.Duration {
+	return min(wait, time.Until(started.Add(wait)))
 }
 
 // waitDone waits at most d (and never past ctx) for done to be closed, and
@@ -272,7 +280,7 @@ func waitDone(ctx context.Context, done <-chan struct{}, d time.Duration) bool {
 // outlives the caller's cancellation. c.mu must be held.
 func (c *cachedValue) startLocked(ctx context.Context) *valueFlight {
 	if c.flight == nil {
-		c.flight = &valueFlight{done: make(chan struct{})}
+		c.flight = &valueFlight{done: make(chan struct{}), started: time.Now()}
 		go c.run(context.WithoutCancel(ctx), c.flight)
 	}
 	return c.flight
