@@ -342,10 +342,13 @@ func TestReloadUnderLoad(t *testing.T) {
 			}
 		})
 	}
+	// each reload lands while requests are in flight: the first after a
+	// sixth of them reached rl_b, the second after half
+	before := b.Hits()
 	close(start)
-	time.Sleep(30 * time.Millisecond)
+	waitFor(t, "requests to reach rl_b", 10*time.Second, func() bool { return b.Hits() >= before+total/6 })
 	p.reload(failoverSite(cooling.providerBlock(), b.providerBlock("cooldown server_error 5s")))
-	time.Sleep(30 * time.Millisecond)
+	waitFor(t, "requests to reach rl_b", 10*time.Second, func() bool { return b.Hits() >= before+total/2 })
 	p.reload(failoverSite(cooling.providerBlock(), b.providerBlock()))
 	wg.Wait()
 	if n := failed.Load(); n != 0 {
