@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/testport"
 
 	// the plugin, and reverse_proxy for the baseline
 	_ "github.com/caddy-llm-failover/caddy-llm-failover"
@@ -82,12 +83,8 @@ func upstream() *httptest.Server {
 }
 
 func freePort(tb testing.TB) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	tb.Helper()
+	return testport.Free(tb)
 }
 
 // startHot starts the upstream and Caddy; both stop when tb ends.

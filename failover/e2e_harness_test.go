@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/testport"
 )
 
 // fakeClock replaces timeNow so tests move time without sleeping.
@@ -45,15 +45,11 @@ func useFakeClock(t *testing.T) *fakeClock {
 	return c
 }
 
-// freePort returns a loopback port nobody listens on.
+// freePort returns a loopback port nobody listens on, below the kernel's
+// ephemeral range so no other process is handed it before Caddy binds it.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return testport.Free(t)
 }
 
 // proxy is a real Caddy running in this process.
