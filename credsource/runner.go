@@ -189,16 +189,9 @@ type valueFlight struct {
 func (c *cachedValue) get(ctx context.Context, force bool) (string, error) {
 	c.mu.Lock()
 	if !force {
-		now := c.now()
-		if c.fetched && c.err == nil && c.ttl > 0 && now.Sub(c.fetchedAt) < c.ttl {
-			v := c.value
+		if v, ok, err := c.heldLocked(); ok {
 			c.mu.Unlock()
-			return v, nil
-		}
-		if c.fetched && c.err != nil && now.Sub(c.errAt) < failureMemory {
-			err := c.err
-			c.mu.Unlock()
-			return "", err
+			return v, err
 		}
 	}
 	f := c.startLocked(ctx)
@@ -212,22 +205,32 @@ func (c *cachedValue) get(ctx context.Context, force bool) (string, error) {
 	}
 }
 
+// heldLocked returns what answers a lookup without a run: a value within
+// its TTL, or a failure still remembered (so a broken source is not run on
+// every request). ok is false when a run is due. c.mu must be held.
+func (c *cachedValue) heldLocked() (v string, ok bool, err error) {
+	if !c.fetched {
+		return "", false, nil
+	}
+	now := c.now()
+	if c.err == nil && c.ttl > 0 && now.Sub(c.fetchedAt) < c.ttl {
+		return c.value, true, nil
+	}
+	if c.err != nil && now.Sub(c.errAt) < failureMemory {
+		return "", true, c.err
+	}
+	return "", false, nil
+}
+
 // ready returns what is held now: a fresh value, or the last good one
 // while a new run (started here when due) is under way. With nothing held
 // it starts a run and waits for it at most wait, then returns ErrNotReady,
 // or the last run's error.
 func (c *cachedValue) ready(ctx context.Context, wait time.Duration) (string, error) {
 	c.mu.Lock()
-	now := c.now()
-	if c.fetched && c.err == nil && c.ttl > 0 && now.Sub(c.fetchedAt) < c.ttl {
-		v := c.value
+	if v, ok, err := c.heldLocked(); ok {
 		c.mu.Unlock()
-		return v, nil
-	}
-	if c.fetched && c.err != nil && now.Sub(c.errAt) < failureMemory {
-		err := c.err
-		c.mu.Unlock()
-		return "", err
+		return v, err
 	}
 	f := c.startLocked(ctx)
 	if c.fetched && c.err == nil {

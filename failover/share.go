@@ -225,6 +225,25 @@ func (s *sharer) start(ctx caddy.Context) {
 	go s.backend.run(ctx)
 }
 
+// loop is a backend's schedule until ctx ends: write on every kick, tick
+// every interval, and resync on every signal of resyncs (nil: never).
+func (s *sharer) loop(ctx context.Context, write, tick func(context.Context), resyncs <-chan struct{}, resync func(context.Context)) {
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kickCh:
+			write(ctx)
+		case <-resyncs:
+			resync(ctx)
+		case <-t.C:
+			tick(ctx)
+		}
+	}
+}
+
 // kick asks for a write now: a decision hours long is worth one write.
 func (s *sharer) kick() {
 	if s == nil {

@@ -201,31 +201,24 @@ func (b *redisBackend) run(ctx context.Context) {
 	subDone := make(chan struct{})
 	go func() { defer close(subDone); b.subscribe(ctx) }()
 	defer func() { <-subDone }()
-	t := time.NewTicker(b.s.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-b.s.kickCh:
-			b.write(ctx)
-		case <-b.resyncCh:
-			b.resync(ctx)
-		case <-t.C:
-			if b.down.Load() {
-				pingCtx, cancel := context.WithTimeout(ctx, b.s.timeout)
-				err := b.client.Ping(pingCtx).Err()
-				cancel()
-				if err != nil {
-					b.failed("redis is unreachable", err)
-					continue
-				}
-				b.resync(ctx)
-			} else {
-				b.write(ctx) // what a failed write left behind
-			}
-		}
+	b.s.loop(ctx, b.write, b.tick, b.resyncCh, b.resync)
+}
+
+// tick retries, every interval, what failed: the connection while Redis
+// is down, else the writes a failure left behind.
+func (b *redisBackend) tick(ctx context.Context) {
+	if !b.down.Load() {
+		b.write(ctx)
+		return
 	}
+	pingCtx, cancel := context.WithTimeout(ctx, b.s.timeout)
+	err := b.client.Ping(pingCtx).Err()
+	cancel()
+	if err != nil {
+		b.failed("redis is unreachable", err)
+		return
+	}
+	b.resync(ctx)
 }
 
 // resync rewrites every decision of this instance and reads the others'.

@@ -56,19 +56,14 @@ func newStorageBackend(ctx caddy.Context, s *sharer, cfg *ShareConfig) *storageB
 func (b *storageBackend) load(ctx context.Context) { b.read(ctx) }
 
 func (b *storageBackend) run(ctx context.Context) {
-	t := time.NewTicker(b.s.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-b.s.kickCh:
-			b.write(ctx)
-		case <-t.C:
-			b.write(ctx)
-			b.read(ctx)
-		}
-	}
+	b.s.loop(ctx, b.write, b.tick, nil, nil)
+}
+
+// tick writes this instance's entry, which also keeps it from being
+// purged, and reads the others'.
+func (b *storageBackend) tick(ctx context.Context) {
+	b.write(ctx)
+	b.read(ctx)
 }
 
 // write stores this instance's live decisions. An instance with nothing
