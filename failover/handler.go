@@ -29,7 +29,22 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// Handler is the llm_failover handler.
+// Handler is the llm_failover handler: it sends each request to the first
+// provider whose breaker admits it and replays it to the next one when the
+// answer is a failure, before the client has seen a byte.
+//
+// This handler sets these placeholders, for access logs and the handlers
+// that run after it:
+//
+// Placeholder | Description
+// ------------|-------------
+// `{llm.provider}` | the provider that answered, or the last one tried
+// `{llm.attempts}` | the number of attempts sent upstream (a retry with a renewed credential counts)
+// `{llm.failover_classes}` | the classes of the attempts that failed, in order, comma-separated (empty when the first attempt answered)
+// `{llm.model}` | the model as sent upstream (after a provider's model mapping)
+// `{llm.input_tokens}` | the input tokens the answer reported (0 when it reported none)
+// `{llm.output_tokens}` | the output tokens the answer reported (0 when it reported none)
+// `{llm.client}` | the name of the client whose key was presented (with `client` blocks)
 type Handler struct {
 	// Providers in priority order: a request goes to the first one whose
 	// breaker admits it.
