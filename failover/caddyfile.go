@@ -70,7 +70,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			hold first_content|first_event|off
 //			hold_bytes <size>
 //			hold_wait <duration>
-//			idle_timeout <duration>
+//			idle_timeout <duration>|off
 //		}
 //		client <name> {
 //			key <source> [<args...>] [{ ... }]
@@ -252,7 +252,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if h.Stream != nil {
 				return d.Err("stream may appear only once")
 			}
-			h.Stream = new(holdPolicy)
+			h.Stream = new(StreamConfig)
 			if err := h.Stream.unmarshalCaddyfile(d); err != nil {
 				return err
 			}
@@ -417,7 +417,7 @@ func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
 	return p, nil
 }
 
-func (p *holdPolicy) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (c *StreamConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
@@ -433,7 +433,7 @@ func (p *holdPolicy) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			switch m := HoldMode(d.Val()); m {
 			case HoldFirstContent, HoldFirstEvent, HoldOff:
-				p.Mode = m
+				c.Hold = m
 			default:
 				return d.Errf("stream hold: want first_content, first_event or off, got %q", d.Val())
 			}
@@ -445,25 +445,25 @@ func (p *holdPolicy) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			p.Bytes = n
+			c.HoldBytes = n
 		case "hold_wait":
 			dur, err := parseDurationArg(d)
 			if err != nil {
 				return err
 			}
-			p.Wait = dur
+			c.HoldWait = dur
 		case "idle_timeout":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
 			if d.Val() == "off" {
-				p.Idle = -1
+				c.IdleTimeout = -1
 			} else {
 				dur, err := caddy.ParseDuration(d.Val())
 				if err != nil || dur <= 0 {
 					return d.Errf("idle_timeout: want a positive duration or off, got %q", d.Val())
 				}
-				p.Idle = caddy.Duration(dur)
+				c.IdleTimeout = caddy.Duration(dur)
 			}
 			if d.NextArg() {
 				return d.ArgErr()

@@ -270,10 +270,10 @@ func TestCaddyfileValues(t *testing.T) {
 		{"rules", len(got.Rules), 2},
 		{"rule 0", got.Rules[0], Rule{Status: 400, BodyContains: "Credit Balance", Class: ClassQuota}},
 		{"rule 1", got.Rules[1], Rule{Class: ClassServerError}},
-		{"stream hold", got.Stream.Mode, HoldOff},
-		{"stream hold_bytes", got.Stream.Bytes, int64(32 << 20)},
-		{"stream hold_wait", int64(got.Stream.Wait), int64(1.5 * s)},
-		{"stream idle_timeout", int64(got.Stream.Idle), int64(-1)},
+		{"stream hold", got.Stream.Hold, HoldOff},
+		{"stream hold_bytes", got.Stream.HoldBytes, int64(32 << 20)},
+		{"stream hold_wait", int64(got.Stream.HoldWait), int64(1.5 * s)},
+		{"stream idle_timeout", int64(got.Stream.IdleTimeout), int64(-1)},
 	}
 	for _, c := range checks {
 		if c.got != c.want {

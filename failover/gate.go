@@ -60,7 +60,7 @@ type gate struct {
 	mode   gateMode
 	held   *bytes.Buffer
 
-	hold     *holdPolicy
+	stream   *StreamConfig // nil: not a model call, passed through untouched
 	inspect  streaminspect.Inspector
 	encoding string // Content-Encoding of a held stream
 	isStream bool   // the response is text/event-stream
@@ -102,11 +102,11 @@ type gate struct {
 
 var heldPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-func newGate(w http.ResponseWriter, hold *holdPolicy, cancel context.CancelFunc) *gate {
+func newGate(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelFunc) *gate {
 	return &gate{
 		w:       w,
 		header:  make(http.Header),
-		hold:    hold,
+		stream:  stream,
 		cancel:  cancel,
 		started: time.Now(), // monotonic: latency and idleness are measured on the real clock, never a test's
 	}
@@ -163,18 +163,18 @@ func (g *gate) writeHeaderLocked(status int) {
 		g.held = heldPool.Get().(*bytes.Buffer)
 	case status == http.StatusOK && isEventStream(g.header):
 		g.isStream = true
-		if g.hold == nil || g.hold.Mode == HoldOff {
+		if g.stream == nil || g.stream.Hold == HoldOff {
 			g.commitLocked()
 			return
 		}
 		g.mode = modeHoldStream
 		g.held = heldPool.Get().(*bytes.Buffer)
 		g.encoding = g.header.Get("Content-Encoding")
-		g.inspect.Policy = g.hold.inspectPolicy()
-		if g.hold.Wait > 0 {
-			g.timer = time.AfterFunc(time.Duration(g.hold.Wait), g.holdExpired)
+		g.inspect.Policy = g.stream.inspectPolicy()
+		if g.stream.HoldWait > 0 {
+			g.timer = time.AfterFunc(time.Duration(g.stream.HoldWait), g.holdExpired)
 		}
-	case status >= 200 && status < 300 && status != http.StatusNoContent && !g.head && g.hold != nil:
+	case status >= 200 && status < 300 && status != http.StatusNoContent && !g.head && g.stream != nil:
 		g.mode = modeHoldSuccess
 		g.held = heldPool.Get().(*bytes.Buffer)
 		g.length = -1
@@ -366,13 +366,13 @@ func (g *gate) inspectLocked(p []byte) bool {
 		v = g.inspect.Feed(p)
 	} else {
 		// A compressed stream is decoded from the start each time: the
-		// held prefix is small (hold.Bytes) and this lasts only until the
+		// held prefix is small (stream.HoldBytes) and this lasts only until the
 		// first content event.
 		decoded, err := decodeBody(g.encoding, g.held.Bytes(), maxHeldError)
 		if err != nil {
 			v = streaminspect.Pending
 		} else {
-			g.inspect = streaminspect.Inspector{Policy: g.hold.inspectPolicy()}
+			g.inspect = streaminspect.Inspector{Policy: g.stream.inspectPolicy()}
 			v = g.inspect.Feed(decoded)
 		}
 	}
@@ -398,7 +398,7 @@ func (g *gate) inspectLocked(p []byte) bool {
 		}
 		g.discardLocked()
 	default:
-		if g.hold.Bytes > 0 && g.held.Len() >= int(g.hold.Bytes) {
+		if g.stream.HoldBytes > 0 && g.held.Len() >= int(g.stream.HoldBytes) {
 			g.commitLocked()
 			return true
 		}
@@ -556,15 +556,15 @@ func (g *gate) watchStream(p []byte) {
 // check takes only mu, never wmu, so a client that stops reading cannot
 // park it. The caller holds mu.
 func (g *gate) startIdleWatch() {
-	if g.hold == nil || g.hold.Idle <= 0 || g.cancel == nil {
+	if g.stream == nil || g.stream.IdleTimeout <= 0 || g.cancel == nil {
 		return
 	}
 	g.touch()
-	g.idle = time.AfterFunc(time.Duration(g.hold.Idle), g.checkIdle)
+	g.idle = time.AfterFunc(time.Duration(g.stream.IdleTimeout), g.checkIdle)
 }
 
 func (g *gate) checkIdle() {
-	idle := time.Duration(g.hold.Idle)
+	idle := time.Duration(g.stream.IdleTimeout)
 	since := time.Since(g.started) - time.Duration(g.lastWrite.Load())
 	if since >= idle {
 		g.stalled.Store(true)

@@ -20,13 +20,13 @@ import (
 
 // testHold is a stream policy for gate tests: no timers unless a test
 // sets them.
-func testHold() *holdPolicy {
-	return &holdPolicy{Mode: HoldFirstContent, Bytes: 64 << 10, Idle: -1}
+func testHold() *StreamConfig {
+	return &StreamConfig{Hold: HoldFirstContent, HoldBytes: 64 << 10, IdleTimeout: -1}
 }
 
 // gateServer serves each request by driving a fresh gate the way
 // reverse_proxy does, with drive.
-func gateServer(t *testing.T, hold *holdPolicy, drive func(g *gate, r *http.Request)) *httptest.Server {
+func gateServer(t *testing.T, hold *StreamConfig, drive func(g *gate, r *http.Request)) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g := newGate(w, hold, func() {})
@@ -137,7 +137,7 @@ func TestGateTrailersOfHeldResponse(t *testing.T) {
 // written, and the trailers would be lost): finish decides.
 func TestGateHoldTimerAfterTrailers(t *testing.T) {
 	hold := testHold()
-	hold.Wait = caddy.Duration(time.Hour)
+	hold.HoldWait = caddy.Duration(time.Hour)
 	rec := httptest.NewRecorder()
 	g := newGate(rec, hold, func() {})
 	g.Header().Set("Content-Type", "text/event-stream")
@@ -165,7 +165,7 @@ func (errWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe"
 func TestGateClientWriteError(t *testing.T) {
 	for _, ct := range []string{"text/event-stream", "application/json"} {
 		hold := testHold()
-		hold.Mode = HoldOff
+		hold.Hold = HoldOff
 		g := newGate(errWriter{httptest.NewRecorder()}, hold, func() {})
 		g.Header().Set("Content-Type", ct)
 		g.Header().Set("Content-Length", "9")
@@ -201,7 +201,7 @@ func (w *blockingWriter) Write(p []byte) (int, error) {
 // watch.
 func TestGateIdleWatchNotParkedByClient(t *testing.T) {
 	hold := testHold()
-	hold.Mode, hold.Idle = HoldOff, caddy.Duration(time.Hour)
+	hold.Hold, hold.IdleTimeout = HoldOff, caddy.Duration(time.Hour)
 	w := &blockingWriter{ResponseWriter: httptest.NewRecorder(), entered: make(chan struct{}), release: make(chan struct{})}
 	defer close(w.release)
 	g := newGate(w, hold, func() {})
@@ -230,7 +230,7 @@ func TestGateHoldTimerVersusFinish(t *testing.T) {
 	first := streamEvents("m")[0]
 	for range 200 {
 		hold := testHold()
-		hold.Wait = caddy.Duration(time.Microsecond)
+		hold.HoldWait = caddy.Duration(time.Microsecond)
 		rec := httptest.NewRecorder()
 		g := newGate(rec, hold, func() {})
 		g.Header().Set("Content-Type", "text/event-stream")
@@ -260,7 +260,7 @@ func (d *discardWriter) Flush()                      {}
 func BenchmarkGateJSON100KB(b *testing.B) {
 	body := []byte(`{"type":"message","content":[{"type":"text","text":"` + strings.Repeat("x", 100<<10) + `"}],"usage":{"input_tokens":1,"output_tokens":2}}`)
 	hold := testHold()
-	hold.Idle = caddy.Duration(5 * time.Minute)
+	hold.IdleTimeout = caddy.Duration(5 * time.Minute)
 	w := &discardWriter{h: make(http.Header)}
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()

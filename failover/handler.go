@@ -29,7 +29,22 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// Handler is the llm_failover handler.
+// Handler is the llm_failover handler: it sends each request to the first
+// provider whose breaker admits it and replays it to the next one when the
+// answer is a failure, before the client has seen a byte.
+//
+// This handler sets these placeholders, for access logs and the handlers
+// that run after it:
+//
+// Placeholder | Description
+// ------------|-------------
+// `{llm.provider}` | the provider that answered, or the last one tried
+// `{llm.attempts}` | the number of attempts sent upstream (a retry with a renewed credential counts)
+// `{llm.failover_classes}` | the classes of the attempts that failed, in order, comma-separated (empty when the first attempt answered)
+// `{llm.model}` | the model as sent upstream (after a provider's model mapping)
+// `{llm.input_tokens}` | the input tokens the answer reported (0 when it reported none)
+// `{llm.output_tokens}` | the output tokens the answer reported (0 when it reported none)
+// `{llm.client}` | the name of the client whose key was presented (with `client` blocks)
 type Handler struct {
 	// Providers in priority order: a request goes to the first one whose
 	// breaker admits it.
@@ -73,7 +88,7 @@ type Handler struct {
 
 	// Stream sets how event streams are held before commit and watched
 	// after it.
-	Stream *holdPolicy `json:"stream,omitempty"`
+	Stream *StreamConfig `json:"stream,omitempty"`
 
 	// Share shares breaker state with other instances, through Caddy's
 	// configured storage or Redis, and keeps it across restarts. Off by
@@ -106,7 +121,7 @@ type Handler struct {
 	share          *sharer
 	tiers          []*providerTier
 	spread         bool
-	hold           holdPolicy
+	stream         StreamConfig // Stream with its defaults
 	anyPassthrough bool
 	useBook        bool           // some provider has `sanitize thinking`: feed signatureBook
 	wrapped        *wrapProviders // wrap mode: the wrapped reverse_proxy's upstreams
@@ -172,11 +187,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.MaxCooldown = caddy.Duration(defaultMaxCooldown)
 	}
 	if h.Stream != nil {
-		h.hold = *h.Stream
+		h.stream = *h.Stream
 	}
-	if err := h.hold.applyDefaults(); err != nil {
-		return err
-	}
+	h.stream.applyDefaults()
 	for c := range h.Cooldowns {
 		if _, ok := ParseClass(string(c)); !ok {
 			return fmt.Errorf("cooldowns: unknown class %q", c)
@@ -511,11 +524,11 @@ func (h *Handler) runAttempt(w http.ResponseWriter, req *llmRequest, t *attemptT
 	cancel context.CancelFunc, upstream caddyhttp.Handler) (bool, Verdict) {
 	r := req.r
 	attempts := req.attempts
-	hold := &h.hold
+	stream := &h.stream
 	if req.kind == kindOther {
-		hold = nil // not a model call: its answer passes through untouched
+		stream = nil // not a model call: its answer passes through untouched
 	}
-	g := newGate(w, hold, cancel)
+	g := newGate(w, stream, cancel)
 	g.head = ar.Method == http.MethodHead
 	g.classify = func(status int, hdr http.Header, body []byte) Verdict {
 		if req.kind == kindOther {
@@ -760,7 +773,7 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientG
 	errType, class, msg := "api_error", ClassServerError, "llm_failover: the upstream stream ended before its final event"
 	if g.stalled.Load() {
 		errType, class = "overloaded_error", ClassOverloaded
-		msg = fmt.Sprintf("llm_failover: the upstream sent nothing for %s", time.Duration(h.hold.Idle))
+		msg = fmt.Sprintf("llm_failover: the upstream sent nothing for %s", time.Duration(h.stream.IdleTimeout))
 	} else if aborted {
 		msg = "llm_failover: the upstream connection broke mid-stream"
 	}

@@ -53,12 +53,9 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("classify: unknown class %q (want one of %s)", r.Class, classList())
 		}
 	}
-	if s := h.Stream; s != nil {
-		if s.Bytes < 0 || s.Bytes > maxHoldBytes {
-			return fmt.Errorf("stream hold_bytes: %d bytes is out of range: write a size from 1 byte to 1GiB, such as 64KiB", s.Bytes)
-		}
-		if s.Wait < 0 {
-			return fmt.Errorf("stream hold_wait: %s is negative: write a positive duration such as 20s", time.Duration(s.Wait))
+	if h.Stream != nil {
+		if err := h.Stream.validate(); err != nil {
+			return err
 		}
 	}
 	if err := h.validateUsageRouting(); err != nil {
