@@ -262,12 +262,11 @@ func TestShareStorageFaults(t *testing.T) {
 	slowCfg := strings.Replace(cfg, "storage file_system "+storage, "storage llmf_test_slow "+storage, 1)
 	resetProviderStates()
 	p.load(slowCfg)
-	http.DefaultClient.CloseIdleConnections() // the old server closed them
 	a.setHandler(replyError(429, "rate_limit_error", "limited", "Retry-After", "600"))
 	for i := range 3 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.URL+"/v1/messages", strings.NewReader(simpleRequest))
-		res, err := http.DefaultClient.Do(req)
+		res, err := freshConnClient.Do(req) // a new connection after the reload
 		if err != nil {
 			cancel()
 			t.Fatalf("request %d with blocking storage missed its 1s deadline: %v", i, err)

@@ -70,7 +70,6 @@ func TestTokenMetricModelLabelBounded(t *testing.T) {
 
 	// a mapped model keeps its own label once the set is full
 	p.reload(failoverSite(up.providerBlock("model claude-* glm-4.6")))
-	http.DefaultClient.CloseIdleConnections() // the old server closes them
 	readAll(t, post(t, p.URL+"/v1/messages", `{"model":"claude-x","max_tokens":8,"messages":[]}`))
 	_, text = adminGet(t, p, "/metrics")
 	if _, ok := metricValue(t, text, "caddy_llm_tokens_total", `provider="lbl-bound"`, `model="glm-4.6"`, `kind="input"`); !ok {
