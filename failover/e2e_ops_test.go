@@ -162,12 +162,18 @@ func metricValue(t *testing.T, text, name string, labels ...string) (string, boo
 	return "", false
 }
 
+var metricsRuns atomic.Int32
+
 // /metrics exposes the named series with the right labels and values
 // after a scripted sequence, tokens included.
 func TestMetrics(t *testing.T) {
 	useFakeClock(t)
-	a := newUpstream(t, "mx_a", replyError(529, "overloaded_error", "Overloaded"))
-	b := newUpstream(t, "mx_b", func(w http.ResponseWriter, r *http.Request, body []byte) {
+	// the metrics live as long as the process: each run names its own
+	// providers, so that -count=N sees only its own series
+	run := metricsRuns.Add(1)
+	nameA, nameB := fmt.Sprintf("mx_a%d", run), fmt.Sprintf("mx_b%d", run)
+	a := newUpstream(t, nameA, replyError(529, "overloaded_error", "Overloaded"))
+	b := newUpstream(t, nameB, func(w http.ResponseWriter, r *http.Request, body []byte) {
 		if bytes.Contains(body, []byte(`"stream":true`)) {
 			writeStream(w, streamEvents("glm-4.6", "a", "b", "c"))
 			return
@@ -184,17 +190,17 @@ func TestMetrics(t *testing.T) {
 		labels []string
 		want   string
 	}{
-		{"caddy_llm_attempts_total", []string{`provider="mx_a"`, `outcome="overloaded"`}, "1"},
-		{"caddy_llm_attempts_total", []string{`provider="mx_b"`, `outcome="success"`}, "2"},
-		{"caddy_llm_failovers_total", []string{`provider="mx_a"`, `class="overloaded"`}, "1"},
-		{"caddy_llm_breaker_state", []string{`provider="mx_a"`}, "2"},
-		{"caddy_llm_breaker_state", []string{`provider="mx_b"`}, "0"},
-		{"caddy_llm_cooldown_seconds_left", []string{`provider="mx_a"`}, "30"},
+		{"caddy_llm_attempts_total", []string{`provider="` + nameA + `"`, `outcome="overloaded"`}, "1"},
+		{"caddy_llm_attempts_total", []string{`provider="` + nameB + `"`, `outcome="success"`}, "2"},
+		{"caddy_llm_failovers_total", []string{`provider="` + nameA + `"`, `class="overloaded"`}, "1"},
+		{"caddy_llm_breaker_state", []string{`provider="` + nameA + `"`}, "2"},
+		{"caddy_llm_breaker_state", []string{`provider="` + nameB + `"`}, "0"},
+		{"caddy_llm_cooldown_seconds_left", []string{`provider="` + nameA + `"`}, "30"},
 		// non-streaming usage 12/7, streaming message_start 25 in, message_delta 3 out
-		{"caddy_llm_tokens_total", []string{`provider="mx_b"`, `model="glm-4.6"`, `kind="input"`}, "37"},
-		{"caddy_llm_tokens_total", []string{`provider="mx_b"`, `model="glm-4.6"`, `kind="output"`}, "10"},
-		{"caddy_llm_time_to_first_event_seconds_count", []string{`provider="mx_b"`}, "1"},
-		{"caddy_llm_time_to_first_content_seconds_count", []string{`provider="mx_b"`}, "1"},
+		{"caddy_llm_tokens_total", []string{`provider="` + nameB + `"`, `model="glm-4.6"`, `kind="input"`}, "37"},
+		{"caddy_llm_tokens_total", []string{`provider="` + nameB + `"`, `model="glm-4.6"`, `kind="output"`}, "10"},
+		{"caddy_llm_time_to_first_event_seconds_count", []string{`provider="` + nameB + `"`}, "1"},
+		{"caddy_llm_time_to_first_content_seconds_count", []string{`provider="` + nameB + `"`}, "1"},
 	}
 	for _, c := range checks {
 		got, ok := metricValue(t, text, c.name, c.labels...)
@@ -342,10 +348,13 @@ func TestReloadUnderLoad(t *testing.T) {
 			}
 		})
 	}
+	// each reload lands while requests are in flight: the first after a
+	// sixth of them reached rl_b, the second after half
+	before := b.Hits()
 	close(start)
-	time.Sleep(30 * time.Millisecond)
+	waitFor(t, "requests to reach rl_b", 10*time.Second, func() bool { return b.Hits() >= before+total/6 })
 	p.reload(failoverSite(cooling.providerBlock(), b.providerBlock("cooldown server_error 5s")))
-	time.Sleep(30 * time.Millisecond)
+	waitFor(t, "requests to reach rl_b", 10*time.Second, func() bool { return b.Hits() >= before+total/2 })
 	p.reload(failoverSite(cooling.providerBlock(), b.providerBlock()))
 	wg.Wait()
 	if n := failed.Load(); n != 0 {

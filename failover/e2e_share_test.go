@@ -133,7 +133,9 @@ func TestShareAcrossInstances(t *testing.T) {
 	if a.Hits() != 1 {
 		t.Fatalf("hits %d", a.Hits())
 	}
-	time.Sleep(500 * time.Millisecond) // > one read interval (200ms) plus A's prompt write
+	waitFor(t, "B to adopt A's cooldown", 5*time.Second, func() bool {
+		return providerStatuses(t, child)["sh_sub"]["state"] == string(StateOpen)
+	})
 	for range 5 {
 		res := post(t, childURL+"/v1/messages", simpleRequest)
 		if got := readAll(t, res); !strings.Contains(got, "from key") || res.Header.Get("X-LLM-Attempts") != "1" {
@@ -161,7 +163,11 @@ func TestShareAcrossInstances(t *testing.T) {
 	if code, body := adminPost(t, p, "/llm/providers/sh_sub/cooldown", `{"duration":"1s"}`); code != 200 {
 		t.Fatalf("%d %s", code, body)
 	}
-	time.Sleep(1500 * time.Millisecond) // B adopts the 1s cooldown, which then ends
+	// B adopts the 1s cooldown, which then ends: it was closed, so half
+	// open means both happened
+	waitFor(t, "B to adopt the 1s cooldown and see it end", 5*time.Second, func() bool {
+		return providerStatuses(t, child)["sh_sub"]["state"] == string(StateHalfOpen)
+	})
 	if got := readAll(t, post(t, childURL+"/v1/messages", simpleRequest)); !strings.Contains(got, "from sub") {
 		t.Fatalf("B's probe: %s", got)
 	}
@@ -194,7 +200,9 @@ func TestShareSurvivesRestart(t *testing.T) {
 	cfg := shareCaddyfile(p.AdminAddr, p.URL, storage, a.providerBlock(), b.providerBlock())
 	p.load(cfg)
 	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest))
-	time.Sleep(300 * time.Millisecond) // the prompt write
+	ownEntry(t, filepath.Join(storage, "llm_failover", "breakers"), func(f sharedFile) bool { // the prompt write
+		return f.Breakers["rs_sub"].State == StateOpen
+	})
 	if err := caddy.Stop(); err != nil {
 		t.Fatal(err)
 	}
