@@ -190,22 +190,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.stream = *h.Stream
 	}
 	h.stream.applyDefaults()
-	for c := range h.Cooldowns {
-		if _, ok := ParseClass(string(c)); !ok {
-			return fmt.Errorf("cooldowns: unknown class %q", c)
-		}
-	}
-	for _, r := range h.Rules {
-		if _, ok := ParseClass(string(r.Class)); !ok {
-			return fmt.Errorf("rules: unknown class %q", r.Class)
-		}
-	}
-	seen := make(map[string]bool, len(h.Providers))
 	for _, p := range h.Providers {
-		if seen[p.Name] {
-			return fmt.Errorf("provider %q is declared twice", p.Name)
-		}
-		seen[p.Name] = true
 		if err := p.provision(ctx, h); err != nil {
 			return err
 		}
