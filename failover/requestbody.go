@@ -8,15 +8,14 @@ import (
 // requestFields are the few top-level keys of a Messages request the proxy
 // needs. Reading them must not cost a JSON decode of a multi-MB body.
 type requestFields struct {
-	Model  string
-	Stream bool
+	Model string
 	// modelStart and modelEnd bound the model value in the body, quotes
 	// included, so a provider's mapping replaces exactly those bytes.
 	modelStart, modelEnd int
 }
 
-// scanRequest reads "model" and "stream" from the top level of a JSON
-// object without decoding the rest. It reads to the end of the object: a
+// scanRequest reads "model" from the top level of a JSON object without
+// decoding the rest. It reads to the end of the object: a
 // key given twice counts as JSON decoders read it, the last one wins, so a
 // model mapping cannot be sidestepped with a second "model". A body that is
 // not a JSON object yields zero fields: such a request is proxied as it is.
@@ -54,8 +53,6 @@ func scanRequest(body []byte) requestFields {
 					f.Model, f.modelStart, f.modelEnd = m, valStart, s.i
 				}
 			}
-		case isKey(key, "stream"):
-			f.Stream = bytes.Equal(s.b[valStart:s.i], []byte("true"))
 		}
 		s.ws()
 		if !s.eat(',') {
@@ -225,9 +222,7 @@ func requestModel(body []byte) requestFields {
 	if !found || !mayHoldModelKey(body[end:]) {
 		return f
 	}
-	f = scanRequest(body)
-	f.Stream = false // not read on this path; keep both paths alike
-	return f
+	return scanRequest(body)
 }
 
 // mayHoldModelKey reports whether b may contain a key spelled "model":

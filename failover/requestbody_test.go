@@ -14,14 +14,13 @@ func TestScanRequest(t *testing.T) {
 		name      string
 		body      string
 		model     string
-		stream    bool
 		found     bool   // a model was found (its position is known)
 		modelJSON string // the bytes at [modelStart:modelEnd] when found; default: quoted model
 	}{
 		{name: "model then stream", body: `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[],"stream":true}`,
-			model: "claude-sonnet-4-5", stream: true, found: true},
+			model: "claude-sonnet-4-5", found: true},
 		{name: "stream first", body: `{"stream":true,"max_tokens":1,"model":"claude-opus-4-1"}`,
-			model: "claude-opus-4-1", stream: true, found: true},
+			model: "claude-opus-4-1", found: true},
 		{name: "stream absent", body: `{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
 			model: "m", found: true},
 		{name: "stream false", body: `{"model":"m","stream":false}`, model: "m", found: true},
@@ -29,7 +28,7 @@ func TestScanRequest(t *testing.T) {
 		{name: "stream as a string is not true", body: `{"model":"m","stream":"true"}`, model: "m", found: true},
 		{name: "stream as a number is not true", body: `{"model":"m","stream":1}`, model: "m", found: true},
 		{name: "stream null", body: `{"stream":null,"model":"m"}`, model: "m", found: true},
-		{name: "stream only", body: `{"messages":[],"stream":true}`, stream: true},
+		{name: "stream only", body: `{"messages":[],"stream":true}`},
 		{name: "nested model and stream keys do not match",
 			body: `{"messages":[{"role":"user","content":[{"type":"text","text":"x","model":"evil"}]}],` +
 				`"metadata":{"model":"evil2","stream":true,"inner":{"model":"evil3"}},"tools":[{"model":"evil4"}],` +
@@ -42,31 +41,31 @@ func TestScanRequest(t *testing.T) {
 		{name: "escaped quote in a key", body: `{"a\"model":"x","model\"":"y","model":"m"}`, model: "m", found: true},
 		{name: "brackets inside nested strings",
 			body:  `{"tools":[{"description":"use ] and } and [ { \\\" \\ \"}","x":"\\"}],"model":"m","stream":true}`,
-			model: "m", stream: true, found: true},
+			model: "m", found: true},
 		{name: "escaped model", body: `{"model":"claude-\"quoted\"-\\back\\-\u00e9\u0041"}`,
 			model: "claude-\"quoted\"-\\back\\-éA", found: true, modelJSON: `"claude-\"quoted\"-\\back\\-\u00e9\u0041"`},
 		{name: "surrogate pair escape", body: `{"model":"\ud83d\ude00-model"}`, model: "😀-model", found: true,
 			modelJSON: `"\ud83d\ude00-model"`},
-		{name: "escaped slash", body: `{"model":"a\/b","stream":true}`, model: "a/b", stream: true, found: true,
+		{name: "escaped slash", body: `{"model":"a\/b","stream":true}`, model: "a/b", found: true,
 			modelJSON: `"a\/b"`},
 		{name: "control escapes", body: `{"model":"a\tb\nc\u0000"}`, model: "a\tb\nc\x00", found: true,
 			modelJSON: `"a\tb\nc\u0000"`},
 		{name: "ends in escaped backslash", body: `{"x":"\\","model":"\\"}`, model: `\`, found: true, modelJSON: `"\\"`},
 		{name: "raw UTF-8", body: `{"model":"模型-é"}`, model: "模型-é", found: true},
-		{name: "empty model", body: `{"model":"","stream":true}`, model: "", stream: true, found: true},
+		{name: "empty model", body: `{"model":"","stream":true}`, model: "", found: true},
 		{name: "whitespace everywhere", body: "\n\t{\r\n \"model\" \t:\n \"m\" ,\n\"stream\"\r\n:\ttrue\n}\n",
-			model: "m", stream: true, found: true},
-		{name: "whitespace after true", body: `{"stream" : true , "model" : "m" }`, model: "m", stream: true, found: true},
+			model: "m", found: true},
+		{name: "whitespace after true", body: `{"stream" : true , "model" : "m" }`, model: "m", found: true},
 		{name: "scalars before", body: `{"max_tokens":1024,"temperature":0.7,"top_k":null,"x":true,"y":-1e+10,"model":"m"}`,
 			model: "m", found: true},
 		{name: "deep nesting before", body: `{"a":[[[[{"b":{"c":[{}]}}]]]],"model":"m"}`, model: "m", found: true},
 		{name: "model null then model string", body: `{"model":null,"model":"m"}`, model: "m", found: true},
-		{name: "model number", body: `{"model":42,"stream":true}`, stream: true},
+		{name: "model number", body: `{"model":42,"stream":true}`},
 		{name: "duplicate keys: the last wins", body: `{"model":"a","stream":true,"messages":[],"model":"b","stream":false}`,
 			model: "b", found: true},
-		{name: "duplicate model, the last not a string", body: `{"model":"a","model":null,"stream":true}`, stream: true},
-		{name: "duplicate stream, the last true", body: `{"stream":false,"model":"m","stream":true}`, model: "m", stream: true, found: true},
-		{name: "model object", body: `{"model":{"model":"evil"},"stream":true}`, stream: true},
+		{name: "duplicate model, the last not a string", body: `{"model":"a","model":null,"stream":true}`},
+		{name: "duplicate stream, the last true", body: `{"stream":false,"model":"m","stream":true}`, model: "m", found: true},
+		{name: "model object", body: `{"model":{"model":"evil"},"stream":true}`},
 		{name: "capitalised key", body: `{"Model":"m","STREAM":true}`},
 		{name: "empty object", body: `{}`},
 		{name: "empty object with spaces", body: ` { } `},
@@ -82,8 +81,8 @@ func TestScanRequest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			body := []byte(tc.body)
 			f := scanRequest(body)
-			if f.Model != tc.model || f.Stream != tc.stream {
-				t.Errorf("scanRequest(%s) = model %q stream %v, want %q %v", tc.body, f.Model, f.Stream, tc.model, tc.stream)
+			if f.Model != tc.model {
+				t.Errorf("scanRequest(%s) = model %q, want %q", tc.body, f.Model, tc.model)
 			}
 			if found := f.modelEnd != 0; found != tc.found {
 				t.Fatalf("model found = %v, want %v (%+v)", found, tc.found, f)
@@ -116,7 +115,7 @@ func TestScanRequestTruncated(t *testing.T) {
 		`"messages":[{"role":"user","content":"hi \u00e9"}],"max_tokens":32000,` +
 		`"model":"claude-\"x\"-sonnet","metadata":{"user_id":"u"},"stream":true}`
 	ff := scanRequest([]byte(full))
-	if ff.Model != `claude-"x"-sonnet` || !ff.Stream {
+	if ff.Model != `claude-"x"-sonnet` {
 		t.Fatalf("full body: %+v", ff)
 	}
 	for n := 0; n <= len(full); n++ {
@@ -131,9 +130,6 @@ func TestScanRequestTruncated(t *testing.T) {
 		}
 		if f.Model != ff.Model || f.modelStart != ff.modelStart || f.modelEnd != ff.modelEnd {
 			t.Fatalf("prefix %d: %+v, want the full body's model %+v", n, f, ff)
-		}
-		if f.Stream && n < len(full)-1 {
-			t.Fatalf("prefix %d: stream true before the stream value is complete", n)
 		}
 	}
 }
@@ -151,7 +147,7 @@ func TestWithModelReplacesOnlyModelBytes(t *testing.T) {
 			body := []byte(rbWithModelBody)
 			orig := append([]byte(nil), body...)
 			f := scanRequest(body)
-			if f.Model != "claude-3-5-haiku-20241022" || !f.Stream {
+			if f.Model != "claude-3-5-haiku-20241022" {
 				t.Fatalf("scanRequest = %+v", f)
 			}
 			out := withModel(body, f, model)
@@ -189,7 +185,7 @@ func TestWithModelReplacesOnlyModelBytes(t *testing.T) {
 			}
 			// scanning the output finds the new model where it was put
 			g := scanRequest(out)
-			if g.Model != model || !g.Stream || g.modelStart != f.modelStart {
+			if g.Model != model || g.modelStart != f.modelStart {
 				t.Errorf("rescan = %+v", g)
 			}
 		})
@@ -365,10 +361,6 @@ func FuzzScanRequest(f *testing.F) {
 		if res["model"] != "x" {
 			t.Fatalf("output model = %v, want x\n%q", res["model"], out)
 		}
-		// a duplicate key counts as decoders read it: the last one wins
-		if fl.Stream != (in["stream"] == true) {
-			t.Fatalf("scanner stream %v, encoding/json %v", fl.Stream, in["stream"])
-		}
 	})
 }
 
@@ -412,7 +404,7 @@ func TestRbClaudeCodeBodyIsRealistic(t *testing.T) {
 		t.Fatalf("benchmark body: valid=%v, %d bytes", json.Valid(body), len(body))
 	}
 	f := scanRequest(body)
-	if f.Model != "claude-sonnet-4-5-20250929" || !f.Stream {
+	if f.Model != "claude-sonnet-4-5-20250929" {
 		t.Fatalf("scanRequest = %+v", f)
 	}
 	out := withModel(body, f, "glm-4.6")
@@ -431,8 +423,8 @@ func BenchmarkScanRequest(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		f := scanRequest(body)
-		if !f.Stream {
-			b.Fatal("stream not found")
+		if f.Model == "" {
+			b.Fatal("model not found")
 		}
 	}
 }
@@ -448,17 +440,16 @@ func BenchmarkWithModel(b *testing.B) {
 }
 
 // BenchmarkScanRequestBaselineJSON is what scanRequest saves: reading the
-// same two fields with encoding/json.
+// same field with encoding/json.
 func BenchmarkScanRequestBaselineJSON(b *testing.B) {
 	body := rbClaudeCodeBody(200 << 10)
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
 		var m struct {
-			Model  string `json:"model"`
-			Stream bool   `json:"stream"`
+			Model string `json:"model"`
 		}
-		if err := json.Unmarshal(body, &m); err != nil || !m.Stream {
+		if err := json.Unmarshal(body, &m); err != nil || m.Model == "" {
 			b.Fatal(err)
 		}
 	}
