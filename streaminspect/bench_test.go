@@ -104,8 +104,8 @@ func BenchmarkWatcher(b *testing.B) {
 						w.Feed(c)
 					}
 				}
-				if !w.Terminal() || w.Events() != 50 || w.Usage() != stream.want {
-					b.Fatalf("terminal %v events %d usage %+v", w.Terminal(), w.Events(), w.Usage())
+				if !w.Terminal() || w.events != 50 || w.Usage() != stream.want {
+					b.Fatalf("terminal %v events %d usage %+v", w.Terminal(), w.events, w.Usage())
 				}
 			})
 		}

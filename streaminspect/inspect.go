@@ -345,13 +345,6 @@ func (in *Inspector) Error() ErrorInfo { return in.errInfo }
 // decisive one.
 func (in *Inspector) Events() int { return in.events }
 
-// FirstEvent reports whether at least one event was seen. A proxy that
-// times out its hold can use it to tell a silent upstream from a slow one.
-func (in *Inspector) FirstEvent() bool { return in.events > 0 }
-
-// Err returns the parser's error, which made the verdict Invalid.
-func (in *Inspector) Err() error { return in.p.Err() }
-
 // Reset prepares the Inspector for a new response, keeping Policy, MaxLine
 // and buffers.
 func (in *Inspector) Reset() {

@@ -39,13 +39,6 @@ func (w *Watcher) Feed(b []byte) {
 	w.p.Feed(b, w.onEvent)
 }
 
-// Write is Feed as an io.Writer, for io.MultiWriter or io.TeeReader. It
-// never fails.
-func (w *Watcher) Write(b []byte) (int, error) {
-	w.Feed(b)
-	return len(b), nil
-}
-
 func (w *Watcher) onEvent(ev *Event) bool {
 	w.events++
 	switch ev.Type {
@@ -161,17 +154,6 @@ func (w *Watcher) Failed() (ErrorInfo, bool) { return w.errInfo, w.failed }
 
 // Usage returns the token usage reported so far.
 func (w *Watcher) Usage() Usage { return w.usage }
-
-// Events returns how many events were seen.
-func (w *Watcher) Events() int { return w.events }
-
-// Err returns the parser's error, after which the Watcher saw nothing
-// more. Over-long lines are skipped, not errors, so it is always nil.
-func (w *Watcher) Err() error { return w.p.Err() }
-
-// Skipped returns how many events were skipped unread for a line over
-// MaxLine.
-func (w *Watcher) Skipped() int { return w.p.Skipped() }
 
 // Reset prepares the Watcher for a new stream, keeping MaxLine and buffers.
 func (w *Watcher) Reset() {

@@ -1,7 +1,6 @@
 package streaminspect
 
 import (
-	"io"
 	"strings"
 	"testing"
 )
@@ -62,22 +61,21 @@ func TestWatcher(t *testing.T) {
 					w.Feed(in[i:min(i+size, len(in))])
 				}
 				info, failed := w.Failed()
-				if w.Terminal() != tt.terminal || failed != tt.failed || info != tt.errInfo || w.Usage() != tt.usage || w.Events() != tt.events || w.Err() != nil {
-					t.Fatalf("chunk %d: terminal %v failed %v %+v usage %+v events %d err %v", size, w.Terminal(), failed, info, w.Usage(), w.Events(), w.Err())
+				if w.Terminal() != tt.terminal || failed != tt.failed || info != tt.errInfo || w.Usage() != tt.usage || w.events != tt.events || w.p.Err() != nil {
+					t.Fatalf("chunk %d: terminal %v failed %v %+v usage %+v events %d err %v", size, w.Terminal(), failed, info, w.Usage(), w.events, w.p.Err())
 				}
 			}
 		})
 	}
 }
 
-func TestWatcherWriterAndReset(t *testing.T) {
+func TestWatcherReset(t *testing.T) {
 	w := &Watcher{MaxLine: 4096}
-	n, err := io.Copy(w, strings.NewReader(openAIStream))
-	if err != nil || n != int64(len(openAIStream)) || !w.Terminal() {
-		t.Fatalf("io.Copy: %d %v terminal %v", n, err, w.Terminal())
+	if w.Feed([]byte(openAIStream)); !w.Terminal() {
+		t.Fatal("the stream did not end")
 	}
 	w.Reset()
-	if _, f := w.Failed(); w.Terminal() || f || w.Usage() != (Usage{}) || w.Events() != 0 || w.MaxLine != 4096 {
+	if _, f := w.Failed(); w.Terminal() || f || w.Usage() != (Usage{}) || w.events != 0 || w.MaxLine != 4096 {
 		t.Fatal("Reset kept state")
 	}
 }
@@ -93,8 +91,8 @@ func TestWatcherSkipsLongLines(t *testing.T) {
 		for i := 0; i < len(in); i += size {
 			w.Feed([]byte(in[i:min(i+size, len(in))]))
 		}
-		if !w.Terminal() || w.Err() != nil || w.Skipped() != 2 || w.Usage() == (Usage{}) {
-			t.Fatalf("chunk %d: terminal %v err %v skipped %d usage %+v", size, w.Terminal(), w.Err(), w.Skipped(), w.Usage())
+		if !w.Terminal() || w.p.Err() != nil || w.p.Skipped() != 2 || w.Usage() == (Usage{}) {
+			t.Fatalf("chunk %d: terminal %v err %v skipped %d usage %+v", size, w.Terminal(), w.p.Err(), w.p.Skipped(), w.Usage())
 		}
 	}
 }
