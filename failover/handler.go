@@ -235,6 +235,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // Cleanup releases the providers' proxies and breaker references.
 func (h *Handler) Cleanup() error {
 	unregisterHandler(h)
+	h.share.stop()
 	h.cleanupClients()
 	h.cleanupAffinity()
 	for _, p := range h.Providers {

@@ -175,6 +175,7 @@ type sharer struct {
 	purgeAfter time.Duration
 	logger     *zap.Logger
 	kickCh     chan struct{}
+	done       chan struct{} // closed when the backend's run has returned
 
 	syncedAt  atomic.Int64 // unix nanos of the last successful read
 	faultMu   sync.Mutex
@@ -193,6 +194,7 @@ func newSharer(ctx caddy.Context, h *Handler, cfg *ShareConfig) (*sharer, error)
 		purgeAfter: time.Duration(cfg.PurgeAfter),
 		logger:     h.logger.Named("share"),
 		kickCh:     make(chan struct{}, 1),
+		done:       make(chan struct{}),
 	}
 	if s.interval <= 0 {
 		s.interval = defaultShareInterval
@@ -222,7 +224,24 @@ func newSharer(ctx caddy.Context, h *Handler, cfg *ShareConfig) (*sharer, error)
 // the config is unloaded.
 func (s *sharer) start(ctx caddy.Context) {
 	s.backend.load(ctx)
-	go s.backend.run(ctx)
+	go func() {
+		defer close(s.done)
+		s.backend.run(ctx)
+	}()
+}
+
+// stop waits, bounded, for the backend's run to return. Caddy cancels the
+// config's context before it cleans up modules, so the run is ending; a
+// write still in flight would otherwise land after the config is gone.
+func (s *sharer) stop() {
+	if s == nil {
+		return
+	}
+	select {
+	case <-s.done:
+	case <-time.After(s.timeout + time.Second):
+		s.logger.Warn("shared state: the background loop did not stop in time")
+	}
 }
 
 // loop is a backend's schedule until ctx ends: write on every kick, tick
