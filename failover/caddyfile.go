@@ -5,13 +5,10 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
-
-	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
 )
 
 func init() {
@@ -305,12 +302,11 @@ func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
 			if !d.NextArg() {
 				return nil, d.Errf("provider %s: credential needs a source: env, file, claude, keychain, command or passthrough", p.Name)
 			}
-			name := d.Val()
-			unm, err := caddyfile.UnmarshalModule(d, credsource.Namespace+"."+name)
+			raw, err := unmarshalCredentialSource(d)
 			if err != nil {
 				return nil, err
 			}
-			p.CredentialRaw = caddyconfig.JSONModuleObject(unm, "source", name, nil)
+			p.CredentialRaw = raw
 		case "auth_header":
 			if !d.NextArg() {
 				return nil, d.ArgErr()

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
@@ -75,13 +74,9 @@ func provisionClients(ctx caddy.Context, h *Handler) error {
 		if c.KeyRaw == nil {
 			return fmt.Errorf("client %s: a key source is required (key env VAR, key file PATH, ...)", c.Name)
 		}
-		mod, err := ctx.LoadModule(c, "KeyRaw")
+		src, err := loadCredentialSource(ctx, c, "KeyRaw", "client "+c.Name, "loading key source")
 		if err != nil {
-			return fmt.Errorf("client %s: loading key source: %v", c.Name, err)
-		}
-		src, ok := mod.(credsource.Source)
-		if !ok {
-			return fmt.Errorf("client %s: module %T is not a credential source", c.Name, mod)
+			return err
 		}
 		if pt, ok := src.(credsource.ClientPassthrough); ok && pt.PassesClientCredential() {
 			return fmt.Errorf("client %s: passthrough cannot hold a client key; use env, file, command or keychain", c.Name)
@@ -383,15 +378,14 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 			if !d.NextArg() {
 				return nil, d.Errf("client %s: key needs a source: env, file, command or keychain", c.Name)
 			}
-			name := d.Val()
-			if name == "passthrough" {
+			if d.Val() == "passthrough" {
 				return nil, d.Errf("client %s: passthrough cannot hold a client key; use env, file, command or keychain", c.Name)
 			}
-			unm, err := caddyfile.UnmarshalModule(d, credsource.Namespace+"."+name)
+			raw, err := unmarshalCredentialSource(d)
 			if err != nil {
 				return nil, err
 			}
-			c.KeyRaw = caddyconfig.JSONModuleObject(unm, "source", name, nil)
+			c.KeyRaw = raw
 		case "providers":
 			args := d.RemainingArgs()
 			if len(args) == 0 {

@@ -128,13 +128,9 @@ func (p *Provider) provision(ctx caddy.Context, h *Handler) error {
 	p.basePath = strings.TrimSuffix(u.Path, "/")
 
 	if p.CredentialRaw != nil {
-		mod, err := ctx.LoadModule(p, "CredentialRaw")
+		src, err := loadCredentialSource(ctx, p, "CredentialRaw", "provider "+p.Name, "loading credential")
 		if err != nil {
-			return fmt.Errorf("provider %s: loading credential: %v", p.Name, err)
-		}
-		src, ok := mod.(credsource.Source)
-		if !ok {
-			return fmt.Errorf("provider %s: module %T is not a credential source", p.Name, mod)
+			return err
 		}
 		p.source = src
 		p.refresher, _ = src.(credsource.Refresher)

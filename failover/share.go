@@ -14,11 +14,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
-
-	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
 )
 
 // ShareConfig turns on sharing breaker state (never credentials, never
@@ -390,12 +387,11 @@ func unmarshalShareOption(d *caddyfile.Dispenser, c *ShareConfig) error {
 		if !d.NextArg() {
 			return d.Err("share: password needs a credential source: env, file, command, ...")
 		}
-		name := d.Val()
-		unm, err := caddyfile.UnmarshalModule(d, credsource.Namespace+"."+name)
+		raw, err := unmarshalCredentialSource(d)
 		if err != nil {
 			return err
 		}
-		c.PasswordRaw = caddyconfig.JSONModuleObject(unm, "source", name, nil)
+		c.PasswordRaw = raw
 	default:
 		opt := d.Val()
 		dur, err := parseDurationArg(d)

@@ -15,8 +15,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 	"go.uber.org/zap"
-
-	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
 )
 
 // redisBackend shares decisions through Redis:
@@ -127,13 +125,9 @@ func newRedisBackend(ctx caddy.Context, s *sharer, cfg *ShareConfig) (*redisBack
 		return nil, fmt.Errorf("share: redis URL: %v", err)
 	}
 	if cfg.PasswordRaw != nil {
-		mod, err := ctx.LoadModule(cfg, "PasswordRaw")
+		src, err := loadCredentialSource(ctx, cfg, "PasswordRaw", "share", "loading the redis password source")
 		if err != nil {
-			return nil, fmt.Errorf("share: loading the redis password source: %v", err)
-		}
-		src, ok := mod.(credsource.Source)
-		if !ok {
-			return nil, fmt.Errorf("share: module %T is not a credential source", mod)
+			return nil, err
 		}
 		username := opt.Username
 		opt.CredentialsProviderContext = func(ctx context.Context) (string, string, error) {
