@@ -377,12 +377,9 @@ func (s *sharer) recovered() {
 func unmarshalShareOption(d *caddyfile.Dispenser, c *ShareConfig) error {
 	switch d.Val() {
 	case "redis":
-		var u string
-		if !d.AllArgs(&u) {
-			return d.ArgErr()
-		}
-		if err := validRedisURL(u); err != nil {
-			return d.Err(err.Error())
+		u, err := parsedArg(d, "", func(s string) (string, error) { return s, validRedisURL(s) })
+		if err != nil {
+			return err
 		}
 		c.Redis = u
 	case "password":
