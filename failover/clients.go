@@ -293,19 +293,7 @@ func (c *Client) status() ClientStatus {
 // liveClients returns each client of the running config once, by name;
 // the newest config's declaration wins.
 func liveClients() []*Client {
-	liveHandlers.Lock()
-	defer liveHandlers.Unlock()
-	var out []*Client
-	seen := make(map[string]bool)
-	for i := len(liveHandlers.list) - 1; i >= 0; i-- {
-		for _, c := range liveHandlers.list[i].Clients {
-			if !seen[c.Name] {
-				seen[c.Name] = true
-				out = append(out, c)
-			}
-		}
-	}
-	return out
+	return liveByName(func(h *Handler) []*Client { return h.Clients }, func(c *Client) string { return c.Name })
 }
 
 // serveClients answers GET /llm/clients.
