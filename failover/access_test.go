@@ -157,7 +157,6 @@ func TestCaddyfileClients(t *testing.T) {
 }
 
 func TestCaddyfileClientErrors(t *testing.T) {
-	const okProvider = "provider a {\n\t\t\tupstream http://127.0.0.1:9001\n\t\t}\n"
 	for _, tc := range []struct{ name, block, want string }{
 		{"client without name", "client {\n key env K\n}", "client needs a name"},
 		{"client with two names", "client a b {\n key env K\n}", "wrong argument count"},
@@ -174,13 +173,7 @@ func TestCaddyfileClientErrors(t *testing.T) {
 		{"client_key_header bad name", `client_key_header "X LLM Key"`, "not a valid header name"},
 		{"allow_remote with an argument", "allow_remote yes", "wrong argument count"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			text := ":8080 {\n\tllm_failover {\n\t\t" + okProvider + tc.block + "\n\t}\n}\n"
-			_, _, err := goldAdapt(t, "Caddyfile", []byte(text))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("error %v, want one containing %q\n%s", err, tc.want, text)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantCaddyfileError(t, okProvider+tc.block, tc.want) })
 	}
 }
 

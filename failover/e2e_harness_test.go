@@ -317,6 +317,11 @@ func streamEvents(model string, pieces ...string) []string {
 	return evs
 }
 
+// replyEvents answers with a stream of events.
+func replyEvents(events []string) func(w http.ResponseWriter, r *http.Request, body []byte) {
+	return func(w http.ResponseWriter, r *http.Request, body []byte) { writeStream(w, events) }
+}
+
 // writeStream sends events one by one, flushing each.
 func writeStream(w http.ResponseWriter, events []string) {
 	w.Header().Set("Content-Type", "text/event-stream")
