@@ -255,7 +255,7 @@ func TestCredPanickingSourceFailsOver(t *testing.T) {
 // error that no recover catches).
 func TestAdmitSurvivesPanickingSource(t *testing.T) {
 	p := &Provider{Name: "adm_panic", source: panicSource{}, state: new(providerState)}
-	b := &p.state.shared
+	b := p.state.breakers.shared()
 	until := b.Failure(brkT0, Failure{Class: ClassAuth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
 	func() {
 		defer func() { _ = recover() }()

@@ -154,7 +154,7 @@ func snapshot(t *testing.T, name string) BreakerSnapshot {
 	found := false
 	providerStates.Range(func(key, value any) bool {
 		if key == name {
-			out = value.(*providerState).shared.Snapshot(timeNow())
+			out = value.(*providerState).breakers.shared().Snapshot(timeNow())
 			found = true
 			return false
 		}
