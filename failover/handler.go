@@ -275,9 +275,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		scanned:     buf.b,
 		kind:        kindOfPath(r.URL.Path),
 		client:      client,
-		tried:       client.initialTried(len(h.Providers)),
-		authRetried: make([]bool, len(h.Providers)),
 	}
+	req.perProvider(len(h.Providers))
+	client.markDisallowed(req.tried)
 	if h.anyPassthrough {
 		req.clientKey = clientFingerprint(r.Header)
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -36,7 +37,7 @@ func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, prox
 		}
 		if u, ok := g.usage(); ok {
 			req.usage = u
-			countTokens(p.Name, a.model, req.client, u)
+			countTokens(p, a.model, req.client, u)
 		}
 		return true, res.verdict
 	}
@@ -291,18 +292,42 @@ func countAttempt(req *llmRequest, p *Provider, outcome string) {
 
 const outcomeSuccess = "success"
 
-func countTokens(provider, model string, c *Client, u streaminspect.Usage) {
+func countTokens(p *Provider, model string, c *Client, u streaminspect.Usage) {
 	c.countUsage(u)
 	if u.InputTokens <= 0 && u.OutputTokens <= 0 && u.CacheReadTokens <= 0 && u.CacheCreationTokens <= 0 {
 		return
 	}
-	model = modelLabel(provider, model)
-	for _, kv := range [...]struct {
-		kind string
-		n    int64
-	}{{"input", u.InputTokens}, {"output", u.OutputTokens}, {"cache_read", u.CacheReadTokens}, {"cache_creation", u.CacheCreationTokens}} {
-		if kv.n > 0 {
-			metrics.tokens.WithLabelValues(provider, model, kv.kind, c.label()).Add(float64(kv.n))
+	counters := p.tokenCounters(model, c)
+	for i, n := range [...]int64{u.InputTokens, u.OutputTokens, u.CacheReadTokens, u.CacheCreationTokens} {
+		if n > 0 {
+			counters.c[i].Add(float64(n))
 		}
 	}
+}
+
+// tokenKinds are the kind label values of tokens_total, in Usage's order.
+var tokenKinds = [...]string{"input", "output", "cache_read", "cache_creation"}
+
+// modelTokenCounters are the tokens_total series of one provider, model
+// and client.
+type modelTokenCounters struct {
+	model  string // as sent upstream
+	client *Client
+	c      [len(tokenKinds)]prometheus.Counter
+}
+
+// tokenCounters returns the tokens_total series for a model and client.
+// The last ones used are kept: requests through a provider mostly name
+// the same model, and looking a series up hashes all its labels.
+func (p *Provider) tokenCounters(model string, c *Client) *modelTokenCounters {
+	if last := p.lastTokens.Load(); last != nil && last.model == model && last.client == c {
+		return last
+	}
+	m := &modelTokenCounters{model: model, client: c}
+	label := modelLabel(p.Name, model)
+	for i, kind := range tokenKinds {
+		m.c[i] = metrics.tokens.WithLabelValues(p.Name, label, kind, c.label())
+	}
+	p.lastTokens.Store(m)
+	return m
 }

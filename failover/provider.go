@@ -115,6 +115,7 @@ type Provider struct {
 	rules       providerRules
 	maxUtil     float64
 	successes   atomic.Pointer[prometheus.Counter] // attempts_total{outcome="success"} without a client, once counted
+	lastTokens  atomic.Pointer[modelTokenCounters] // tokens_total series last counted (outcome.go)
 }
 
 // provision sets up the provider's own reverse_proxy and credential source.

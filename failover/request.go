@@ -22,11 +22,12 @@ type llmRequest struct {
 	// conversation identifies the request's conversation for affinity; 0: none
 	conversation uint64
 
-	tried       []bool // per provider index
-	authRetried []bool
-	renewed     bool // the last attempt's credential was refused and renewed: retry the same provider
-	attempts    int  // sent upstream
-	retries     int  // of those, retries of the same provider with a renewed credential
+	tried       []bool   // per provider index
+	authRetried []bool   // per provider index: retried once with a renewed credential
+	flags       [16]bool // backs tried and authRetried for up to 8 providers
+	renewed     bool     // the last attempt's credential was refused and renewed: retry the same provider
+	attempts    int      // sent upstream
+	retries     int      // of those, retries of the same provider with a renewed credential
 	classes     []Class
 
 	// repairs (repairs.go)
@@ -77,4 +78,14 @@ func clientFingerprint(h http.Header) string {
 		return credsource.Fingerprint(v)
 	}
 	return credsource.Fingerprint(h.Get("X-Api-Key"))
+}
+
+// perProvider sizes the per-provider lists for n providers, without an
+// allocation for the usual few.
+func (req *llmRequest) perProvider(n int) {
+	if 2*n <= len(req.flags) {
+		req.tried, req.authRetried = req.flags[:n:n], req.flags[n:2*n:2*n]
+		return
+	}
+	req.tried, req.authRetried = make([]bool, n), make([]bool, n)
 }
