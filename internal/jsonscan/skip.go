@@ -1,0 +1,129 @@
+package jsonscan
+
+import "bytes"
+
+// SkipSpace returns the index of the first byte at or after i that is not
+// JSON whitespace.
+func SkipSpace(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// TrimSpace returns b without the JSON whitespace around it.
+func TrimSpace(b []byte) []byte {
+	i := SkipSpace(b, 0)
+	j := len(b)
+	for j > i {
+		switch b[j-1] {
+		case ' ', '\t', '\n', '\r':
+			j--
+			continue
+		}
+		break
+	}
+	return b[i:j]
+}
+
+// shortString is how far SkipString looks byte by byte before it switches
+// to bytes.IndexByte: most keys and many values are shorter, and for them a
+// plain loop beats the call.
+const shortString = 16
+
+// SkipString expects b[i] == '"' and returns the index just past the
+// closing quote, or -1 if the string does not end. Escapes are not checked:
+// a quote closes the string unless an odd number of backslashes precede
+// it. Past the first bytes it jumps from quote to quote with
+// bytes.IndexByte, which passes over prose, code and base64 many bytes at
+// a time, and \n or \t escapes as well.
+func SkipString(b []byte, i int) int {
+	i++
+	for n := min(len(b), i+shortString); i < n; i++ {
+		switch b[i] {
+		case '"':
+			return i + 1
+		case '\\':
+			i++ // the escaped byte cannot close the string
+		}
+	}
+	// i is where no escape is pending: a backslash run before a quote
+	// starts at or after it.
+	for i < len(b) {
+		j := bytes.IndexByte(b[i:], '"')
+		if j < 0 {
+			return -1
+		}
+		q := i + j
+		k := q
+		for k > i && b[k-1] == '\\' {
+			k--
+		}
+		if (q-k)%2 == 0 {
+			return q + 1
+		}
+		i = q + 1
+	}
+	return -1
+}
+
+// structural marks the bytes that matter when skipping a container.
+var structural = [256]bool{'"': true, '{': true, '}': true, '[': true, ']': true}
+
+// SkipValue returns the index just past the value starting at b[i], or -1
+// when there is none. Objects and arrays are skipped by counting brackets
+// outside strings (brackets are counted, not matched); numbers and literals
+// run to the next delimiter. It allocates nothing, however deep the nesting.
+func SkipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		return SkipString(b, i)
+	case '{', '[':
+		depth := 0
+		for {
+			for i < len(b) && !structural[b[i]] {
+				i++
+			}
+			if i >= len(b) {
+				return -1
+			}
+			switch b[i] {
+			case '"':
+				if i = SkipString(b, i); i < 0 {
+					return -1
+				}
+				continue
+			case '{', '[':
+				depth++
+			default: // '}', ']'
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+	case ',', ':', '}', ']':
+		return -1
+	}
+	start := i
+	for i < len(b) {
+		switch b[i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			if i == start {
+				return -1
+			}
+			return i
+		}
+		i++
+	}
+	return i
+}
