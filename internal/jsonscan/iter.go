@@ -115,3 +115,19 @@ func Lookup(b []byte, key string) []byte {
 		}
 	}
 }
+
+// Name returns the member's key as a decoder reads it: Key itself when it
+// holds no escape, else its value decoded into buf (which it may outgrow).
+// A key with an invalid escape is returned as written, so it matches no
+// plain name.
+func (m Member) Name(buf []byte) []byte {
+	for _, c := range m.Key {
+		if c == '\\' {
+			if v, ok := unescape(buf[:0], m.Key); ok {
+				return v
+			}
+			return m.Key
+		}
+	}
+	return m.Key
+}

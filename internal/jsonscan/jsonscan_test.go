@@ -151,6 +151,17 @@ func TestKeyIs(t *testing.T) {
 	}
 }
 
+func TestName(t *testing.T) {
+	var buf [8]byte
+	for raw, want := range map[string]string{
+		`type`: `type`, `t\u0079pe`: `type`, `\u00e9\u00e9\u00e9\u00e9\u00e9`: `ééééé`, `a\qb`: `a\qb`, `a\`: `a\`,
+	} {
+		if got := (Member{Key: []byte(raw)}).Name(buf[:0]); string(got) != want {
+			t.Errorf("Name(%s) = %q, want %q", raw, got, want)
+		}
+	}
+}
+
 func TestUnquoteAgreesWithEncodingJSON(t *testing.T) {
 	for _, q := range []string{
 		`""`, `"plain"`, `"a\"b\\c\/d\be\ff\ng\rh\ti"`, `"\u00e9\u00E9"`, `"\ud83d\ude80"`, `"\ud83dx"`,
@@ -327,6 +338,9 @@ func check(t *testing.T, b []byte) {
 				k, ok := Unquote([]byte(`"` + string(m.Key) + `"`))
 				if !ok || k != keys[i] {
 					t.Fatalf("member %d: key %q, encoding/json %q", i, k, keys[i])
+				}
+				if string(m.Name(nil)) != keys[i] {
+					t.Fatalf("member %d: Name %q, encoding/json %q", i, m.Name(nil), keys[i])
 				}
 				if strings.IndexFunc(keys[i], func(r rune) bool { return r < 0x20 || r == '"' || r == '\\' }) < 0 && !m.KeyIs(keys[i]) {
 					t.Fatalf("member %d: KeyIs(%q) false for %q", i, keys[i], m.Key)

@@ -1,6 +1,10 @@
 package jsonscan
 
-import "bytes"
+import (
+	"bytes"
+	"encoding/binary"
+	"math/bits"
+)
 
 // SkipSpace returns the index of the first byte at or after i that is not
 // JSON whitespace.
@@ -31,26 +35,52 @@ func TrimSpace(b []byte) []byte {
 	return b[i:j]
 }
 
-// shortString is how far SkipString looks byte by byte before it switches
-// to bytes.IndexByte: most keys and many values are shorter, and for them a
-// plain loop beats the call.
-const shortString = 16
+// wordsBeforeIndex is how many eight-byte words SkipString reads before
+// it switches to bytes.IndexByte: most keys and many values are shorter,
+// and for them a word loop beats the call.
+const wordsBeforeIndex = 4
+
+// quoteOrBackslash returns x's bytes that are a quote or a backslash, as
+// their high bit (the "has zero byte" word trick: the lowest bit set is
+// exact, the ones above it may not be).
+func quoteOrBackslash(x uint64) uint64 {
+	quote := x ^ (ones * '"')
+	slash := x ^ (ones * '\\')
+	return ((quote-ones)&^quote | (slash-ones)&^slash) & highs
+}
 
 // SkipString expects b[i] == '"' and returns the index just past the
 // closing quote, or -1 if the string does not end. Escapes are not checked:
-// a quote closes the string unless an odd number of backslashes precede
-// it. Past the first bytes it jumps from quote to quote with
-// bytes.IndexByte, which passes over prose, code and base64 many bytes at
-// a time, and \n or \t escapes as well.
+// a backslash escapes the byte after it. Short strings are read eight bytes
+// at a time; past the first words it jumps from quote to quote with
+// bytes.IndexByte, which passes over prose, code and base64 many bytes at a
+// time, \n and \t escapes included, and counts the backslashes before a
+// quote to tell an escaped one.
 func SkipString(b []byte, i int) int {
 	i++
-	for n := min(len(b), i+shortString); i < n; i++ {
-		switch b[i] {
-		case '"':
-			return i + 1
-		case '\\':
-			i++ // the escaped byte cannot close the string
+	for w := 0; w < wordsBeforeIndex; {
+		if i+8 > len(b) {
+			for ; i < len(b); i++ {
+				switch b[i] {
+				case '"':
+					return i + 1
+				case '\\':
+					i++ // the escaped byte cannot close the string
+				}
+			}
+			return -1
 		}
+		m := quoteOrBackslash(binary.LittleEndian.Uint64(b[i:]))
+		if m == 0 {
+			i += 8
+			w++
+			continue
+		}
+		i += bits.TrailingZeros64(m) / 8
+		if b[i] == '"' {
+			return i + 1
+		}
+		i += 2 // a backslash and the byte it escapes
 	}
 	// i is where no escape is pending: a backslash run before a quote
 	// starts at or after it.
