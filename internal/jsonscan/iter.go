@@ -5,11 +5,17 @@ type Member struct {
 	Key   []byte // between the quotes, escapes not decoded (see KeyIs)
 	Value []byte // the whole value: a string keeps its quotes
 	Start int    // offset of Value in the bytes being iterated
+	esc   bool   // Key may hold an escape
 }
 
 // KeyIs reports whether the member's key is name, as a JSON decoder reads
 // it: "mod\u0065l" is "model".
-func (m Member) KeyIs(name string) bool { return KeyIs(m.Key, name) }
+func (m Member) KeyIs(name string) bool {
+	if !m.esc {
+		return string(m.Key) == name
+	}
+	return KeyIs(m.Key, name)
+}
 
 // Members iterates over the members of an object, leniently (see SkipValue).
 // It stops at the end of the object or at the first member it cannot read;
@@ -42,7 +48,7 @@ func (it *Members) Next() (Member, bool) {
 		return Member{}, false // '}' or garbage
 	}
 	ks := i
-	ke := SkipString(b, ks)
+	ke, esc := skipString(b, ks)
 	if ke < 0 {
 		return Member{}, false
 	}
@@ -60,7 +66,7 @@ func (it *Members) Next() (Member, bool) {
 		it.i, it.done = i+1, false
 	}
 	// else '}' or garbage: this member is good, but it is the last.
-	return Member{Key: b[ks+1 : ke-1], Value: b[vs:ve], Start: vs}, true
+	return Member{Key: b[ks+1 : ke-1], Value: b[vs:ve], Start: vs, esc: esc}, true
 }
 
 // Elements iterates over the elements of an array, leniently.
@@ -121,13 +127,11 @@ func Lookup(b []byte, key string) []byte {
 // A key with an invalid escape is returned as written, so it matches no
 // plain name.
 func (m Member) Name(buf []byte) []byte {
-	for _, c := range m.Key {
-		if c == '\\' {
-			if v, ok := unescape(buf[:0], m.Key); ok {
-				return v
-			}
-			return m.Key
-		}
+	if !m.esc {
+		return m.Key
+	}
+	if v, ok := unescape(buf[:0], m.Key); ok {
+		return v
 	}
 	return m.Key
 }

@@ -154,9 +154,12 @@ func TestKeyIs(t *testing.T) {
 func TestName(t *testing.T) {
 	var buf [8]byte
 	for raw, want := range map[string]string{
-		`type`: `type`, `t\u0079pe`: `type`, `\u00e9\u00e9\u00e9\u00e9\u00e9`: `ééééé`, `a\qb`: `a\qb`, `a\`: `a\`,
+		`type`: `type`, `t\u0079pe`: `type`, `\u00e9\u00e9\u00e9\u00e9\u00e9`: `ééééé`, `a\qb`: `a\qb`,
+		`long key with an escape past the first words: t\u0079pe`: `long key with an escape past the first words: type`,
 	} {
-		if got := (Member{Key: []byte(raw)}).Name(buf[:0]); string(got) != want {
+		it := Object([]byte(`{"` + raw + `":1}`))
+		m, ok := it.Next()
+		if got := m.Name(buf[:0]); !ok || string(got) != want {
 			t.Errorf("Name(%s) = %q, want %q", raw, got, want)
 		}
 	}

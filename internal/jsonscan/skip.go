@@ -57,18 +57,27 @@ func quoteOrBackslash(x uint64) uint64 {
 // time, \n and \t escapes included, and counts the backslashes before a
 // quote to tell an escaped one.
 func SkipString(b []byte, i int) int {
+	end, _ := skipString(b, i)
+	return end
+}
+
+// skipString is SkipString that also reports whether the string may hold
+// an escape: false only when it certainly holds none, so a key can be
+// compared without a second look.
+func skipString(b []byte, i int) (end int, esc bool) {
 	i++
 	for w := 0; w < wordsBeforeIndex; {
 		if i+8 > len(b) {
 			for ; i < len(b); i++ {
 				switch b[i] {
 				case '"':
-					return i + 1
+					return i + 1, esc
 				case '\\':
+					esc = true
 					i++ // the escaped byte cannot close the string
 				}
 			}
-			return -1
+			return -1, esc
 		}
 		m := quoteOrBackslash(binary.LittleEndian.Uint64(b[i:]))
 		if m == 0 {
@@ -78,8 +87,9 @@ func SkipString(b []byte, i int) int {
 		}
 		i += bits.TrailingZeros64(m) / 8
 		if b[i] == '"' {
-			return i + 1
+			return i + 1, esc
 		}
+		esc = true
 		i += 2 // a backslash and the byte it escapes
 	}
 	// i is where no escape is pending: a backslash run before a quote
@@ -87,7 +97,7 @@ func SkipString(b []byte, i int) int {
 	for i < len(b) {
 		j := bytes.IndexByte(b[i:], '"')
 		if j < 0 {
-			return -1
+			return -1, true
 		}
 		q := i + j
 		k := q
@@ -95,11 +105,11 @@ func SkipString(b []byte, i int) int {
 			k--
 		}
 		if (q-k)%2 == 0 {
-			return q + 1
+			return q + 1, true
 		}
 		i = q + 1
 	}
-	return -1
+	return -1, true
 }
 
 // structural marks the bytes that matter when skipping a container.
