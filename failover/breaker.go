@@ -120,6 +120,20 @@ func (b *Breaker) peek(now time.Time) Admission {
 	return Admission{OK: true}
 }
 
+// idle reports whether the breaker cools nothing now and no probe is in
+// flight: dropping it changes nothing for its client.
+func (b *Breaker) idle(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state {
+	case "", StateClosed:
+		return true
+	case StateOpen:
+		return !now.Before(b.until)
+	}
+	return !b.probing // half-open
+}
+
 func credentialChanged(current, failed string) bool {
 	return current != "" && current != failed
 }
@@ -134,13 +148,19 @@ func (b *Breaker) Success() bool {
 	if changed {
 		b.decidedAt, b.origin = timeNow(), ""
 	}
+	b.closeLocked()
+	return changed
+}
+
+// closeLocked closes the breaker and forgets its cooldown: what a success
+// and a reset both do.
+func (b *Breaker) closeLocked() {
 	b.state = StateClosed
 	b.until = time.Time{}
 	b.cooldown = 0
 	b.consecutive = 0
 	b.probing = false
 	b.failedCredential = ""
-	return changed
 }
 
 // Release ends a request that reached no verdict (the client went away):
@@ -218,12 +238,7 @@ func (b *Breaker) Reset() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.decidedAt, b.origin = timeNow(), ""
-	b.state = StateClosed
-	b.until = time.Time{}
-	b.cooldown = 0
-	b.consecutive = 0
-	b.probing = false
-	b.failedCredential = ""
+	b.closeLocked()
 }
 
 // CoolFor opens the breaker by hand until now+d (admin API: drain).

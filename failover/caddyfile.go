@@ -1,6 +1,8 @@
 package failover
 
 import (
+	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -116,152 +118,76 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		}
+		var err error
 		switch d.Val() {
 		case "provider":
-			p, err := unmarshalProvider(d)
-			if err != nil {
-				return err
-			}
-			for _, q := range h.Providers {
-				if q.Name == p.Name {
-					return d.Errf("provider %q is declared twice", p.Name)
-				}
-			}
-			h.Providers = append(h.Providers, p)
+			h.Providers, err = appendNamed(d, h.Providers, "provider", unmarshalProvider,
+				func(p *Provider) string { return p.Name })
 		case "cooldown":
-			c, dur, err := parseCooldown(d)
-			if err != nil {
-				return err
-			}
-			if h.Cooldowns == nil {
-				h.Cooldowns = make(map[Class]caddy.Duration)
-			}
-			if _, dup := h.Cooldowns[c]; dup {
-				return d.Errf("cooldown %s is already set: write it once", c)
-			}
-			h.Cooldowns[c] = dur
+			err = setCooldown(d, &h.Cooldowns, "")
 		case "max_cooldown":
-			dur, err := parseDurationArg(d)
-			if err != nil {
-				return err
-			}
-			h.MaxCooldown = dur
+			h.MaxCooldown, err = parseDurationArg(d)
 		case "max_reset":
-			dur, err := parseDurationArg(d)
-			if err != nil {
-				return err
-			}
-			h.MaxReset = dur
+			h.MaxReset, err = parseDurationArg(d)
 		case "max_attempts":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			n, err := strconv.Atoi(d.Val())
-			if err != nil || n < 1 {
-				return d.Errf("max_attempts: want a whole number of at least 1, got %q", d.Val())
-			}
-			h.MaxAttempts = n
-			if d.NextArg() {
-				return d.ArgErr()
-			}
+			h.MaxAttempts, err = parseCountArg(d, "", 1)
 		case "request_buffer":
-			n, err := parseSizeArg(d)
-			if err != nil {
-				return err
-			}
-			h.RequestBuffer = n
+			h.RequestBuffer, err = parseSizeArg(d)
 		case "body_timeout":
-			dur, err := parseDurationArg(d)
-			if err != nil {
-				return err
-			}
-			h.BodyTimeout = dur
+			h.BodyTimeout, err = parseDurationArg(d)
 		case "classify":
-			r, err := parseRule(d)
-			if err != nil {
-				return err
+			var r Rule
+			if r, err = parseRule(d); err == nil {
+				h.Rules = append(h.Rules, r)
 			}
-			h.Rules = append(h.Rules, r)
 		case "share":
-			if h.Share != nil {
-				return d.Err("share may appear only once")
-			}
-			h.Share = new(ShareConfig)
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			shareOnce := onceInBlock{}
-			for nesting := d.Nesting(); d.NextBlock(nesting); {
-				if err := shareOnce.check(d, "share: "); err != nil {
-					return err
-				}
-				switch d.Val() {
-				case "read_interval":
-					dur, err := parseDurationArg(d)
-					if err != nil {
-						return err
-					}
-					h.Share.ReadInterval = dur
-				case "timeout":
-					dur, err := parseDurationArg(d)
-					if err != nil {
-						return err
-					}
-					h.Share.Timeout = dur
-				case "prefix":
-					if !d.NextArg() {
-						return d.ArgErr()
-					}
-					h.Share.Prefix = d.Val()
-					if d.NextArg() {
-						return d.ArgErr()
-					}
-				case "redis", "password", "purge_after", "probe_lease", "probe_wait":
-					if err := unmarshalShareOption(d, h.Share); err != nil {
-						return err
-					}
-				default:
-					return d.Errf("unrecognized share subdirective %q", d.Val())
-				}
-			}
+			err = h.unmarshalShare(d)
 		case "policy":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			if err := validPolicy(d.Val()); err != nil {
-				return d.Err(err.Error())
-			}
-			h.Policy = d.Val()
-			if d.NextArg() {
-				return d.ArgErr()
-			}
+			h.Policy, err = parsedArg(d, "", func(s string) (string, error) { return s, validPolicy(s) })
 		case "max_utilization":
-			f, err := parseMaxUtilization(d)
-			if err != nil {
-				return err
-			}
-			h.MaxUtilization = f
+			h.MaxUtilization, err = parseMaxUtilization(d)
 		case "affinity":
-			if err := h.parseAffinity(d); err != nil {
-				return err
-			}
+			err = h.parseAffinity(d)
 		case "stream":
 			if h.Stream != nil {
 				return d.Err("stream may appear only once")
 			}
 			h.Stream = new(StreamConfig)
-			if err := h.Stream.unmarshalCaddyfile(d); err != nil {
-				return err
-			}
+			err = h.Stream.unmarshalCaddyfile(d)
 		case "client", "client_key_header", "allow_remote":
-			if err := h.unmarshalAccess(d); err != nil {
-				return err
-			}
+			err = h.unmarshalAccess(d)
 		default:
-			return d.Errf("unrecognized llm_failover subdirective %q", d.Val())
+			err = d.Errf("unrecognized llm_failover subdirective %q", d.Val())
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// unmarshalShare reads the share block; the Redis backend's options are
+// read by unmarshalShareOption.
+func (h *Handler) unmarshalShare(d *caddyfile.Dispenser) error {
+	if h.Share != nil {
+		return d.Err("share may appear only once")
+	}
+	h.Share = new(ShareConfig)
+	return unmarshalBlockOnce(d, "share: ", func(name string) (err error) {
+		switch name {
+		case "read_interval":
+			h.Share.ReadInterval, err = parseDurationArg(d)
+		case "timeout":
+			h.Share.Timeout, err = parseDurationArg(d)
+		case "prefix":
+			h.Share.Prefix, err = singleArg(d)
+		case "redis", "password", "purge_after", "probe_lease", "probe_wait":
+			err = unmarshalShareOption(d, h.Share)
+		default:
+			err = d.Errf("unrecognized share subdirective %q", name)
+		}
+		return err
+	})
 }
 
 func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
@@ -275,99 +201,49 @@ func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
+	who := "provider " + p.Name
 	once := onceInBlock{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "upstream", "auth_header", "tier", "dial_timeout", "header_timeout", "context_window":
-			if err := once.check(d, "provider "+p.Name+": "); err != nil {
+			if err := once.check(d, who+": "); err != nil {
 				return nil, err
 			}
 		}
+		var err error
 		switch d.Val() {
 		case "upstream":
-			if !d.NextArg() {
-				return nil, d.ArgErr()
-			}
-			if _, err := parseUpstream(d.Val()); err != nil {
-				return nil, d.Errf("provider %s: %v", p.Name, err)
-			}
-			p.Upstream = d.Val()
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
+			p.Upstream, err = parsedArg(d, who+": ", func(s string) (string, error) {
+				_, err := parseUpstream(s)
+				return s, err
+			})
 		case "credential":
-			if p.CredentialRaw != nil {
-				return nil, d.Errf("provider %s: credential may appear only once", p.Name)
-			}
-			if !d.NextArg() {
-				return nil, d.Errf("provider %s: credential needs a source: env, file, claude, keychain, command or passthrough", p.Name)
-			}
-			raw, err := unmarshalCredentialSource(d)
-			if err != nil {
-				return nil, err
-			}
-			p.CredentialRaw = raw
+			p.CredentialRaw, err = unmarshalCredentialOnce(d, p.CredentialRaw, who,
+				"env, file, claude, keychain, command or passthrough", "")
 		case "auth_header":
-			if !d.NextArg() {
-				return nil, d.ArgErr()
-			}
-			if err := validAuthHeader(d.Val()); err != nil {
-				return nil, d.Errf("provider %s: %v", p.Name, err)
-			}
-			p.AuthHeader = d.Val()
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
+			p.AuthHeader, err = parsedArg(d, who+": ", func(s string) (string, error) { return s, validAuthHeader(s) })
 		case "model":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
-				return nil, d.Errf("provider %s: model takes a pattern and a model name: model claude-*haiku* glm-4.5-air", p.Name)
+				return nil, d.Errf("%s: model takes a pattern and a model name: model claude-*haiku* glm-4.5-air", who)
 			}
 			p.Models = append(p.Models, ModelRule{Pattern: args[0], Model: args[1]})
 		case "cooldown":
-			c, dur, err := parseCooldown(d)
-			if err != nil {
-				return nil, err
-			}
-			if p.Cooldowns == nil {
-				p.Cooldowns = make(map[Class]caddy.Duration)
-			}
-			if _, dup := p.Cooldowns[c]; dup {
-				return nil, d.Errf("provider %s: cooldown %s is already set: write it once", p.Name, c)
-			}
-			p.Cooldowns[c] = dur
+			err = setCooldown(d, &p.Cooldowns, who+": ")
 		case "tier":
-			if !d.NextArg() {
-				return nil, d.ArgErr()
-			}
-			n, err := strconv.Atoi(d.Val())
-			if err != nil || n < 0 {
-				return nil, d.Errf("provider %s: tier must be a whole number >= 0, got %q", p.Name, d.Val())
-			}
-			p.Tier = n
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
+			p.Tier, err = parseCountArg(d, who+": ", 0)
 		case "dial_timeout":
-			dur, err := parseDurationArg(d)
-			if err != nil {
-				return nil, err
-			}
-			p.DialTimeout = dur
+			p.DialTimeout, err = parseDurationArg(d)
 		case "header_timeout":
-			dur, err := parseDurationArg(d)
-			if err != nil {
-				return nil, err
-			}
-			p.HeaderTimeout = dur
+			p.HeaderTimeout, err = parseDurationArg(d)
 		case "sanitize":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
-				return nil, d.Errf("provider %s: sanitize takes tool_ids and/or thinking", p.Name)
+				return nil, d.Errf("%s: sanitize takes tool_ids and/or thinking", who)
 			}
 			for _, a := range args {
 				if a != sanitizeToolIDs && a != sanitizeThinking {
-					return nil, d.Errf("provider %s: sanitize: want tool_ids or thinking, got %q", p.Name, a)
+					return nil, d.Errf("%s: sanitize: want tool_ids or thinking, got %q", who, a)
 				}
 			}
 			p.Sanitize = append(p.Sanitize, args...)
@@ -375,7 +251,7 @@ func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
 			name := d.Val()
 			args := d.RemainingArgs()
 			if len(args) == 0 {
-				return nil, d.Errf("provider %s: %s takes at least one name", p.Name, name)
+				return nil, d.Errf("%s: %s takes at least one name", who, name)
 			}
 			switch name {
 			case "drop_query":
@@ -386,89 +262,129 @@ func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
 				p.DropBetas = append(p.DropBetas, args...)
 			}
 		case "max_utilization":
-			f, err := parseMaxUtilization(d)
-			if err != nil {
-				return nil, err
-			}
-			p.MaxUtilization = f
+			p.MaxUtilization, err = parseMaxUtilization(d)
 		case "context_window":
-			if !d.NextArg() {
-				return nil, d.ArgErr()
-			}
-			n, err := parseTokenCount(d.Val())
-			if err != nil {
-				return nil, d.Errf("provider %s: context_window: %v", p.Name, err)
-			}
-			p.ContextWindow = n
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
+			p.ContextWindow, err = parsedArg(d, who+": context_window: ", parseTokenCount)
 		default:
-			return nil, d.Errf("provider %s: unrecognized subdirective %q", p.Name, d.Val())
+			err = d.Errf("%s: unrecognized subdirective %q", who, d.Val())
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	if p.Upstream == "" {
-		return nil, d.Errf("provider %s: upstream is required", p.Name)
+		return nil, d.Errf("%s: upstream is required", who)
 	}
 	return p, nil
 }
 
 func (c *StreamConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return unmarshalBlockOnce(d, "stream: ", func(name string) (err error) {
+		switch name {
+		case "hold":
+			c.Hold, err = parsedArg(d, "", parseHoldMode)
+		case "hold_bytes":
+			c.HoldBytes, err = parseSizeArg(d)
+		case "hold_wait":
+			c.HoldWait, err = parseDurationArg(d)
+		case "idle_timeout":
+			c.IdleTimeout, err = parsedArg(d, "", parseIdleTimeout)
+		default:
+			err = d.Errf("unrecognized stream subdirective %q", name)
+		}
+		return err
+	})
+}
+
+// unmarshalBlockOnce reads a block that takes no arguments and whose
+// subdirectives may each be written once, calling parse for each; who
+// prefixes the errors ("share: ").
+func unmarshalBlockOnce(d *caddyfile.Dispenser, who string, parse func(name string) error) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
 	once := onceInBlock{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		if err := once.check(d, "stream: "); err != nil {
+		if err := once.check(d, who); err != nil {
 			return err
 		}
-		switch d.Val() {
-		case "hold":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			switch m := HoldMode(d.Val()); m {
-			case HoldFirstContent, HoldFirstEvent, HoldOff:
-				c.Hold = m
-			default:
-				return d.Errf("stream hold: want first_content, first_event or off, got %q", d.Val())
-			}
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-		case "hold_bytes":
-			n, err := parseSizeArg(d)
-			if err != nil {
-				return err
-			}
-			c.HoldBytes = n
-		case "hold_wait":
-			dur, err := parseDurationArg(d)
-			if err != nil {
-				return err
-			}
-			c.HoldWait = dur
-		case "idle_timeout":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			if d.Val() == "off" {
-				c.IdleTimeout = -1
-			} else {
-				dur, err := caddy.ParseDuration(d.Val())
-				if err != nil || dur <= 0 {
-					return d.Errf("idle_timeout: want a positive duration or off, got %q", d.Val())
-				}
-				c.IdleTimeout = caddy.Duration(dur)
-			}
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-		default:
-			return d.Errf("unrecognized stream subdirective %q", d.Val())
+		if err := parse(d.Val()); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// appendNamed reads a named block with unmarshal and appends it to list,
+// refusing a second block of the same name; kind says what the block
+// declares ("provider").
+func appendNamed[T any](d *caddyfile.Dispenser, list []T, kind string,
+	unmarshal func(*caddyfile.Dispenser) (T, error), name func(T) string) ([]T, error) {
+	x, err := unmarshal(d)
+	if err != nil {
+		return list, err
+	}
+	for _, y := range list {
+		if name(y) == name(x) {
+			return list, d.Errf("%s %q is declared twice", kind, name(x))
+		}
+	}
+	return append(list, x), nil
+}
+
+func parseHoldMode(s string) (HoldMode, error) {
+	switch m := HoldMode(s); m {
+	case HoldFirstContent, HoldFirstEvent, HoldOff:
+		return m, nil
+	}
+	return "", fmt.Errorf("stream hold: want first_content, first_event or off, got %q", s)
+}
+
+// parseIdleTimeout reads a positive duration, or off as -1.
+func parseIdleTimeout(s string) (caddy.Duration, error) {
+	if s == "off" {
+		return -1, nil
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil || dur <= 0 {
+		return 0, fmt.Errorf("idle_timeout: want a positive duration or off, got %q", s)
+	}
+	return caddy.Duration(dur), nil
+}
+
+// setCooldown reads `cooldown <class> <duration>` into cooldowns, where
+// each class may be set once; who prefixes errors ("provider a: ").
+func setCooldown(d *caddyfile.Dispenser, cooldowns *map[Class]caddy.Duration, who string) error {
+	c, dur, err := parseCooldown(d)
+	if err != nil {
+		return err
+	}
+	if _, dup := (*cooldowns)[c]; dup {
+		return d.Errf("%scooldown %s is already set: write it once", who, c)
+	}
+	if *cooldowns == nil {
+		*cooldowns = make(map[Class]caddy.Duration)
+	}
+	(*cooldowns)[c] = dur
+	return nil
+}
+
+// unmarshalCredentialOnce reads `<subdirective> <source> [<args...>] [{ ... }]`:
+// the one credential source of who, already read as set if not nil.
+// sources lists the sources to choose from; refusePassthrough, if not
+// empty, says why the passthrough source cannot serve here.
+func unmarshalCredentialOnce(d *caddyfile.Dispenser, set json.RawMessage, who, sources, refusePassthrough string) (json.RawMessage, error) {
+	name := d.Val()
+	if set != nil {
+		return nil, d.Errf("%s: %s may appear only once", who, name)
+	}
+	if !d.NextArg() {
+		return nil, d.Errf("%s: %s needs a source: %s", who, name, sources)
+	}
+	if refusePassthrough != "" && d.Val() == "passthrough" {
+		return nil, d.Errf("%s: %s; use %s", who, refusePassthrough, sources)
+	}
+	return unmarshalCredentialSource(d)
 }
 
 // parseCooldown reads `cooldown <class> <duration>`.
@@ -513,19 +429,54 @@ func parseRule(d *caddyfile.Dispenser) (Rule, error) {
 	return r, nil
 }
 
+// singleArg reads the one argument of the subdirective at the cursor.
+func singleArg(d *caddyfile.Dispenser) (string, error) {
+	if !d.NextArg() {
+		return "", d.ArgErr()
+	}
+	v := d.Val()
+	if d.NextArg() {
+		return "", d.ArgErr()
+	}
+	return v, nil
+}
+
+// parsedArg reads the one argument of the subdirective at the cursor
+// through parse; who prefixes parse's error ("provider a: ").
+func parsedArg[T any](d *caddyfile.Dispenser, who string, parse func(string) (T, error)) (T, error) {
+	var zero T
+	v, err := singleArg(d)
+	if err != nil {
+		return zero, err
+	}
+	t, err := parse(v)
+	if err != nil {
+		return zero, d.Errf("%s%v", who, err)
+	}
+	return t, nil
+}
+
+// parseCountArg reads a whole number of at least min.
+func parseCountArg(d *caddyfile.Dispenser, who string, min int) (int, error) {
+	name := d.Val()
+	return parsedArg(d, who, func(s string) (int, error) {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < min {
+			return 0, fmt.Errorf("%s: want a whole number of at least %d, got %q", name, min, s)
+		}
+		return n, nil
+	})
+}
+
 func parseDurationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	name := d.Val()
-	if !d.NextArg() {
-		return 0, d.ArgErr()
-	}
-	dur, err := caddy.ParseDuration(d.Val())
-	if err != nil || dur <= 0 {
-		return 0, d.Errf("%s: want a positive duration such as 90s or 2m, got %q", name, d.Val())
-	}
-	if d.NextArg() {
-		return 0, d.ArgErr()
-	}
-	return caddy.Duration(dur), nil
+	return parsedArg(d, "", func(s string) (caddy.Duration, error) {
+		dur, err := caddy.ParseDuration(s)
+		if err != nil || dur <= 0 {
+			return 0, fmt.Errorf("%s: want a positive duration such as 90s or 2m, got %q", name, s)
+		}
+		return caddy.Duration(dur), nil
+	})
 }
 
 // maxSize bounds every size the Caddyfile takes.
@@ -533,20 +484,16 @@ const maxSize = 1 << 30
 
 func parseSizeArg(d *caddyfile.Dispenser) (int64, error) {
 	name := d.Val()
-	if !d.NextArg() {
-		return 0, d.ArgErr()
-	}
-	n, err := humanize.ParseBytes(d.Val())
-	if err != nil || n == 0 {
-		return 0, d.Errf("%s: want a size such as 64KiB or 32MiB, got %q", name, d.Val())
-	}
-	if n > maxSize {
-		return 0, d.Errf("%s: %s is over the 1GiB maximum: write a size such as 32MiB", name, d.Val())
-	}
-	if d.NextArg() {
-		return 0, d.ArgErr()
-	}
-	return int64(n), nil
+	return parsedArg(d, "", func(s string) (int64, error) {
+		n, err := humanize.ParseBytes(s)
+		if err != nil || n == 0 {
+			return 0, fmt.Errorf("%s: want a size such as 64KiB or 32MiB, got %q", name, s)
+		}
+		if n > maxSize {
+			return 0, fmt.Errorf("%s: %s is over the 1GiB maximum: write a size such as 32MiB", name, s)
+		}
+		return int64(n), nil
+	})
 }
 
 func classList() string {

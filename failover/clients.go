@@ -293,19 +293,7 @@ func (c *Client) status() ClientStatus {
 // liveClients returns each client of the running config once, by name;
 // the newest config's declaration wins.
 func liveClients() []*Client {
-	liveHandlers.Lock()
-	defer liveHandlers.Unlock()
-	var out []*Client
-	seen := make(map[string]bool)
-	for i := len(liveHandlers.list) - 1; i >= 0; i-- {
-		for _, c := range liveHandlers.list[i].Clients {
-			if !seen[c.Name] {
-				seen[c.Name] = true
-				out = append(out, c)
-			}
-		}
-	}
-	return out
+	return liveByName(func(h *Handler) []*Client { return h.Clients }, func(c *Client) string { return c.Name })
 }
 
 // serveClients answers GET /llm/clients.
@@ -329,6 +317,7 @@ func serveClients(w http.ResponseWriter, r *http.Request) error {
 //	client_key_header <header>
 //	allow_remote
 func (a *clientAccess) unmarshalAccess(d *caddyfile.Dispenser) error {
+	var err error
 	switch d.Val() {
 	case "allow_remote":
 		if d.NextArg() {
@@ -336,29 +325,17 @@ func (a *clientAccess) unmarshalAccess(d *caddyfile.Dispenser) error {
 		}
 		a.AllowRemote = true
 	case "client_key_header":
-		if !d.NextArg() {
-			return d.ArgErr()
-		}
-		if !validHeaderName(d.Val()) {
-			return d.Errf("client_key_header: %q is not a valid header name", d.Val())
-		}
-		a.ClientKeyHeader = d.Val()
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-	case "client":
-		c, err := unmarshalClient(d)
-		if err != nil {
-			return err
-		}
-		for _, o := range a.Clients {
-			if o.Name == c.Name {
-				return d.Errf("client %q is declared twice", c.Name)
+		a.ClientKeyHeader, err = parsedArg(d, "client_key_header: ", func(s string) (string, error) {
+			if !validHeaderName(s) {
+				return "", fmt.Errorf("%q is not a valid header name", s)
 			}
-		}
-		a.Clients = append(a.Clients, c)
+			return s, nil
+		})
+	case "client":
+		a.Clients, err = appendNamed(d, a.Clients, "client", unmarshalClient,
+			func(c *Client) string { return c.Name })
 	}
-	return nil
+	return err
 }
 
 func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
@@ -369,35 +346,28 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
+	who := "client " + c.Name
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
 		switch d.Val() {
 		case "key":
-			if c.KeyRaw != nil {
-				return nil, d.Errf("client %s: key may appear only once", c.Name)
-			}
-			if !d.NextArg() {
-				return nil, d.Errf("client %s: key needs a source: env, file, command or keychain", c.Name)
-			}
-			if d.Val() == "passthrough" {
-				return nil, d.Errf("client %s: passthrough cannot hold a client key; use env, file, command or keychain", c.Name)
-			}
-			raw, err := unmarshalCredentialSource(d)
-			if err != nil {
-				return nil, err
-			}
-			c.KeyRaw = raw
+			c.KeyRaw, err = unmarshalCredentialOnce(d, c.KeyRaw, who,
+				"env, file, command or keychain", "passthrough cannot hold a client key")
 		case "providers":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
-				return nil, d.Errf("client %s: providers takes at least one provider name", c.Name)
+				return nil, d.Errf("%s: providers takes at least one provider name", who)
 			}
 			c.Providers = append(c.Providers, args...)
 		default:
-			return nil, d.Errf("client %s: unrecognized subdirective %q", c.Name, d.Val())
+			err = d.Errf("%s: unrecognized subdirective %q", who, d.Val())
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	if c.KeyRaw == nil {
-		return nil, d.Errf("client %s: a key is required: key env VAR, key file PATH, ...", c.Name)
+		return nil, d.Errf("%s: a key is required: key env VAR, key file PATH, ...", who)
 	}
 	return c, nil
 }

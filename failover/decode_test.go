@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"compress/zlib"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -34,9 +35,13 @@ func decLongText(n int) []byte {
 	return b.Bytes()[:n]
 }
 
-func decGzip(t testing.TB, p []byte) []byte {
+// decCompress writes p through the compressor newWriter makes.
+func decCompress(t testing.TB, p []byte, newWriter func(io.Writer) (io.WriteCloser, error)) []byte {
 	var b bytes.Buffer
-	w := gzip.NewWriter(&b)
+	w, err := newWriter(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := w.Write(p); err != nil {
 		t.Fatal(err)
 	}
@@ -44,60 +49,28 @@ func decGzip(t testing.TB, p []byte) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+func decGzip(t testing.TB, p []byte) []byte {
+	return decCompress(t, p, func(w io.Writer) (io.WriteCloser, error) { return gzip.NewWriter(w), nil })
 }
 
 func decZlib(t testing.TB, p []byte) []byte {
-	var b bytes.Buffer
-	w := zlib.NewWriter(&b)
-	if _, err := w.Write(p); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
+	return decCompress(t, p, func(w io.Writer) (io.WriteCloser, error) { return zlib.NewWriter(w), nil })
 }
 
 func decFlate(t testing.TB, p []byte, level int) []byte {
-	var b bytes.Buffer
-	w, err := flate.NewWriter(&b, level)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(p); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
+	return decCompress(t, p, func(w io.Writer) (io.WriteCloser, error) { return flate.NewWriter(w, level) })
 }
 
 func decBrotli(t testing.TB, p []byte) []byte {
-	var b bytes.Buffer
-	w := brotli.NewWriterLevel(&b, brotli.DefaultCompression)
-	if _, err := w.Write(p); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
+	return decCompress(t, p, func(w io.Writer) (io.WriteCloser, error) {
+		return brotli.NewWriterLevel(w, brotli.DefaultCompression), nil
+	})
 }
 
 func decZstd(t testing.TB, p []byte) []byte {
-	var b bytes.Buffer
-	w, err := zstd.NewWriter(&b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(p); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
+	return decCompress(t, p, func(w io.Writer) (io.WriteCloser, error) { return zstd.NewWriter(w) })
 }
 
 type decCodec struct {

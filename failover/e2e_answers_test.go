@@ -2,7 +2,6 @@ package failover
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -32,9 +31,8 @@ func countingSDK(p *proxy, retries int, sent *atomic.Int32) *anthropic.Client {
 // SDK not to retry: it sends one request and reports the error at once.
 func TestAllCoolingTellsSDKNotToRetry(t *testing.T) {
 	useFakeClock(t)
-	a := newUpstream(t, "a", replyError(429, "rate_limit_error", "limited", "Retry-After", "3600"))
-	b := newUpstream(t, "b", replyError(429, "rate_limit_error", "limited", "Retry-After", "7200"))
-	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+	p, a, b := startPair(t, "a", replyError(429, "rate_limit_error", "limited", "Retry-After", "3600"),
+		"b", replyError(429, "rate_limit_error", "limited", "Retry-After", "7200"))
 	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest)) // both cool
 
 	var sent atomic.Int32
@@ -42,10 +40,7 @@ func TestAllCoolingTellsSDKNotToRetry(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := countingSDK(p, 3, &sent).Messages.New(ctx, userMessage("hi"))
-	var apiErr *anthropic.Error
-	if !errors.As(err, &apiErr) || apiErr.StatusCode != 429 {
-		t.Fatalf("err = %v, want a 429", err)
-	}
+	apiErr := wantAPIError(t, err, 429)
 	if n := sent.Load(); n != 1 {
 		t.Fatalf("the SDK sent %d requests, want 1 (x-should-retry: false)", n)
 	}
@@ -73,10 +68,7 @@ func TestAllCoolingSoonLetsSDKRetry(t *testing.T) {
 
 	var sent atomic.Int32
 	_, err := countingSDK(p, 2, &sent).Messages.New(context.Background(), userMessage("hi"))
-	var apiErr *anthropic.Error
-	if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 {
-		t.Fatalf("err = %v, want a 503", err)
-	}
+	apiErr := wantAPIError(t, err, 503)
 	if n := sent.Load(); n != 3 {
 		t.Fatalf("the SDK sent %d requests, want 3 (1 + 2 retries: x-should-retry: true)", n)
 	}

@@ -22,9 +22,8 @@ import (
 // and the first is not contacted again during its cooldown.
 func TestRateLimitFailsOverAndCoolsDown(t *testing.T) {
 	clock := useFakeClock(t)
-	a := newUpstream(t, "a", replyError(429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"))
-	b := newUpstream(t, "b", replyMessage("hello from b"))
-	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+	p, a, b := startPair(t, "a", replyError(429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"),
+		"b", replyMessage("hello from b"))
 	client := sdkClient(p)
 
 	var raw *http.Response
@@ -89,9 +88,8 @@ func TestClassesThatFailOver(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clock := useFakeClock(t)
-			a := newUpstream(t, "a", tt.handler)
-			b := newUpstream(t, "b", replyMessage("from b"))
-			p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+			p, a, _ := startPair(t, "a", tt.handler,
+				"b", replyMessage("from b"))
 			client := sdkClient(p)
 			msg, err := client.Messages.New(context.Background(), userMessage("hi"))
 			if err != nil || textOf(msg) != "from b" {
@@ -130,9 +128,8 @@ func TestClassesThatFailOver(t *testing.T) {
 // no other provider is bothered.
 func TestClientErrorPassesThrough(t *testing.T) {
 	useFakeClock(t)
-	a := newUpstream(t, "a", replyError(400, "invalid_request_error", "max_tokens: Field required", "Request-Id", "req_a400"))
-	b := newUpstream(t, "b", replyMessage("from b"))
-	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+	p, _, b := startPair(t, "a", replyError(400, "invalid_request_error", "max_tokens: Field required", "Request-Id", "req_a400"),
+		"b", replyMessage("from b"))
 	client := sdkClient(p)
 	_, err := client.Messages.New(context.Background(), userMessage("hi"))
 	var apiErr *anthropic.Error
@@ -145,9 +142,7 @@ func TestClientErrorPassesThrough(t *testing.T) {
 	if apiErr.Response.Header.Get("Request-Id") != "req_a400" || apiErr.Response.Header.Get("X-LLM-Provider") != "a" {
 		t.Fatalf("headers not a's: %v", apiErr.Response.Header)
 	}
-	if b.Hits() != 0 {
-		t.Fatalf("b was contacted %d times for a client error", b.Hits())
-	}
+	wantHitsAndState(t, b, 0, StateClosed, "a client error bothers no other provider")
 	if s := snapshot(t, "a"); s.State != StateClosed {
 		t.Fatalf("a state %s after a client error, want closed", s.State)
 	}
@@ -207,9 +202,8 @@ func TestCompressedErrorBodyIsClassified(t *testing.T) {
 // Retry-After: 120 cools the provider for exactly 120s.
 func TestRetryAfterSetsTheCooldown(t *testing.T) {
 	clock := useFakeClock(t)
-	a := newUpstream(t, "a", replyError(429, "rate_limit_error", "later", "Retry-After", "120"))
-	b := newUpstream(t, "b", replyMessage("from b"))
-	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+	p, a, _ := startPair(t, "a", replyError(429, "rate_limit_error", "later", "Retry-After", "120"),
+		"b", replyMessage("from b"))
 	start := clock.Now()
 	res := post(t, p.URL+"/v1/messages", simpleRequest)
 	readAll(t, res)
@@ -234,9 +228,8 @@ func TestHalfOpenAdmitsOneProbe(t *testing.T) {
 	clock := useFakeClock(t)
 	release := make(chan struct{})
 	probeArrived := make(chan struct{}, 100)
-	a := newUpstream(t, "a", replyError(529, "overloaded_error", "Overloaded"))
-	b := newUpstream(t, "b", replyMessage("from b"))
-	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+	p, a, b := startPair(t, "a", replyError(529, "overloaded_error", "Overloaded"),
+		"b", replyMessage("from b"))
 	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest)) // a opens
 	a.setHandler(func(w http.ResponseWriter, r *http.Request, body []byte) {
 		probeArrived <- struct{}{}
@@ -283,9 +276,8 @@ func TestHalfOpenAdmitsOneProbe(t *testing.T) {
 // Retry-After until the soonest provider admits again.
 func TestAllCoolingAnswersAtOnce(t *testing.T) {
 	clock := useFakeClock(t)
-	a := newUpstream(t, "a", replyError(429, "rate_limit_error", "limited", "Retry-After", "90"))
-	b := newUpstream(t, "b", replyError(429, "rate_limit_error", "limited", "Retry-After", "40"))
-	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+	p, a, b := startPair(t, "a", replyError(429, "rate_limit_error", "limited", "Retry-After", "90"),
+		"b", replyError(429, "rate_limit_error", "limited", "Retry-After", "40"))
 	res := post(t, p.URL+"/v1/messages", simpleRequest)
 	body := readAll(t, res)
 	if res.StatusCode != 429 || !strings.Contains(body, "limited") || res.Header.Get("X-LLM-Provider") != "b" {
@@ -322,9 +314,8 @@ func TestAllCoolingAnswersAtOnce(t *testing.T) {
 // A reload through the admin API keeps a provider's cooldown.
 func TestReloadKeepsCooldown(t *testing.T) {
 	useFakeClock(t)
-	a := newUpstream(t, "a", replyError(429, "rate_limit_error", "limited", "Retry-After", "600"))
-	b := newUpstream(t, "b", replyMessage("from b"))
-	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+	p, a, b := startPair(t, "a", replyError(429, "rate_limit_error", "limited", "Retry-After", "600"),
+		"b", replyMessage("from b"))
 	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest))
 	if a.Hits() != 1 {
 		t.Fatal("a not contacted")
@@ -335,12 +326,7 @@ func TestReloadKeepsCooldown(t *testing.T) {
 	if res.Header.Get("X-Reloaded") != "yes" {
 		t.Fatal("the new config is not serving")
 	}
-	if a.Hits() != 1 {
-		t.Fatalf("a was contacted after the reload: cooldown lost (%d hits)", a.Hits())
-	}
-	if s := snapshot(t, "a"); s.State != StateOpen {
-		t.Fatalf("a state after reload: %s", s.State)
-	}
+	wantHitsAndState(t, a, 1, StateOpen, "contacted after the reload: cooldown lost")
 }
 
 // Every provider receives the client's body byte for byte (only the model
@@ -474,14 +460,10 @@ func TestPassthroughIsPerClient(t *testing.T) {
 // response, not a synthesized one.
 func TestExhaustedReturnsLastRealResponse(t *testing.T) {
 	useFakeClock(t)
-	a := newUpstream(t, "a", replyError(500, "api_error", "a broke"))
-	b := newUpstream(t, "b", replyError(529, "overloaded_error", "b is overloaded", "Request-Id", "req_b", "X-Custom", "kept"))
-	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+	p, _, _ := startPair(t, "a", replyError(500, "api_error", "a broke"),
+		"b", replyError(529, "overloaded_error", "b is overloaded", "Request-Id", "req_b", "X-Custom", "kept"))
 	_, err := sdkClient(p).Messages.New(context.Background(), userMessage("hi"))
-	var apiErr *anthropic.Error
-	if !errors.As(err, &apiErr) || apiErr.StatusCode != 529 {
-		t.Fatalf("err = %v, want b's 529", err)
-	}
+	apiErr := wantAPIError(t, err, 529)
 	h := apiErr.Response.Header
 	if h.Get("Request-Id") != "req_b" || h.Get("X-Custom") != "kept" || h.Get("X-LLM-Provider") != "b" || h.Get("X-LLM-Attempts") != "2" {
 		t.Fatalf("headers %v", h)

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/option"
 )
@@ -20,23 +19,10 @@ import (
 // answer's headers.
 func TestCredRenewedRetryIsNotAFailover(t *testing.T) {
 	useFakeClock(t)
-	t.Setenv("LLMF_CRED_BACKUP_KEY", "sk-backup")
-	const oldToken, newToken = "sk-ant-oat01-revoked-early", "sk-ant-oat01-renewed"
-	tokens := newCredTokenEndpoint(t, issueToken(newToken, "sk-ant-ort01-r2", 28800, 0))
-	creds := filepath.Join(t.TempDir(), ".credentials.json")
-	writeClaudeCredentials(t, creds, oldToken, "sk-ant-ort01-r1", time.Now().Add(time.Hour), 0o600)
-	sub := newUpstream(t, "rn_sub", func(w http.ResponseWriter, r *http.Request, body []byte) {
-		if r.Header.Get("Authorization") != "Bearer "+newToken {
-			replyError(401, "authentication_error", "OAuth token has been revoked")(w, r, body)
-			return
-		}
-		replyMessage("from rn_sub")(w, r, body)
-	})
-	backup := newUpstream(t, "rn_backup", replyMessage("from rn_backup"))
+	c := newRevokedClaudeSub(t, "sk-ant-oat01-renewed", "rn_sub", "rn_backup")
+	sub, backup := c.sub, c.backup
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
-	p, _ := startProxyWithGlobals(t, debugLogTo(logFile), failoverSite(
-		sub.providerBlock(claudeCredentialLines(creds, tokens.URL)...),
-		backup.providerBlock("credential env LLMF_CRED_BACKUP_KEY")))
+	p, _ := startProxyWithGlobals(t, debugLogTo(logFile), c.site())
 
 	var raw *http.Response
 	msg, err := sdkClient(p).Messages.New(context.Background(), userMessage("hi"), option.WithResponseInto(&raw))

@@ -145,6 +145,90 @@ func claudeCredentialLines(file, tokenURL string) []string {
 	}
 }
 
+// askAsClaudeCode sends one message with the client credentials and betas
+// Claude Code sends, and wants the answer want.
+func askAsClaudeCode(t *testing.T, p *proxy, want string) {
+	t.Helper()
+	msg, err := sdkClient(p, credClientOptions(credClientBetas)...).Messages.New(context.Background(), userMessage("hi"))
+	if err != nil || textOf(msg) != want {
+		t.Fatalf("%v %v; want %q", msg, err, want)
+	}
+}
+
+// wantAPIKeyOnly fails t unless u's last request carried key as x-api-key
+// and no Authorization.
+func wantAPIKeyOnly(t *testing.T, u *fakeUpstream, key string) {
+	t.Helper()
+	if h := u.lastHeader(); h.Get("X-Api-Key") != key || h.Get("Authorization") != "" {
+		t.Fatalf("%s got x-api-key %q, Authorization %q", u.name, h.Get("X-Api-Key"), h.Get("Authorization"))
+	}
+}
+
+// claudeSub is a subscription provider, sub, signed in through a Claude
+// Code credentials file that a fake token endpoint refreshes, and backup,
+// a provider with an API key from the environment.
+type claudeSub struct {
+	tokens      *credTokenEndpoint
+	creds       string // the credentials file
+	sub, backup *fakeUpstream
+}
+
+// newClaudeSub writes the credentials file with the access and refresh
+// tokens, expiring at expiresAt, and starts sub (named subName, answering
+// with reply) and backup (named backupName, answering "from <backupName>").
+func newClaudeSub(t *testing.T, tokens *credTokenEndpoint, access, refresh string, expiresAt time.Time,
+	subName string, reply func(w http.ResponseWriter, r *http.Request, body []byte), backupName string) *claudeSub {
+	t.Helper()
+	t.Setenv("LLMF_CRED_BACKUP_KEY", "sk-backup")
+	c := &claudeSub{tokens: tokens, creds: filepath.Join(t.TempDir(), ".credentials.json")}
+	writeClaudeCredentials(t, c.creds, access, refresh, expiresAt, 0o600)
+	c.sub = newUpstream(t, subName, reply)
+	c.backup = newUpstream(t, backupName, replyMessage("from "+backupName))
+	return c
+}
+
+func (c *claudeSub) subBlock() string {
+	return c.sub.providerBlock(claudeCredentialLines(c.creds, c.tokens.URL)...)
+}
+
+func (c *claudeSub) backupBlock() string {
+	return c.backup.providerBlock("credential env LLMF_CRED_BACKUP_KEY")
+}
+
+// site tries sub first, then backup.
+func (c *claudeSub) site() string { return failoverSite(c.subBlock(), c.backupBlock()) }
+
+// wantSubAlone fails t unless sub is closed and backup was never
+// contacted.
+func (c *claudeSub) wantSubAlone(t *testing.T) {
+	t.Helper()
+	if n := c.backup.Hits(); n != 0 {
+		t.Fatalf("backup contacted %d times", n)
+	}
+	if s := snapshot(t, c.sub.name); s.State != StateClosed {
+		t.Fatalf("%s: %+v, want closed", c.sub.name, s)
+	}
+}
+
+// revokedToken is the stored token newRevokedClaudeSub's sub refuses.
+const revokedToken = "sk-ant-oat01-revoked-early"
+
+// newRevokedClaudeSub is a claudeSub whose sub refuses the stored token as
+// revoked (401) and answers "from <subName>" to newToken, the token the
+// token endpoint renews it to.
+func newRevokedClaudeSub(t *testing.T, newToken, subName, backupName string) *claudeSub {
+	t.Helper()
+	return newClaudeSub(t, newCredTokenEndpoint(t, issueToken(newToken, "sk-ant-ort01-r2", 28800, 0)),
+		revokedToken, "sk-ant-ort01-r1", time.Now().Add(time.Hour),
+		subName, func(w http.ResponseWriter, r *http.Request, body []byte) {
+			if r.Header.Get("Authorization") != "Bearer "+newToken {
+				replyError(401, "authentication_error", "OAuth token has been revoked")(w, r, body)
+				return
+			}
+			replyMessage("from "+subName)(w, r, body)
+		}, backupName)
+}
+
 // writeExecutable writes a shell script.
 func writeExecutable(t *testing.T, dir, name, script string) string {
 	t.Helper()
@@ -431,15 +515,11 @@ func TestCredClaudeConcurrentRequestsRefreshOnce(t *testing.T) {
 // use, and the failing endpoint is not called for every request.
 func TestCredClaudeRefreshFailureKeepsValidToken(t *testing.T) {
 	useFakeClock(t)
-	t.Setenv("LLMF_CRED_BACKUP_KEY", "sk-backup")
-	tokens := newCredTokenEndpoint(t, refuseRefresh(http.StatusBadRequest))
-	creds := filepath.Join(t.TempDir(), ".credentials.json")
-	writeClaudeCredentials(t, creds, "sk-ant-oat01-valid-two-more-minutes", "sk-ant-ort01-revoked", time.Now().Add(2*time.Minute), 0o600)
-	sub := newUpstream(t, "sub", replyMessage("from sub"))
-	backup := newUpstream(t, "backup", replyMessage("from backup"))
-	p := startProxy(t, failoverSite(
-		sub.providerBlock(claudeCredentialLines(creds, tokens.URL)...),
-		backup.providerBlock("credential env LLMF_CRED_BACKUP_KEY")))
+	c := newClaudeSub(t, newCredTokenEndpoint(t, refuseRefresh(http.StatusBadRequest)),
+		"sk-ant-oat01-valid-two-more-minutes", "sk-ant-ort01-revoked", time.Now().Add(2*time.Minute),
+		"sub", replyMessage("from sub"), "backup")
+	tokens, sub := c.tokens, c.sub
+	p := startProxy(t, c.site())
 	client := sdkClient(p)
 	for i := range 2 {
 		msg, err := client.Messages.New(context.Background(), userMessage("hi"))
@@ -453,28 +533,18 @@ func TestCredClaudeRefreshFailureKeepsValidToken(t *testing.T) {
 	if tokens.Hits() != 1 {
 		t.Fatalf("token endpoint hits = %d, want 1 (a failed refresh waits 30s before the next)", tokens.Hits())
 	}
-	if backup.Hits() != 0 {
-		t.Fatalf("backup contacted %d times", backup.Hits())
-	}
-	if s := snapshot(t, "sub"); s.State != StateClosed {
-		t.Fatalf("sub: %+v, want closed", s)
-	}
+	c.wantSubAlone(t)
 }
 
 // 2b. A failed refresh of an expired token cools the provider as auth,
 // without a request to it, and the request fails over.
 func TestCredClaudeRefreshFailureWithExpiredTokenFailsOver(t *testing.T) {
 	useFakeClock(t)
-	t.Setenv("LLMF_CRED_BACKUP_KEY", "sk-backup")
 	const expired = "sk-ant-oat01-expired-token"
-	tokens := newCredTokenEndpoint(t, refuseRefresh(http.StatusInternalServerError))
-	creds := filepath.Join(t.TempDir(), ".credentials.json")
-	writeClaudeCredentials(t, creds, expired, "sk-ant-ort01-r", time.Now().Add(-time.Minute), 0o600)
-	sub := newUpstream(t, "sub", replyMessage("from sub"))
-	backup := newUpstream(t, "backup", replyMessage("from backup"))
-	p := startProxy(t, failoverSite(
-		sub.providerBlock(claudeCredentialLines(creds, tokens.URL)...),
-		backup.providerBlock("credential env LLMF_CRED_BACKUP_KEY")))
+	c := newClaudeSub(t, newCredTokenEndpoint(t, refuseRefresh(http.StatusInternalServerError)),
+		expired, "sk-ant-ort01-r", time.Now().Add(-time.Minute), "sub", replyMessage("from sub"), "backup")
+	tokens, sub := c.tokens, c.sub
+	p := startProxy(t, c.site())
 	var raw *http.Response
 	msg, err := sdkClient(p).Messages.New(context.Background(), userMessage("hi"), option.WithResponseInto(&raw))
 	if err != nil || textOf(msg) != "from backup" {
@@ -505,24 +575,14 @@ func TestCredClaude401RefreshesAndRetries(t *testing.T) {
 	for _, withBackup := range []bool{true, false} {
 		t.Run(fmt.Sprintf("backup=%v", withBackup), func(t *testing.T) {
 			useFakeClock(t)
-			t.Setenv("LLMF_CRED_BACKUP_KEY", "sk-backup")
-			const oldToken, newToken = "sk-ant-oat01-revoked-early", "sk-ant-oat01-after-401"
-			tokens := newCredTokenEndpoint(t, issueToken(newToken, "sk-ant-ort01-r2", 28800, 0))
-			creds := filepath.Join(t.TempDir(), ".credentials.json")
-			writeClaudeCredentials(t, creds, oldToken, "sk-ant-ort01-r1", time.Now().Add(time.Hour), 0o600)
-			sub := newUpstream(t, "sub", func(w http.ResponseWriter, r *http.Request, body []byte) {
-				if r.Header.Get("Authorization") != "Bearer "+newToken {
-					replyError(401, "authentication_error", "OAuth token has been revoked")(w, r, body)
-					return
-				}
-				replyMessage("from sub")(w, r, body)
-			})
-			backup := newUpstream(t, "backup", replyMessage("from backup"))
-			blocks := []string{sub.providerBlock(claudeCredentialLines(creds, tokens.URL)...)}
+			const oldToken, newToken = revokedToken, "sk-ant-oat01-after-401"
+			c := newRevokedClaudeSub(t, newToken, "sub", "backup")
+			tokens, sub := c.tokens, c.sub
+			site := failoverSite(c.subBlock())
 			if withBackup {
-				blocks = append(blocks, backup.providerBlock("credential env LLMF_CRED_BACKUP_KEY"))
+				site = c.site()
 			}
-			p := startProxy(t, failoverSite(blocks...))
+			p := startProxy(t, site)
 
 			var raw *http.Response
 			msg, err := sdkClient(p).Messages.New(context.Background(), userMessage("hi"), option.WithResponseInto(&raw))
@@ -544,12 +604,7 @@ func TestCredClaude401RefreshesAndRetries(t *testing.T) {
 				t.Fatalf("status %d X-LLM-Provider %q X-LLM-Attempts %q, want 200 sub 2",
 					raw.StatusCode, raw.Header.Get("X-LLM-Provider"), raw.Header.Get("X-LLM-Attempts"))
 			}
-			if backup.Hits() != 0 {
-				t.Fatalf("backup contacted %d times", backup.Hits())
-			}
-			if s := snapshot(t, "sub"); s.State != StateClosed {
-				t.Fatalf("sub after a successful retry: %+v, want closed", s)
-			}
+			c.wantSubAlone(t)
 		})
 	}
 }
@@ -558,15 +613,11 @@ func TestCredClaude401RefreshesAndRetries(t *testing.T) {
 // two requests to the provider, no loop.
 func TestCredClaudeRefreshedTokenRefusedAgainFailsOver(t *testing.T) {
 	useFakeClock(t)
-	t.Setenv("LLMF_CRED_BACKUP_KEY", "sk-backup")
-	tokens := newCredTokenEndpoint(t, issueToken("sk-ant-oat01-also-refused", "sk-ant-ort01-r2", 28800, 0))
-	creds := filepath.Join(t.TempDir(), ".credentials.json")
-	writeClaudeCredentials(t, creds, "sk-ant-oat01-refused", "sk-ant-ort01-r1", time.Now().Add(time.Hour), 0o600)
-	sub := newUpstream(t, "sub", replyError(401, "authentication_error", "invalid bearer token"))
-	backup := newUpstream(t, "backup", replyMessage("from backup"))
-	p := startProxy(t, failoverSite(
-		sub.providerBlock(claudeCredentialLines(creds, tokens.URL)...),
-		backup.providerBlock("credential env LLMF_CRED_BACKUP_KEY")))
+	c := newClaudeSub(t, newCredTokenEndpoint(t, issueToken("sk-ant-oat01-also-refused", "sk-ant-ort01-r2", 28800, 0)),
+		"sk-ant-oat01-refused", "sk-ant-ort01-r1", time.Now().Add(time.Hour),
+		"sub", replyError(401, "authentication_error", "invalid bearer token"), "backup")
+	tokens, sub, backup := c.tokens, c.sub, c.backup
+	p := startProxy(t, c.site())
 	client := sdkClient(p)
 
 	var raw *http.Response
@@ -715,14 +766,8 @@ func TestCredCommand(t *testing.T) {
 	t.Run("value", func(t *testing.T) {
 		a := newUpstream(t, "a", replyMessage("from a"))
 		p := startProxy(t, failoverSite(a.providerBlock("credential command "+good)))
-		msg, err := sdkClient(p, credClientOptions(credClientBetas)...).Messages.New(context.Background(), userMessage("hi"))
-		if err != nil || textOf(msg) != "from a" {
-			t.Fatalf("%v %v", msg, err)
-		}
-		h := a.lastHeader()
-		if h.Get("X-Api-Key") != "sk-command-output-1234" || h.Get("Authorization") != "" {
-			t.Fatalf("a got x-api-key %q, Authorization %q", h.Get("X-Api-Key"), h.Get("Authorization"))
-		}
+		askAsClaudeCode(t, p, "from a")
+		wantAPIKeyOnly(t, a, "sk-command-output-1234")
 	})
 	t.Run("failure", func(t *testing.T) {
 		a := newUpstream(t, "a", replyMessage("from a"))
@@ -754,14 +799,8 @@ func TestCredKeychain(t *testing.T) {
 	calls := fakeSecurity(t, "llmf-test-service", "sk-keychain-value-5678")
 	a := newUpstream(t, "a", replyMessage("from a"))
 	p := startProxy(t, failoverSite(a.providerBlock("credential keychain llmf-test-service")))
-	msg, err := sdkClient(p, credClientOptions(credClientBetas)...).Messages.New(context.Background(), userMessage("hi"))
-	if err != nil || textOf(msg) != "from a" {
-		t.Fatalf("%v %v", msg, err)
-	}
-	h := a.lastHeader()
-	if h.Get("X-Api-Key") != "sk-keychain-value-5678" || h.Get("Authorization") != "" {
-		t.Fatalf("a got x-api-key %q, Authorization %q", h.Get("X-Api-Key"), h.Get("Authorization"))
-	}
+	askAsClaudeCode(t, p, "from a")
+	wantAPIKeyOnly(t, a, "sk-keychain-value-5678")
 	if got := readFileString(t, calls); !strings.Contains(got, "find-generic-password -s llmf-test-service -w") {
 		t.Fatalf("security was called as %q", got)
 	}
@@ -1028,10 +1067,7 @@ func TestCredPassthroughClientKeyNotLogged(t *testing.T) {
 	sub := newUpstream(t, "sub", replyMessage("from sub"))
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
 	p, _ := startProxyWithGlobals(t, debugLogTo(logFile), failoverSite(sub.providerBlock("credential passthrough")))
-	msg, err := sdkClient(p, credClientOptions(credClientBetas)...).Messages.New(context.Background(), userMessage("hi"))
-	if err != nil || textOf(msg) != "from sub" {
-		t.Fatalf("%v %v", msg, err)
-	}
+	askAsClaudeCode(t, p, "from sub")
 	if h := sub.lastHeader(); h.Get("X-Api-Key") != credClientAPIKey || h.Get("Authorization") != "Bearer "+credClientBearer {
 		t.Fatalf("passthrough did not forward the client's credential: %v", h)
 	}

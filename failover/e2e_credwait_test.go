@@ -103,16 +103,11 @@ func TestCredHungCommandHelperDoesNotHoldRequests(t *testing.T) {
 // refresh hangs; once the refresh lands, the provider is used again.
 func TestCredHungTokenEndpointExpiredToken(t *testing.T) {
 	useFakeClock(t)
-	t.Setenv("LLMF_CREDWAIT_KEY", "sk-backup")
 	const newToken = "sk-ant-oat01-after-the-hang"
 	tokens, release := hungTokenEndpoint(t, newToken)
-	creds := filepath.Join(t.TempDir(), ".credentials.json")
-	writeClaudeCredentials(t, creds, "sk-ant-oat01-expired", "sk-ant-ort01-r", time.Now().Add(-time.Minute), 0o600)
-	a := newUpstream(t, "he_a", replyMessage("from he_a"))
-	b := newUpstream(t, "he_b", replyMessage("from he_b"))
-	p := startProxy(t, failoverSite(
-		a.providerBlock(claudeCredentialLines(creds, tokens.URL)...),
-		b.providerBlock("credential env LLMF_CREDWAIT_KEY")))
+	c := newClaudeSub(t, tokens, "sk-ant-oat01-expired", "sk-ant-ort01-r", time.Now().Add(-time.Minute), "he_a", replyMessage("from he_a"), "he_b")
+	a := c.sub
+	p := startProxy(t, c.site())
 	askN(t, p, 5, "he_b")
 	if a.Hits() != 0 || tokens.Hits() != 1 {
 		t.Fatalf("he_a hits %d, token endpoint hits %d; want 0 and 1 (one refresh, in the background)", a.Hits(), tokens.Hits())
@@ -143,16 +138,11 @@ func askAny(t *testing.T, p *proxy) {
 // refresh hangs, and the refreshed one from then on.
 func TestCredHungTokenEndpointValidToken(t *testing.T) {
 	useFakeClock(t)
-	t.Setenv("LLMF_CREDWAIT_KEY", "sk-backup")
 	const oldToken, newToken = "sk-ant-oat01-two-minutes-left", "sk-ant-oat01-refreshed-late"
 	tokens, release := hungTokenEndpoint(t, newToken)
-	creds := filepath.Join(t.TempDir(), ".credentials.json")
-	writeClaudeCredentials(t, creds, oldToken, "sk-ant-ort01-r", time.Now().Add(2*time.Minute), 0o600)
-	a := newUpstream(t, "hv_a", replyMessage("from hv_a"))
-	b := newUpstream(t, "hv_b", replyMessage("from hv_b"))
-	p := startProxy(t, failoverSite(
-		a.providerBlock(claudeCredentialLines(creds, tokens.URL)...),
-		b.providerBlock("credential env LLMF_CREDWAIT_KEY")))
+	c := newClaudeSub(t, tokens, oldToken, "sk-ant-ort01-r", time.Now().Add(2*time.Minute), "hv_a", replyMessage("from hv_a"), "hv_b")
+	a, b := c.sub, c.backup
+	p := startProxy(t, c.site())
 	askN(t, p, 3, "hv_a")
 	for i, h := range headersOf(a) {
 		if got := h.Get("Authorization"); got != "Bearer "+oldToken {
@@ -255,7 +245,7 @@ func TestCredPanickingSourceFailsOver(t *testing.T) {
 // error that no recover catches).
 func TestAdmitSurvivesPanickingSource(t *testing.T) {
 	p := &Provider{Name: "adm_panic", source: panicSource{}, state: new(providerState)}
-	b := &p.state.shared
+	b := p.state.breakers.shared()
 	until := b.Failure(brkT0, Failure{Class: ClassAuth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
 	func() {
 		defer func() { _ = recover() }()

@@ -55,12 +55,7 @@ func TestDemoCaddyfile(t *testing.T) {
 	addrs := loadExample(t, "examples/demo.Caddyfile")
 	site := "http://" + addrs["4181"]
 
-	req, _ := http.NewRequest(http.MethodHead, site+"/", nil)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
+	headRoot(t, site)
 	if s := snapshot(t, "limited"); s.State != StateClosed {
 		t.Fatalf("limited after HEAD /: %s, want closed", s.State)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -154,7 +155,7 @@ func snapshot(t *testing.T, name string) BreakerSnapshot {
 	found := false
 	providerStates.Range(func(key, value any) bool {
 		if key == name {
-			out = value.(*providerState).shared.Snapshot(timeNow())
+			out = value.(*providerState).breakers.shared().Snapshot(timeNow())
 			found = true
 			return false
 		}
@@ -393,3 +394,35 @@ func readAll(t *testing.T, res *http.Response) string {
 }
 
 const simpleRequest = `{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}`
+
+// startPair starts two upstreams, named aName and bName, and a proxy that
+// tries a first, then b.
+func startPair(t *testing.T, aName string, aHandle func(w http.ResponseWriter, r *http.Request, body []byte),
+	bName string, bHandle func(w http.ResponseWriter, r *http.Request, body []byte)) (p *proxy, a, b *fakeUpstream) {
+	t.Helper()
+	a, b = newUpstream(t, aName, aHandle), newUpstream(t, bName, bHandle)
+	return startProxy(t, failoverSite(a.providerBlock(), b.providerBlock())), a, b
+}
+
+// wantHitsAndState fails t unless u was sent hits requests and its breaker
+// stands in state; why says what a wrong count means.
+func wantHitsAndState(t *testing.T, u *fakeUpstream, hits int, state BreakerState, why string) {
+	t.Helper()
+	if n := u.Hits(); n != hits {
+		t.Fatalf("%s was sent %d requests, want %d: %s", u.name, n, hits, why)
+	}
+	if s := snapshot(t, u.name); s.State != state {
+		t.Fatalf("%s: %+v, want %s", u.name, s, state)
+	}
+}
+
+// wantAPIError fails t unless err is the SDK's error for an answer with
+// status, and returns it.
+func wantAPIError(t *testing.T, err error, status int) *anthropic.Error {
+	t.Helper()
+	var apiErr *anthropic.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != status {
+		t.Fatalf("err = %v, want a %d", err, status)
+	}
+	return apiErr
+}

@@ -112,9 +112,8 @@ func TestStatusEndpoint(t *testing.T) {
 // clear 4xx.
 func TestAdminResetAndCooldown(t *testing.T) {
 	useFakeClock(t)
-	a := newUpstream(t, "ad_a", replyMessage("from a"))
-	b := newUpstream(t, "ad_b", replyMessage("from b"))
-	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+	p, _, _ := startPair(t, "ad_a", replyMessage("from a"),
+		"ad_b", replyMessage("from b"))
 	if got := readAll(t, post(t, p.URL+"/v1/messages", simpleRequest)); !strings.Contains(got, "from a") {
 		t.Fatal(got)
 	}
@@ -375,9 +374,8 @@ func TestReloadUnderLoad(t *testing.T) {
 // `caddy llm` prints the status table from a running instance and resets.
 func TestLLMCommand(t *testing.T) {
 	useFakeClock(t)
-	a := newUpstream(t, "cmd_a", replyError(429, "rate_limit_error", "limited", "Retry-After", "300"))
-	b := newUpstream(t, "cmd_b", replyMessage("from b"))
-	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+	p, _, _ := startPair(t, "cmd_a", replyError(429, "rate_limit_error", "limited", "Retry-After", "300"),
+		"cmd_b", replyMessage("from b"))
 	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest))
 
 	var out bytes.Buffer

@@ -28,12 +28,7 @@ func TestNonModelRequestCoolsNothing(t *testing.T) {
 	b := newUpstream(t, "b", replyMessage("hello from b"))
 	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
 
-	req, _ := http.NewRequest(http.MethodHead, p.URL+"/", nil)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
+	res := headRoot(t, p.URL)
 	if res.StatusCode != http.StatusNotImplemented || res.Header.Get("X-From") != "a" {
 		t.Fatalf("HEAD /: %d from %q, want a's 501", res.StatusCode, res.Header.Get("X-From"))
 	}
@@ -52,6 +47,18 @@ func TestNonModelRequestCoolsNothing(t *testing.T) {
 	}
 }
 
+// headRoot sends Claude Code's preconnect, HEAD /, to the site at base.
+func headRoot(t *testing.T, base string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodHead, base+"/", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res
+}
+
 // A non-model request whose first provider cannot be reached goes to the
 // next one, and still cools nothing.
 func TestNonModelRequestSkipsUnreachable(t *testing.T) {
@@ -60,12 +67,7 @@ func TestNonModelRequestSkipsUnreachable(t *testing.T) {
 	dead := freePort(t)
 	p := startProxy(t, failoverSite(
 		"\t\tprovider dead {\n\t\t\tupstream http://127.0.0.1:"+itoa(dead)+"\n\t\t}\n", b.providerBlock()))
-	req, _ := http.NewRequest(http.MethodHead, p.URL+"/", nil)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
+	res := headRoot(t, p.URL)
 	if res.StatusCode != http.StatusNoContent || res.Header.Get("X-LLM-Provider") != "b" {
 		t.Fatalf("HEAD /: %d from %q, want b's 204", res.StatusCode, res.Header.Get("X-LLM-Provider"))
 	}
@@ -77,21 +79,15 @@ func TestNonModelRequestSkipsUnreachable(t *testing.T) {
 // 501 Not Implemented on a model call fails over and cools nothing.
 func TestNotImplementedFailsOverWithoutCooling(t *testing.T) {
 	useFakeClock(t)
-	a := newUpstream(t, "a", replyError(501, "api_error", "not implemented here"))
-	b := newUpstream(t, "b", replyMessage("hello from b"))
-	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+	p, a, _ := startPair(t, "a", replyError(501, "api_error", "not implemented here"),
+		"b", replyMessage("hello from b"))
 	for i := range 2 {
 		msg, err := sdkClient(p).Messages.New(context.Background(), userMessage("hi"))
 		if err != nil || textOf(msg) != "hello from b" {
 			t.Fatalf("request %d: %v %v, want b's answer", i, msg, err)
 		}
 	}
-	if a.Hits() != 2 {
-		t.Fatalf("a hits %d, want 2: a 501 must not cool a", a.Hits())
-	}
-	if s := snapshot(t, "a"); s.State != StateClosed {
-		t.Fatalf("a: %s, want closed", s.State)
-	}
+	wantHitsAndState(t, a, 2, StateClosed, "a 501 must not cool a")
 }
 
 // count_tokens and models: a provider that lacks the endpoint (404, 405,

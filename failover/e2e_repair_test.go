@@ -339,9 +339,8 @@ func TestSanitizeDeterministicAcrossTurns(t *testing.T) {
 func TestRepairRetriesOnceNeverLoops(t *testing.T) {
 	useFakeClock(t)
 	msg := "messages.1.content.0.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'"
-	a := newUpstream(t, "a", replyError(400, "invalid_request_error", msg))
-	b := newUpstream(t, "b", replyMessage("from b"))
-	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+	p, a, b := startPair(t, "a", replyError(400, "invalid_request_error", msg),
+		"b", replyMessage("from b"))
 	body := `{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"go"},` +
 		`{"role":"assistant","content":[{"type":"tool_use","id":"functions.Bash:0","name":"Bash","input":{}}]},` +
 		`{"role":"user","content":[{"type":"tool_result","tool_use_id":"functions.Bash:0","content":"ok"}]}]}`

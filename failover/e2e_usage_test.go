@@ -35,6 +35,22 @@ func replyWithUsage(text string, util *utilization, reset5h func() time.Time) fu
 	}
 }
 
+// usageSub is a subscription upstream that answers "sub" and reports its
+// 5h window at util, resetting at reset; tests move both.
+type usageSub struct {
+	*fakeUpstream
+	util  utilization
+	reset time.Time
+}
+
+func newUsageSub(t *testing.T, name string, util float64, reset time.Time) *usageSub {
+	t.Helper()
+	s := &usageSub{reset: reset}
+	s.util.set(util)
+	s.fakeUpstream = newUpstream(t, name, replyWithUsage("sub", &s.util, func() time.Time { return s.reset }))
+	return s
+}
+
 func setUnified(h http.Header, util5h float64, reset5h time.Time) {
 	status := "allowed"
 	if util5h >= 0.8 {
@@ -70,10 +86,7 @@ func answeredBy(t *testing.T, p *proxy, session string, header ...string) string
 // provider is still used when nothing else admits.
 func TestMaxUtilizationMovesBeforeTheLimit(t *testing.T) {
 	clock := useFakeClock(t)
-	var util utilization
-	util.set(0.5)
-	reset := clock.Now().Add(72 * time.Minute)
-	sub := newUpstream(t, "mu_sub", replyWithUsage("sub", &util, func() time.Time { return reset }))
+	sub := newUsageSub(t, "mu_sub", 0.5, clock.Now().Add(72*time.Minute))
 	key := newUpstream(t, "mu_key", replyMessage("key"))
 	p := startProxy(t, failoverSite(sub.providerBlock("max_utilization 90%"), key.providerBlock()))
 
@@ -82,7 +95,7 @@ func TestMaxUtilizationMovesBeforeTheLimit(t *testing.T) {
 			t.Fatalf("below the max: %s", got)
 		}
 	}
-	util.set(0.92)
+	sub.util.set(0.92)
 	if got := answeredBy(t, p, ""); got != "mu_sub" {
 		t.Fatalf("the response that reports 0.92 still comes from sub: %s", got)
 	}
@@ -93,7 +106,7 @@ func TestMaxUtilizationMovesBeforeTheLimit(t *testing.T) {
 	}
 	st := providerStatuses(t, p)["mu_sub"]
 	sat, _ := st["saturated"].(map[string]any)
-	if st["state"] != "closed" || sat == nil || sat["window"] != "5h" || sat["until"] != reset.UTC().Format(time.RFC3339) {
+	if st["state"] != "closed" || sat == nil || sat["window"] != "5h" || sat["until"] != sub.reset.UTC().Format(time.RFC3339) {
 		t.Fatalf("status of a saturated provider: %v", st)
 	}
 
@@ -109,8 +122,8 @@ func TestMaxUtilizationMovesBeforeTheLimit(t *testing.T) {
 	}
 
 	// the window resets: back to the subscription
-	util.set(0.01)
-	reset = reset.Add(5 * time.Hour)
+	sub.util.set(0.01)
+	sub.reset = sub.reset.Add(5 * time.Hour)
 	clock.Advance(72 * time.Minute)
 	for range 3 {
 		if got := answeredBy(t, p, ""); got != "mu_sub" {
@@ -343,10 +356,7 @@ func TestAffinitySurvivesReload(t *testing.T) {
 // and the utilization metric; an API key's limits too.
 func TestUsageInStatusCommandAndMetrics(t *testing.T) {
 	clock := useFakeClock(t)
-	var util utilization
-	util.set(0.87)
-	reset := clock.Now().Add(72 * time.Minute)
-	sub := newUpstream(t, "us_sub", replyWithUsage("sub", &util, func() time.Time { return reset }))
+	sub := newUsageSub(t, "us_sub", 0.87, clock.Now().Add(72*time.Minute))
 	key := newUpstream(t, "us_key", func(w http.ResponseWriter, r *http.Request, body []byte) {
 		h := w.Header()
 		h.Set("Anthropic-Ratelimit-Requests-Limit", "50")
@@ -365,7 +375,7 @@ func TestUsageInStatusCommandAndMetrics(t *testing.T) {
 		t.Fatalf("usage of sub: %v", st["us_sub"])
 	}
 	w5 := u["windows"].(map[string]any)["5h"].(map[string]any)
-	if w5["utilization"] != 0.87 || w5["reset"] != reset.UTC().Format(time.RFC3339) ||
+	if w5["utilization"] != 0.87 || w5["reset"] != sub.reset.UTC().Format(time.RFC3339) ||
 		w5["resets_in_seconds"] != 4320.0 || w5["status"] != "allowed_warning" {
 		t.Fatalf("5h: %v", w5)
 	}
@@ -410,10 +420,7 @@ func TestUsageInStatusCommandAndMetrics(t *testing.T) {
 // serves again, and a window the usage headers said is used up counts.
 func TestAllCoolingRetryAfterIncludesWindowResets(t *testing.T) {
 	clock := useFakeClock(t)
-	var util utilization
-	util.set(1)
-	windowReset := clock.Now().Add(2 * time.Hour)
-	sub := newUpstream(t, "rw_sub", replyWithUsage("sub", &util, func() time.Time { return windowReset }))
+	sub := newUsageSub(t, "rw_sub", 1, clock.Now().Add(2*time.Hour))
 	other := newUpstream(t, "rw_other", replyError(429, "rate_limit_error", "limited", "Retry-After", "10800"))
 	p := startProxy(t, failoverSite(sub.providerBlock(), other.providerBlock()))
 	answeredBy(t, p, "") // sub reports its 5h window full

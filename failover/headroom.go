@@ -73,24 +73,7 @@ func (h *Handler) learnCapacity(t *attemptTarget, hdr http.Header) {
 // capacityFor returns the latest capacity report of the provider for a
 // client, or nil. It creates no per-client state.
 func (p *Provider) capacityFor(clientKey string) *Capacity {
-	if !p.passthrough {
-		return p.state.shared.capacity.p.Load()
-	}
-	if b := p.state.clients.lookup(clientKey); b != nil {
-		return b.capacity.p.Load()
-	}
-	return nil
-}
-
-// lookup returns the client's breaker, or nil, without making one or
-// marking it used.
-func (c *clientBreakers) lookup(key string) *Breaker {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if el, ok := c.byKey[key]; ok {
-		return el.Value.(*clientEntry).b
-	}
-	return nil
+	return p.state.breakers.capacityFor(clientKey, p.passthrough)
 }
 
 // saturated reports whether the provider is at or above its
@@ -189,14 +172,7 @@ type WindowStatus struct {
 // usageStatus reports the provider's latest capacity: for a passthrough
 // provider, the most recently learned among its clients.
 func (p *Provider) usageStatus(now time.Time) (*UsageStatus, *Capacity) {
-	c := p.state.shared.capacity.p.Load()
-	if p.passthrough {
-		p.state.eachClient(func(_ string, b *Breaker) {
-			if cc := b.capacity.p.Load(); cc != nil && (c == nil || cc.Learned.After(c.Learned)) {
-				c = cc
-			}
-		})
-	}
+	c := p.state.breakers.latestCapacity(now, p.passthrough)
 	if c == nil {
 		return nil, nil
 	}
@@ -332,10 +308,7 @@ func (c *utilizationCollector) Collect(ch chan<- prometheus.Metric) {
 	now := timeNow()
 	for _, p := range liveProviders() {
 		byWindow := make(map[string]float64)
-		add := func(cp *Capacity) {
-			if cp == nil {
-				return
-			}
+		p.state.breakers.eachCapacity(now, p.passthrough, func(cp *Capacity) {
 			for _, w := range cp.Windows {
 				if !w.HasUtilization {
 					continue
@@ -348,11 +321,7 @@ func (c *utilizationCollector) Collect(ch chan<- prometheus.Metric) {
 					byWindow[w.Name] = util
 				}
 			}
-		}
-		add(p.state.shared.capacity.p.Load())
-		if p.passthrough {
-			p.state.eachClient(func(_ string, b *Breaker) { add(b.capacity.p.Load()) })
-		}
+		})
 		for w, util := range byWindow {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, util, p.Name, w)
 		}

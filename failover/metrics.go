@@ -86,7 +86,7 @@ func (c *breakerCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *breakerCollector) Collect(ch chan<- prometheus.Metric) {
 	now := timeNow()
 	for _, p := range liveProviders() {
-		s := p.state.shared.Snapshot(now)
+		s := p.state.breakers.shared().Snapshot(now)
 		var state, left float64
 		switch s.State {
 		case StateHalfOpen:

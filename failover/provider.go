@@ -259,18 +259,7 @@ func newProviderProxy(ctx caddy.Context, p *Provider) (*reverseproxy.Handler, er
 // providerState is the part of a provider that outlives a config: its
 // breakers. It lives in providerStates, keyed by provider name.
 type providerState struct {
-	shared Breaker
-	// clients holds one breaker per client credential fingerprint, for
-	// passthrough providers: one person's exhausted subscription must
-	// not cool the provider for everyone else on a shared gateway.
-	clients clientBreakers
-}
-
-// eachClient calls fn for every per-client breaker, with its client
-// credential fingerprint, once idle ones are swept.
-func (s *providerState) eachClient(fn func(fingerprint string, b *Breaker)) {
-	s.clients.sweep(timeNow(), false)
-	s.clients.each(fn)
+	breakers breakerSet
 }
 
 // Destruct implements caddy.Destructor.
@@ -282,10 +271,7 @@ var providerStates = caddy.NewUsagePool()
 // breaker returns the breaker that governs a request from the client with
 // the given credential fingerprint.
 func (p *Provider) breaker(clientKey string) *Breaker {
-	if !p.passthrough {
-		return &p.state.shared
-	}
-	return p.state.clients.get(clientKey, timeNow())
+	return p.state.breakers.governing(clientKey, p.passthrough, timeNow())
 }
 
 // admit asks the provider's breaker for this client. A passthrough
@@ -295,7 +281,7 @@ func (p *Provider) breaker(clientKey string) *Breaker {
 // only when a new credential could end an auth cooldown early.
 func (p *Provider) admit(ctx context.Context, now time.Time, clientKey string) Admission {
 	if p.passthrough {
-		if adm := p.state.shared.peek(now); !adm.OK {
+		if adm := p.state.breakers.shared().peek(now); !adm.OK {
 			return adm
 		}
 	}
@@ -314,10 +300,7 @@ func (p *Provider) admit(ctx context.Context, now time.Time, clientKey string) A
 // peek answers like admit without taking a half-open probe or counting a
 // request, for requests that feed no breaker.
 func (p *Provider) peek(now time.Time, clientKey string) Admission {
-	if adm := p.state.shared.peek(now); !adm.OK || !p.passthrough {
-		return adm
-	}
-	return p.breaker(clientKey).peek(now)
+	return p.state.breakers.peek(now, clientKey, p.passthrough)
 }
 
 // credentialStatus reports the credential's state without its value.

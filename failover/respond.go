@@ -151,10 +151,7 @@ func (h *Handler) setAnswerHeaders(hdr http.Header, clientKey string, attempts i
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		s := p.state.shared.Snapshot(now)
-		if p.passthrough && s.State != StateOpen {
-			s = p.breaker(clientKey).Snapshot(now)
-		}
+		s := p.state.breakers.snapshotFor(now, clientKey, p.passthrough)
 		b.WriteString(strconv.Quote(p.Name) + ";state=" + string(s.State))
 		class, status := Class(""), 0
 		if s.State != StateClosed {

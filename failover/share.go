@@ -275,11 +275,15 @@ func (s *sharer) kick() {
 // shared names: the provider's name, and name + "#" + the client
 // fingerprint for per-client breakers.
 func (s *sharer) breakersOf(fn func(name string, b *Breaker)) {
+	now := timeNow()
 	for _, p := range s.h.Providers {
-		fn(p.Name, &p.state.shared)
-		p.state.eachClient(func(fp string, b *Breaker) { fn(p.Name+"#"+fp, b) })
+		fn(p.Name, p.state.breakers.shared())
+		p.state.breakers.eachClient(now, func(fp string, b *Breaker) { fn(clientBreakerName(p.Name, fp), b) })
 	}
 }
+
+// clientBreakerName is the shared name of a per-client breaker.
+func clientBreakerName(provider, fingerprint string) string { return provider + "#" + fingerprint }
 
 // decisions lists this instance's decisions worth sharing as of now: a
 // cooldown that has not ended, or a close recent enough that others may
@@ -309,10 +313,10 @@ func (s *sharer) apply(now time.Time, name string, st SharedState, origin string
 	for _, p := range s.h.Providers {
 		switch {
 		case name == p.Name:
-			p.state.shared.adopt(now, st, origin)
+			p.state.breakers.shared().adopt(now, st, origin)
 			return
-		case p.passthrough && strings.HasPrefix(name, p.Name+"#"):
-			p.breaker(strings.TrimPrefix(name, p.Name+"#")).adopt(now, st, origin)
+		case p.passthrough && strings.HasPrefix(name, clientBreakerName(p.Name, "")):
+			p.breaker(strings.TrimPrefix(name, clientBreakerName(p.Name, ""))).adopt(now, st, origin)
 			return
 		}
 	}
@@ -331,7 +335,7 @@ func (s *sharer) claimProbe(p *Provider, clientKey string, b *Breaker, adm Admis
 	}
 	name := p.Name
 	if p.passthrough {
-		name += "#" + clientKey
+		name = clientBreakerName(p.Name, clientKey)
 	}
 	if granted, until := c.claimProbe(name); !granted {
 		return b.yieldProbe(until)
@@ -373,16 +377,11 @@ func (s *sharer) recovered() {
 func unmarshalShareOption(d *caddyfile.Dispenser, c *ShareConfig) error {
 	switch d.Val() {
 	case "redis":
-		if !d.NextArg() {
-			return d.ArgErr()
+		u, err := parsedArg(d, "", func(s string) (string, error) { return s, validRedisURL(s) })
+		if err != nil {
+			return err
 		}
-		if err := validRedisURL(d.Val()); err != nil {
-			return d.Err(err.Error())
-		}
-		c.Redis = d.Val()
-		if d.NextArg() {
-			return d.ArgErr()
-		}
+		c.Redis = u
 	case "password":
 		if !d.NextArg() {
 			return d.Err("share: password needs a credential source: env, file, command, ...")

@@ -30,21 +30,26 @@ func unregisterHandler(h *Handler) {
 // liveProviders returns each provider of the running config once, by name,
 // in priority order; the newest config's declaration wins.
 func liveProviders() []*Provider {
+	return liveByName(func(h *Handler) []*Provider {
+		h.wrapped.mu.Lock()
+		defer h.wrapped.mu.Unlock()
+		return append(slices.Clip(h.Providers), h.wrapped.order...)
+	}, func(p *Provider) string { return p.Name })
+}
+
+// liveByName returns each item of the live handlers once, by name, in the
+// order items lists them; the newest config's item wins.
+func liveByName[T any](items func(*Handler) []T, name func(T) string) []T {
 	liveHandlers.Lock()
 	defer liveHandlers.Unlock()
-	var out []*Provider
-	seen := make(map[string]int)
+	var out []T
+	seen := make(map[string]bool)
 	for i := len(liveHandlers.list) - 1; i >= 0; i-- {
-		h := liveHandlers.list[i]
-		h.wrapped.mu.Lock()
-		providers := append(slices.Clip(h.Providers), h.wrapped.order...)
-		h.wrapped.mu.Unlock()
-		for _, p := range providers {
-			if _, ok := seen[p.Name]; ok {
-				continue
+		for _, x := range items(liveHandlers.list[i]) {
+			if !seen[name(x)] {
+				seen[name(x)] = true
+				out = append(out, x)
 			}
-			seen[p.Name] = len(out)
-			out = append(out, p)
 		}
 	}
 	return out
@@ -92,29 +97,7 @@ type ProviderStatus struct {
 
 // status reports a provider as of now.
 func (p *Provider) status(now time.Time) ProviderStatus {
-	s := p.state.shared.Snapshot(now)
-	clientsCooling, clients := 0, 0
-	if p.passthrough {
-		// sum the per-client breakers, and those dropped; the most
-		// recent failure speaks
-		p.state.eachClient(func(_ string, b *Breaker) {
-			cs := b.Snapshot(now)
-			s.Requests += cs.Requests
-			s.Successes += cs.Successes
-			s.Failovers += cs.Failovers
-			if cs.State == StateOpen {
-				clientsCooling++
-			}
-			if cs.LastFailure.After(s.LastFailure) {
-				s.LastFailure, s.LastClass, s.LastError = cs.LastFailure, cs.LastClass, cs.LastError
-			}
-		})
-		var req, succ, fo uint64
-		clients, req, succ, fo = p.state.clients.counts()
-		s.Requests += req
-		s.Successes += succ
-		s.Failovers += fo
-	}
+	s := p.state.breakers.summary(now, p.passthrough)
 	cred := p.credentialStatus()
 	out := ProviderStatus{
 		Name:                p.Name,
@@ -128,11 +111,11 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 		Failovers:           s.Failovers,
 		Credential:          string(cred.State),
 		CredentialReason:    cred.Reason,
-		ClientsCooling:      clientsCooling,
-		Clients:             clients,
+		ClientsCooling:      s.ClientsCooling,
+		Clients:             s.Clients,
 	}
 	out.Source = "local"
-	if origin, _ := p.state.shared.provenance(); origin != "" {
+	if origin, _ := p.state.breakers.shared().provenance(); origin != "" {
 		out.Source = origin
 	}
 	if p.owner != nil && p.owner.share != nil {
@@ -158,15 +141,13 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 
 // resetProvider closes every breaker of a provider.
 func (p *Provider) reset() {
-	p.state.shared.Reset()
-	p.state.eachClient(func(_ string, b *Breaker) { b.Reset() })
+	p.state.breakers.resetAll(timeNow())
 	p.shareNow()
 }
 
 // coolFor drains a provider by hand: every breaker of it opens for d.
 func (p *Provider) coolFor(now time.Time, d time.Duration) {
-	p.state.shared.CoolFor(now, d, ClassManual)
-	p.state.eachClient(func(_ string, b *Breaker) { b.CoolFor(now, d, ClassManual) })
+	p.state.breakers.coolAll(now, d)
 	p.shareNow()
 }
 

@@ -1,0 +1,270 @@
+package failover
+
+import (
+	"container/list"
+	"sync"
+	"time"
+)
+
+// breakerSet owns every breaker of one provider: the shared one, and for a
+// passthrough provider one per client credential fingerprint, so that one
+// person's exhausted subscription does not cool the provider for everyone
+// else on a shared gateway. It lives in providerState, so it outlives a
+// config. Whether a provider's requests go through per-client breakers is
+// the provider's to say (perClient); the set only keeps them.
+//
+// Per-client breakers are bounded, since every distinct client credential
+// makes one: a breaker that is closed (or whose cooldown has ended) and has
+// not been used for clientIdle is dropped, and past maxClientBreakers the
+// least recently used one goes first. A client whose breaker was dropped
+// starts with a closed one, as a new client does; the counters of dropped
+// breakers are kept, so a provider's totals never go back.
+type breakerSet struct {
+	// whole is the shared breaker: the provider's only one, or for a
+	// passthrough provider the one opened only by hand (admin API) or by
+	// another instance, which then drains it for every client.
+	whole Breaker
+
+	mu        sync.Mutex               // guards the per-client fields below
+	byClient  map[string]*list.Element // of *clientEntry
+	lru       list.List                // most recently used first
+	lastSweep time.Time
+	retired   breakerCounts
+}
+
+const (
+	// maxClientBreakers bounds the per-client breakers of one provider.
+	maxClientBreakers = 10000
+	// clientIdle is how long a per-client breaker that cools nothing is
+	// kept after its last use.
+	clientIdle = 10 * time.Minute
+	// clientSweepInterval is how often idle breakers are looked for.
+	clientSweepInterval = time.Minute
+)
+
+type clientEntry struct {
+	key  string
+	b    *Breaker
+	used time.Time
+}
+
+// breakerCounts are a breaker's request counters.
+type breakerCounts struct{ requests, successes, failovers uint64 }
+
+func (c *breakerCounts) add(s BreakerSnapshot) {
+	c.requests += s.Requests
+	c.successes += s.Successes
+	c.failovers += s.Failovers
+}
+
+// shared returns the shared breaker.
+func (s *breakerSet) shared() *Breaker { return &s.whole }
+
+// governing returns the breaker that governs a request from the client:
+// its own when perClient (made if needed, and marked used), else the
+// shared one.
+func (s *breakerSet) governing(clientKey string, perClient bool, now time.Time) *Breaker {
+	if !perClient {
+		return &s.whole
+	}
+	return s.client(clientKey, now)
+}
+
+// client returns the client's breaker, making it if needed, and marks it
+// used.
+func (s *breakerSet) client(key string, now time.Time) *Breaker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if el, ok := s.byClient[key]; ok {
+		e := el.Value.(*clientEntry)
+		e.used = now
+		s.lru.MoveToFront(el)
+		return e.b
+	}
+	if s.byClient == nil {
+		s.byClient = make(map[string]*list.Element)
+	}
+	s.sweepLocked(now, false)
+	for s.lru.Len() >= maxClientBreakers {
+		s.removeLocked(s.lru.Back())
+	}
+	e := &clientEntry{key: key, b: new(Breaker), used: now}
+	s.byClient[key] = s.lru.PushFront(e)
+	return e.b
+}
+
+// knownClient returns the client's breaker, or nil, without making one or
+// marking it used.
+func (s *breakerSet) knownClient(key string) *Breaker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if el, ok := s.byClient[key]; ok {
+		return el.Value.(*clientEntry).b
+	}
+	return nil
+}
+
+// peek answers like Breaker.peek for the client: the shared breaker first,
+// which drains every client when open, then the client's own.
+func (s *breakerSet) peek(now time.Time, clientKey string, perClient bool) Admission {
+	if adm := s.whole.peek(now); !adm.OK || !perClient {
+		return adm
+	}
+	return s.client(clientKey, now).peek(now)
+}
+
+// sweep drops idle per-client breakers that cool nothing, at most once per
+// clientSweepInterval unless force.
+func (s *breakerSet) sweep(now time.Time, force bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sweepLocked(now, force)
+}
+
+func (s *breakerSet) sweepLocked(now time.Time, force bool) {
+	if !force && now.Sub(s.lastSweep) < clientSweepInterval {
+		return
+	}
+	s.lastSweep = now
+	// the least recently used are at the back: walk while they are idle
+	for el := s.lru.Back(); el != nil; {
+		e := el.Value.(*clientEntry)
+		if now.Sub(e.used) < clientIdle {
+			break
+		}
+		prev := el.Prev()
+		if e.b.idle(now) {
+			s.removeLocked(el)
+		}
+		el = prev
+	}
+}
+
+func (s *breakerSet) removeLocked(el *list.Element) {
+	e := s.lru.Remove(el).(*clientEntry)
+	delete(s.byClient, e.key)
+	s.retired.add(e.b.Snapshot(time.Time{}))
+}
+
+// eachClient calls fn for every per-client breaker, with its client
+// credential fingerprint, once idle ones are swept, without holding the
+// set's lock while fn runs.
+func (s *breakerSet) eachClient(now time.Time, fn func(fingerprint string, b *Breaker)) {
+	s.mu.Lock()
+	s.sweepLocked(now, false)
+	entries := make([]*clientEntry, 0, s.lru.Len())
+	for el := s.lru.Front(); el != nil; el = el.Next() {
+		entries = append(entries, el.Value.(*clientEntry))
+	}
+	s.mu.Unlock()
+	for _, e := range entries {
+		fn(e.key, e.b)
+	}
+}
+
+// clientsKept returns how many per-client breakers are kept, and the
+// counters of those dropped.
+func (s *breakerSet) clientsKept() (int, breakerCounts) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lru.Len(), s.retired
+}
+
+// resetAll closes every breaker (admin API).
+func (s *breakerSet) resetAll(now time.Time) {
+	s.whole.Reset()
+	s.eachClient(now, func(_ string, b *Breaker) { b.Reset() })
+}
+
+// coolAll opens every breaker by hand until now+d (admin API: drain).
+func (s *breakerSet) coolAll(now time.Time, d time.Duration) {
+	s.whole.CoolFor(now, d, ClassManual)
+	s.eachClient(now, func(_ string, b *Breaker) { b.CoolFor(now, d, ClassManual) })
+}
+
+// breakerSummary is a provider's breakers as its status reports them.
+type breakerSummary struct {
+	BreakerSnapshot
+	// Clients and ClientsCooling count the per-client breakers kept, and
+	// those of them open.
+	Clients, ClientsCooling int
+}
+
+// summary returns the shared breaker's snapshot; when perClient, with the
+// counters of every per-client breaker (dropped ones included) added and
+// the most recent failure among them.
+func (s *breakerSet) summary(now time.Time, perClient bool) breakerSummary {
+	sum := breakerSummary{BreakerSnapshot: s.whole.Snapshot(now)}
+	if !perClient {
+		return sum
+	}
+	var counts breakerCounts
+	s.eachClient(now, func(_ string, b *Breaker) {
+		cs := b.Snapshot(now)
+		counts.add(cs)
+		if cs.State == StateOpen {
+			sum.ClientsCooling++
+		}
+		if cs.LastFailure.After(sum.LastFailure) {
+			sum.LastFailure, sum.LastClass, sum.LastError = cs.LastFailure, cs.LastClass, cs.LastError
+		}
+	})
+	kept, retired := s.clientsKept()
+	sum.Clients = kept
+	sum.Requests += counts.requests + retired.requests
+	sum.Successes += counts.successes + retired.successes
+	sum.Failovers += counts.failovers + retired.failovers
+	return sum
+}
+
+// snapshotFor returns the state a client meets: the shared breaker's when
+// it is open (it drains every client) or not perClient, else the client's
+// own.
+func (s *breakerSet) snapshotFor(now time.Time, clientKey string, perClient bool) BreakerSnapshot {
+	snap := s.whole.Snapshot(now)
+	if perClient && snap.State != StateOpen {
+		snap = s.client(clientKey, now).Snapshot(now)
+	}
+	return snap
+}
+
+// capacityFor returns the latest capacity report the provider made to the
+// client (to every client when not perClient), or nil. It makes no
+// per-client breaker.
+func (s *breakerSet) capacityFor(clientKey string, perClient bool) *Capacity {
+	if !perClient {
+		return s.whole.capacity.p.Load()
+	}
+	if b := s.knownClient(clientKey); b != nil {
+		return b.capacity.p.Load()
+	}
+	return nil
+}
+
+// eachCapacity calls fn with every capacity report kept: the shared
+// breaker's, then when perClient each client's.
+func (s *breakerSet) eachCapacity(now time.Time, perClient bool, fn func(*Capacity)) {
+	if c := s.whole.capacity.p.Load(); c != nil {
+		fn(c)
+	}
+	if !perClient {
+		return
+	}
+	s.eachClient(now, func(_ string, b *Breaker) {
+		if c := b.capacity.p.Load(); c != nil {
+			fn(c)
+		}
+	})
+}
+
+// latestCapacity returns the most recently learned capacity report among
+// those eachCapacity walks, or nil.
+func (s *breakerSet) latestCapacity(now time.Time, perClient bool) *Capacity {
+	var latest *Capacity
+	s.eachCapacity(now, perClient, func(c *Capacity) {
+		if latest == nil || c.Learned.After(latest.Learned) {
+			latest = c
+		}
+	})
+	return latest
+}
