@@ -3,6 +3,7 @@ package failover
 import (
 	"bytes"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/jsonscan"
 	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
 )
 
@@ -21,17 +22,16 @@ func usageFromTail(tail []byte) (streaminspect.Usage, bool) {
 	if i < 0 {
 		return streaminspect.Usage{}, false
 	}
-	s := jsonScanner{b: tail, i: i + len(`"usage"`)}
-	s.ws()
-	if !s.eat(':') {
+	i = jsonscan.SkipSpace(tail, i+len(`"usage"`))
+	if i >= len(tail) || tail[i] != ':' {
 		return streaminspect.Usage{}, false
 	}
-	s.ws()
-	start := s.i
-	if !s.skipValue() {
+	start := jsonscan.SkipSpace(tail, i+1)
+	end := jsonscan.SkipValue(tail, start)
+	if end < 0 {
 		return streaminspect.Usage{}, false
 	}
-	return decodeUsage(tail[start:s.i])
+	return decodeUsage(tail[start:end])
 }
 
 // maxUsageBody bounds how much of a non-streaming success is kept to read
