@@ -99,16 +99,17 @@ func TestClientMatch(t *testing.T) {
 	}
 }
 
-func TestClientInitialTried(t *testing.T) {
+func TestClientMarkDisallowed(t *testing.T) {
 	var none *Client
-	if got := none.initialTried(3); len(got) != 3 || got[0] || got[1] || got[2] {
+	got := make([]bool, 3)
+	if none.markDisallowed(got); got[0] || got[1] || got[2] {
 		t.Fatalf("no client: %v", got)
 	}
 	c := &Client{Name: "c", Providers: []string{"b"}}
 	if err := c.restrictTo([]*Provider{{Name: "a"}, {Name: "b"}, {Name: "c"}}); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.initialTried(3); !got[0] || got[1] || !got[2] {
+	if c.markDisallowed(got); !got[0] || got[1] || !got[2] {
 		t.Fatalf("limited to b: %v", got)
 	}
 	bad := &Client{Name: "c", Providers: []string{"zz"}}

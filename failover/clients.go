@@ -197,16 +197,14 @@ func (a *clientAccess) match(key string) *Client {
 	return found
 }
 
-// initialTried is a request's tried list: the providers the client may
-// not use count as tried, so they are never selected for it.
-func (c *Client) initialTried(n int) []bool {
-	tried := make([]bool, n)
+// markDisallowed sets up a request's tried list: the providers the client
+// may not use count as tried, so they are never selected for it.
+func (c *Client) markDisallowed(tried []bool) {
 	if c != nil && c.allowed != nil {
 		for i := range tried {
 			tried[i] = i >= len(c.allowed) || !c.allowed[i]
 		}
 	}
-	return tried
 }
 
 // label is the client's metric label value: its name, "" without clients.

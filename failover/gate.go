@@ -61,12 +61,12 @@ type gate struct {
 	held   *bytes.Buffer
 
 	stream   *StreamConfig // nil: not a model call, passed through untouched
+	owner    gateOwner
 	inspect  streaminspect.Inspector
 	encoding string // Content-Encoding of a held stream
 	isStream bool   // the response is text/event-stream
-	timer    *time.Timer
-	length   int64 // Content-Length of a held success, -1 if unknown
-	head     bool  // a HEAD request: a success has no body to hold
+	length   int64  // Content-Length of a held success, -1 if unknown
+	head     bool   // a HEAD request: a success has no body to hold
 	// trailing is set when reverse_proxy asks for the header map after
 	// WriteHeader while holding: it is about to write trailers into it,
 	// so the hold timer must not commit (and copy the map) any more.
@@ -77,38 +77,101 @@ type gate struct {
 	verdict    Verdict
 	hasVerdict bool
 
+	// The hold timer commits a held stream after stream.HoldWait; the
+	// idle timer watches a committed stream or a held success for an
+	// upstream that stopped sending. Both are kept across reuse (see
+	// reset) and armed with Reset; timerMayRun says a callback may still
+	// run, so the gate must not be reused.
+	holdTimer, idleTimer *time.Timer
+	holdArmed, idleArmed bool
+	timerMayRun          bool
+
 	// after commit
-	watch        streaminspect.Watcher
-	streamFailed func(streaminspect.ErrorInfo) // an upstream error event after commit
-	reportedErr  bool
-	lastWrite    atomic.Int64 // monotonic nanoseconds since started of the last upstream write
-	stalled      atomic.Bool
-	idle         *time.Timer
-	tail         *bytes.Buffer // an unfinished event of a committed stream, kept back
-	midEvent     bool          // an event over maxEventTail was forwarded unfinished
+	watch       streaminspect.Watcher
+	reportedErr bool
+	lastWrite   atomic.Int64 // monotonic nanoseconds since started of the last upstream write
+	stalled     atomic.Bool
+	tail        *bytes.Buffer // an unfinished event of a committed stream, kept back
+	midEvent    bool          // an event over maxEventTail was forwarded unfinished
+	hijacked    bool          // a 101 handed the client's connection on: never reuse
 
 	// a committed non-streaming JSON success is kept (up to maxUsageBody)
 	// to read its usage once it is complete
 	usageBody *bytes.Buffer
 
-	cancel   context.CancelFunc // stops the attempt's upstream request
-	onCommit func(h http.Header)
-	classify func(status int, h http.Header, body []byte) Verdict
+	cancel context.CancelFunc // stops the attempt's upstream request
 
 	started                  time.Time
 	sawEvent, sawContent     bool
 	firstEvent, firstContent time.Duration
 }
 
+// gateOwner is what a gate asks of the attempt whose response it holds.
+// The gate calls it with its lock held: none of these may block.
+type gateOwner interface {
+	// verdictFor classifies a held error response: a verdict that fails
+	// over or asks for a retry (Retry) discards it, any other commits it.
+	verdictFor(status int, hdr http.Header, body []byte) Verdict
+	// committing is told just before status and headers go to the
+	// client; hdr is the client's header map, still writable.
+	committing(hdr http.Header)
+	// streamFailed is told of an upstream error event in a committed
+	// stream, before the client reads it.
+	streamFailed(ei streaminspect.ErrorInfo)
+}
+
 var heldPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-func newGate(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelFunc) *gate {
-	return &gate{
-		w:       w,
-		header:  make(http.Header),
-		stream:  stream,
-		cancel:  cancel,
+// newGate returns a gate for one attempt; owner may be nil (nothing is
+// classified: an error response is passed through).
+func newGate(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelFunc, owner gateOwner) *gate {
+	g := new(gate)
+	g.reset(w, stream, cancel, owner)
+	return g
+}
+
+// reset readies a gate for a new attempt, keeping its header map and
+// timers. The caller made sure no timer callback of the last attempt can
+// still run (reusable).
+func (g *gate) reset(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelFunc, owner gateOwner) {
+	header, holdTimer, idleTimer := g.header, g.holdTimer, g.idleTimer
+	if header == nil {
+		header = make(http.Header)
+	} else {
+		clear(header)
+	}
+	*g = gate{
+		w: w, header: header, stream: stream, cancel: cancel, owner: owner,
+		holdTimer: holdTimer, idleTimer: idleTimer,
 		started: time.Now(), // monotonic: latency and idleness are measured on the real clock, never a test's
+	}
+}
+
+// reusable says whether the gate may serve another attempt: no timer
+// callback can still run, and no connection was handed on.
+func (g *gate) reusable() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return !g.timerMayRun && !g.hijacked && !g.holdArmed && !g.idleArmed
+}
+
+// stopHoldLocked disarms the hold timer.
+func (g *gate) stopHoldLocked() {
+	if g.holdArmed {
+		g.holdArmed = false
+		if !g.holdTimer.Stop() {
+			g.timerMayRun = true
+		}
+	}
+}
+
+// stopIdleLocked disarms the idle watch.
+func (g *gate) stopIdleLocked() {
+	if g.idleArmed {
+		g.idleArmed = false
+		if !g.idleTimer.Stop() {
+			g.timerMayRun = true
+		}
 	}
 }
 
@@ -127,9 +190,7 @@ func (g *gate) Header() http.Header {
 		// The body is done and trailers follow: the timer must not copy
 		// the map while reverse_proxy writes it. finish decides instead.
 		g.trailing = true
-		if g.timer != nil {
-			g.timer.Stop()
-		}
+		g.stopHoldLocked()
 	}
 	return g.header
 }
@@ -157,6 +218,7 @@ func (g *gate) writeHeaderLocked(status int) {
 	case status == http.StatusSwitchingProtocols:
 		// The connection changes hands (a WebSocket): nothing to hold.
 		// Hijack and Unwrap reach the client's connection once committed.
+		g.hijacked = true
 		g.commitLocked()
 	case status >= 400:
 		g.mode = modeHoldError
@@ -172,7 +234,7 @@ func (g *gate) writeHeaderLocked(status int) {
 		g.encoding = g.header.Get("Content-Encoding")
 		g.inspect.Policy = g.stream.inspectPolicy()
 		if g.stream.HoldWait > 0 {
-			g.timer = time.AfterFunc(time.Duration(g.stream.HoldWait), g.holdExpired)
+			g.armHoldLocked(time.Duration(g.stream.HoldWait))
 		}
 	case status >= 200 && status < 300 && status != http.StatusNoContent && !g.head && g.stream != nil:
 		g.mode = modeHoldSuccess
@@ -412,7 +474,9 @@ func (g *gate) decideErrorLocked() {
 		return
 	}
 	body, _ := decodeBody(g.header.Get("Content-Encoding"), g.held.Bytes(), maxClassifiedBody)
-	g.verdict = g.classify(g.status, g.header, body)
+	if g.owner != nil {
+		g.verdict = g.owner.verdictFor(g.status, g.header, body)
+	}
 	g.hasVerdict = true
 	if g.verdict.Class.FailsOver() || g.verdict.Retry {
 		g.discardLocked()
@@ -425,9 +489,7 @@ func (g *gate) decideErrorLocked() {
 // upstream request is cancelled, so a large error body is not read.
 func (g *gate) discardLocked() {
 	g.mode = modeDiscarded
-	if g.timer != nil {
-		g.timer.Stop()
-	}
+	g.stopHoldLocked()
 	if g.cancel != nil {
 		g.cancel()
 	}
@@ -437,6 +499,9 @@ func (g *gate) holdExpired() {
 	g.wmu.Lock()
 	defer g.wmu.Unlock()
 	g.mu.Lock()
+	// this callback is the timer's run, and it ends before finish can
+	// take wmu: the gate stays reusable
+	g.holdArmed = false
 	if g.mode != modeHoldStream || g.trailing {
 		g.mu.Unlock()
 		return
@@ -454,12 +519,9 @@ func (g *gate) commitLocked() {
 	if g.mode == modeCommitted {
 		return
 	}
-	if g.timer != nil {
-		g.timer.Stop()
-	}
-	if g.mode == modeHoldSuccess && g.idle != nil {
-		g.idle.Stop()
-		g.idle = nil
+	g.stopHoldLocked()
+	if g.mode == modeHoldSuccess {
+		g.stopIdleLocked()
 	}
 	dst := g.w.Header()
 	delete(dst, "Server") // as reverse_proxy does: it sends Via instead
@@ -475,8 +537,8 @@ func (g *gate) commitLocked() {
 			delete(dst, http.CanonicalHeaderKey(strings.TrimSpace(k)))
 		}
 	}
-	if g.onCommit != nil {
-		g.onCommit(dst)
+	if g.owner != nil {
+		g.owner.committing(dst)
 	}
 	status := g.status
 	if status == 0 {
@@ -540,10 +602,10 @@ func (g *gate) watchStream(p []byte) {
 		return // a compressed stream is passed through without a decoder
 	}
 	g.watch.Feed(p)
-	if g.streamFailed != nil && !g.reportedErr {
+	if g.owner != nil && !g.reportedErr {
 		if ei, failed := g.watch.Failed(); failed {
 			g.reportedErr = true
-			g.streamFailed(ei)
+			g.owner.streamFailed(ei)
 		}
 	}
 }
@@ -560,7 +622,23 @@ func (g *gate) startIdleWatch() {
 		return
 	}
 	g.touch()
-	g.idle = time.AfterFunc(time.Duration(g.stream.IdleTimeout), g.checkIdle)
+	d := time.Duration(g.stream.IdleTimeout)
+	if g.idleTimer == nil {
+		g.idleTimer = time.AfterFunc(d, g.checkIdle)
+	} else {
+		g.idleTimer.Reset(d)
+	}
+	g.idleArmed = true
+}
+
+// armHoldLocked starts the hold timer.
+func (g *gate) armHoldLocked(d time.Duration) {
+	if g.holdTimer == nil {
+		g.holdTimer = time.AfterFunc(d, g.holdExpired)
+	} else {
+		g.holdTimer.Reset(d)
+	}
+	g.holdArmed = true
 }
 
 func (g *gate) checkIdle() {
@@ -572,8 +650,8 @@ func (g *gate) checkIdle() {
 		return
 	}
 	g.mu.Lock()
-	if g.idle != nil {
-		g.idle.Reset(idle - since)
+	if g.idleArmed {
+		g.idleTimer.Reset(idle - since)
 	}
 	g.mu.Unlock()
 }
@@ -614,9 +692,9 @@ func (g *gate) Unwrap() http.ResponseWriter {
 	return g.w
 }
 
-// attemptEnd is what the handler learns when an attempt's reverse_proxy
+// gateResult is what the handler learns when an attempt's reverse_proxy
 // has returned.
-type attemptEnd struct {
+type gateResult struct {
 	committed bool
 	verdict   Verdict // meaningful when !committed, or for a held error passed through
 	// held response of a failed attempt, kept in case no other provider
@@ -631,23 +709,19 @@ type attemptEnd struct {
 // finish decides what is still undecided once reverse_proxy returned.
 // aborted says the upstream body broke (reverse_proxy panicked with
 // http.ErrAbortHandler).
-func (g *gate) finish(clientGone, aborted bool) attemptEnd {
+func (g *gate) finish(clientGone, aborted bool) gateResult {
 	g.wmu.Lock()
 	defer g.wmu.Unlock()
 	g.mu.Lock()
-	if g.timer != nil {
-		g.timer.Stop()
-	}
-	if g.idle != nil {
-		g.idle.Stop()
-	}
+	g.stopHoldLocked()
+	g.stopIdleLocked()
 	if clientGone && g.mode != modeCommitted {
 		// nobody to answer: reverse_proxy's 499 is not a verdict
 		g.mode = modeDiscarded
 		g.status = 0
 		g.releaseHeldLocked()
 		g.mu.Unlock()
-		return attemptEnd{}
+		return gateResult{}
 	}
 	commit := false
 	switch g.mode {
@@ -684,7 +758,7 @@ func (g *gate) finish(clientGone, aborted bool) attemptEnd {
 		g.status = 0
 		g.releaseHeldLocked()
 		g.mu.Unlock()
-		return attemptEnd{verdict: g.verdict, bodyBroke: true}
+		return gateResult{verdict: g.verdict, bodyBroke: true}
 	}
 	g.mu.Unlock()
 	if commit {
@@ -692,12 +766,12 @@ func (g *gate) finish(clientGone, aborted bool) attemptEnd {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	end := attemptEnd{committed: g.mode == modeCommitted, verdict: g.verdict}
+	end := gateResult{committed: g.mode == modeCommitted, verdict: g.verdict}
 	if g.mode == modeCommitted {
 		g.releaseHeldLocked()
 	} else if g.mode == modeDiscarded && g.status != 0 {
 		end.status, end.header, end.body = g.status, g.header, g.held
-		g.held = nil
+		g.held, g.header = nil, nil // the handler keeps them
 	}
 	return end
 }

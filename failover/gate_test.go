@@ -29,7 +29,7 @@ func testHold() *StreamConfig {
 func gateServer(t *testing.T, hold *StreamConfig, drive func(g *gate, r *http.Request)) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		g := newGate(w, hold, func() {})
+		g := newGate(w, hold, func() {}, nil)
 		drive(g, r)
 		g.finish(false, false)
 	}))
@@ -139,7 +139,7 @@ func TestGateHoldTimerAfterTrailers(t *testing.T) {
 	hold := testHold()
 	hold.HoldWait = caddy.Duration(time.Hour)
 	rec := httptest.NewRecorder()
-	g := newGate(rec, hold, func() {})
+	g := newGate(rec, hold, func() {}, nil)
 	g.Header().Set("Content-Type", "text/event-stream")
 	g.WriteHeader(http.StatusOK)
 	_, _ = g.Write([]byte(streamEvents("m")[0])) // message_start: still held
@@ -166,7 +166,7 @@ func TestGateClientWriteError(t *testing.T) {
 	for _, ct := range []string{"text/event-stream", "application/json"} {
 		hold := testHold()
 		hold.Hold = HoldOff
-		g := newGate(errWriter{httptest.NewRecorder()}, hold, func() {})
+		g := newGate(errWriter{httptest.NewRecorder()}, hold, func() {}, nil)
 		g.Header().Set("Content-Type", ct)
 		g.Header().Set("Content-Length", "9")
 		g.WriteHeader(http.StatusOK)
@@ -204,7 +204,7 @@ func TestGateIdleWatchNotParkedByClient(t *testing.T) {
 	hold.Hold, hold.IdleTimeout = HoldOff, caddy.Duration(time.Hour)
 	w := &blockingWriter{ResponseWriter: httptest.NewRecorder(), entered: make(chan struct{}), release: make(chan struct{})}
 	defer close(w.release)
-	g := newGate(w, hold, func() {})
+	g := newGate(w, hold, func() {}, nil)
 	g.Header().Set("Content-Type", "text/event-stream")
 	g.WriteHeader(http.StatusOK)
 	go func() { _, _ = g.Write([]byte(streamEvents("m")[0])) }()
@@ -217,9 +217,7 @@ func TestGateIdleWatchNotParkedByClient(t *testing.T) {
 		t.Fatal("the idle watch waited on a client that does not read")
 	}
 	g.mu.Lock()
-	if g.idle != nil {
-		g.idle.Stop()
-	}
+	g.stopIdleLocked()
 	g.mu.Unlock()
 }
 
@@ -232,7 +230,7 @@ func TestGateHoldTimerVersusFinish(t *testing.T) {
 		hold := testHold()
 		hold.HoldWait = caddy.Duration(time.Microsecond)
 		rec := httptest.NewRecorder()
-		g := newGate(rec, hold, func() {})
+		g := newGate(rec, hold, func() {}, nil)
 		g.Header().Set("Content-Type", "text/event-stream")
 		g.WriteHeader(http.StatusOK)
 		_, _ = g.Write([]byte(first))
@@ -266,7 +264,7 @@ func BenchmarkGateJSON100KB(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		clear(w.h)
-		g := newGate(w, hold, func() {})
+		g := newGate(w, hold, func() {}, nil)
 		g.Header().Set("Content-Type", "application/json")
 		g.WriteHeader(http.StatusOK)
 		for i := 0; i < len(body); i += 32 << 10 {

@@ -2,8 +2,8 @@ package failover
 
 import (
 	"bytes"
-	"encoding/json"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/jsonscan"
 	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
 )
 
@@ -22,52 +22,30 @@ func usageFromTail(tail []byte) (streaminspect.Usage, bool) {
 	if i < 0 {
 		return streaminspect.Usage{}, false
 	}
-	s := jsonScanner{b: tail, i: i + len(`"usage"`)}
-	s.ws()
-	if !s.eat(':') {
+	i = jsonscan.SkipSpace(tail, i+len(`"usage"`))
+	if i >= len(tail) || tail[i] != ':' {
 		return streaminspect.Usage{}, false
 	}
-	s.ws()
-	start := s.i
-	if !s.skipValue() {
+	start := jsonscan.SkipSpace(tail, i+1)
+	end := jsonscan.SkipValue(tail, start)
+	if end < 0 {
 		return streaminspect.Usage{}, false
 	}
-	return decodeUsage(tail[start:s.i])
+	return decodeUsage(tail[start:end])
 }
 
 // maxUsageBody bounds how much of a non-streaming success is kept to read
 // its usage; a larger body goes uncounted rather than held.
 const maxUsageBody = 256 << 10
 
-// decodeUsage decodes a usage object, in Anthropic's form (input_tokens,
+// decodeUsage reads a usage object, in Anthropic's form (input_tokens,
 // output_tokens, cache_read_input_tokens, cache_creation_input_tokens) or
 // OpenAI's (prompt_tokens, completion_tokens,
-// prompt_tokens_details.cached_tokens).
+// prompt_tokens_details.cached_tokens), without decoding it into a value:
+// this runs on every non-streaming answer.
 func decodeUsage(raw []byte) (streaminspect.Usage, bool) {
 	if len(raw) == 0 || raw[0] != '{' {
 		return streaminspect.Usage{}, false
 	}
-	var u struct {
-		InputTokens         int64 `json:"input_tokens"`
-		OutputTokens        int64 `json:"output_tokens"`
-		CacheRead           int64 `json:"cache_read_input_tokens"`
-		CacheCreation       int64 `json:"cache_creation_input_tokens"`
-		PromptTokens        int64 `json:"prompt_tokens"`
-		CompletionTokens    int64 `json:"completion_tokens"`
-		PromptTokensDetails struct {
-			CachedTokens int64 `json:"cached_tokens"`
-		} `json:"prompt_tokens_details"`
-	}
-	if json.Unmarshal(raw, &u) != nil {
-		return streaminspect.Usage{}, false
-	}
-	out := streaminspect.Usage{
-		InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
-		CacheReadTokens: u.CacheRead, CacheCreationTokens: u.CacheCreation,
-	}
-	if u.PromptTokens != 0 || u.CompletionTokens != 0 {
-		out.InputTokens, out.OutputTokens = u.PromptTokens, u.CompletionTokens
-		out.CacheReadTokens = u.PromptTokensDetails.CachedTokens
-	}
-	return out, true
+	return streaminspect.UsageOf(raw)
 }

@@ -22,11 +22,11 @@
 //
 // The body is never decoded into Go values and re-encoded. Thinking
 // signatures are checked byte for byte, prompt caching keys on the exact
-// prefix, and encoding/json would escape <, > and & and reorder keys. A small
-// scanner (scan.go) walks the top-level object, the "messages" array, each
-// message's "role" and "content", and each content block's "type", "id",
-// "tool_use_id", "signature" and "data" values, recording byte spans; the
-// edits are then spliced into one new buffer. The scanner validates the JSON
+// prefix, and encoding/json would escape <, > and & and reorder keys. The
+// strict scanner of internal/jsonscan walks the top-level object, the
+// "messages" array, each message's "role" and "content", and each content
+// block's "type", "id", "tool_use_id", "signature" and "data" values,
+// recording byte spans; the edits are then spliced into one new buffer. The scanner validates the JSON
 // it walks (strings, escapes, numbers, literals, nesting up to 10000 levels,
 // as encoding/json does), so a malformed body yields a *SyntaxError instead
 // of a half-edited one. Keys and values are compared after JSON unescaping,

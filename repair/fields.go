@@ -1,5 +1,7 @@
 package repair
 
+import "github.com/caddy-llm-failover/caddy-llm-failover/internal/jsonscan"
+
 // DropFields removes the named keys from the top-level object of body
 // ("context_management", "container", ...), every occurrence of each, along
 // with the comma that separated each from its neighbours. It returns the new
@@ -9,41 +11,41 @@ func DropFields(body []byte, names []string) ([]byte, int, error) {
 	if len(names) == 0 {
 		return body, 0, nil
 	}
-	s := scanner{b: body}
+	s := jsonscan.Scanner{B: body}
 	p := splicer{src: body}
 	var ed elementEditor
 	n := 0
-	if s.peek() != '{' {
-		return body, 0, &SyntaxError{Offset: s.i, Msg: "the body is not a JSON object"}
+	if s.Peek() != '{' {
+		return body, 0, &SyntaxError{Offset: s.I, Msg: "the body is not a JSON object"}
 	}
-	if s.enter('{', '}') {
+	if s.Enter('{', '}') {
 		for {
-			s.ws()
-			start := s.i
+			s.Space()
+			start := s.I
 			ed.begin(&p, start)
-			k := s.key()
-			s.value(1)
-			if s.err != nil {
+			k := s.Key()
+			s.Value(1)
+			if s.Err != nil {
 				break
 			}
 			del := false
 			for _, name := range names {
-				if k.is(body, name) {
+				if k.Is(body, name) {
 					del = true
 					n++
 					break
 				}
 			}
-			ed.end(&p, start, s.i, del)
-			if !s.more('}') {
+			ed.end(&p, start, s.I, del)
+			if !s.More('}') {
 				break
 			}
 		}
 	}
 	ed.close(&p)
-	s.end()
-	if s.err != nil {
-		return body, 0, s.err
+	s.End()
+	if s.Err != nil {
+		return body, 0, syntaxError(s.Err)
 	}
 	return p.finish(), n, nil
 }

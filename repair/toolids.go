@@ -81,7 +81,7 @@ func SanitizeToolIDs(body []byte) ([]byte, int, error) {
 	valid := make(map[string]struct{})
 	for _, r := range w.ids {
 		if r.valid {
-			valid[string(r.sp.text(body))] = struct{}{}
+			valid[string(r.sp.Text(body))] = struct{}{}
 		}
 	}
 	mapping := make(map[string]string) // original (unescaped) -> new id
@@ -92,14 +92,14 @@ func SanitizeToolIDs(body []byte) ([]byte, int, error) {
 		if r.valid {
 			continue
 		}
-		orig := r.sp.text(body)
+		orig := r.sp.Text(body)
 		to, ok := mapping[string(orig)]
 		if !ok {
 			to = newID(orig, valid, used)
 			mapping[string(orig)] = to
 			used[to] = struct{}{}
 		}
-		size += len(to) + 2 - (r.sp.end - r.sp.start)
+		size += len(to) + 2 - (r.sp.End - r.sp.Start)
 		n++
 	}
 
@@ -110,9 +110,9 @@ func SanitizeToolIDs(body []byte) ([]byte, int, error) {
 			continue
 		}
 		buf = append(buf[:0], '"')
-		buf = append(buf, mapping[string(r.sp.text(body))]...)
+		buf = append(buf, mapping[string(r.sp.Text(body))]...)
 		buf = append(buf, '"')
-		p.replace(r.sp.start, r.sp.end, buf)
+		p.replace(r.sp.Start, r.sp.End, buf)
 	}
 	return p.finish(), n, nil
 }

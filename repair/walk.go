@@ -1,6 +1,10 @@
 package repair
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/jsonscan"
+)
 
 // mode says what a walk over the messages does with each content block.
 type mode uint8
@@ -18,12 +22,12 @@ func (m mode) needsRole() bool { return m == modeStrip || m == modeSignatures }
 
 // block is what a walk records of one content block.
 type block struct {
-	typ, id, toolUseID, signature, data span
+	typ, id, toolUseID, signature, data jsonscan.Span
 }
 
 // idRef is one tool id in the body.
 type idRef struct {
-	sp    span
+	sp    jsonscan.Span
 	valid bool
 }
 
@@ -31,7 +35,7 @@ type idRef struct {
 // each content block according to mode. It lives on the caller's stack;
 // only its result slices allocate.
 type walker struct {
-	s    scanner
+	s    jsonscan.Scanner
 	mode mode
 	stop bool // the walk found what it was looking for (modeFindBadID)
 
@@ -45,61 +49,61 @@ type walker struct {
 }
 
 func newWalker(body []byte, m mode) walker {
-	return walker{s: scanner{b: body}, mode: m, sp: splicer{src: body}}
+	return walker{s: jsonscan.Scanner{B: body}, mode: m, sp: splicer{src: body}}
 }
 
 // run walks the whole body. It returns the scanner's error, if any; after
 // an early stop the rest of the body is not read.
 func (w *walker) run() error {
 	s := &w.s
-	if s.peek() != '{' {
-		return &SyntaxError{Offset: s.i, Msg: "the body is not a JSON object"}
+	if s.Peek() != '{' {
+		return &SyntaxError{Offset: s.I, Msg: "the body is not a JSON object"}
 	}
-	if s.enter('{', '}') {
+	if s.Enter('{', '}') {
 		for {
-			k := s.key()
-			if k.is(s.b, "messages") && s.peek() == '[' {
+			k := s.Key()
+			if k.Is(s.B, "messages") && s.Peek() == '[' {
 				w.messages()
 			} else {
-				s.value(1)
+				s.Value(1)
 			}
 			if w.stop {
 				return nil
 			}
-			if !s.more('}') {
+			if !s.More('}') {
 				break
 			}
 		}
 	}
-	s.end()
-	return s.err
+	s.End()
+	return syntaxError(s.Err)
 }
 
 func (w *walker) messages() {
 	s := &w.s
 	var ed elementEditor
 	edit := w.mode == modeStrip
-	if !s.enter('[', ']') {
+	if !s.Enter('[', ']') {
 		return
 	}
 	for idx := 0; ; idx++ {
-		s.ws()
-		start := s.i
+		s.Space()
+		start := s.I
 		if edit {
 			ed.begin(&w.sp, start)
 		}
 		m := w.sp.mark()
 		del := w.message(idx)
-		if s.err != nil || w.stop {
+		if s.Err != nil || w.stop {
 			return
 		}
 		if edit {
 			if del {
 				w.sp.reset(m) // the whole message goes, its own edits with it
 			}
-			ed.end(&w.sp, start, s.i, del)
+			ed.end(&w.sp, start, s.I, del)
 		}
-		if !s.more(']') {
+		if !s.More(']') {
 			break
 		}
 	}
@@ -118,8 +122,8 @@ type contentTally struct {
 // assistant message whose content array lost every block.
 func (w *walker) message(idx int) bool {
 	s := &w.s
-	if s.peek() != '{' {
-		s.value(2)
+	if s.Peek() != '{' {
+		s.Value(2)
 		return false
 	}
 	const (
@@ -130,42 +134,42 @@ func (w *walker) message(idx int) bool {
 	role := roleUnknown
 	deferred := -1 // a content array met before "role", when the mode needs the role
 	var tally contentTally
-	if s.enter('{', '}') {
+	if s.Enter('{', '}') {
 		for {
-			k := s.key()
+			k := s.Key()
 			switch {
-			case k.is(s.b, "role"):
+			case k.Is(s.B, "role"):
 				role = roleOther
-				if s.peek() == '"' {
-					if s.str().is(s.b, "assistant") {
+				if s.Peek() == '"' {
+					if s.Str().Is(s.B, "assistant") {
 						role = roleAssistant
 					}
 				} else {
-					s.value(3)
+					s.Value(3)
 				}
-				if deferred >= 0 && s.err == nil {
+				if deferred >= 0 && s.Err == nil {
 					// Walk the earlier content now that the role is known:
 					// its edits still come before any later one.
-					save := s.i
-					s.i = deferred
+					save := s.I
+					s.I = deferred
 					w.content(idx, role == roleAssistant, &tally)
-					s.i = save
+					s.I = save
 					deferred = -1
 				}
-			case k.is(s.b, "content") && s.peek() == '[':
+			case k.Is(s.B, "content") && s.Peek() == '[':
 				if role == roleUnknown && w.mode.needsRole() {
-					deferred = s.i
-					s.value(3)
+					deferred = s.I
+					s.Value(3)
 				} else {
 					w.content(idx, role == roleAssistant, &tally)
 				}
 			default:
-				s.value(3)
+				s.Value(3)
 			}
-			if s.err != nil || w.stop {
+			if s.Err != nil || w.stop {
 				return false
 			}
-			if !s.more('}') {
+			if !s.More('}') {
 				break
 			}
 		}
@@ -175,27 +179,27 @@ func (w *walker) message(idx int) bool {
 	return tally.removed > 0 && tally.kept == 0
 }
 
-// content walks one content array at s.i.
+// content walks one content array at s.I.
 func (w *walker) content(msg int, assistant bool, tally *contentTally) {
 	s := &w.s
 	strip := w.mode == modeStrip && assistant
 	var ed elementEditor
-	if !s.enter('[', ']') {
+	if !s.Enter('[', ']') {
 		return
 	}
 	for idx := 0; ; idx++ {
-		s.ws()
-		start := s.i
+		s.Space()
+		start := s.I
 		if strip {
 			ed.begin(&w.sp, start)
 		}
 		var b block
-		if s.peek() == '{' {
+		if s.Peek() == '{' {
 			w.block(&b)
 		} else {
-			s.value(4)
+			s.Value(4)
 		}
-		if s.err != nil {
+		if s.Err != nil {
 			return
 		}
 		del := false
@@ -206,7 +210,7 @@ func (w *walker) content(msg int, assistant bool, tally *contentTally) {
 				return
 			}
 		case modeStrip:
-			if strip && isThinking(b.typ.text(s.b)) && w.sel.Selects(msg, idx) {
+			if strip && isThinking(b.typ.Text(s.B)) && w.sel.Selects(msg, idx) {
 				del = true
 				w.removed++
 			}
@@ -216,14 +220,14 @@ func (w *walker) content(msg int, assistant bool, tally *contentTally) {
 			}
 		}
 		if strip {
-			ed.end(&w.sp, start, s.i, del)
+			ed.end(&w.sp, start, s.I, del)
 		}
 		if del {
 			tally.removed++
 		} else {
 			tally.kept++
 		}
-		if !s.more(']') {
+		if !s.More(']') {
 			break
 		}
 	}
@@ -237,33 +241,33 @@ func (w *walker) content(msg int, assistant bool, tally *contentTally) {
 // decoders do.
 func (w *walker) block(b *block) {
 	s := &w.s
-	if !s.enter('{', '}') {
+	if !s.Enter('{', '}') {
 		return
 	}
 	for {
-		k := s.key()
-		var dst *span
+		k := s.Key()
+		var dst *jsonscan.Span
 		switch {
-		case k.is(s.b, "type"):
+		case k.Is(s.B, "type"):
 			dst = &b.typ
-		case k.is(s.b, "id"):
+		case k.Is(s.B, "id"):
 			dst = &b.id
-		case k.is(s.b, "tool_use_id"):
+		case k.Is(s.B, "tool_use_id"):
 			dst = &b.toolUseID
-		case k.is(s.b, "signature"):
+		case k.Is(s.B, "signature"):
 			dst = &b.signature
-		case k.is(s.b, "data"):
+		case k.Is(s.B, "data"):
 			dst = &b.data
 		}
-		if dst != nil && s.peek() == '"' {
-			*dst = s.str()
+		if dst != nil && s.Peek() == '"' {
+			*dst = s.Str()
 		} else {
 			if dst != nil {
-				*dst = span{}
+				*dst = jsonscan.Span{}
 			}
-			s.value(5)
+			s.Value(5)
 		}
-		if !s.more('}') {
+		if !s.More('}') {
 			return
 		}
 	}
@@ -273,11 +277,11 @@ func (w *walker) block(b *block) {
 // server_tool_use, mcp_tool_use, ...), "tool_use_id" of a tool_result (or
 // any *_tool_result).
 func (w *walker) toolIDs(b *block) {
-	if !b.typ.ok {
+	if !b.typ.OK {
 		return
 	}
-	typ := b.typ.text(w.s.b)
-	var sp span
+	typ := b.typ.Text(w.s.B)
+	var sp jsonscan.Span
 	switch {
 	case isToolUse(typ):
 		sp = b.id
@@ -286,10 +290,10 @@ func (w *walker) toolIDs(b *block) {
 	default:
 		return
 	}
-	if !sp.ok {
+	if !sp.OK {
 		return
 	}
-	valid := validID(sp.text(w.s.b))
+	valid := validID(sp.Text(w.s.B))
 	if w.mode == modeFindBadID {
 		if !valid {
 			w.stop = true
@@ -300,12 +304,12 @@ func (w *walker) toolIDs(b *block) {
 }
 
 func (w *walker) signature(b *block, msg, idx int) {
-	if !b.typ.ok {
+	if !b.typ.OK {
 		return
 	}
-	var sp span
+	var sp jsonscan.Span
 	redacted := false
-	switch typ := b.typ.text(w.s.b); string(typ) {
+	switch typ := b.typ.Text(w.s.B); string(typ) {
 	case "thinking":
 		sp = b.signature
 	case "redacted_thinking":
@@ -313,11 +317,11 @@ func (w *walker) signature(b *block, msg, idx int) {
 	default:
 		return
 	}
-	if !sp.ok {
+	if !sp.OK {
 		return
 	}
 	w.sigs = append(w.sigs, ThinkingSignature{
-		Message: msg, Content: idx, Redacted: redacted, Signature: sp.text(w.s.b),
+		Message: msg, Content: idx, Redacted: redacted, Signature: sp.Text(w.s.B),
 	})
 }
 

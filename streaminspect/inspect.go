@@ -1,5 +1,7 @@
 package streaminspect
 
+import "github.com/caddy-llm-failover/caddy-llm-failover/internal/jsonscan"
+
 // Kind classifies an event of an LLM stream by what it means for failover.
 type Kind int
 
@@ -69,15 +71,17 @@ func isContentKey(k []byte) bool {
 
 // kindOfData classifies untyped event data.
 func kindOfData(data []byte) Kind {
-	d := trimSpace(data)
+	d := jsonscan.TrimSpace(data)
 	if string(d) == "[DONE]" {
 		return KindTerminal
 	}
 	var isErr, content, role bool
 	typed := KindOther
-	it := iterObject(d)
-	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		switch string(k) {
+	var kb, dkb [32]byte
+	it := jsonscan.Object(d)
+	for m, ok := it.Next(); ok; m, ok = it.Next() {
+		v := m.Value
+		switch string(m.Name(kb[:0])) {
 		case "error":
 			if isErrorValue(v) {
 				isErr = true
@@ -88,11 +92,12 @@ func kindOfData(data []byte) Kind {
 				isErr = true
 			}
 		case "choices":
-			ci := iterArray(v)
-			for c, ok := ci.next(); ok && !content; c, ok = ci.next() {
-				di := iterObject(lookup(c, "delta"))
-				for dk, dv, ok := di.next(); ok; dk, dv, ok = di.next() {
-					if isContentKey(dk) && !isEmptyValue(dv) {
+			ci := jsonscan.Array(v)
+			for c, ok := ci.Next(); ok && !content; c, ok = ci.Next() {
+				di := jsonscan.Object(jsonscan.Lookup(c, "delta"))
+				for dm, ok := di.Next(); ok; dm, ok = di.Next() {
+					dk := dm.Name(dkb[:0])
+					if isContentKey(dk) && !isEmptyValue(dm.Value) {
 						content = true
 						break
 					}
@@ -161,40 +166,41 @@ func (e ErrorInfo) String() string {
 // only for events already known to be errors (or rare ones).
 func ParseError(data []byte) (info ErrorInfo, ok bool) {
 	var errV, typV, msgV []byte
-	it := iterObject(data)
-	for k, v, more := it.next(); more; k, v, more = it.next() {
-		switch string(k) {
+	var kb [32]byte
+	it := jsonscan.Object(data)
+	for m, more := it.Next(); more; m, more = it.Next() {
+		switch string(m.Name(kb[:0])) {
 		case "error":
-			errV = v
+			errV = m.Value
 		case "type":
-			typV = v
+			typV = m.Value
 		case "message":
-			msgV = v
+			msgV = m.Value
 		}
 	}
 	switch {
 	case isObject(errV):
 		var code []byte
-		ei := iterObject(errV)
-		for k, v, more := ei.next(); more; k, v, more = ei.next() {
-			switch string(k) {
+		ei := jsonscan.Object(errV)
+		for m, more := ei.Next(); more; m, more = ei.Next() {
+			switch string(m.Name(kb[:0])) {
 			case "type":
-				info.Type = jsonText(v)
+				info.Type = jsonscan.Text(m.Value)
 			case "code":
-				code = v
+				code = m.Value
 			case "message":
-				info.Message = jsonText(v)
+				info.Message = jsonscan.Text(m.Value)
 			}
 		}
 		if info.Type == "" {
-			info.Type = jsonText(code)
+			info.Type = jsonscan.Text(code)
 		}
 		return info, true
 	case isErrorValue(errV):
-		return ErrorInfo{Message: jsonText(errV)}, true
+		return ErrorInfo{Message: jsonscan.Text(errV)}, true
 	case string(typV) == `"error"`:
 		if len(msgV) > 0 && msgV[0] == '"' {
-			info.Message = jsonText(msgV)
+			info.Message = jsonscan.Text(msgV)
 		}
 		return info, true
 	}
@@ -208,6 +214,26 @@ func isErrorValue(v []byte) bool {
 	return isObject(v) || (len(v) > 2 && v[0] == '"')
 }
 
+// isObject reports whether a raw value is a JSON object.
+func isObject(raw []byte) bool { return len(raw) > 0 && raw[0] == '{' }
+
+// isEmptyValue reports whether raw is absent, null, "", [] or {}: the ways
+// a provider says "nothing here" for an optional field.
+func isEmptyValue(raw []byte) bool {
+	if len(raw) == 0 {
+		return true
+	}
+	switch raw[0] {
+	case 'n':
+		return string(raw) == "null"
+	case '"':
+		return len(raw) == 2
+	case '[', '{':
+		return jsonscan.SkipSpace(raw, 1) == len(raw)-1
+	}
+	return false
+}
+
 // maxRawError bounds how much of a non-JSON error payload is kept.
 const maxRawError = 512
 
@@ -218,7 +244,7 @@ func eventError(ev *Event) ErrorInfo {
 	if info, ok := ParseError(ev.Data); ok {
 		return info
 	}
-	msg := trimSpace(ev.Data)
+	msg := jsonscan.TrimSpace(ev.Data)
 	if len(msg) > maxRawError {
 		msg = msg[:maxRawError]
 	}

@@ -1,5 +1,7 @@
 package streaminspect
 
+import "github.com/caddy-llm-failover/caddy-llm-failover/internal/jsonscan"
+
 // Usage is the token usage a stream reports, as the provider counts it.
 // Counts are not normalized across providers: OpenAI's prompt_tokens
 // include cached tokens, while Anthropic's input_tokens exclude cache reads
@@ -26,9 +28,9 @@ type Usage struct {
 func (u *Usage) Add(ev *Event) bool {
 	switch ev.Type {
 	case "message_start":
-		return u.addObject(lookup(lookup(ev.Data, "message"), "usage"))
+		return u.addObject(jsonscan.Lookup(jsonscan.Lookup(ev.Data, "message"), "usage"))
 	case "message_delta":
-		return u.addObject(lookup(ev.Data, "usage"))
+		return u.addObject(jsonscan.Lookup(ev.Data, "usage"))
 	case "", "message":
 		return u.addUntyped(ev.Data)
 	}
@@ -39,19 +41,20 @@ func (u *Usage) Add(ev *Event) bool {
 // was lost, told apart by their "type" member.
 func (u *Usage) addUntyped(data []byte) bool {
 	var typ, usage, msg []byte
-	it := iterObject(data)
-	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		switch string(k) {
+	var kb [32]byte
+	it := jsonscan.Object(data)
+	for m, ok := it.Next(); ok; m, ok = it.Next() {
+		switch string(m.Name(kb[:0])) {
 		case "type":
-			typ = v
+			typ = m.Value
 		case "usage":
-			usage = v
+			usage = m.Value
 		case "message":
-			msg = v
+			msg = m.Value
 		}
 	}
 	if string(typ) == `"message_start"` {
-		return u.addObject(lookup(msg, "usage"))
+		return u.addObject(jsonscan.Lookup(msg, "usage"))
 	}
 	return u.addObject(usage)
 }
@@ -62,14 +65,16 @@ func (u *Usage) addUntyped(data []byte) bool {
 func (u *Usage) addObject(raw []byte) bool {
 	found := false
 	set := func(dst *int64, v []byte) {
-		if n, ok := jsonInt(v); ok {
+		if n, ok := jsonscan.Int(v); ok {
 			*dst = n
 			found = true
 		}
 	}
-	it := iterObject(raw)
-	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		switch string(k) {
+	var kb [32]byte
+	it := jsonscan.Object(raw)
+	for m, ok := it.Next(); ok; m, ok = it.Next() {
+		v := m.Value
+		switch string(m.Name(kb[:0])) {
 		case "input_tokens", "prompt_tokens":
 			set(&u.InputTokens, v)
 		case "output_tokens", "completion_tokens":
@@ -79,8 +84,16 @@ func (u *Usage) addObject(raw []byte) bool {
 		case "cache_creation_input_tokens":
 			set(&u.CacheCreationTokens, v)
 		case "prompt_tokens_details", "input_tokens_details":
-			set(&u.CacheReadTokens, lookup(v, "cached_tokens"))
+			set(&u.CacheReadTokens, jsonscan.Lookup(v, "cached_tokens"))
 		}
 	}
 	return found
+}
+
+// UsageOf reads a usage object outside a stream, such as the "usage" of a
+// non-streaming answer, in either provider's key names. ok is false when
+// it holds no count.
+func UsageOf(raw []byte) (u Usage, ok bool) {
+	ok = u.addObject(raw)
+	return u, ok
 }

@@ -1,6 +1,10 @@
 package streaminspect
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/jsonscan"
+)
 
 // Watcher follows a response after it was committed to the client, when
 // failover is no longer possible but the proxy still wants to know how the
@@ -59,7 +63,7 @@ func (w *Watcher) onEvent(ev *Event) bool {
 // away from the JSON walker; it may let through a chunk that turns out to
 // be ordinary (say, content quoting JSON), never the other way round.
 func (w *Watcher) untyped(data []byte) {
-	d := trimSpace(data)
+	d := jsonscan.TrimSpace(data)
 	if string(d) == "[DONE]" {
 		w.terminal = true
 		return
@@ -73,7 +77,7 @@ func (w *Watcher) untyped(data []byte) {
 			w.setError(info)
 		}
 	}
-	if hasAnthropic && kindOfDataType(lookup(d, "type")) == KindTerminal {
+	if hasAnthropic && kindOfDataType(jsonscan.Lookup(d, "type")) == KindTerminal {
 		w.terminal = true
 	}
 	if hasUsage || hasAnthropic {
@@ -114,11 +118,11 @@ func markers(d []byte) (errorish, usage, anthropic bool) {
 		case 'e':
 			switch {
 			case k >= 7 && string(d[k-7:k]) == `"usage"`:
-				if v := skipWS(d, c+1); v < len(d) && !hasNullAt(d, v) {
+				if v := jsonscan.SkipSpace(d, c+1); v < len(d) && !hasNullAt(d, v) {
 					usage = true
 				}
 			case string(d[k-6:k]) == `"type"`:
-				v := d[skipWS(d, c+1):]
+				v := d[jsonscan.SkipSpace(d, c+1):]
 				if len(v) >= 7 && string(v[:7]) == `"error"` {
 					errorish = true
 				} else if len(v) >= 9 && string(v[:9]) == `"message_` {
@@ -131,7 +135,7 @@ func markers(d []byte) (errorish, usage, anthropic bool) {
 
 // hasNullAt reports whether the value at or after i (after whitespace) is null.
 func hasNullAt(d []byte, i int) bool {
-	i = skipWS(d, i)
+	i = jsonscan.SkipSpace(d, i)
 	return len(d)-i >= 4 && string(d[i:i+4]) == "null"
 }
 

@@ -1,0 +1,137 @@
+package jsonscan
+
+// Member is one member of an object, as written: nothing is decoded.
+type Member struct {
+	Key   []byte // between the quotes, escapes not decoded (see KeyIs)
+	Value []byte // the whole value: a string keeps its quotes
+	Start int    // offset of Value in the bytes being iterated
+	esc   bool   // Key may hold an escape
+}
+
+// KeyIs reports whether the member's key is name, as a JSON decoder reads
+// it: "mod\u0065l" is "model".
+func (m Member) KeyIs(name string) bool {
+	if !m.esc {
+		return string(m.Key) == name
+	}
+	return KeyIs(m.Key, name)
+}
+
+// Members iterates over the members of an object, leniently (see SkipValue).
+// It stops at the end of the object or at the first member it cannot read;
+// the members before stay good. Bytes after the object are not looked at.
+type Members struct {
+	b    []byte
+	i    int
+	done bool
+}
+
+// Object starts iterating over the object in b, which may be surrounded by
+// whitespace. Anything that is not an object has no members.
+func Object(b []byte) Members {
+	i := SkipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return Members{done: true}
+	}
+	return Members{b: b, i: i + 1}
+}
+
+// Next returns the next member, or false at the end.
+func (it *Members) Next() (Member, bool) {
+	if it.done {
+		return Member{}, false
+	}
+	it.done = true // until this member is read whole
+	b := it.b
+	i := SkipSpace(b, it.i)
+	if i >= len(b) || b[i] != '"' {
+		return Member{}, false // '}' or garbage
+	}
+	ks := i
+	ke, esc := skipString(b, ks)
+	if ke < 0 {
+		return Member{}, false
+	}
+	i = SkipSpace(b, ke)
+	if i >= len(b) || b[i] != ':' {
+		return Member{}, false
+	}
+	vs := SkipSpace(b, i+1)
+	ve := SkipValue(b, vs)
+	if ve < 0 {
+		return Member{}, false
+	}
+	i = SkipSpace(b, ve)
+	if i < len(b) && b[i] == ',' {
+		it.i, it.done = i+1, false
+	}
+	// else '}' or garbage: this member is good, but it is the last.
+	return Member{Key: b[ks+1 : ke-1], Value: b[vs:ve], Start: vs, esc: esc}, true
+}
+
+// Elements iterates over the elements of an array, leniently.
+type Elements struct {
+	b    []byte
+	i    int
+	done bool
+}
+
+// Array starts iterating over the array in b (whitespace around allowed).
+// Anything that is not an array has no elements.
+func Array(b []byte) Elements {
+	i := SkipSpace(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return Elements{done: true}
+	}
+	return Elements{b: b, i: i + 1}
+}
+
+// Next returns the next element, or false at the end.
+func (it *Elements) Next() ([]byte, bool) {
+	if it.done {
+		return nil, false
+	}
+	it.done = true
+	b := it.b
+	i := SkipSpace(b, it.i)
+	ve := SkipValue(b, i) // -1 on ']' too
+	if ve < 0 {
+		return nil, false
+	}
+	v := b[i:ve]
+	i = SkipSpace(b, ve)
+	if i < len(b) && b[i] == ',' {
+		it.i, it.done = i+1, false
+	}
+	return v, true
+}
+
+// Lookup returns the value of the first member named key in the object b,
+// or nil. It stops there: use Members to honour a repeated key the way
+// decoders do (the last one wins).
+func Lookup(b []byte, key string) []byte {
+	it := Object(b)
+	for {
+		m, ok := it.Next()
+		if !ok {
+			return nil
+		}
+		if m.KeyIs(key) {
+			return m.Value
+		}
+	}
+}
+
+// Name returns the member's key as a decoder reads it: Key itself when it
+// holds no escape, else its value decoded into buf (which it may outgrow).
+// A key with an invalid escape is returned as written, so it matches no
+// plain name.
+func (m Member) Name(buf []byte) []byte {
+	if !m.esc {
+		return m.Key
+	}
+	if v, ok := unescape(buf[:0], m.Key); ok {
+		return v
+	}
+	return m.Key
+}
