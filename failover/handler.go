@@ -268,13 +268,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	defer releaseBody(buf)
 	fields := requestModel(buf.b)
 	req := &llmRequest{
-		r:           r,
-		body:        buf.b,
-		model:       fields.Model,
-		fields:      fields,
-		scanned:     buf.b,
-		kind:        kindOfPath(r.URL.Path),
-		client:      client,
+		r:       r,
+		body:    buf.b,
+		model:   fields.Model,
+		fields:  fields,
+		scanned: buf.b,
+		kind:    kindOfPath(r.URL.Path),
+		client:  client,
 	}
 	req.perProvider(len(h.Providers))
 	client.markDisallowed(req.tried)
