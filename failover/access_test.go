@@ -10,32 +10,21 @@ import (
 )
 
 func TestIsLoopback(t *testing.T) {
-	for addr, want := range map[string]bool{
-		"127.0.0.1":                 true,
-		"127.8.9.10":                true,
-		"127.0.0.1:4181":            true,
-		"::1":                       true,
-		"[::1]:4181":                true,
-		"::ffff:127.0.0.1":          true,
-		"[::ffff:127.0.0.1]:50000":  true,
-		"::ffff:7f00:1":             true,
-		"::1%lo":                    true,
-		"@":                         true, // a Unix socket peer
-		"10.0.0.5":                  false,
-		"192.168.1.20:4181":         false,
-		"203.0.113.9":               false,
-		"::ffff:203.0.113.9":        false,
-		"[::ffff:192.168.1.20]:443": false,
-		"2001:db8::1":               false,
-		"fe80::1%eth0":              false,
-		"::":                        false,
-		"0.0.0.0":                   false,
-		"":                          false,
-		"localhost":                 false, // an address, never a name
-		"127.0.0.1.example.com":     false,
+	for want, addrs := range map[bool][]string{
+		true: {"127.0.0.1", "127.8.9.10", "127.0.0.1:4181", "::1", "[::1]:4181",
+			"::ffff:127.0.0.1", "[::ffff:127.0.0.1]:50000", "::ffff:7f00:1", "::1%lo",
+			"@", // a Unix socket peer
+		},
+		false: {"10.0.0.5", "192.168.1.20:4181", "203.0.113.9", "::ffff:203.0.113.9",
+			"[::ffff:192.168.1.20]:443", "2001:db8::1", "fe80::1%eth0", "::", "0.0.0.0", "",
+			"localhost", // an address, never a name
+			"127.0.0.1.example.com",
+		},
 	} {
-		if got := isLoopback(addr); got != want {
-			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+		for _, addr := range addrs {
+			if got := isLoopback(addr); got != want {
+				t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+			}
 		}
 	}
 }
