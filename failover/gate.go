@@ -78,9 +78,8 @@ type gate struct {
 	// upstream that stopped sending. Both are kept across reuse (see
 	// reset) and armed with Reset; timerMayRun says a callback may still
 	// run, so the gate must not be reused.
-	holdTimer, idleTimer *time.Timer
-	holdArmed, idleArmed bool
-	timerMayRun          bool
+	hold, idle  gateTimer
+	timerMayRun bool
 
 	// after commit
 	watch       streaminspect.Watcher
@@ -130,7 +129,7 @@ func newGate(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelF
 // timers. The caller made sure no timer callback of the last attempt can
 // still run (reusable).
 func (g *gate) reset(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelFunc, owner gateOwner) {
-	header, holdTimer, idleTimer := g.header, g.holdTimer, g.idleTimer
+	header, holdTimer, idleTimer := g.header, g.hold.t, g.idle.t
 	if header == nil {
 		header = make(http.Header)
 	} else {
@@ -138,7 +137,7 @@ func (g *gate) reset(w http.ResponseWriter, stream *StreamConfig, cancel context
 	}
 	*g = gate{
 		w: w, header: header, stream: stream, cancel: cancel, owner: owner,
-		holdTimer: holdTimer, idleTimer: idleTimer,
+		hold: gateTimer{t: holdTimer}, idle: gateTimer{t: idleTimer},
 		started: time.Now(), // monotonic: latency and idleness are measured on the real clock, never a test's
 	}
 }
@@ -148,7 +147,7 @@ func (g *gate) reset(w http.ResponseWriter, stream *StreamConfig, cancel context
 func (g *gate) reusable() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return !g.timerMayRun && !g.hijacked && !g.holdArmed && !g.idleArmed
+	return !g.timerMayRun && !g.hijacked && !g.hold.armed && !g.idle.armed
 }
 
 // Header returns the attempt's own header map until commit and the

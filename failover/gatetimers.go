@@ -11,35 +11,55 @@ import (
 // touch records an upstream write for the idle watch.
 func (g *gate) touch() { g.lastWrite.Store(int64(time.Since(g.started))) }
 
+// gateTimer is one of the gate's timers. The timer is made once and kept
+// across the gate's reuse: arming it again is a Reset, not an allocation.
+type gateTimer struct {
+	t     *time.Timer
+	armed bool
+}
+
+// arm starts the timer; start makes it the first time.
+func (gt *gateTimer) arm(d time.Duration, start func(time.Duration) *time.Timer) {
+	if gt.t == nil {
+		gt.t = start(d)
+	} else {
+		gt.t.Reset(d)
+	}
+	gt.armed = true
+}
+
+// disarm stops an armed timer. It returns false when the callback may be
+// under way: the gate must not be reused then.
+func (gt *gateTimer) disarm() bool {
+	if !gt.armed {
+		return true
+	}
+	gt.armed = false
+	return gt.t.Stop()
+}
+
 // stopHoldLocked disarms the hold timer.
 func (g *gate) stopHoldLocked() {
-	if g.holdArmed {
-		g.holdArmed = false
-		if !g.holdTimer.Stop() {
-			g.timerMayRun = true
-		}
+	if !g.hold.disarm() {
+		g.timerMayRun = true
 	}
 }
 
 // stopIdleLocked disarms the idle watch.
 func (g *gate) stopIdleLocked() {
-	if g.idleArmed {
-		g.idleArmed = false
-		if !g.idleTimer.Stop() {
-			g.timerMayRun = true
-		}
+	if !g.idle.disarm() {
+		g.timerMayRun = true
 	}
 }
 
 // armHoldLocked starts the hold timer.
 func (g *gate) armHoldLocked(d time.Duration) {
-	if g.holdTimer == nil {
-		g.holdTimer = time.AfterFunc(d, g.holdExpired)
-	} else {
-		g.holdTimer.Reset(d)
-	}
-	g.holdArmed = true
+	g.hold.arm(d, g.newHoldTimer)
 }
+
+func (g *gate) newHoldTimer(d time.Duration) *time.Timer { return time.AfterFunc(d, g.holdExpired) }
+
+func (g *gate) newIdleTimer(d time.Duration) *time.Timer { return time.AfterFunc(d, g.checkIdle) }
 
 func (g *gate) holdExpired() {
 	g.wmu.Lock()
@@ -47,7 +67,7 @@ func (g *gate) holdExpired() {
 	g.mu.Lock()
 	// this callback is the timer's run, and it ends before finish can
 	// take wmu: the gate stays reusable
-	g.holdArmed = false
+	g.hold.armed = false
 	if g.mode != modeHoldStream || g.trailing {
 		g.mu.Unlock()
 		return
@@ -70,13 +90,7 @@ func (g *gate) startIdleWatch() {
 		return
 	}
 	g.touch()
-	d := time.Duration(g.stream.IdleTimeout)
-	if g.idleTimer == nil {
-		g.idleTimer = time.AfterFunc(d, g.checkIdle)
-	} else {
-		g.idleTimer.Reset(d)
-	}
-	g.idleArmed = true
+	g.idle.arm(time.Duration(g.stream.IdleTimeout), g.newIdleTimer)
 }
 
 func (g *gate) checkIdle() {
@@ -88,8 +102,8 @@ func (g *gate) checkIdle() {
 		return
 	}
 	g.mu.Lock()
-	if g.idleArmed {
-		g.idleTimer.Reset(idle - since)
+	if g.idle.armed {
+		g.idle.t.Reset(idle - since)
 	}
 	g.mu.Unlock()
 }

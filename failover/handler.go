@@ -166,18 +166,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
-	if h.RequestBuffer == 0 {
-		h.RequestBuffer = defaultRequestBuffer
-	}
-	if h.MaxReset == 0 {
-		h.MaxReset = caddy.Duration(DefaultMaxReset)
-	}
-	if h.BodyTimeout == 0 {
-		h.BodyTimeout = caddy.Duration(defaultBodyTimeout)
-	}
-	if h.MaxCooldown == 0 {
-		h.MaxCooldown = caddy.Duration(defaultMaxCooldown)
-	}
+	setDefault(&h.RequestBuffer, defaultRequestBuffer)
+	setDefault(&h.MaxReset, caddy.Duration(DefaultMaxReset))
+	setDefault(&h.BodyTimeout, caddy.Duration(defaultBodyTimeout))
+	setDefault(&h.MaxCooldown, caddy.Duration(defaultMaxCooldown))
 	if h.Stream != nil {
 		h.stream = *h.Stream
 	}
@@ -239,6 +231,14 @@ func (h *Handler) Cleanup() error {
 	}
 	h.wrapped.mu.Unlock()
 	return nil
+}
+
+// setDefault sets what the config left zero.
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
 }
 
 func (h *Handler) cooldown(c Class) time.Duration {
