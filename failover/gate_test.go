@@ -137,7 +137,7 @@ func TestGateTrailersOfHeldResponse(t *testing.T) {
 // written, and the trailers would be lost): finish decides.
 func TestGateHoldTimerAfterTrailers(t *testing.T) {
 	g, rec := heldStreamWithTrailer(time.Hour, streamEvents("m")[0]) // message_start: still held
-	g.holdExpired() // the timer fired just as the map was handed out
+	g.holdExpired()                                                  // the timer fired just as the map was handed out
 	g.mu.Lock()
 	mode := g.mode
 	g.mu.Unlock()
