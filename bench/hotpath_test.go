@@ -1,12 +1,16 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +35,9 @@ const (
 	smallBody = `{"model":"claude-sonnet-4-5-20250929","max_tokens":1024,"messages":[{"role":"user","content":"Hello, Claude"}],"stream":false}`
 	jsonReply = `{"id":"msg_01Hot","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Hello! How can I help you today?"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":10}}`
 )
+
+// openStreamBody asks the upstream for a stream that stays open.
+const openStreamBody = `{"model":"claude-sonnet-4-5-20250929","max_tokens":7,"messages":[{"role":"user","content":"Hello, Claude"}],"stream":true}`
 
 // bigReplyBody asks the upstream for bigReply, a ~100 KB JSON message.
 const bigReplyBody = `{"model":"claude-sonnet-4-5-20250929","max_tokens":100000,"messages":[{"role":"user","content":"Write a lot"}],"stream":false}`
@@ -63,6 +70,18 @@ var streamReply = func() []string {
 func upstream() *httptest.Server {
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		if bytes.Equal(body, []byte(openStreamBody)) {
+			// a stream that stays open: its first events, then nothing
+			// until the client goes away
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			for _, e := range streamReply[:4] {
+				_, _ = io.WriteString(w, e)
+			}
+			_ = http.NewResponseController(w).Flush()
+			<-r.Context().Done()
+			return
+		}
 		if bytes.HasSuffix(bytes.TrimSpace(body), []byte(`"stream":true}`)) {
 			w.Header().Set("Content-Type", "text/event-stream")
 			w.WriteHeader(http.StatusOK)
@@ -222,4 +241,97 @@ func BenchmarkHotPath(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkOpenStreamHeap measures the live heap one open stream keeps
+// through plain reverse_proxy and through llm_failover (streams past their
+// first content event, the upstream silent): client, Caddy and upstream
+// share this process, so the difference is the plugin's own memory per
+// open stream (plugin-B/stream).
+func BenchmarkOpenStreamHeap(b *testing.B) {
+	const streams = 200
+	e := startHot(b)
+	perStream := map[string]float64{}
+	sites := []struct{ name, url string }{{"reverse_proxy", e.plain}, {"llm_failover", e.llm}}
+	for _, site := range sites {
+		openStreamsHeap(b, site.url, streams) // warm up: pools, connections, first-use allocations
+	}
+	for b.Loop() {
+		for _, site := range sites {
+			perStream[site.name] = openStreamsHeap(b, site.url, streams)
+		}
+	}
+	b.ReportMetric(perStream["reverse_proxy"], "plain-B/stream")
+	b.ReportMetric(perStream["llm_failover"], "llm-B/stream")
+	b.ReportMetric(perStream["llm_failover"]-perStream["reverse_proxy"], "plugin-B/stream")
+}
+
+// openStreamsHeap opens n streams that stay open, waits until each has
+// its first content event, and returns the live heap they added, per
+// stream.
+func openStreamsHeap(b *testing.B, url string, n int) float64 {
+	b.Helper()
+	tr := &http.Transport{MaxIdleConnsPerHost: n, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	goroutines := runtime.NumGoroutine()
+	before := liveHeapBytes()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	ready := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(openStreamBody))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := client.Do(req)
+			if err != nil {
+				ready <- err
+				return
+			}
+			defer resp.Body.Close()
+			rd := bufio.NewReader(resp.Body)
+			for {
+				line, err := rd.ReadString('\n')
+				if strings.HasPrefix(line, "event: content_block_start") {
+					ready <- nil
+					_, _ = io.Copy(io.Discard, rd) // until cancelled
+					return
+				}
+				if err != nil {
+					ready <- fmt.Errorf("stream ended before content: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	for range n {
+		if err := <-ready; err != nil {
+			cancel()
+			b.Fatal(err)
+		}
+	}
+	open := liveHeapBytes()
+	cancel()
+	wg.Wait()
+	tr.CloseIdleConnections()
+	// the servers' goroutines end after the clients': the next
+	// measurement starts once they have
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return float64(open-before) / float64(n)
+}
+
+// liveHeapBytes is the heap in use after two collections: the second
+// empties what sync.Pools kept from the first, so pooled buffers a
+// previous measurement left do not count.
+func liveHeapBytes() int64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
 }

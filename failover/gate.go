@@ -58,11 +58,11 @@ type gate struct {
 
 	stream   *StreamConfig // nil: not a model call, passed through untouched
 	owner    gateOwner
-	inspect  streaminspect.Inspector
-	encoding string // Content-Encoding of a held stream
-	isStream bool   // the response is text/event-stream
-	length   int64  // Content-Length of a held success, -1 if unknown
-	head     bool   // a HEAD request: a success has no body to hold
+	inspect  *streaminspect.Inspector // while a stream is held (inspectorPool)
+	encoding string                   // Content-Encoding of a held stream
+	isStream bool                     // the response is text/event-stream
+	length   int64                    // Content-Length of a held success, -1 if unknown
+	head     bool                     // a HEAD request: a success has no body to hold
 	// trailing is set when reverse_proxy asks for the header map after
 	// WriteHeader while holding: it is about to write trailers into it,
 	// so the hold timer must not commit (and copy the map) any more.
@@ -116,6 +116,20 @@ type gateOwner interface {
 }
 
 var heldPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// inspectorPool holds the inspectors of held streams: only holding needs
+// one, so an open stream does not keep one.
+var inspectorPool = sync.Pool{New: func() any { return new(streaminspect.Inspector) }}
+
+// releaseInspectorLocked returns a held stream's inspector once the hold
+// is over.
+func (g *gate) releaseInspectorLocked() {
+	if g.inspect != nil {
+		g.inspect.Reset()
+		inspectorPool.Put(g.inspect)
+		g.inspect = nil
+	}
+}
 
 // newGate returns a gate for one attempt; owner may be nil (nothing is
 // classified: an error response is passed through).
@@ -204,6 +218,7 @@ func (g *gate) writeHeaderLocked(status int) {
 		g.mode = modeHoldStream
 		g.held = heldPool.Get().(*bytes.Buffer)
 		g.encoding = g.header.Get("Content-Encoding")
+		g.inspect = inspectorPool.Get().(*streaminspect.Inspector)
 		g.inspect.Policy = g.stream.inspectPolicy()
 		if g.stream.HoldWait > 0 {
 			g.armHoldLocked(time.Duration(g.stream.HoldWait))
@@ -312,7 +327,7 @@ func (g *gate) inspectLocked(p []byte) bool {
 		if err != nil {
 			state = streaminspect.Pending
 		} else {
-			g.inspect = streaminspect.Inspector{Policy: g.stream.inspectPolicy()}
+			*g.inspect = streaminspect.Inspector{Policy: g.stream.inspectPolicy()}
 			state = g.inspect.Feed(decoded)
 		}
 	}
@@ -421,6 +436,19 @@ func (g *gate) commitLocked() {
 	if g.isStream {
 		g.touch()
 		g.startIdleWatch()
+		g.shedHoldState()
+	}
+}
+
+// shedHoldState lets go of what only holding needed, once a stream is
+// committed: a stream may stay open for many minutes, and what it keeps is
+// kept once per open stream. The next attempt that uses this gate makes a
+// header map and hold timer anew.
+func (g *gate) shedHoldState() {
+	g.releaseInspectorLocked()
+	g.header = nil // Header returns the client's from now on
+	if !g.hold.armed && !g.timerMayRun {
+		g.hold.t = nil // stopped before it could fire: nothing refers to it
 	}
 }
 
@@ -518,6 +546,7 @@ func (g *gate) finish(clientGone, aborted bool) gateResult {
 		g.mode = modeDiscarded
 		g.status = 0
 		g.releaseHeldLocked()
+		g.releaseInspectorLocked()
 		g.mu.Unlock()
 		return gateResult{}
 	}
@@ -564,6 +593,7 @@ func (g *gate) finish(clientGone, aborted bool) gateResult {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.releaseInspectorLocked()
 	end := gateResult{committed: g.mode == modeCommitted, verdict: g.verdict}
 	if g.mode == modeCommitted {
 		g.releaseHeldLocked()

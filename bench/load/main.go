@@ -591,6 +591,9 @@ type MemResult struct {
 	RSSOpenKB      int64   `json:"rss_open_kb"`
 	RSSAfterKB     int64   `json:"rss_after_kb"`
 	PerStreamKB    float64 `json:"per_stream_kb"`
+	HeapIdleKB     int64   `json:"heap_idle_kb,omitempty"` // live heap after a GC, idle
+	HeapOpenKB     int64   `json:"heap_open_kb,omitempty"` // live heap after a GC, streams open
+	HeapPerStreamB float64 `json:"heap_per_stream_b,omitempty"`
 	GoroutinesIdle int     `json:"goroutines_idle,omitempty"`
 	GoroutinesOpen int     `json:"goroutines_open,omitempty"`
 	OpenSeconds    float64 `json:"open_seconds"`
@@ -675,6 +678,30 @@ func goroutines(admin string) int {
 	return n
 }
 
+// liveHeap reads the live heap of Caddy in KiB: HeapAlloc right after a
+// garbage collection, from the admin pprof endpoint (gc=1 collects first).
+// Unlike VmRSS it does not move with when the collector last ran, so it
+// tells a few hundred bytes per stream apart.
+func liveHeap(admin string) int64 {
+	if admin == "" {
+		return 0
+	}
+	resp, err := http.Get("http://" + admin + "/debug/pprof/heap?debug=1&gc=1")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "# HeapAlloc = "); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n / 1024
+		}
+	}
+	return 0
+}
+
 // runOpenStreams opens cfg.openStreams streams against the single target,
 // waits until each has delivered its first content event, and reads the
 // resident memory of cfg.pid idle, with the streams open, and after.
@@ -694,6 +721,7 @@ func runOpenStreams(ctx context.Context, cfg *config) *MemResult {
 	}
 	client.CloseIdleConnections()
 	time.Sleep(time.Second)
+	res.HeapIdleKB = liveHeap(cfg.admin)
 	res.RSSIdleKB = vmRSS(cfg.pid)
 	res.GoroutinesIdle = goroutines(cfg.admin)
 
@@ -751,6 +779,7 @@ func runOpenStreams(ctx context.Context, cfg *config) *MemResult {
 		time.Sleep(300 * time.Millisecond)
 	}
 	res.GoroutinesOpen = goroutines(cfg.admin)
+	res.HeapOpenKB = liveHeap(cfg.admin)
 	res.Ready, res.Failed = int(ready.Load()), int(failed.Load())
 	cancel()
 	wg.Wait()
@@ -760,6 +789,7 @@ func runOpenStreams(ctx context.Context, cfg *config) *MemResult {
 	res.LoadAvg = loadAvg()
 	if res.Ready > 0 {
 		res.PerStreamKB = float64(res.RSSOpenKB-res.RSSIdleKB) / float64(res.Ready)
+		res.HeapPerStreamB = float64(res.HeapOpenKB-res.HeapIdleKB) * 1024 / float64(res.Ready)
 	}
 	return res
 }
