@@ -64,9 +64,9 @@ func (a *attempt) release() {
 	}
 	// keep what the gate reuses: its header map (unless a failed
 	// response took it along) and its stopped timers
-	header, holdTimer, idleTimer := a.gate.header, a.gate.holdTimer, a.gate.idleTimer
+	header, hold, idle := a.gate.header, a.gate.hold.t, a.gate.idle.t
 	*a = attempt{}
-	a.gate.header, a.gate.holdTimer, a.gate.idleTimer = header, holdTimer, idleTimer
+	a.gate.header, a.gate.hold.t, a.gate.idle.t = header, hold, idle
 	attemptPool.Put(a)
 }
 

@@ -35,10 +35,6 @@ const maxHeldError = 1 << 20
 // over. A larger body is committed at this size and copied through.
 const maxHeldSuccess = 4 << 20
 
-// maxEventTail bounds the unfinished event a committed stream keeps back
-// (see writeEventsLocked). A longer event is forwarded as it comes.
-const maxEventTail = 1 << 20
-
 // gate is the ResponseWriter a provider's reverse_proxy writes to. It holds
 // status, headers and body until a verdict: an error response is held
 // whole and classified; an event stream is held until its first events
@@ -82,9 +78,8 @@ type gate struct {
 	// upstream that stopped sending. Both are kept across reuse (see
 	// reset) and armed with Reset; timerMayRun says a callback may still
 	// run, so the gate must not be reused.
-	holdTimer, idleTimer *time.Timer
-	holdArmed, idleArmed bool
-	timerMayRun          bool
+	hold, idle  gateTimer
+	timerMayRun bool
 
 	// after commit
 	watch       streaminspect.Watcher
@@ -134,7 +129,7 @@ func newGate(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelF
 // timers. The caller made sure no timer callback of the last attempt can
 // still run (reusable).
 func (g *gate) reset(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelFunc, owner gateOwner) {
-	header, holdTimer, idleTimer := g.header, g.holdTimer, g.idleTimer
+	header, holdTimer, idleTimer := g.header, g.hold.t, g.idle.t
 	if header == nil {
 		header = make(http.Header)
 	} else {
@@ -142,7 +137,7 @@ func (g *gate) reset(w http.ResponseWriter, stream *StreamConfig, cancel context
 	}
 	*g = gate{
 		w: w, header: header, stream: stream, cancel: cancel, owner: owner,
-		holdTimer: holdTimer, idleTimer: idleTimer,
+		hold: gateTimer{t: holdTimer}, idle: gateTimer{t: idleTimer},
 		started: time.Now(), // monotonic: latency and idleness are measured on the real clock, never a test's
 	}
 }
@@ -152,31 +147,8 @@ func (g *gate) reset(w http.ResponseWriter, stream *StreamConfig, cancel context
 func (g *gate) reusable() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return !g.timerMayRun && !g.hijacked && !g.holdArmed && !g.idleArmed
+	return !g.timerMayRun && !g.hijacked && !g.hold.armed && !g.idle.armed
 }
-
-// stopHoldLocked disarms the hold timer.
-func (g *gate) stopHoldLocked() {
-	if g.holdArmed {
-		g.holdArmed = false
-		if !g.holdTimer.Stop() {
-			g.timerMayRun = true
-		}
-	}
-}
-
-// stopIdleLocked disarms the idle watch.
-func (g *gate) stopIdleLocked() {
-	if g.idleArmed {
-		g.idleArmed = false
-		if !g.idleTimer.Stop() {
-			g.timerMayRun = true
-		}
-	}
-}
-
-// touch records an upstream write for the idle watch.
-func (g *gate) touch() { g.lastWrite.Store(int64(time.Since(g.started))) }
 
 // Header returns the attempt's own header map until commit and the
 // client's after it (trailers are added after the body).
@@ -325,125 +297,31 @@ func (g *gate) Write(p []byte) (int, error) {
 	return len(p), nil // discarded
 }
 
-// writeCommitted passes upstream bytes of a committed response to the
-// client. The caller holds wmu, not mu.
-func (g *gate) writeCommitted(p []byte) (int, error) {
-	if !g.isStream {
-		if g.usageBody != nil {
-			g.keepForUsage(p)
-		}
-		return g.w.Write(p)
-	}
-	g.touch()
-	g.watchStream(p)
-	if g.encoding != "" {
-		return g.w.Write(p) // compressed: no events to find
-	}
-	if err := g.writeEvents(p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// writeEvents forwards a committed stream's complete events and keeps an
-// unfinished one back (tail) until its end arrives, so that a stream that
-// breaks mid-event can still be closed with an error event every parser
-// reads whole. Upstreams flush event by event, so the tail is usually
-// empty and p goes out as it came. An event over maxEventTail goes out
-// unfinished (midEvent). The caller holds wmu.
-func (g *gate) writeEvents(p []byte) error {
-	if g.tail == nil || g.tail.Len() == 0 {
-		end := streaminspect.LastBoundary(p)
-		if end == len(p) {
-			g.midEvent = false
-			_, err := g.w.Write(p)
-			return err
-		}
-		if end > 0 {
-			g.midEvent = false
-			if _, err := g.w.Write(p[:end]); err != nil {
-				return err
-			}
-			p = p[end:]
-		}
-		if g.midEvent {
-			_, err := g.w.Write(p)
-			return err
-		}
-		if g.tail == nil {
-			g.tail = heldPool.Get().(*bytes.Buffer)
-		}
-		g.tail.Write(p)
-		return g.trimTail()
-	}
-	g.tail.Write(p)
-	end := streaminspect.LastBoundary(g.tail.Bytes())
-	if end > 0 {
-		if _, err := g.w.Write(g.tail.Bytes()[:end]); err != nil {
-			return err
-		}
-		rest := g.tail.Bytes()[end:]
-		g.tail.Reset()
-		g.tail.Write(rest) // copy handles the overlap
-	}
-	return g.trimTail()
-}
-
-// trimTail forwards a kept-back event that grew past maxEventTail.
-func (g *gate) trimTail() error {
-	if g.tail.Len() <= maxEventTail {
-		return nil
-	}
-	_, err := g.w.Write(g.tail.Bytes())
-	g.tail.Reset()
-	g.midEvent = true
-	return err
-}
-
-// endEvents ends a committed stream's output: a kept-back tail is sent
-// when the stream ended well (it is the stream's own last bytes) and
-// dropped when the stream broke, and it reports whether the client's
-// stream stands at an event boundary for a closing event. The caller
-// holds wmu.
-func (g *gate) endEvents(broke bool) (atBoundary bool) {
-	if g.tail != nil {
-		if g.tail.Len() > 0 && !broke {
-			_, _ = g.w.Write(g.tail.Bytes())
-		}
-		releaseHeld(g.tail)
-		g.tail = nil
-	}
-	if g.midEvent {
-		return false
-	}
-	return true
-}
-
-// inspectLocked feeds held stream bytes to the inspector and acts on its
-// verdict. It reports whether it committed: the caller then writes the
+// inspectLocked feeds held stream bytes to the inspector and acts on the
+// state it reports. It reports whether it committed: the caller then writes the
 // held bytes.
 func (g *gate) inspectLocked(p []byte) bool {
-	var v streaminspect.Verdict
+	var state streaminspect.State
 	if g.encoding == "" {
-		v = g.inspect.Feed(p)
+		state = g.inspect.Feed(p)
 	} else {
 		// A compressed stream is decoded from the start each time: the
 		// held prefix is small (stream.HoldBytes) and this lasts only until the
 		// first content event.
 		decoded, err := decodeBody(g.encoding, g.held.Bytes(), maxHeldError)
 		if err != nil {
-			v = streaminspect.Pending
+			state = streaminspect.Pending
 		} else {
 			g.inspect = streaminspect.Inspector{Policy: g.stream.inspectPolicy()}
-			v = g.inspect.Feed(decoded)
+			state = g.inspect.Feed(decoded)
 		}
 	}
 	if !g.sawEvent && g.inspect.Events() > 0 {
 		g.sawEvent, g.firstEvent = true, time.Since(g.started)
 	}
-	switch v {
+	switch state {
 	case streaminspect.Content, streaminspect.Ended, streaminspect.Invalid:
-		if v == streaminspect.Content {
+		if state == streaminspect.Content {
 			g.sawContent, g.firstContent = true, time.Since(g.started)
 		}
 		g.commitLocked()
@@ -493,23 +371,6 @@ func (g *gate) discardLocked() {
 	if g.cancel != nil {
 		g.cancel()
 	}
-}
-
-func (g *gate) holdExpired() {
-	g.wmu.Lock()
-	defer g.wmu.Unlock()
-	g.mu.Lock()
-	// this callback is the timer's run, and it ends before finish can
-	// take wmu: the gate stays reusable
-	g.holdArmed = false
-	if g.mode != modeHoldStream || g.trailing {
-		g.mu.Unlock()
-		return
-	}
-	g.commitLocked()
-	g.mu.Unlock()
-	g.writeHeld()
-	g.flush()
 }
 
 // commitLocked writes the held status and headers to the client; the
@@ -593,69 +454,6 @@ func (g *gate) writeHeld() (int, error) {
 	return n, err
 }
 
-// watchStream follows a committed stream for its terminal event, usage and
-// an upstream error event. The error feeds the breaker before the client
-// sees it, so the next request already skips the provider. The caller
-// holds wmu.
-func (g *gate) watchStream(p []byte) {
-	if g.encoding != "" {
-		return // a compressed stream is passed through without a decoder
-	}
-	g.watch.Feed(p)
-	if g.owner != nil && !g.reportedErr {
-		if ei, failed := g.watch.Failed(); failed {
-			g.reportedErr = true
-			g.owner.streamFailed(ei)
-		}
-	}
-}
-
-// startIdleWatch ends a committed stream, or a held success, whose
-// upstream sends nothing for longer than the idle limit: the attempt is
-// cancelled, and the handler closes the client's stream with an error
-// event or fails a held success over. Idleness is measured on the
-// monotonic clock: a wall-clock step must not end a healthy stream. The
-// check takes only mu, never wmu, so a client that stops reading cannot
-// park it. The caller holds mu.
-func (g *gate) startIdleWatch() {
-	if g.stream == nil || g.stream.IdleTimeout <= 0 || g.cancel == nil {
-		return
-	}
-	g.touch()
-	d := time.Duration(g.stream.IdleTimeout)
-	if g.idleTimer == nil {
-		g.idleTimer = time.AfterFunc(d, g.checkIdle)
-	} else {
-		g.idleTimer.Reset(d)
-	}
-	g.idleArmed = true
-}
-
-// armHoldLocked starts the hold timer.
-func (g *gate) armHoldLocked(d time.Duration) {
-	if g.holdTimer == nil {
-		g.holdTimer = time.AfterFunc(d, g.holdExpired)
-	} else {
-		g.holdTimer.Reset(d)
-	}
-	g.holdArmed = true
-}
-
-func (g *gate) checkIdle() {
-	idle := time.Duration(g.stream.IdleTimeout)
-	since := time.Since(g.started) - time.Duration(g.lastWrite.Load())
-	if since >= idle {
-		g.stalled.Store(true)
-		g.cancel()
-		return
-	}
-	g.mu.Lock()
-	if g.idleArmed {
-		g.idleTimer.Reset(idle - since)
-	}
-	g.mu.Unlock()
-}
-
 // flush sends what was written to the client. The caller holds wmu.
 func (g *gate) flush() {
 	_ = http.NewResponseController(g.w).Flush()
@@ -730,7 +528,7 @@ func (g *gate) finish(clientGone, aborted bool) gateResult {
 		commit = g.mode == modeCommitted
 	case modeHoldStream:
 		// the stream ended while held: before any content or error
-		if !aborted && (g.inspect.Verdict() == streaminspect.Ended || g.inspect.Verdict() == streaminspect.Content) {
+		if !aborted && (g.inspect.State() == streaminspect.Ended || g.inspect.State() == streaminspect.Content) {
 			g.commitLocked()
 			commit = true
 		} else {
@@ -779,64 +577,6 @@ func (g *gate) finish(clientGone, aborted bool) gateResult {
 func (g *gate) releaseHeldLocked() {
 	releaseHeld(g.held)
 	g.held = nil
-}
-
-// keepForUsageLocked keeps what the usage reader needs of a committed JSON
-// body: its last usageTail bytes (usage comes last in Anthropic's and
-// OpenAI's responses), or, when compressed, the whole body up to
-// maxUsageBody, since a compressed tail cannot be decoded alone.
-func (g *gate) keepForUsage(p []byte) {
-	b := g.usageBody
-	if g.header.Get("Content-Encoding") != "" {
-		if b.Len()+len(p) > maxUsageBody {
-			releaseHeld(g.usageBody)
-			g.usageBody = nil
-			return
-		}
-		b.Write(p)
-		return
-	}
-	if len(p) >= usageTail {
-		b.Reset()
-		b.Write(p[len(p)-usageTail:])
-		return
-	}
-	if over := b.Len() + len(p) - usageTail; over > 0 {
-		kept := b.Bytes()[over:]
-		b.Reset()
-		b.Write(kept) // shifts within the same array: copy handles overlap
-	}
-	b.Write(p)
-}
-
-func (g *gate) releaseUsageLocked() {
-	releaseHeld(g.usageBody)
-	g.usageBody = nil
-}
-
-// usage returns the token usage of a committed response: from the stream's
-// message_start/message_delta events, or the JSON body's usage object.
-func (g *gate) usage() (streaminspect.Usage, bool) {
-	g.wmu.Lock()
-	defer g.wmu.Unlock()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.isStream {
-		u := g.watch.Usage()
-		return u, u != (streaminspect.Usage{})
-	}
-	if g.usageBody == nil {
-		return streaminspect.Usage{}, false
-	}
-	defer g.releaseUsageLocked()
-	body := g.usageBody.Bytes()
-	if enc := g.header.Get("Content-Encoding"); enc != "" {
-		var err error
-		if body, err = decodeBody(enc, body, maxUsageBody); err != nil {
-			return streaminspect.Usage{}, false
-		}
-	}
-	return usageFromTail(body)
 }
 
 func releaseHeld(b *bytes.Buffer) {

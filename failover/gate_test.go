@@ -136,15 +136,8 @@ func TestGateTrailersOfHeldResponse(t *testing.T) {
 // timer that fires late must not commit (it would copy the map while it is
 // written, and the trailers would be lost): finish decides.
 func TestGateHoldTimerAfterTrailers(t *testing.T) {
-	hold := testHold()
-	hold.HoldWait = caddy.Duration(time.Hour)
-	rec := httptest.NewRecorder()
-	g := newGate(rec, hold, func() {}, nil)
-	g.Header().Set("Content-Type", "text/event-stream")
-	g.WriteHeader(http.StatusOK)
-	_, _ = g.Write([]byte(streamEvents("m")[0])) // message_start: still held
-	g.Header().Set("X-Trailer", "v")
-	g.holdExpired() // the timer fired just as the map was handed out
+	g, rec := heldStreamWithTrailer(time.Hour, streamEvents("m")[0]) // message_start: still held
+	g.holdExpired()                                                  // the timer fired just as the map was handed out
 	g.mu.Lock()
 	mode := g.mode
 	g.mu.Unlock()
@@ -154,6 +147,21 @@ func TestGateHoldTimerAfterTrailers(t *testing.T) {
 	if end := g.finish(false, false); end.committed {
 		t.Fatal("a stream that ended before content was committed")
 	}
+}
+
+// heldStreamWithTrailer plays reverse_proxy holding a stream (hold timer
+// set to holdWait) that wrote first and then asked for the header map to
+// add a trailer.
+func heldStreamWithTrailer(holdWait time.Duration, first string) (*gate, *httptest.ResponseRecorder) {
+	hold := testHold()
+	hold.HoldWait = caddy.Duration(holdWait)
+	rec := httptest.NewRecorder()
+	g := newGate(rec, hold, func() {}, nil)
+	g.Header().Set("Content-Type", "text/event-stream")
+	g.WriteHeader(http.StatusOK)
+	_, _ = g.Write([]byte(first))
+	g.Header().Set("X-Trailer", "v")
+	return g, rec
 }
 
 // errWriter is a client that went away: every write fails.
@@ -227,14 +235,7 @@ func TestGateIdleWatchNotParkedByClient(t *testing.T) {
 func TestGateHoldTimerVersusFinish(t *testing.T) {
 	first := streamEvents("m")[0]
 	for range 200 {
-		hold := testHold()
-		hold.HoldWait = caddy.Duration(time.Microsecond)
-		rec := httptest.NewRecorder()
-		g := newGate(rec, hold, func() {}, nil)
-		g.Header().Set("Content-Type", "text/event-stream")
-		g.WriteHeader(http.StatusOK)
-		_, _ = g.Write([]byte(first))
-		g.Header().Set("X-Trailer", "v")
+		g, rec := heldStreamWithTrailer(time.Microsecond, first)
 		end := g.finish(false, false)
 		g.wmu.Lock()
 		body := rec.Body.String()

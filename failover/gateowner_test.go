@@ -35,11 +35,16 @@ func (o *recordingOwner) streamFailed(ei streaminspect.ErrorInfo) {
 	o.streamErrs = append(o.streamErrs, ei)
 }
 
-// writeJSONError plays reverse_proxy writing an error response.
-func writeJSONError(g *gate, status int, body string) {
+// heldError runs an error response through a gate whose owner answers v,
+// the way reverse_proxy writes it.
+func heldError(v Verdict, status int, body string) (*gate, *recordingOwner, *httptest.ResponseRecorder, gateResult) {
+	rec := httptest.NewRecorder()
+	owner := &recordingOwner{verdict: v}
+	g := newGate(rec, testHold(), func() {}, owner)
 	g.Header().Set("Content-Type", "application/json")
 	g.WriteHeader(status)
 	_, _ = g.Write([]byte(body))
+	return g, owner, rec, g.finish(false, false)
 }
 
 // The owner's verdict decides a held error: one that fails over is held
@@ -48,11 +53,7 @@ func writeJSONError(g *gate, status int, body string) {
 func TestGateErrorVerdictFromOwner(t *testing.T) {
 	const body = `{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}`
 	t.Run("fails over", func(t *testing.T) {
-		rec := httptest.NewRecorder()
-		owner := &recordingOwner{verdict: Verdict{Class: ClassRateLimit}}
-		g := newGate(rec, testHold(), func() {}, owner)
-		writeJSONError(g, http.StatusTooManyRequests, body)
-		res := g.finish(false, false)
+		g, owner, rec, res := heldError(Verdict{Class: ClassRateLimit}, http.StatusTooManyRequests, body)
 		if res.committed || owner.committed != 0 || rec.Body.Len() != 0 {
 			t.Fatalf("committed %v, owner told %d times, client got %q", res.committed, owner.committed, rec.Body.String())
 		}
@@ -67,11 +68,7 @@ func TestGateErrorVerdictFromOwner(t *testing.T) {
 		}
 	})
 	t.Run("passes through", func(t *testing.T) {
-		rec := httptest.NewRecorder()
-		owner := &recordingOwner{verdict: Verdict{Class: ClassClientError}}
-		g := newGate(rec, testHold(), func() {}, owner)
-		writeJSONError(g, http.StatusBadRequest, body)
-		res := g.finish(false, false)
+		_, owner, rec, res := heldError(Verdict{Class: ClassClientError}, http.StatusBadRequest, body)
 		if !res.committed || owner.committed != 1 {
 			t.Fatalf("committed %v, owner told %d times", res.committed, owner.committed)
 		}
@@ -80,11 +77,7 @@ func TestGateErrorVerdictFromOwner(t *testing.T) {
 		}
 	})
 	t.Run("held for a retry", func(t *testing.T) {
-		rec := httptest.NewRecorder()
-		owner := &recordingOwner{verdict: Verdict{Class: ClassRepairable, Retry: true}}
-		g := newGate(rec, testHold(), func() {}, owner)
-		writeJSONError(g, http.StatusBadRequest, body)
-		res := g.finish(false, false)
+		_, _, rec, res := heldError(Verdict{Class: ClassRepairable, Retry: true}, http.StatusBadRequest, body)
 		if res.committed || rec.Body.Len() != 0 || !res.verdict.Retry {
 			t.Fatalf("committed %v, client got %q, verdict %+v", res.committed, rec.Body.String(), res.verdict)
 		}
@@ -134,7 +127,7 @@ func TestGateReuse(t *testing.T) {
 		if !g.reusable() {
 			t.Fatal("a gate whose idle watch was stopped in time is not reusable")
 		}
-		idle := g.idleTimer
+		idle := g.idle.t
 		rec := httptest.NewRecorder()
 		g.reset(rec, hold, func() {}, nil)
 		if len(g.header) != 0 || g.mode != modeUndecided || g.status != 0 {
@@ -147,7 +140,7 @@ func TestGateReuse(t *testing.T) {
 		if rec.Body.String() != `{"second":true}` || rec.Header().Get("X-First") != "" {
 			t.Fatalf("second attempt's client got %q, headers %v", rec.Body.String(), rec.Header())
 		}
-		if g.idleTimer != idle {
+		if g.idle.t != idle {
 			t.Fatal("the idle timer was not reused")
 		}
 	})

@@ -166,18 +166,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
-	if h.RequestBuffer == 0 {
-		h.RequestBuffer = defaultRequestBuffer
-	}
-	if h.MaxReset == 0 {
-		h.MaxReset = caddy.Duration(DefaultMaxReset)
-	}
-	if h.BodyTimeout == 0 {
-		h.BodyTimeout = caddy.Duration(defaultBodyTimeout)
-	}
-	if h.MaxCooldown == 0 {
-		h.MaxCooldown = caddy.Duration(defaultMaxCooldown)
-	}
+	setDefault(&h.RequestBuffer, defaultRequestBuffer)
+	setDefault(&h.MaxReset, caddy.Duration(DefaultMaxReset))
+	setDefault(&h.BodyTimeout, caddy.Duration(defaultBodyTimeout))
+	setDefault(&h.MaxCooldown, caddy.Duration(defaultMaxCooldown))
 	if h.Stream != nil {
 		h.stream = *h.Stream
 	}
@@ -241,6 +233,14 @@ func (h *Handler) Cleanup() error {
 	return nil
 }
 
+// setDefault sets what the config left zero.
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
 func (h *Handler) cooldown(c Class) time.Duration {
 	if d, ok := h.Cooldowns[c]; ok {
 		return time.Duration(d)
@@ -268,13 +268,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	defer releaseBody(buf)
 	fields := requestModel(buf.b)
 	req := &llmRequest{
-		r:           r,
-		body:        buf.b,
-		model:       fields.Model,
-		fields:      fields,
-		scanned:     buf.b,
-		kind:        kindOfPath(r.URL.Path),
-		client:      client,
+		r:       r,
+		body:    buf.b,
+		model:   fields.Model,
+		fields:  fields,
+		scanned: buf.b,
+		kind:    kindOfPath(r.URL.Path),
+		client:  client,
 	}
 	req.perProvider(len(h.Providers))
 	client.markDisallowed(req.tried)

@@ -77,8 +77,17 @@ func requestModel(body []byte) requestFields {
 // and l are all \u006X). Both are vectorized searches: a few tens of
 // microseconds for a 200KB body, against a full scan's hundreds.
 func mayHoldModelKey(b []byte) bool {
-	if bytes.Contains(b, []byte(`"model"`)) {
-		return true
+	// searched as model": a quote first is found everywhere in JSON,
+	// which makes the search twice as slow
+	for rest := b; ; {
+		i := bytes.Index(rest, []byte(`model"`))
+		if i < 0 {
+			break
+		}
+		if i > 0 && rest[i-1] == '"' {
+			return true
+		}
+		rest = rest[i+len(`model"`):]
 	}
 	// searched as u006: a backslash first is much slower to find in
 	// bodies full of \n and \"

@@ -49,3 +49,61 @@ func decodeUsage(raw []byte) (streaminspect.Usage, bool) {
 	}
 	return streaminspect.UsageOf(raw)
 }
+
+// keepForUsageLocked keeps what the usage reader needs of a committed JSON
+// body: its last usageTail bytes (usage comes last in Anthropic's and
+// OpenAI's responses), or, when compressed, the whole body up to
+// maxUsageBody, since a compressed tail cannot be decoded alone.
+func (g *gate) keepForUsage(p []byte) {
+	b := g.usageBody
+	if g.header.Get("Content-Encoding") != "" {
+		if b.Len()+len(p) > maxUsageBody {
+			releaseHeld(g.usageBody)
+			g.usageBody = nil
+			return
+		}
+		b.Write(p)
+		return
+	}
+	if len(p) >= usageTail {
+		b.Reset()
+		b.Write(p[len(p)-usageTail:])
+		return
+	}
+	if over := b.Len() + len(p) - usageTail; over > 0 {
+		kept := b.Bytes()[over:]
+		b.Reset()
+		b.Write(kept) // shifts within the same array: copy handles overlap
+	}
+	b.Write(p)
+}
+
+func (g *gate) releaseUsageLocked() {
+	releaseHeld(g.usageBody)
+	g.usageBody = nil
+}
+
+// usage returns the token usage of a committed response: from the stream's
+// message_start/message_delta events, or the JSON body's usage object.
+func (g *gate) usage() (streaminspect.Usage, bool) {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.isStream {
+		u := g.watch.Usage()
+		return u, u != (streaminspect.Usage{})
+	}
+	if g.usageBody == nil {
+		return streaminspect.Usage{}, false
+	}
+	defer g.releaseUsageLocked()
+	body := g.usageBody.Bytes()
+	if enc := g.header.Get("Content-Encoding"); enc != "" {
+		var err error
+		if body, err = decodeBody(enc, body, maxUsageBody); err != nil {
+			return streaminspect.Usage{}, false
+		}
+	}
+	return usageFromTail(body)
+}
