@@ -22,6 +22,17 @@ func capHeader(kv ...string) http.Header {
 
 func epoch(d time.Duration) string { return strconv.FormatInt(capNow.Add(d).Unix(), 10) }
 
+// mustParseCapacity reads h at capNow, and fails t unless it finds a
+// capacity.
+func mustParseCapacity(t *testing.T, h http.Header) Capacity {
+	t.Helper()
+	c, ok := ParseCapacity(h, capNow, DefaultMaxReset)
+	if !ok {
+		t.Fatalf("no capacity read from %v", h)
+	}
+	return c
+}
+
 func windowNamed(c Capacity, name string) (WindowUsage, bool) {
 	for _, w := range c.Windows {
 		if w.Name == name {
@@ -48,10 +59,7 @@ func TestParseCapacitySubscription(t *testing.T) {
 		"anthropic-ratelimit-unified-fallback-percentage", "0.5",
 		"Content-Type", "application/json",
 	)
-	c, ok := ParseCapacity(h, capNow, DefaultMaxReset)
-	if !ok {
-		t.Fatal("no capacity read")
-	}
+	c := mustParseCapacity(t, h)
 	if c.Status != "allowed_warning" || !c.Reset.Equal(capNow.Add(72*time.Minute)) ||
 		c.RepresentativeClaim != "five_hour" || c.OverageStatus != "rejected" || !c.Learned.Equal(capNow) {
 		t.Fatalf("overall: %+v", c)
@@ -90,10 +98,7 @@ func TestParseCapacityAPIKey(t *testing.T) {
 		"anthropic-ratelimit-output-tokens-remaining", "0",
 		"anthropic-ratelimit-bogus-limit", "7",
 	)
-	c, ok := ParseCapacity(h, capNow, DefaultMaxReset)
-	if !ok {
-		t.Fatal("no capacity")
-	}
+	c := mustParseCapacity(t, h)
 	var got []string
 	for _, w := range c.Windows {
 		got = append(got, fmt.Sprintf("%s=%.2f/%v", w.Name, w.Utilization, w.HasUtilization))
@@ -141,10 +146,7 @@ func TestParseCapacityClampsHostileValues(t *testing.T) {
 	for i := range 50 {
 		h.Set(fmt.Sprintf("anthropic-ratelimit-unified-w%02d-utilization", i), "0.5")
 	}
-	c, ok := ParseCapacity(h, capNow, DefaultMaxReset)
-	if !ok {
-		t.Fatal("nothing read")
-	}
+	c := mustParseCapacity(t, h)
 	w5, _ := windowNamed(c, "5h")
 	w7, _ := windowNamed(c, "7d")
 	if w5.Utilization != 1 || w7.Utilization != 0 {

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
-	"github.com/caddyserver/caddy/v2"
 )
 
 // End-to-end tests of the credential sources: a real Caddy, fake providers
@@ -310,21 +308,14 @@ func headerMentions(h http.Header, secrets ...string) []string {
 // loaded.
 func startProxyWithGlobals(t *testing.T, globals, siteBody string) (*proxy, string) {
 	t.Helper()
-	p := &proxy{t: t}
-	p.URL = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	p.AdminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := newProxy(t)
 	text := p.caddyfile(siteBody)
 	if !strings.HasPrefix(text, "{\n") {
 		t.Fatalf("the harness's Caddyfile does not open with a global options block:\n%s", text)
 	}
 	text = "{\n" + globals + text[len("{\n"):]
 	p.load(text)
-	t.Cleanup(func() {
-		if err := caddy.Stop(); err != nil {
-			t.Logf("stopping caddy: %v", err)
-		}
-		resetProviderStates()
-	})
+	stopAtCleanup(t)
 	return p, text
 }
 
@@ -902,7 +893,7 @@ func TestCredClientCredentialReachesOnlyPassthrough(t *testing.T) {
 	if err != nil || textOf(msg) != "from passthrough" {
 		t.Fatalf("%v %v", msg, err)
 	}
-	if got := raw.Header.Get("X-LLM-Attempts"); got != strconv.Itoa(len(c.ups)) {
+	if got := raw.Header.Get("X-LLM-Attempts"); got != itoa(len(c.ups)) {
 		t.Fatalf("X-LLM-Attempts %q, want every provider tried", got)
 	}
 	for _, u := range c.ups {

@@ -2,14 +2,11 @@ package failover
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
 )
 
 // writeEntry stores another instance's entry the way the storage backend
@@ -42,9 +39,9 @@ func TestShareStorageLaterEndWins(t *testing.T) {
 		"sl_sub": {State: StateOpen, Until: now.Add(30 * time.Second), Class: ClassRateLimit, DecidedAt: now.Add(-time.Minute)}}})
 	sub := newUpstream(t, "sl_sub", replyMessage("from sub"))
 	key := newUpstream(t, "sl_key", replyMessage("from key"))
-	p := &proxy{t: t, URL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	p := newProxy(t)
 	p.load(shareCaddyfile(p.AdminAddr, p.URL, storage, sub.providerBlock(), key.providerBlock()))
-	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+	stopAtCleanup(t)
 
 	if s := snapshot(t, "sl_sub"); !s.Until.Equal(long) || s.LastClass != ClassQuota {
 		t.Fatalf("adopted %+v, want the 3h quota cooldown", s)
@@ -85,11 +82,11 @@ func TestShareStoragePurgeAndNoExpiredEntries(t *testing.T) {
 
 	sub := newUpstream(t, "sp_sub", replyError(429, "rate_limit_error", "limited", "Retry-After", "5"))
 	key := newUpstream(t, "sp_key", replyMessage("from key"))
-	p := &proxy{t: t, URL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	p := newProxy(t)
 	cfg := strings.Replace(shareCaddyfile(p.AdminAddr, p.URL, storage, sub.providerBlock("credential passthrough"), key.providerBlock()),
 		"read_interval 200ms", "read_interval 200ms\n\t\t\tpurge_after 1h", 1)
 	p.load(cfg)
-	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+	stopAtCleanup(t)
 
 	if _, err := os.Stat(filepath.Join(prefix, "gone.json")); !os.IsNotExist(err) {
 		t.Fatalf("the entry of an instance gone 2h (purge_after 1h) is still there: %v", err)

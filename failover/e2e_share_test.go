@@ -115,16 +115,14 @@ func TestShareAcrossInstances(t *testing.T) {
 	a := newUpstream(t, "sh_sub", replyError(429, "rate_limit_error", "limited", "Retry-After", "3600"))
 	b := newUpstream(t, "sh_key", replyMessage("from key"))
 
-	childURL := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	child := &proxy{t: t, AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	childURL := freeURL(t)
+	child := &proxy{t: t, AdminAddr: freeAddr(t)}
 	childCfg := shareCaddyfile(child.AdminAddr, childURL, storage, a.providerBlock(), b.providerBlock())
 	startChild(t, childCfg, childURL)
 
-	p := &proxy{t: t}
-	p.URL = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	p.AdminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := newProxy(t)
 	p.load(shareCaddyfile(p.AdminAddr, p.URL, storage, a.providerBlock(), b.providerBlock()))
-	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+	stopAtCleanup(t)
 
 	// instance A (this process) meets the 429
 	if got := readAll(t, post(t, p.URL+"/v1/messages", simpleRequest)); !strings.Contains(got, "from key") {
@@ -194,9 +192,7 @@ func TestShareSurvivesRestart(t *testing.T) {
 	a := newUpstream(t, "rs_sub", replyError(429, "rate_limit_error", "usage", "anthropic-ratelimit-unified-status", "rejected",
 		"anthropic-ratelimit-unified-reset", fmt.Sprint(time.Now().Add(3*time.Hour).Unix())))
 	b := newUpstream(t, "rs_key", replyMessage("from key"))
-	p := &proxy{t: t}
-	p.URL = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	p.AdminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := newProxy(t)
 	cfg := shareCaddyfile(p.AdminAddr, p.URL, storage, a.providerBlock(), b.providerBlock())
 	p.load(cfg)
 	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest))
@@ -208,7 +204,7 @@ func TestShareSurvivesRestart(t *testing.T) {
 	}
 	resetProviderStates() // a new process remembers nothing
 	p.load(cfg)
-	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+	stopAtCleanup(t)
 	res := post(t, p.URL+"/v1/messages", simpleRequest)
 	if got := readAll(t, res); !strings.Contains(got, "from key") || res.Header.Get("X-LLM-Attempts") != "1" {
 		t.Fatalf("first request after restart: %s attempts %s", got, res.Header.Get("X-LLM-Attempts"))
@@ -240,13 +236,11 @@ func TestShareStorageFaults(t *testing.T) {
 	a := newUpstream(t, "sf_sub", replyMessage("from sub"))
 	b := newUpstream(t, "sf_key", replyMessage("from key"))
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
-	p := &proxy{t: t}
-	p.URL = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	p.AdminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := newProxy(t)
 	cfg := strings.Replace(shareCaddyfile(p.AdminAddr, p.URL, storage, a.providerBlock(), b.providerBlock()),
 		"\tpersist_config off\n", "\tpersist_config off\n\tlog {\n\t\toutput file "+logFile+"\n\t\tformat json\n\t}\n", 1)
 	p.load(cfg)
-	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+	stopAtCleanup(t)
 	res := post(t, p.URL+"/v1/messages", simpleRequest)
 	if got := readAll(t, res); !strings.Contains(got, "from key") {
 		t.Fatalf("the good entry among bad ones was not adopted: %s", got)
