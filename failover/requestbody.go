@@ -25,7 +25,8 @@ type requestFields struct {
 func scanRequest(body []byte) requestFields {
 	var f requestFields
 	it := jsonscan.Object(body)
-	for m, ok := it.Next(); ok; m, ok = it.Next() {
+	for it.Next() {
+		m := &it.Member
 		if m.KeyIs("model") {
 			f = modelField(m)
 		}
@@ -36,7 +37,7 @@ func scanRequest(body []byte) requestFields {
 // modelField reads a "model" member. A value that is not a valid JSON
 // string (a Go escape, a raw control character) names no model, so an
 // invalid body is never made valid by a mapping.
-func modelField(m jsonscan.Member) requestFields {
+func modelField(m *jsonscan.Member) requestFields {
 	if m.Value[0] == '"' {
 		if model, ok := jsonscan.Unquote(m.Value); ok {
 			return requestFields{Model: model, modelStart: m.Start, modelEnd: m.Start + len(m.Value)}
@@ -74,27 +75,30 @@ func requestModel(body []byte) requestFields {
 
 // mayHoldModelKey reports whether b may contain a key spelled "model":
 // the plain key, or one with a letter written as a \u escape (m, o, d, e
-// and l are all \u006X). Both are vectorized searches: a few tens of
-// microseconds for a 200KB body, against a full scan's hundreds.
+// and l are all \u006X). Both are vectorized searches, a few tens of
+// microseconds for a 200KB body.
 func mayHoldModelKey(b []byte) bool {
-	if bytes.Contains(b, []byte(`"model"`)) {
-		return true
-	}
-	// searched as u006: a backslash first is much slower to find in
-	// bodies full of \n and \"
-	for {
-		i := bytes.Index(b, []byte("u006"))
-		if i < 0 || i+4 >= len(b) {
+	return bytes.Contains(b, []byte(`"model"`)) || hasLetterEscape(b)
+}
+
+// hasLetterEscape reports whether b holds \u006X for one of the letters of
+// "model". It jumps from '6' to '6' with bytes.IndexByte: a rare byte in
+// prose and code, where 'u' and backslashes are everywhere.
+func hasLetterEscape(b []byte) bool {
+	for i := 4; i < len(b)-1; i++ {
+		j := bytes.IndexByte(b[i:len(b)-1], '6')
+		if j < 0 {
 			return false
 		}
-		if i > 0 && b[i-1] == '\\' {
-			switch b[i+4] {
+		i += j
+		if string(b[i-4:i]) == `\u00` {
+			switch b[i+1] {
 			case 'd', 'D', 'f', 'F', '4', '5', 'c', 'C': // m o d e l
 				return true
 			}
 		}
-		b = b[i+4:]
 	}
+	return false
 }
 
 // peekModel reads the first top-level "model" key (plain or escaped) and
@@ -103,7 +107,8 @@ func mayHoldModelKey(b []byte) bool {
 // object.
 func peekModel(body []byte) (f requestFields, end int, found bool) {
 	it := jsonscan.Object(body)
-	for m, ok := it.Next(); ok; m, ok = it.Next() {
+	for it.Next() {
+		m := &it.Member
 		if m.KeyIs("model") {
 			return modelField(m), m.Start + len(m.Value), true
 		}

@@ -268,10 +268,32 @@ func rbTopLevel(body []byte) (keys []string, ok bool) {
 		return nil, false
 	}
 	it := jsonscan.Object(body)
-	for m, ok := it.Next(); ok; m, ok = it.Next() {
+	for it.Next() {
+		m := &it.Member
 		keys = append(keys, `"`+string(m.Key)+`"`)
 	}
 	return keys, true
+}
+
+// requestModel stops at the first model only when the rest cannot hold
+// another: each spelling of a later key is read as the last one.
+func TestRequestModelLaterKey(t *testing.T) {
+	for _, later := range []string{`"model"`, `"\u006dodel"`, `"m\u006Fdel"`, `"mo\u0064el"`, `"mod\u0065l"`,
+		`"mode\u006c"`, `"mode\u006C"`, `"\u006d\u006f\u0064\u0065\u006c"`} {
+		body := []byte(`{"model":"first","messages":[{"role":"user","content":"6 \u0036 \u006"}],` + later + `:"last"}`)
+		if f := requestModel(body); f.Model != "last" {
+			t.Errorf("%s: requestModel = %q, want the later key's", body, f.Model)
+		}
+	}
+	for _, rest := range []string{`"messages":[]`, `"x":"\u0066 \u0036d 6d u006d \u006"`, `"m":"model"`} {
+		body := []byte(`{"model":"first",` + rest + `}`)
+		if mayHoldModelKey(body[len(`{"model":"first"`):]) && !bytes.Contains([]byte(rest), []byte(`"model"`)) {
+			t.Errorf("%s: a full scan for nothing", rest)
+		}
+		if f := requestModel(body); f.Model != "first" {
+			t.Errorf("%s: requestModel = %q", body, f.Model)
+		}
+	}
 }
 
 func FuzzScanRequest(f *testing.F) {
