@@ -3,6 +3,8 @@ package failover
 import (
 	"bytes"
 	"encoding/json"
+	"hash/maphash"
+	"sync/atomic"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/jsonscan"
 )
@@ -38,12 +40,42 @@ func scanRequest(body []byte) requestFields {
 // string (a Go escape, a raw control character) names no model, so an
 // invalid body is never made valid by a mapping.
 func modelField(m *jsonscan.Member) requestFields {
-	if m.Value[0] == '"' {
-		if model, ok := jsonscan.Unquote(m.Value); ok {
-			return requestFields{Model: model, modelStart: m.Start, modelEnd: m.Start + len(m.Value)}
-		}
+	v := m.Value
+	if v[0] != '"' || len(v) < 2 {
+		return requestFields{}
 	}
-	return requestFields{}
+	model, ok := "", true
+	if jsonscan.Plain(v[1 : len(v)-1]) {
+		model = modelName(v[1 : len(v)-1])
+	} else if model, ok = jsonscan.Unquote(v); !ok {
+		return requestFields{}
+	}
+	return requestFields{Model: model, modelStart: m.Start, modelEnd: m.Start + len(v)}
+}
+
+// modelNames holds the model names read lately, so that reading one again
+// allocates nothing: clients name the same few models request after
+// request. A slot is picked by hash; a new name replaces the one there.
+var (
+	modelNames    [8]atomic.Pointer[string]
+	modelNameSeed = maphash.MakeSeed()
+)
+
+// maxModelName bounds the names modelNames keeps.
+const maxModelName = 128
+
+// modelName returns raw as a string, from modelNames when it is there.
+func modelName(raw []byte) string {
+	if len(raw) > maxModelName {
+		return string(raw)
+	}
+	slot := &modelNames[maphash.Bytes(modelNameSeed, raw)%uint64(len(modelNames))]
+	if p := slot.Load(); p != nil && *p == string(raw) {
+		return *p
+	}
+	name := string(raw)
+	slot.Store(&name)
+	return name
 }
 
 // withModel returns body with the model value replaced by model: only

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"unicode/utf8"
 
@@ -294,6 +295,50 @@ func TestRequestModelLaterKey(t *testing.T) {
 			t.Errorf("%s: requestModel = %q", body, f.Model)
 		}
 	}
+}
+
+// Reading the model of an ordinary request allocates nothing once its name
+// was seen: clients name the same few models request after request.
+func TestRequestModelNoAllocation(t *testing.T) {
+	body := bytes.ReplaceAll(rbClaudeCodeBody(64<<10), []byte(`,"model":"not-this-one"`), nil)
+	nested := rbClaudeCodeBody(64 << 10) // nested "model" keys: the whole top level is read
+	for _, b := range [][]byte{body, nested} {
+		requestModel(b)
+		allocs := testing.AllocsPerRun(20, func() {
+			if f := requestModel(b); f.Model != "claude-sonnet-4-5-20250929" {
+				t.Fatalf("model %q", f.Model)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%v allocations, want 0", allocs)
+		}
+	}
+}
+
+// Names share slots of the cache; every reader, concurrent or not, gets
+// the name its own body holds.
+func TestModelNameCache(t *testing.T) {
+	long := strings.Repeat("m", maxModelName+1)
+	names := []string{long, "", "é", `a"b`}
+	for i := range 40 {
+		names = append(names, fmt.Sprintf("model-%d", i))
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				want := names[(i+g)%len(names)]
+				q, _ := json.Marshal(want)
+				if f := requestModel([]byte(`{"model":` + string(q) + `}`)); f.Model != want {
+					t.Errorf("model %q, want %q", f.Model, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func FuzzScanRequest(f *testing.F) {
