@@ -10,32 +10,21 @@ import (
 )
 
 func TestIsLoopback(t *testing.T) {
-	for addr, want := range map[string]bool{
-		"127.0.0.1":                 true,
-		"127.8.9.10":                true,
-		"127.0.0.1:4181":            true,
-		"::1":                       true,
-		"[::1]:4181":                true,
-		"::ffff:127.0.0.1":          true,
-		"[::ffff:127.0.0.1]:50000":  true,
-		"::ffff:7f00:1":             true,
-		"::1%lo":                    true,
-		"@":                         true, // a Unix socket peer
-		"10.0.0.5":                  false,
-		"192.168.1.20:4181":         false,
-		"203.0.113.9":               false,
-		"::ffff:203.0.113.9":        false,
-		"[::ffff:192.168.1.20]:443": false,
-		"2001:db8::1":               false,
-		"fe80::1%eth0":              false,
-		"::":                        false,
-		"0.0.0.0":                   false,
-		"":                          false,
-		"localhost":                 false, // an address, never a name
-		"127.0.0.1.example.com":     false,
+	for want, addrs := range map[bool][]string{
+		true: {"127.0.0.1", "127.8.9.10", "127.0.0.1:4181", "::1", "[::1]:4181",
+			"::ffff:127.0.0.1", "[::ffff:127.0.0.1]:50000", "::ffff:7f00:1", "::1%lo",
+			"@", // a Unix socket peer
+		},
+		false: {"10.0.0.5", "192.168.1.20:4181", "203.0.113.9", "::ffff:203.0.113.9",
+			"[::ffff:192.168.1.20]:443", "2001:db8::1", "fe80::1%eth0", "::", "0.0.0.0", "",
+			"localhost", // an address, never a name
+			"127.0.0.1.example.com",
+		},
 	} {
-		if got := isLoopback(addr); got != want {
-			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+		for _, addr := range addrs {
+			if got := isLoopback(addr); got != want {
+				t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+			}
 		}
 	}
 }
@@ -99,16 +88,17 @@ func TestClientMatch(t *testing.T) {
 	}
 }
 
-func TestClientInitialTried(t *testing.T) {
+func TestClientMarkDisallowed(t *testing.T) {
 	var none *Client
-	if got := none.initialTried(3); len(got) != 3 || got[0] || got[1] || got[2] {
+	got := make([]bool, 3)
+	if none.markDisallowed(got); got[0] || got[1] || got[2] {
 		t.Fatalf("no client: %v", got)
 	}
 	c := &Client{Name: "c", Providers: []string{"b"}}
 	if err := c.restrictTo([]*Provider{{Name: "a"}, {Name: "b"}, {Name: "c"}}); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.initialTried(3); !got[0] || got[1] || !got[2] {
+	if c.markDisallowed(got); !got[0] || got[1] || !got[2] {
 		t.Fatalf("limited to b: %v", got)
 	}
 	bad := &Client{Name: "c", Providers: []string{"zz"}}
@@ -157,7 +147,6 @@ func TestCaddyfileClients(t *testing.T) {
 }
 
 func TestCaddyfileClientErrors(t *testing.T) {
-	const okProvider = "provider a {\n\t\t\tupstream http://127.0.0.1:9001\n\t\t}\n"
 	for _, tc := range []struct{ name, block, want string }{
 		{"client without name", "client {\n key env K\n}", "client needs a name"},
 		{"client with two names", "client a b {\n key env K\n}", "wrong argument count"},
@@ -174,13 +163,7 @@ func TestCaddyfileClientErrors(t *testing.T) {
 		{"client_key_header bad name", `client_key_header "X LLM Key"`, "not a valid header name"},
 		{"allow_remote with an argument", "allow_remote yes", "wrong argument count"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			text := ":8080 {\n\tllm_failover {\n\t\t" + okProvider + tc.block + "\n\t}\n}\n"
-			_, _, err := goldAdapt(t, "Caddyfile", []byte(text))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("error %v, want one containing %q\n%s", err, tc.want, text)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantCaddyfileError(t, okProvider+tc.block, tc.want) })
 	}
 }
 

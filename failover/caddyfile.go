@@ -387,6 +387,70 @@ func unmarshalCredentialOnce(d *caddyfile.Dispenser, set json.RawMessage, who, s
 	return unmarshalCredentialSource(d)
 }
 
+// unmarshalAccess reads the access subdirectives of llm_failover:
+//
+//	client <name> {
+//		key <source> [<args...>] [{ ... }]
+//		providers <name...>
+//	}
+//	client_key_header <header>
+//	allow_remote
+func (a *clientAccess) unmarshalAccess(d *caddyfile.Dispenser) error {
+	var err error
+	switch d.Val() {
+	case "allow_remote":
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		a.AllowRemote = true
+	case "client_key_header":
+		a.ClientKeyHeader, err = parsedArg(d, "client_key_header: ", func(s string) (string, error) {
+			if !validHeaderName(s) {
+				return "", fmt.Errorf("%q is not a valid header name", s)
+			}
+			return s, nil
+		})
+	case "client":
+		a.Clients, err = appendNamed(d, a.Clients, "client", unmarshalClient,
+			func(c *Client) string { return c.Name })
+	}
+	return err
+}
+
+func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
+	if !d.NextArg() {
+		return nil, d.Err("client needs a name: client <name> { key env VAR }")
+	}
+	c := &Client{Name: d.Val()}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	who := "client " + c.Name
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "key":
+			c.KeyRaw, err = unmarshalCredentialOnce(d, c.KeyRaw, who,
+				"env, file, command or keychain", "passthrough cannot hold a client key")
+		case "providers":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.Errf("%s: providers takes at least one provider name", who)
+			}
+			c.Providers = append(c.Providers, args...)
+		default:
+			err = d.Errf("%s: unrecognized subdirective %q", who, d.Val())
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if c.KeyRaw == nil {
+		return nil, d.Errf("%s: a key is required: key env VAR, key file PATH, ...", who)
+	}
+	return c, nil
+}
+
 // parseCooldown reads `cooldown <class> <duration>`.
 func parseCooldown(d *caddyfile.Dispenser) (Class, caddy.Duration, error) {
 	args := d.RemainingArgs()

@@ -282,8 +282,28 @@ func TestCaddyfileValues(t *testing.T) {
 	}
 }
 
+// okProvider is a provider block that parses, for the cases about what
+// follows it.
+const okProvider = "provider a {\n\t\t\tupstream http://127.0.0.1:9001\n\t\t}\n"
+
+// wantCaddyfileError adapts a site whose llm_failover directive holds
+// block and fails t unless that fails with an error containing want,
+// which it returns.
+func wantCaddyfileError(t *testing.T, block, want string) error {
+	t.Helper()
+	return wantSiteError(t, ":8080 {\n\tllm_failover {\n\t\t"+block+"\n\t}\n}\n", want)
+}
+
+func wantSiteError(t *testing.T, text, want string) error {
+	t.Helper()
+	out, _, err := goldAdapt(t, "Caddyfile", []byte(text))
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want one containing %q\n%s\n%s", err, want, text, out)
+	}
+	return err
+}
+
 func TestCaddyfileErrors(t *testing.T) {
-	const okProvider = "provider a {\n\t\t\tupstream http://127.0.0.1:9001\n\t\t}\n"
 	cases := []struct {
 		name, block, want string
 	}{
@@ -345,17 +365,11 @@ func TestCaddyfileErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			text := ":8080 {\n\tllm_failover {\n\t\t" + tc.block + "\n\t}\n}\n"
 			if tc.name == "arguments on the directive" {
-				text = ":8080 {\n\tllm_failover extra {\n\t\t" + okProvider + "\t}\n}\n"
+				wantSiteError(t, ":8080 {\n\tllm_failover extra {\n\t\t"+okProvider+"\t}\n}\n", tc.want)
+				return
 			}
-			out, _, err := goldAdapt(t, "Caddyfile", []byte(text))
-			if err == nil {
-				t.Fatalf("adapt succeeded; want an error containing %q\n%s\n%s", tc.want, text, out)
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("error %q does not contain %q\n%s", err, tc.want, text)
-			}
+			wantCaddyfileError(t, tc.block, tc.want)
 		})
 	}
 }

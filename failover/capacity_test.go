@@ -22,6 +22,17 @@ func capHeader(kv ...string) http.Header {
 
 func epoch(d time.Duration) string { return strconv.FormatInt(capNow.Add(d).Unix(), 10) }
 
+// mustParseCapacity reads h at capNow, and fails t unless it finds a
+// capacity.
+func mustParseCapacity(t *testing.T, h http.Header) Capacity {
+	t.Helper()
+	c, ok := ParseCapacity(h, capNow, DefaultMaxReset)
+	if !ok {
+		t.Fatalf("no capacity read from %v", h)
+	}
+	return c
+}
+
 func windowNamed(c Capacity, name string) (WindowUsage, bool) {
 	for _, w := range c.Windows {
 		if w.Name == name {
@@ -48,10 +59,7 @@ func TestParseCapacitySubscription(t *testing.T) {
 		"anthropic-ratelimit-unified-fallback-percentage", "0.5",
 		"Content-Type", "application/json",
 	)
-	c, ok := ParseCapacity(h, capNow, DefaultMaxReset)
-	if !ok {
-		t.Fatal("no capacity read")
-	}
+	c := mustParseCapacity(t, h)
 	if c.Status != "allowed_warning" || !c.Reset.Equal(capNow.Add(72*time.Minute)) ||
 		c.RepresentativeClaim != "five_hour" || c.OverageStatus != "rejected" || !c.Learned.Equal(capNow) {
 		t.Fatalf("overall: %+v", c)
@@ -90,10 +98,7 @@ func TestParseCapacityAPIKey(t *testing.T) {
 		"anthropic-ratelimit-output-tokens-remaining", "0",
 		"anthropic-ratelimit-bogus-limit", "7",
 	)
-	c, ok := ParseCapacity(h, capNow, DefaultMaxReset)
-	if !ok {
-		t.Fatal("no capacity")
-	}
+	c := mustParseCapacity(t, h)
 	var got []string
 	for _, w := range c.Windows {
 		got = append(got, fmt.Sprintf("%s=%.2f/%v", w.Name, w.Utilization, w.HasUtilization))
@@ -141,10 +146,7 @@ func TestParseCapacityClampsHostileValues(t *testing.T) {
 	for i := range 50 {
 		h.Set(fmt.Sprintf("anthropic-ratelimit-unified-w%02d-utilization", i), "0.5")
 	}
-	c, ok := ParseCapacity(h, capNow, DefaultMaxReset)
-	if !ok {
-		t.Fatal("nothing read")
-	}
+	c := mustParseCapacity(t, h)
 	w5, _ := windowNamed(c, "5h")
 	w7, _ := windowNamed(c, "7d")
 	if w5.Utilization != 1 || w7.Utilization != 0 {
@@ -265,16 +267,17 @@ func TestFormatUsage(t *testing.T) {
 // ParseCapacity never panics, keeps what it returns inside its bounds,
 // and reads the same capacity whatever the header order.
 func FuzzParseCapacity(f *testing.F) {
-	for _, s := range []string{
-		"anthropic-ratelimit-unified-status: allowed\nanthropic-ratelimit-unified-5h-utilization: 0.87\nanthropic-ratelimit-unified-5h-reset: 1795000000",
-		"anthropic-ratelimit-unified-7d-status: rejected\nanthropic-ratelimit-unified-7d-reset: 1795000000\nanthropic-ratelimit-unified-representative-claim: seven_day",
-		"anthropic-ratelimit-unified-overage-status: allowed_warning\nanthropic-ratelimit-unified-7d_opus-utilization: 1e9",
-		"anthropic-ratelimit-requests-limit: 50\nanthropic-ratelimit-requests-remaining: 0\nanthropic-ratelimit-requests-reset: 2026-11-28T12:01:00Z",
-		"anthropic-ratelimit-input-tokens-limit: 9\nanthropic-ratelimit-output-tokens-remaining: -1\nanthropic-ratelimit-tokens-reset: bad",
-		"anthropic-ratelimit-unified-a-utilization: 0.1\nanthropic-ratelimit-unified-b-utilization: 0.2\nanthropic-ratelimit-unified-c-utilization: 0.3\nanthropic-ratelimit-unified-d-utilization: 0.4\nanthropic-ratelimit-unified-e-utilization: 0.5\nanthropic-ratelimit-unified-f-reset: 1",
-		"anthropic-ratelimit-unified--utilization: 0.5\nanthropic-ratelimit-unified-x-: 1\nanthropic-ratelimit-: 3",
+	for _, lines := range [][]string{ // a seed's header lines
+		{"anthropic-ratelimit-unified-status: allowed", "anthropic-ratelimit-unified-5h-utilization: 0.87", "anthropic-ratelimit-unified-5h-reset: 1795000000"},
+		{"anthropic-ratelimit-unified-7d-status: rejected", "anthropic-ratelimit-unified-7d-reset: 1795000000", "anthropic-ratelimit-unified-representative-claim: seven_day"},
+		{"anthropic-ratelimit-unified-overage-status: allowed_warning", "anthropic-ratelimit-unified-7d_opus-utilization: 1e9"},
+		{"anthropic-ratelimit-requests-limit: 50", "anthropic-ratelimit-requests-remaining: 0", "anthropic-ratelimit-requests-reset: 2026-11-28T12:01:00Z"},
+		{"anthropic-ratelimit-input-tokens-limit: 9", "anthropic-ratelimit-output-tokens-remaining: -1", "anthropic-ratelimit-tokens-reset: bad"},
+		{"anthropic-ratelimit-unified-a-utilization: 0.1", "anthropic-ratelimit-unified-b-utilization: 0.2", "anthropic-ratelimit-unified-c-utilization: 0.3",
+			"anthropic-ratelimit-unified-d-utilization: 0.4", "anthropic-ratelimit-unified-e-utilization: 0.5", "anthropic-ratelimit-unified-f-reset: 1"},
+		{"anthropic-ratelimit-unified--utilization: 0.5", "anthropic-ratelimit-unified-x-: 1", "anthropic-ratelimit-: 3"},
 	} {
-		f.Add(s)
+		f.Add(strings.Join(lines, "\n"))
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		h := fzHeader(s)

@@ -24,55 +24,31 @@ func TestClassifyResetIsCapped(t *testing.T) {
 		{name: "Retry-After Inf", status: 429,
 			header: clsHeader("retry-after", "+Inf"), want: ClassRateLimit, reset: capAt},
 		{name: "unified reset in year 2100", status: 429,
-			header: clsHeader(
-				"anthropic-ratelimit-unified-status", "rejected",
-				"anthropic-ratelimit-unified-reset", clsEpoch(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)),
-			),
-			want: ClassQuota, reset: capAt},
+			header: clsUnified("rejected", time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)),
+			want:   ClassQuota, reset: capAt},
 		{name: "tokens reset 9999-12-31", status: 429,
-			header: clsHeader(
-				"anthropic-ratelimit-tokens-remaining", "0",
-				"anthropic-ratelimit-tokens-reset", "9999-12-31T23:59:59Z",
-			),
-			want: ClassRateLimit, reset: capAt},
+			header: clsExhausted("tokens", "9999-12-31T23:59:59Z"),
+			want:   ClassRateLimit, reset: capAt},
 		{name: "a reset just under the cap is kept", status: 429,
-			header: clsHeader(
-				"anthropic-ratelimit-unified-status", "rejected",
-				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(7*24*time.Hour)),
-			),
-			want: ClassQuota, reset: clsNow.Add(7 * 24 * time.Hour)},
+			header: clsUnified("rejected", clsNow.Add(7*24*time.Hour)),
+			want:   ClassQuota, reset: clsNow.Add(7 * 24 * time.Hour)},
 		// an overloaded or failing subscription carries its allowed
 		// window's reset on every answer: it cools by its class
 		{name: "529 with unified allowed and a reset 4h away", status: 529,
-			header: clsHeader(
-				"anthropic-ratelimit-unified-status", "allowed",
-				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(4*time.Hour)),
-			),
-			body: clsAnthropic("overloaded_error", "Overloaded"), want: ClassOverloaded},
+			header: clsUnified("allowed", clsNow.Add(4*time.Hour)),
+			body:   clsAnthropic("overloaded_error", "Overloaded"), want: ClassOverloaded},
 		{name: "529 even with unified rejected cools as overloaded", status: 529,
-			header: clsHeader(
-				"anthropic-ratelimit-unified-status", "rejected",
-				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(4*time.Hour)),
-			),
-			body: clsAnthropic("overloaded_error", "Overloaded"), want: ClassOverloaded},
+			header: clsUnified("rejected", clsNow.Add(4*time.Hour)),
+			body:   clsAnthropic("overloaded_error", "Overloaded"), want: ClassOverloaded},
 		{name: "500 with unified headers", status: 500,
-			header: clsHeader(
-				"anthropic-ratelimit-unified-status", "allowed",
-				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(4*time.Hour)),
-			),
-			body: clsAnthropic("api_error", "Internal server error"), want: ClassServerError},
+			header: clsUnified("allowed", clsNow.Add(4*time.Hour)),
+			body:   clsAnthropic("api_error", "Internal server error"), want: ClassServerError},
 		{name: "529 with a tokens reset", status: 529,
-			header: clsHeader(
-				"anthropic-ratelimit-tokens-remaining", "0",
-				"anthropic-ratelimit-tokens-reset", clsNow.Add(time.Hour).Format(time.RFC3339),
-			),
-			body: clsAnthropic("overloaded_error", "Overloaded"), want: ClassOverloaded},
+			header: clsExhausted("tokens", clsNow.Add(time.Hour).Format(time.RFC3339)),
+			body:   clsAnthropic("overloaded_error", "Overloaded"), want: ClassOverloaded},
 		{name: "429 rate limit takes the unified reset", status: 429,
-			header: clsHeader(
-				"anthropic-ratelimit-unified-status", "allowed_warning",
-				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(2*time.Hour)),
-			),
-			body: clsAnthropic("rate_limit_error", "slow down"), want: ClassRateLimit, reset: clsNow.Add(2 * time.Hour)},
+			header: clsUnified("allowed_warning", clsNow.Add(2*time.Hour)),
+			body:   clsAnthropic("rate_limit_error", "slow down"), want: ClassRateLimit, reset: clsNow.Add(2 * time.Hour)},
 	}
 	runClsCases(t, cases)
 }
@@ -85,8 +61,7 @@ func TestClassifyMaxResetOption(t *testing.T) {
 	if v := ClassifyMaxReset(429, h, nil, nil, clsNow, 30*24*time.Hour); !v.ResetAt.Equal(clsNow.Add(24 * time.Hour)) {
 		t.Errorf("max_reset 30d: ResetAt %v, want %v", v.ResetAt, clsNow.Add(24*time.Hour))
 	}
-	far := clsHeader("anthropic-ratelimit-unified-status", "rejected",
-		"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(20*24*time.Hour)))
+	far := clsUnified("rejected", clsNow.Add(20*24*time.Hour))
 	if v := ClassifyMaxReset(429, far, nil, nil, clsNow, 30*24*time.Hour); !v.ResetAt.Equal(clsNow.Add(20 * 24 * time.Hour)) {
 		t.Errorf("max_reset 30d, unified reset in 20d: ResetAt %v", v.ResetAt)
 	}

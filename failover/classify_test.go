@@ -35,6 +35,29 @@ func clsHeader(kv ...string) http.Header {
 	return h
 }
 
+// clsUnified is a subscription's unified rate limit headers: its overall
+// status, and the reset as epoch seconds.
+func clsUnified(status string, reset time.Time) http.Header {
+	return clsHeader("anthropic-ratelimit-unified-status", status, "anthropic-ratelimit-unified-reset", clsEpoch(reset))
+}
+
+// clsExhausted is the rate limit headers of an exhausted API key limit
+// (requests, tokens, input-tokens, output-tokens) that resets at reset.
+func clsExhausted(limit, reset string) http.Header {
+	return clsHeader("anthropic-ratelimit-"+limit+"-remaining", "0", "anthropic-ratelimit-"+limit+"-reset", reset)
+}
+
+// clsMerge is the headers of all of hs.
+func clsMerge(hs ...http.Header) http.Header {
+	out := make(http.Header)
+	for _, h := range hs {
+		for k, vs := range h {
+			out[k] = append(out[k], vs...)
+		}
+	}
+	return out
+}
+
 func clsEpoch(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
 
 const (
@@ -98,18 +121,12 @@ func TestClassifyClasses(t *testing.T) {
 
 		// quota
 		{name: "429 unified rejected with reset", status: 429,
-			header: clsHeader(
-				"anthropic-ratelimit-unified-status", "rejected",
-				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(3*time.Hour)),
-			),
-			body: clsAnthropic("rate_limit_error", "Rate limited"),
-			want: ClassQuota, reset: clsNow.Add(3 * time.Hour), wantType: "rate_limit_error"},
+			header: clsUnified("rejected", clsNow.Add(3*time.Hour)),
+			body:   clsAnthropic("rate_limit_error", "Rate limited"),
+			want:   ClassQuota, reset: clsNow.Add(3 * time.Hour), wantType: "rate_limit_error"},
 		{name: "429 unified rejected case-insensitive value", status: 429,
-			header: clsHeader(
-				"anthropic-ratelimit-unified-status", "Rejected",
-				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(time.Hour)),
-			),
-			want: ClassQuota, reset: clsNow.Add(time.Hour)},
+			header: clsUnified("Rejected", clsNow.Add(time.Hour)),
+			want:   ClassQuota, reset: clsNow.Add(time.Hour)},
 		{name: "429 unified 5h window rejected, 7d allowed", status: 429,
 			header: clsHeader(
 				"anthropic-ratelimit-unified-status", "allowed",
@@ -121,12 +138,9 @@ func TestClassifyClasses(t *testing.T) {
 			body: clsAnthropic("rate_limit_error", "Rate limited"),
 			want: ClassQuota, reset: clsNow.Add(2 * time.Hour)},
 		{name: "429 unified rejected and 5h rejected: latest reset", status: 429,
-			header: clsHeader(
-				"anthropic-ratelimit-unified-status", "rejected",
-				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(2*time.Hour)),
+			header: clsMerge(clsUnified("rejected", clsNow.Add(2*time.Hour)), clsHeader(
 				"anthropic-ratelimit-unified-5h-status", "rejected",
-				"anthropic-ratelimit-unified-5h-reset", clsEpoch(clsNow.Add(4*time.Hour)),
-			),
+				"anthropic-ratelimit-unified-5h-reset", clsEpoch(clsNow.Add(4*time.Hour)))),
 			want: ClassQuota, reset: clsNow.Add(4 * time.Hour)},
 		{name: "429 unified rejected without reset uses Retry-After", status: 429,
 			header: clsHeader(
@@ -281,56 +295,28 @@ func TestClassifyResetHints(t *testing.T) {
 			body: clsAnthropic("invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum"),
 			want: ClassContextWindow},
 		{name: "requests-reset RFC 3339 with remaining 0", status: 429,
-			header: clsHeader(
-				"anthropic-ratelimit-requests-limit", "50",
-				"anthropic-ratelimit-requests-remaining", "0",
-				"anthropic-ratelimit-requests-reset", rfc(40*time.Second),
-			),
-			body: clsAnthropic("rate_limit_error", clsRateMsg), want: ClassRateLimit, reset: clsNow.Add(40 * time.Second)},
+			header: clsMerge(clsHeader("anthropic-ratelimit-requests-limit", "50"), clsExhausted("requests", rfc(40*time.Second))),
+			body:   clsAnthropic("rate_limit_error", clsRateMsg), want: ClassRateLimit, reset: clsNow.Add(40 * time.Second)},
 		{name: "the exhausted limit's reset wins over a later non-exhausted one", status: 429,
-			header: clsHeader(
-				"anthropic-ratelimit-requests-remaining", "0",
-				"anthropic-ratelimit-requests-reset", rfc(20*time.Second),
-				"anthropic-ratelimit-tokens-remaining", "12000",
-				"anthropic-ratelimit-tokens-reset", rfc(50*time.Second),
-			),
+			header: clsMerge(clsExhausted("requests", rfc(20*time.Second)),
+				clsHeader("anthropic-ratelimit-tokens-remaining", "12000", "anthropic-ratelimit-tokens-reset", rfc(50*time.Second))),
 			want: ClassRateLimit, reset: clsNow.Add(20 * time.Second)},
 		{name: "latest of several exhausted limits", status: 429,
-			header: clsHeader(
-				"anthropic-ratelimit-input-tokens-remaining", "0",
-				"anthropic-ratelimit-input-tokens-reset", rfc(30*time.Second),
-				"anthropic-ratelimit-output-tokens-remaining", "0",
-				"anthropic-ratelimit-output-tokens-reset", rfc(45*time.Second),
-				"anthropic-ratelimit-requests-remaining", "10",
-				"anthropic-ratelimit-requests-reset", rfc(5*time.Second),
-			),
+			header: clsMerge(clsExhausted("input-tokens", rfc(30*time.Second)), clsExhausted("output-tokens", rfc(45*time.Second)),
+				clsHeader("anthropic-ratelimit-requests-remaining", "10", "anthropic-ratelimit-requests-reset", rfc(5*time.Second))),
 			want: ClassRateLimit, reset: clsNow.Add(45 * time.Second)},
 		{name: "ratelimit reset in the past ignored", status: 429,
-			header: clsHeader(
-				"anthropic-ratelimit-requests-remaining", "0",
-				"anthropic-ratelimit-requests-reset", rfc(-30*time.Second),
-			),
-			want: ClassRateLimit},
+			header: clsExhausted("requests", rfc(-30*time.Second)),
+			want:   ClassRateLimit},
 		{name: "ratelimit reset not RFC 3339 ignored", status: 429,
-			header: clsHeader(
-				"anthropic-ratelimit-requests-remaining", "0",
-				"anthropic-ratelimit-requests-reset", "in a minute",
-			),
-			want: ClassRateLimit},
+			header: clsExhausted("requests", "in a minute"),
+			want:   ClassRateLimit},
 		{name: "Retry-After wins over ratelimit reset", status: 429,
-			header: clsHeader(
-				"retry-after", "5",
-				"anthropic-ratelimit-requests-remaining", "0",
-				"anthropic-ratelimit-requests-reset", rfc(60*time.Second),
-			),
-			want: ClassRateLimit, reset: clsNow.Add(5 * time.Second)},
+			header: clsMerge(clsHeader("retry-after", "5"), clsExhausted("requests", rfc(60*time.Second))),
+			want:   ClassRateLimit, reset: clsNow.Add(5 * time.Second)},
 		{name: "unified reset wins over Retry-After for quota", status: 429,
-			header: clsHeader(
-				"retry-after", "5",
-				"anthropic-ratelimit-unified-status", "rejected",
-				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(5*time.Hour)),
-			),
-			want: ClassQuota, reset: clsNow.Add(5 * time.Hour)},
+			header: clsMerge(clsHeader("retry-after", "5"), clsUnified("rejected", clsNow.Add(5*time.Hour))),
+			want:   ClassQuota, reset: clsNow.Add(5 * time.Hour)},
 		{name: "unified window reset ignored when that window is not rejected", status: 429,
 			header: clsHeader(
 				"anthropic-ratelimit-unified-5h-status", "rejected",
@@ -340,20 +326,13 @@ func TestClassifyResetHints(t *testing.T) {
 			),
 			want: ClassQuota, reset: clsNow.Add(time.Hour)},
 		{name: "unified reset not a number ignored", status: 429,
-			header: clsHeader(
-				"anthropic-ratelimit-unified-status", "rejected",
-				"anthropic-ratelimit-unified-reset", "tomorrow",
-			),
-			want: ClassQuota},
+			header: clsHeader("anthropic-ratelimit-unified-status", "rejected", "anthropic-ratelimit-unified-reset", "tomorrow"),
+			want:   ClassQuota},
 		// A past unified reset says nothing about the future; the
 		// provider's Retry-After must then be used.
 		{name: "unified reset in the past ignored", status: 429,
-			header: clsHeader(
-				"anthropic-ratelimit-unified-status", "rejected",
-				"anthropic-ratelimit-unified-reset", clsEpoch(clsNow.Add(-2*time.Hour)),
-				"retry-after", "600",
-			),
-			want: ClassQuota, reset: clsNow.Add(600 * time.Second)},
+			header: clsMerge(clsUnified("rejected", clsNow.Add(-2*time.Hour)), clsHeader("retry-after", "600")),
+			want:   ClassQuota, reset: clsNow.Add(600 * time.Second)},
 	}
 	runClsCases(t, cases)
 }

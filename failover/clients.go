@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
@@ -143,13 +142,11 @@ func (a *clientAccess) cleanupClients() {
 // refreshKey reads the key source again every clientKeyRefresh until the
 // config is unloaded.
 func (c *Client) refreshKey(ctx context.Context, logger *zap.Logger) {
-	t := time.NewTicker(clientKeyRefresh)
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(clientKeyRefresh):
 			c.readKey(ctx, logger)
 		}
 	}
@@ -197,16 +194,14 @@ func (a *clientAccess) match(key string) *Client {
 	return found
 }
 
-// initialTried is a request's tried list: the providers the client may
-// not use count as tried, so they are never selected for it.
-func (c *Client) initialTried(n int) []bool {
-	tried := make([]bool, n)
+// markDisallowed sets up a request's tried list: the providers the client
+// may not use count as tried, so they are never selected for it.
+func (c *Client) markDisallowed(tried []bool) {
 	if c != nil && c.allowed != nil {
 		for i := range tried {
 			tried[i] = i >= len(c.allowed) || !c.allowed[i]
 		}
 	}
-	return tried
 }
 
 // label is the client's metric label value: its name, "" without clients.
@@ -306,68 +301,4 @@ func serveClients(w http.ResponseWriter, r *http.Request) error {
 		resp.Clients = append(resp.Clients, c.status())
 	}
 	return writeJSON(w, http.StatusOK, resp)
-}
-
-// unmarshalAccess reads the access subdirectives of llm_failover:
-//
-//	client <name> {
-//		key <source> [<args...>] [{ ... }]
-//		providers <name...>
-//	}
-//	client_key_header <header>
-//	allow_remote
-func (a *clientAccess) unmarshalAccess(d *caddyfile.Dispenser) error {
-	var err error
-	switch d.Val() {
-	case "allow_remote":
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-		a.AllowRemote = true
-	case "client_key_header":
-		a.ClientKeyHeader, err = parsedArg(d, "client_key_header: ", func(s string) (string, error) {
-			if !validHeaderName(s) {
-				return "", fmt.Errorf("%q is not a valid header name", s)
-			}
-			return s, nil
-		})
-	case "client":
-		a.Clients, err = appendNamed(d, a.Clients, "client", unmarshalClient,
-			func(c *Client) string { return c.Name })
-	}
-	return err
-}
-
-func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
-	if !d.NextArg() {
-		return nil, d.Err("client needs a name: client <name> { key env VAR }")
-	}
-	c := &Client{Name: d.Val()}
-	if d.NextArg() {
-		return nil, d.ArgErr()
-	}
-	who := "client " + c.Name
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		var err error
-		switch d.Val() {
-		case "key":
-			c.KeyRaw, err = unmarshalCredentialOnce(d, c.KeyRaw, who,
-				"env, file, command or keychain", "passthrough cannot hold a client key")
-		case "providers":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return nil, d.Errf("%s: providers takes at least one provider name", who)
-			}
-			c.Providers = append(c.Providers, args...)
-		default:
-			err = d.Errf("%s: unrecognized subdirective %q", who, d.Val())
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	if c.KeyRaw == nil {
-		return nil, d.Errf("%s: a key is required: key env VAR, key file PATH, ...", who)
-	}
-	return c, nil
 }

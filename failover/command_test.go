@@ -175,7 +175,7 @@ func TestLLMCommandErrorIsOneLine(t *testing.T) {
 	}
 	a := newUpstream(t, "a", replyMessage("a"))
 	p := startProxy(t, failoverSite(a.providerBlock()))
-	dead := "127.0.0.1:" + itoa(freePort(t))
+	dead := freeAddr(t)
 	for _, tc := range []struct {
 		admin, args, want string
 		code              int

@@ -21,9 +21,7 @@ import (
 // test can see how many requests are inside a handler.
 func startProxyWithMetrics(t *testing.T, siteBody string) *proxy {
 	t.Helper()
-	p := &proxy{t: t}
-	p.URL = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	p.AdminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := newProxy(t)
 	text := strings.Replace(p.caddyfile(siteBody), "\tauto_https off\n", "\tauto_https off\n\tmetrics\n", 1)
 	p.load(text)
 	t.Cleanup(func() {

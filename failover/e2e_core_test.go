@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -83,7 +82,7 @@ func TestClassesThatFailOver(t *testing.T) {
 		{"prompt too long is context_window", replyError(400, "invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum"), ClassContextWindow, false},
 		{"429 with a rejected unified limit is quota", replyError(429, "rate_limit_error", "rate limited",
 			"anthropic-ratelimit-unified-status", "rejected",
-			"anthropic-ratelimit-unified-reset", strconv.FormatInt(time.Date(2026, 11, 28, 17, 0, 0, 0, time.UTC).Unix(), 10)), ClassQuota, true},
+			"anthropic-ratelimit-unified-reset", clsEpoch(time.Date(2026, 11, 28, 17, 0, 0, 0, time.UTC))), ClassQuota, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -151,7 +150,7 @@ func TestClientErrorPassesThrough(t *testing.T) {
 // A provider nobody listens on is unreachable: fail over, cool it.
 func TestDialFailureIsUnreachable(t *testing.T) {
 	useFakeClock(t)
-	dead := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	dead := freeURL(t)
 	b := newUpstream(t, "b", replyMessage("from b"))
 	p := startProxy(t, failoverSite(
 		"\t\tprovider dead {\n\t\t\tupstream "+dead+"\n\t\t\tdial_timeout 2s\n\t\t}\n",

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -310,9 +309,7 @@ func headerMentions(h http.Header, secrets ...string) []string {
 // loaded.
 func startProxyWithGlobals(t *testing.T, globals, siteBody string) (*proxy, string) {
 	t.Helper()
-	p := &proxy{t: t}
-	p.URL = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	p.AdminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := newProxy(t)
 	text := p.caddyfile(siteBody)
 	if !strings.HasPrefix(text, "{\n") {
 		t.Fatalf("the harness's Caddyfile does not open with a global options block:\n%s", text)
@@ -902,7 +899,7 @@ func TestCredClientCredentialReachesOnlyPassthrough(t *testing.T) {
 	if err != nil || textOf(msg) != "from passthrough" {
 		t.Fatalf("%v %v", msg, err)
 	}
-	if got := raw.Header.Get("X-LLM-Attempts"); got != strconv.Itoa(len(c.ups)) {
+	if got := raw.Header.Get("X-LLM-Attempts"); got != itoa(len(c.ups)) {
 		t.Fatalf("X-LLM-Attempts %q, want every provider tried", got)
 	}
 	for _, u := range c.ups {

@@ -153,9 +153,7 @@ func TestStreamCutMidEventEndsWithWellFormedError(t *testing.T) {
 func TestLongSSELineAfterCommit(t *testing.T) {
 	useFakeClock(t)
 	huge := strings.Repeat("long ", (3<<20)/10)
-	a := newUpstream(t, "a", func(w http.ResponseWriter, r *http.Request, body []byte) {
-		writeStream(w, streamEvents("m", "short ", huge, " end"))
-	})
+	a := newUpstream(t, "a", replyEvents(streamEvents("m", "short ", huge, " end")))
 	p := startProxy(t, failoverSite(a.providerBlock()))
 	res := post(t, p.URL+"/v1/messages", streamingRequest)
 	raw := readAll(t, res)
@@ -202,10 +200,8 @@ func TestInStreamInvalidRequestPassesThrough(t *testing.T) {
 		streamEvents("m")[0],
 		sseEvent("error", map[string]any{"type": "error", "error": map[string]any{"type": "invalid_request_error", "message": "messages: bad block"}}),
 	}
-	a := newUpstream(t, "a", func(w http.ResponseWriter, r *http.Request, body []byte) { writeStream(w, events) })
-	b := newUpstream(t, "b", func(w http.ResponseWriter, r *http.Request, body []byte) {
-		writeStream(w, streamEvents("m", "from b"))
-	})
+	a := newUpstream(t, "a", replyEvents(events))
+	b := newUpstream(t, "b", replyEvents(streamEvents("m", "from b")))
 	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
 	_, _, err := streamRequest(t, sdkClient(p))
 	if err == nil || !strings.Contains(err.Error(), "messages: bad block") {

@@ -53,6 +53,16 @@ func freePort(t testing.TB) int {
 	return testport.Free(t)
 }
 
+// freeAddr is a loopback address nothing listens on yet.
+func freeAddr(t testing.TB) string { return "127.0.0.1:" + itoa(freePort(t)) }
+
+// freeURL is the http:// URL of a freeAddr: a dead upstream, or a site
+// still to be started.
+func freeURL(t testing.TB) string { return "http://" + freeAddr(t) }
+
+// newProxy is a proxy not yet started, with a free site and admin address.
+func newProxy(t *testing.T) *proxy { return &proxy{t: t, URL: freeURL(t), AdminAddr: freeAddr(t)} }
+
 // proxy is a real Caddy running in this process.
 type proxy struct {
 	t         *testing.T
@@ -65,11 +75,7 @@ type proxy struct {
 // so each test starts from fresh provider states.
 func startProxy(t *testing.T, siteBody string) *proxy {
 	t.Helper()
-	p := &proxy{t: t}
-	port := freePort(t)
-	adminPort := freePort(t)
-	p.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
-	p.AdminAddr = fmt.Sprintf("127.0.0.1:%d", adminPort)
+	p := newProxy(t)
 	p.load(p.caddyfile(siteBody))
 	t.Cleanup(func() {
 		if err := caddy.Stop(); err != nil {
@@ -315,6 +321,11 @@ func streamEvents(model string, pieces ...string) []string {
 		sseEvent("message_stop", map[string]any{"type": "message_stop"}),
 	)
 	return evs
+}
+
+// replyEvents answers with a stream of events.
+func replyEvents(events []string) func(w http.ResponseWriter, r *http.Request, body []byte) {
+	return func(w http.ResponseWriter, r *http.Request, body []byte) { writeStream(w, events) }
 }
 
 // writeStream sends events one by one, flushing each.

@@ -229,9 +229,7 @@ func TestPlaceholdersInAccessLog(t *testing.T) {
 	dir := t.TempDir()
 	accessLog := filepath.Join(dir, "access.log")
 	a := newUpstream(t, "pl_a", replyError(429, "rate_limit_error", "limited"))
-	b := newUpstream(t, "pl_b", func(w http.ResponseWriter, r *http.Request, body []byte) {
-		writeStream(w, streamEvents("glm-4.6", "x", "y"))
-	})
+	b := newUpstream(t, "pl_b", replyEvents(streamEvents("glm-4.6", "x", "y")))
 	site := failoverSite(a.providerBlock(), b.providerBlock("model claude-* glm-4.6")) + `
 	log_append llm_provider {llm.provider}
 	log_append llm_attempts {llm.attempts}

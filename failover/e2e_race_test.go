@@ -17,7 +17,7 @@ import (
 // Run with -race to make it meaningful.
 func TestConcurrentFailoversShareNothing(t *testing.T) {
 	useFakeClock(t)
-	dead := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	dead := freeURL(t)
 	b := newUpstream(t, "b", replyError(529, "overloaded_error", "Overloaded"))
 	c := newUpstream(t, "c", replyMessage("from c"))
 	// cooldown 0: every request walks the whole chain again

@@ -1,14 +1,12 @@
 package failover
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -51,14 +49,14 @@ func startRedis(t testing.TB) *redisServer {
 
 func (r *redisServer) start() {
 	r.t.Helper()
-	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+	r.cmd = exec.Command(r.bin, "--port", itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", r.dir)
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}
 	c := r.client()
 	defer c.Close()
-	for deadline := time.Now().Add(10 * time.Second); c.Ping(context.Background()).Err() != nil; {
+	for deadline := time.Now().Add(10 * time.Second); c.Ping(r.t.Context()).Err() != nil; {
 		if time.Now().After(deadline) {
 			r.t.Fatal("redis-server did not start")
 		}
@@ -123,12 +121,12 @@ func startFleet(t *testing.T, n int, share string, blocks ...string) []*instance
 	t.Helper()
 	var fleet []*instance
 	for i := 1; i < n; i++ {
-		in := &instance{name: string(rune('A' + i)), URL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
-		in.admin = &proxy{t: t, AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+		in := &instance{name: string(rune('A' + i)), URL: freeURL(t)}
+		in.admin = &proxy{t: t, AdminAddr: freeAddr(t)}
 		startChild(t, fleetCaddyfile(in.admin.AdminAddr, in.URL, share, "", blocks...), in.URL)
 		fleet = append(fleet, in)
 	}
-	p := &proxy{t: t, URL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	p := newProxy(t)
 	p.load(fleetCaddyfile(p.AdminAddr, p.URL, share, "", blocks...))
 	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
 	return append([]*instance{{name: "A", URL: p.URL, admin: p}}, fleet...)
@@ -276,7 +274,7 @@ func TestRedisShareSurvivesRestart(t *testing.T) {
 	sub := newUpstream(t, "rr_sub", replyError(429, "rate_limit_error", "usage", "anthropic-ratelimit-unified-status", "rejected",
 		"anthropic-ratelimit-unified-reset", fmt.Sprint(reset.Unix())))
 	key := newUpstream(t, "rr_key", replyMessage("from key"))
-	p := &proxy{t: t, URL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	p := newProxy(t)
 	cfg := fleetCaddyfile(p.AdminAddr, p.URL, redisShare(r), "", sub.providerBlock(), key.providerBlock())
 	p.load(cfg)
 	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
@@ -289,7 +287,7 @@ func TestRedisShareSurvivesRestart(t *testing.T) {
 	defer c.Close()
 	var ttl time.Duration
 	for deadline := time.Now().Add(2 * time.Second); ; {
-		ttl = c.PTTL(context.Background(), "llm_failover:breaker:rr_sub").Val()
+		ttl = c.PTTL(t.Context(), "llm_failover:breaker:rr_sub").Val()
 		if ttl > 0 || time.Now().After(deadline) {
 			break
 		}
@@ -320,7 +318,7 @@ func TestRedisShareLaterEndWins(t *testing.T) {
 	r := startRedis(t)
 	sub := newUpstream(t, "rl_sub", replyError(429, "rate_limit_error", "limited", "Retry-After", "30"))
 	key := newUpstream(t, "rl_key", replyMessage("from key"))
-	p := &proxy{t: t, URL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	p := newProxy(t)
 	p.load(fleetCaddyfile(p.AdminAddr, p.URL, redisShare(r), "", sub.providerBlock(), key.providerBlock()))
 	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
 
@@ -331,7 +329,7 @@ func TestRedisShareLaterEndWins(t *testing.T) {
 	long := time.Now().Add(3 * time.Hour).Truncate(time.Millisecond)
 	other, _ := json.Marshal(redisDecision{Name: "rl_sub", State: StateOpen, Until: long.UnixMilli(),
 		Decided: time.Now().Add(-time.Minute).UnixMicro(), Class: ClassQuota, Instance: "other", Token: "other/1"})
-	if err := c.Set(context.Background(), "llm_failover:breaker:rl_sub", other, 3*time.Hour).Err(); err != nil {
+	if err := c.Set(t.Context(), "llm_failover:breaker:rl_sub", other, 3*time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
 	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest)) // the 429 with Retry-After: 30
@@ -347,13 +345,13 @@ func TestRedisShareLaterEndWins(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	var stored redisDecision
-	if err := json.Unmarshal([]byte(c.Get(context.Background(), "llm_failover:breaker:rl_sub").Val()), &stored); err != nil {
+	if err := json.Unmarshal([]byte(c.Get(t.Context(), "llm_failover:breaker:rl_sub").Val()), &stored); err != nil {
 		t.Fatal(err)
 	}
 	if stored.Until != long.UnixMilli() || stored.Instance != "other" {
 		t.Fatalf("the short cooldown replaced the long one in redis: %+v", stored)
 	}
-	if ttl := c.PTTL(context.Background(), "llm_failover:breaker:rl_sub").Val(); ttl < 2*time.Hour {
+	if ttl := c.PTTL(t.Context(), "llm_failover:breaker:rl_sub").Val(); ttl < 2*time.Hour {
 		t.Fatalf("the key expires in %s", ttl)
 	}
 }
@@ -370,10 +368,10 @@ func TestRedisShareOutage(t *testing.T) {
 	share := redisShare(r)
 	blocks := []string{sub.providerBlock(), key.providerBlock()}
 
-	b := &instance{name: "B", URL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
-	b.admin = &proxy{t: t, AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	b := &instance{name: "B", URL: freeURL(t)}
+	b.admin = &proxy{t: t, AdminAddr: freeAddr(t)}
 	startChild(t, fleetCaddyfile(b.admin.AdminAddr, b.URL, share, "", blocks...), b.URL)
-	p := &proxy{t: t, URL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	p := newProxy(t)
 	p.load(fleetCaddyfile(p.AdminAddr, p.URL, share, "\tlog {\n\t\toutput file "+logFile+"\n\t\tformat json\n\t}\n", blocks...))
 	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
 	a := &instance{name: "A", URL: p.URL, admin: p}

@@ -2,7 +2,6 @@ package failover
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,7 +41,7 @@ func TestShareStorageLaterEndWins(t *testing.T) {
 		"sl_sub": {State: StateOpen, Until: now.Add(30 * time.Second), Class: ClassRateLimit, DecidedAt: now.Add(-time.Minute)}}})
 	sub := newUpstream(t, "sl_sub", replyMessage("from sub"))
 	key := newUpstream(t, "sl_key", replyMessage("from key"))
-	p := &proxy{t: t, URL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	p := newProxy(t)
 	p.load(shareCaddyfile(p.AdminAddr, p.URL, storage, sub.providerBlock(), key.providerBlock()))
 	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
 
@@ -85,7 +84,7 @@ func TestShareStoragePurgeAndNoExpiredEntries(t *testing.T) {
 
 	sub := newUpstream(t, "sp_sub", replyError(429, "rate_limit_error", "limited", "Retry-After", "5"))
 	key := newUpstream(t, "sp_key", replyMessage("from key"))
-	p := &proxy{t: t, URL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	p := newProxy(t)
 	cfg := strings.Replace(shareCaddyfile(p.AdminAddr, p.URL, storage, sub.providerBlock("credential passthrough"), key.providerBlock()),
 		"read_interval 200ms", "read_interval 200ms\n\t\t\tpurge_after 1h", 1)
 	p.load(cfg)

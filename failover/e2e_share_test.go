@@ -115,14 +115,12 @@ func TestShareAcrossInstances(t *testing.T) {
 	a := newUpstream(t, "sh_sub", replyError(429, "rate_limit_error", "limited", "Retry-After", "3600"))
 	b := newUpstream(t, "sh_key", replyMessage("from key"))
 
-	childURL := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	child := &proxy{t: t, AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	childURL := freeURL(t)
+	child := &proxy{t: t, AdminAddr: freeAddr(t)}
 	childCfg := shareCaddyfile(child.AdminAddr, childURL, storage, a.providerBlock(), b.providerBlock())
 	startChild(t, childCfg, childURL)
 
-	p := &proxy{t: t}
-	p.URL = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	p.AdminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := newProxy(t)
 	p.load(shareCaddyfile(p.AdminAddr, p.URL, storage, a.providerBlock(), b.providerBlock()))
 	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
 
@@ -194,9 +192,7 @@ func TestShareSurvivesRestart(t *testing.T) {
 	a := newUpstream(t, "rs_sub", replyError(429, "rate_limit_error", "usage", "anthropic-ratelimit-unified-status", "rejected",
 		"anthropic-ratelimit-unified-reset", fmt.Sprint(time.Now().Add(3*time.Hour).Unix())))
 	b := newUpstream(t, "rs_key", replyMessage("from key"))
-	p := &proxy{t: t}
-	p.URL = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	p.AdminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := newProxy(t)
 	cfg := shareCaddyfile(p.AdminAddr, p.URL, storage, a.providerBlock(), b.providerBlock())
 	p.load(cfg)
 	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest))
@@ -240,9 +236,7 @@ func TestShareStorageFaults(t *testing.T) {
 	a := newUpstream(t, "sf_sub", replyMessage("from sub"))
 	b := newUpstream(t, "sf_key", replyMessage("from key"))
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
-	p := &proxy{t: t}
-	p.URL = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	p.AdminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := newProxy(t)
 	cfg := strings.Replace(shareCaddyfile(p.AdminAddr, p.URL, storage, a.providerBlock(), b.providerBlock()),
 		"\tpersist_config off\n", "\tpersist_config off\n\tlog {\n\t\toutput file "+logFile+"\n\t\tformat json\n\t}\n", 1)
 	p.load(cfg)

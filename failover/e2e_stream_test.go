@@ -46,9 +46,7 @@ func TestEarlyStreamErrorFailsOver(t *testing.T) {
 			sseEvent("error", map[string]any{"type": "error", "error": map[string]any{"type": "overloaded_error", "message": "Overloaded"}}),
 		})
 	})
-	b := newUpstream(t, "b", func(w http.ResponseWriter, r *http.Request, body []byte) {
-		writeStream(w, streamEvents("claude-sonnet-4-5", "from ", "b"))
-	})
+	b := newUpstream(t, "b", replyEvents(streamEvents("claude-sonnet-4-5", "from ", "b")))
 	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
 	var raw *http.Response
 	msg, types, err := streamRequest(t, sdkClient(p), option.WithResponseInto(&raw))
@@ -89,9 +87,7 @@ func TestEarlyStreamErrorClassComesFromItsType(t *testing.T) {
 				// no event field: an untyped data payload with "type":"error"
 				writeStream(w, []string{`data: {"type":"error","error":{"type":"` + errType + `","message":"x"}}` + "\n\n"})
 			})
-			b := newUpstream(t, "b", func(w http.ResponseWriter, r *http.Request, body []byte) {
-				writeStream(w, streamEvents("m", "ok"))
-			})
+			b := newUpstream(t, "b", replyEvents(streamEvents("m", "ok")))
 			p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
 			if msg, _, err := streamRequest(t, sdkClient(p)); err != nil || textOf(&msg) != "ok" {
 				t.Fatalf("%q %v", textOf(&msg), err)
@@ -112,9 +108,7 @@ func TestLateStreamErrorPassesThroughAndCools(t *testing.T) {
 		writeStream(w, append(events[:4:4],
 			sseEvent("error", map[string]any{"type": "error", "error": map[string]any{"type": "overloaded_error", "message": "Overloaded mid-stream"}})))
 	})
-	b := newUpstream(t, "b", func(w http.ResponseWriter, r *http.Request, body []byte) {
-		writeStream(w, streamEvents("m", "from b"))
-	})
+	b := newUpstream(t, "b", replyEvents(streamEvents("m", "from b")))
 	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
 	msg, _, err := streamRequest(t, sdkClient(p))
 	if err == nil || !strings.Contains(err.Error(), "Overloaded mid-stream") {

@@ -75,9 +75,7 @@ func TestWrapModeStreamEarlyError(t *testing.T) {
 		writeStream(w, []string{streamEvents("m")[0],
 			sseEvent("error", map[string]any{"type": "error", "error": map[string]any{"type": "overloaded_error", "message": "Overloaded"}})})
 	})
-	b := newUpstream(t, "b", func(w http.ResponseWriter, r *http.Request, body []byte) {
-		writeStream(w, streamEvents("m", "wrapped ", "b"))
-	})
+	b := newUpstream(t, "b", replyEvents(streamEvents("m", "wrapped ", "b")))
 	p := startProxy(t, wrapSite(a, b))
 	msg, _, err := streamRequest(t, sdkClient(p))
 	if err != nil || textOf(&msg) != "wrapped b" {

@@ -68,23 +68,23 @@ func TestLoginServicesStartTheInstalledProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{
+	wantLines(t, "the systemd unit", string(unit),
 		"ExecStart=%h/.local/bin/caddy run --config %h/.config/llm-failover/Caddyfile",
 		"EnvironmentFile=-%h/.config/llm-failover/env",
-		"WantedBy=default.target",
-	} {
-		if !strings.Contains(string(unit), want) {
-			t.Errorf("systemd unit lacks %q", want)
-		}
-	}
+		"WantedBy=default.target")
 	readme, _ := os.ReadFile(filepath.Join("..", "README.md"))
-	for _, want := range []string{
+	wantLines(t, "README.md's install steps", string(readme),
 		"cp caddy ~/.local/bin/caddy && cp Caddyfile.example ~/.config/llm-failover/Caddyfile",
 		"cp examples/llm-failover.service ~/.config/systemd/user/",
-		"cp examples/com.caddy-llm-failover.plist ~/Library/LaunchAgents/",
-	} {
-		if !strings.Contains(string(readme), want) {
-			t.Errorf("README.md lacks the install line %q", want)
+		"cp examples/com.caddy-llm-failover.plist ~/Library/LaunchAgents/")
+}
+
+// wantLines reports each of wants that text, named what, lacks.
+func wantLines(t *testing.T, what, text string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(text, want) {
+			t.Errorf("%s: missing %q", what, want)
 		}
 	}
 }

@@ -35,10 +35,6 @@ const maxHeldError = 1 << 20
 // over. A larger body is committed at this size and copied through.
 const maxHeldSuccess = 4 << 20
 
-// maxEventTail bounds the unfinished event a committed stream keeps back
-// (see writeEventsLocked). A longer event is forwarded as it comes.
-const maxEventTail = 1 << 20
-
 // gate is the ResponseWriter a provider's reverse_proxy writes to. It holds
 // status, headers and body until a verdict: an error response is held
 // whole and classified; an event stream is held until its first events
@@ -61,12 +57,12 @@ type gate struct {
 	held   *bytes.Buffer
 
 	stream   *StreamConfig // nil: not a model call, passed through untouched
+	owner    gateOwner
 	inspect  streaminspect.Inspector
 	encoding string // Content-Encoding of a held stream
 	isStream bool   // the response is text/event-stream
-	timer    *time.Timer
-	length   int64 // Content-Length of a held success, -1 if unknown
-	head     bool  // a HEAD request: a success has no body to hold
+	length   int64  // Content-Length of a held success, -1 if unknown
+	head     bool   // a HEAD request: a success has no body to hold
 	// trailing is set when reverse_proxy asks for the header map after
 	// WriteHeader while holding: it is about to write trailers into it,
 	// so the hold timer must not commit (and copy the map) any more.
@@ -77,43 +73,82 @@ type gate struct {
 	verdict    Verdict
 	hasVerdict bool
 
+	// The hold timer commits a held stream after stream.HoldWait; the
+	// idle timer watches a committed stream or a held success for an
+	// upstream that stopped sending. Both are kept across reuse (see
+	// reset) and armed with Reset; timerMayRun says a callback may still
+	// run, so the gate must not be reused.
+	hold, idle  gateTimer
+	timerMayRun bool
+
 	// after commit
-	watch        streaminspect.Watcher
-	streamFailed func(streaminspect.ErrorInfo) // an upstream error event after commit
-	reportedErr  bool
-	lastWrite    atomic.Int64 // monotonic nanoseconds since started of the last upstream write
-	stalled      atomic.Bool
-	idle         *time.Timer
-	tail         *bytes.Buffer // an unfinished event of a committed stream, kept back
-	midEvent     bool          // an event over maxEventTail was forwarded unfinished
+	watch       streaminspect.Watcher
+	reportedErr bool
+	lastWrite   atomic.Int64 // monotonic nanoseconds since started of the last upstream write
+	stalled     atomic.Bool
+	tail        *bytes.Buffer // an unfinished event of a committed stream, kept back
+	midEvent    bool          // an event over maxEventTail was forwarded unfinished
+	hijacked    bool          // a 101 handed the client's connection on: never reuse
 
 	// a committed non-streaming JSON success is kept (up to maxUsageBody)
 	// to read its usage once it is complete
 	usageBody *bytes.Buffer
 
-	cancel   context.CancelFunc // stops the attempt's upstream request
-	onCommit func(h http.Header)
-	classify func(status int, h http.Header, body []byte) Verdict
+	cancel context.CancelFunc // stops the attempt's upstream request
 
 	started                  time.Time
 	sawEvent, sawContent     bool
 	firstEvent, firstContent time.Duration
 }
 
+// gateOwner is what a gate asks of the attempt whose response it holds.
+// The gate calls it with its lock held: none of these may block.
+type gateOwner interface {
+	// verdictFor classifies a held error response: a verdict that fails
+	// over or asks for a retry (Retry) discards it, any other commits it.
+	verdictFor(status int, hdr http.Header, body []byte) Verdict
+	// committing is told just before status and headers go to the
+	// client; hdr is the client's header map, still writable.
+	committing(hdr http.Header)
+	// streamFailed is told of an upstream error event in a committed
+	// stream, before the client reads it.
+	streamFailed(ei streaminspect.ErrorInfo)
+}
+
 var heldPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-func newGate(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelFunc) *gate {
-	return &gate{
-		w:       w,
-		header:  make(http.Header),
-		stream:  stream,
-		cancel:  cancel,
+// newGate returns a gate for one attempt; owner may be nil (nothing is
+// classified: an error response is passed through).
+func newGate(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelFunc, owner gateOwner) *gate {
+	g := new(gate)
+	g.reset(w, stream, cancel, owner)
+	return g
+}
+
+// reset readies a gate for a new attempt, keeping its header map and
+// timers. The caller made sure no timer callback of the last attempt can
+// still run (reusable).
+func (g *gate) reset(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelFunc, owner gateOwner) {
+	header, holdTimer, idleTimer := g.header, g.hold.t, g.idle.t
+	if header == nil {
+		header = make(http.Header)
+	} else {
+		clear(header)
+	}
+	*g = gate{
+		w: w, header: header, stream: stream, cancel: cancel, owner: owner,
+		hold: gateTimer{t: holdTimer}, idle: gateTimer{t: idleTimer},
 		started: time.Now(), // monotonic: latency and idleness are measured on the real clock, never a test's
 	}
 }
 
-// touch records an upstream write for the idle watch.
-func (g *gate) touch() { g.lastWrite.Store(int64(time.Since(g.started))) }
+// reusable says whether the gate may serve another attempt: no timer
+// callback can still run, and no connection was handed on.
+func (g *gate) reusable() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return !g.timerMayRun && !g.hijacked && !g.hold.armed && !g.idle.armed
+}
 
 // Header returns the attempt's own header map until commit and the
 // client's after it (trailers are added after the body).
@@ -127,9 +162,7 @@ func (g *gate) Header() http.Header {
 		// The body is done and trailers follow: the timer must not copy
 		// the map while reverse_proxy writes it. finish decides instead.
 		g.trailing = true
-		if g.timer != nil {
-			g.timer.Stop()
-		}
+		g.stopHoldLocked()
 	}
 	return g.header
 }
@@ -157,6 +190,7 @@ func (g *gate) writeHeaderLocked(status int) {
 	case status == http.StatusSwitchingProtocols:
 		// The connection changes hands (a WebSocket): nothing to hold.
 		// Hijack and Unwrap reach the client's connection once committed.
+		g.hijacked = true
 		g.commitLocked()
 	case status >= 400:
 		g.mode = modeHoldError
@@ -172,7 +206,7 @@ func (g *gate) writeHeaderLocked(status int) {
 		g.encoding = g.header.Get("Content-Encoding")
 		g.inspect.Policy = g.stream.inspectPolicy()
 		if g.stream.HoldWait > 0 {
-			g.timer = time.AfterFunc(time.Duration(g.stream.HoldWait), g.holdExpired)
+			g.armHoldLocked(time.Duration(g.stream.HoldWait))
 		}
 	case status >= 200 && status < 300 && status != http.StatusNoContent && !g.head && g.stream != nil:
 		g.mode = modeHoldSuccess
@@ -263,125 +297,31 @@ func (g *gate) Write(p []byte) (int, error) {
 	return len(p), nil // discarded
 }
 
-// writeCommitted passes upstream bytes of a committed response to the
-// client. The caller holds wmu, not mu.
-func (g *gate) writeCommitted(p []byte) (int, error) {
-	if !g.isStream {
-		if g.usageBody != nil {
-			g.keepForUsage(p)
-		}
-		return g.w.Write(p)
-	}
-	g.touch()
-	g.watchStream(p)
-	if g.encoding != "" {
-		return g.w.Write(p) // compressed: no events to find
-	}
-	if err := g.writeEvents(p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// writeEvents forwards a committed stream's complete events and keeps an
-// unfinished one back (tail) until its end arrives, so that a stream that
-// breaks mid-event can still be closed with an error event every parser
-// reads whole. Upstreams flush event by event, so the tail is usually
-// empty and p goes out as it came. An event over maxEventTail goes out
-// unfinished (midEvent). The caller holds wmu.
-func (g *gate) writeEvents(p []byte) error {
-	if g.tail == nil || g.tail.Len() == 0 {
-		end := streaminspect.LastBoundary(p)
-		if end == len(p) {
-			g.midEvent = false
-			_, err := g.w.Write(p)
-			return err
-		}
-		if end > 0 {
-			g.midEvent = false
-			if _, err := g.w.Write(p[:end]); err != nil {
-				return err
-			}
-			p = p[end:]
-		}
-		if g.midEvent {
-			_, err := g.w.Write(p)
-			return err
-		}
-		if g.tail == nil {
-			g.tail = heldPool.Get().(*bytes.Buffer)
-		}
-		g.tail.Write(p)
-		return g.trimTail()
-	}
-	g.tail.Write(p)
-	end := streaminspect.LastBoundary(g.tail.Bytes())
-	if end > 0 {
-		if _, err := g.w.Write(g.tail.Bytes()[:end]); err != nil {
-			return err
-		}
-		rest := g.tail.Bytes()[end:]
-		g.tail.Reset()
-		g.tail.Write(rest) // copy handles the overlap
-	}
-	return g.trimTail()
-}
-
-// trimTail forwards a kept-back event that grew past maxEventTail.
-func (g *gate) trimTail() error {
-	if g.tail.Len() <= maxEventTail {
-		return nil
-	}
-	_, err := g.w.Write(g.tail.Bytes())
-	g.tail.Reset()
-	g.midEvent = true
-	return err
-}
-
-// endEvents ends a committed stream's output: a kept-back tail is sent
-// when the stream ended well (it is the stream's own last bytes) and
-// dropped when the stream broke, and it reports whether the client's
-// stream stands at an event boundary for a closing event. The caller
-// holds wmu.
-func (g *gate) endEvents(broke bool) (atBoundary bool) {
-	if g.tail != nil {
-		if g.tail.Len() > 0 && !broke {
-			_, _ = g.w.Write(g.tail.Bytes())
-		}
-		releaseHeld(g.tail)
-		g.tail = nil
-	}
-	if g.midEvent {
-		return false
-	}
-	return true
-}
-
-// inspectLocked feeds held stream bytes to the inspector and acts on its
-// verdict. It reports whether it committed: the caller then writes the
+// inspectLocked feeds held stream bytes to the inspector and acts on the
+// state it reports. It reports whether it committed: the caller then writes the
 // held bytes.
 func (g *gate) inspectLocked(p []byte) bool {
-	var v streaminspect.Verdict
+	var state streaminspect.State
 	if g.encoding == "" {
-		v = g.inspect.Feed(p)
+		state = g.inspect.Feed(p)
 	} else {
 		// A compressed stream is decoded from the start each time: the
 		// held prefix is small (stream.HoldBytes) and this lasts only until the
 		// first content event.
 		decoded, err := decodeBody(g.encoding, g.held.Bytes(), maxHeldError)
 		if err != nil {
-			v = streaminspect.Pending
+			state = streaminspect.Pending
 		} else {
 			g.inspect = streaminspect.Inspector{Policy: g.stream.inspectPolicy()}
-			v = g.inspect.Feed(decoded)
+			state = g.inspect.Feed(decoded)
 		}
 	}
 	if !g.sawEvent && g.inspect.Events() > 0 {
 		g.sawEvent, g.firstEvent = true, time.Since(g.started)
 	}
-	switch v {
+	switch state {
 	case streaminspect.Content, streaminspect.Ended, streaminspect.Invalid:
-		if v == streaminspect.Content {
+		if state == streaminspect.Content {
 			g.sawContent, g.firstContent = true, time.Since(g.started)
 		}
 		g.commitLocked()
@@ -412,7 +352,9 @@ func (g *gate) decideErrorLocked() {
 		return
 	}
 	body, _ := decodeBody(g.header.Get("Content-Encoding"), g.held.Bytes(), maxClassifiedBody)
-	g.verdict = g.classify(g.status, g.header, body)
+	if g.owner != nil {
+		g.verdict = g.owner.verdictFor(g.status, g.header, body)
+	}
 	g.hasVerdict = true
 	if g.verdict.Class.FailsOver() || g.verdict.Retry {
 		g.discardLocked()
@@ -425,26 +367,10 @@ func (g *gate) decideErrorLocked() {
 // upstream request is cancelled, so a large error body is not read.
 func (g *gate) discardLocked() {
 	g.mode = modeDiscarded
-	if g.timer != nil {
-		g.timer.Stop()
-	}
+	g.stopHoldLocked()
 	if g.cancel != nil {
 		g.cancel()
 	}
-}
-
-func (g *gate) holdExpired() {
-	g.wmu.Lock()
-	defer g.wmu.Unlock()
-	g.mu.Lock()
-	if g.mode != modeHoldStream || g.trailing {
-		g.mu.Unlock()
-		return
-	}
-	g.commitLocked()
-	g.mu.Unlock()
-	g.writeHeld()
-	g.flush()
 }
 
 // commitLocked writes the held status and headers to the client; the
@@ -454,12 +380,9 @@ func (g *gate) commitLocked() {
 	if g.mode == modeCommitted {
 		return
 	}
-	if g.timer != nil {
-		g.timer.Stop()
-	}
-	if g.mode == modeHoldSuccess && g.idle != nil {
-		g.idle.Stop()
-		g.idle = nil
+	g.stopHoldLocked()
+	if g.mode == modeHoldSuccess {
+		g.stopIdleLocked()
 	}
 	dst := g.w.Header()
 	delete(dst, "Server") // as reverse_proxy does: it sends Via instead
@@ -475,8 +398,8 @@ func (g *gate) commitLocked() {
 			delete(dst, http.CanonicalHeaderKey(strings.TrimSpace(k)))
 		}
 	}
-	if g.onCommit != nil {
-		g.onCommit(dst)
+	if g.owner != nil {
+		g.owner.committing(dst)
 	}
 	status := g.status
 	if status == 0 {
@@ -531,53 +454,6 @@ func (g *gate) writeHeld() (int, error) {
 	return n, err
 }
 
-// watchStream follows a committed stream for its terminal event, usage and
-// an upstream error event. The error feeds the breaker before the client
-// sees it, so the next request already skips the provider. The caller
-// holds wmu.
-func (g *gate) watchStream(p []byte) {
-	if g.encoding != "" {
-		return // a compressed stream is passed through without a decoder
-	}
-	g.watch.Feed(p)
-	if g.streamFailed != nil && !g.reportedErr {
-		if ei, failed := g.watch.Failed(); failed {
-			g.reportedErr = true
-			g.streamFailed(ei)
-		}
-	}
-}
-
-// startIdleWatch ends a committed stream, or a held success, whose
-// upstream sends nothing for longer than the idle limit: the attempt is
-// cancelled, and the handler closes the client's stream with an error
-// event or fails a held success over. Idleness is measured on the
-// monotonic clock: a wall-clock step must not end a healthy stream. The
-// check takes only mu, never wmu, so a client that stops reading cannot
-// park it. The caller holds mu.
-func (g *gate) startIdleWatch() {
-	if g.stream == nil || g.stream.IdleTimeout <= 0 || g.cancel == nil {
-		return
-	}
-	g.touch()
-	g.idle = time.AfterFunc(time.Duration(g.stream.IdleTimeout), g.checkIdle)
-}
-
-func (g *gate) checkIdle() {
-	idle := time.Duration(g.stream.IdleTimeout)
-	since := time.Since(g.started) - time.Duration(g.lastWrite.Load())
-	if since >= idle {
-		g.stalled.Store(true)
-		g.cancel()
-		return
-	}
-	g.mu.Lock()
-	if g.idle != nil {
-		g.idle.Reset(idle - since)
-	}
-	g.mu.Unlock()
-}
-
 // flush sends what was written to the client. The caller holds wmu.
 func (g *gate) flush() {
 	_ = http.NewResponseController(g.w).Flush()
@@ -614,9 +490,9 @@ func (g *gate) Unwrap() http.ResponseWriter {
 	return g.w
 }
 
-// attemptEnd is what the handler learns when an attempt's reverse_proxy
+// gateResult is what the handler learns when an attempt's reverse_proxy
 // has returned.
-type attemptEnd struct {
+type gateResult struct {
 	committed bool
 	verdict   Verdict // meaningful when !committed, or for a held error passed through
 	// held response of a failed attempt, kept in case no other provider
@@ -631,23 +507,19 @@ type attemptEnd struct {
 // finish decides what is still undecided once reverse_proxy returned.
 // aborted says the upstream body broke (reverse_proxy panicked with
 // http.ErrAbortHandler).
-func (g *gate) finish(clientGone, aborted bool) attemptEnd {
+func (g *gate) finish(clientGone, aborted bool) gateResult {
 	g.wmu.Lock()
 	defer g.wmu.Unlock()
 	g.mu.Lock()
-	if g.timer != nil {
-		g.timer.Stop()
-	}
-	if g.idle != nil {
-		g.idle.Stop()
-	}
+	g.stopHoldLocked()
+	g.stopIdleLocked()
 	if clientGone && g.mode != modeCommitted {
 		// nobody to answer: reverse_proxy's 499 is not a verdict
 		g.mode = modeDiscarded
 		g.status = 0
 		g.releaseHeldLocked()
 		g.mu.Unlock()
-		return attemptEnd{}
+		return gateResult{}
 	}
 	commit := false
 	switch g.mode {
@@ -656,7 +528,7 @@ func (g *gate) finish(clientGone, aborted bool) attemptEnd {
 		commit = g.mode == modeCommitted
 	case modeHoldStream:
 		// the stream ended while held: before any content or error
-		if !aborted && (g.inspect.Verdict() == streaminspect.Ended || g.inspect.Verdict() == streaminspect.Content) {
+		if !aborted && (g.inspect.State() == streaminspect.Ended || g.inspect.State() == streaminspect.Content) {
 			g.commitLocked()
 			commit = true
 		} else {
@@ -684,7 +556,7 @@ func (g *gate) finish(clientGone, aborted bool) attemptEnd {
 		g.status = 0
 		g.releaseHeldLocked()
 		g.mu.Unlock()
-		return attemptEnd{verdict: g.verdict, bodyBroke: true}
+		return gateResult{verdict: g.verdict, bodyBroke: true}
 	}
 	g.mu.Unlock()
 	if commit {
@@ -692,12 +564,12 @@ func (g *gate) finish(clientGone, aborted bool) attemptEnd {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	end := attemptEnd{committed: g.mode == modeCommitted, verdict: g.verdict}
+	end := gateResult{committed: g.mode == modeCommitted, verdict: g.verdict}
 	if g.mode == modeCommitted {
 		g.releaseHeldLocked()
 	} else if g.mode == modeDiscarded && g.status != 0 {
 		end.status, end.header, end.body = g.status, g.header, g.held
-		g.held = nil
+		g.held, g.header = nil, nil // the handler keeps them
 	}
 	return end
 }
@@ -705,64 +577,6 @@ func (g *gate) finish(clientGone, aborted bool) attemptEnd {
 func (g *gate) releaseHeldLocked() {
 	releaseHeld(g.held)
 	g.held = nil
-}
-
-// keepForUsageLocked keeps what the usage reader needs of a committed JSON
-// body: its last usageTail bytes (usage comes last in Anthropic's and
-// OpenAI's responses), or, when compressed, the whole body up to
-// maxUsageBody, since a compressed tail cannot be decoded alone.
-func (g *gate) keepForUsage(p []byte) {
-	b := g.usageBody
-	if g.header.Get("Content-Encoding") != "" {
-		if b.Len()+len(p) > maxUsageBody {
-			releaseHeld(g.usageBody)
-			g.usageBody = nil
-			return
-		}
-		b.Write(p)
-		return
-	}
-	if len(p) >= usageTail {
-		b.Reset()
-		b.Write(p[len(p)-usageTail:])
-		return
-	}
-	if over := b.Len() + len(p) - usageTail; over > 0 {
-		kept := b.Bytes()[over:]
-		b.Reset()
-		b.Write(kept) // shifts within the same array: copy handles overlap
-	}
-	b.Write(p)
-}
-
-func (g *gate) releaseUsageLocked() {
-	releaseHeld(g.usageBody)
-	g.usageBody = nil
-}
-
-// usage returns the token usage of a committed response: from the stream's
-// message_start/message_delta events, or the JSON body's usage object.
-func (g *gate) usage() (streaminspect.Usage, bool) {
-	g.wmu.Lock()
-	defer g.wmu.Unlock()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.isStream {
-		u := g.watch.Usage()
-		return u, u != (streaminspect.Usage{})
-	}
-	if g.usageBody == nil {
-		return streaminspect.Usage{}, false
-	}
-	defer g.releaseUsageLocked()
-	body := g.usageBody.Bytes()
-	if enc := g.header.Get("Content-Encoding"); enc != "" {
-		var err error
-		if body, err = decodeBody(enc, body, maxUsageBody); err != nil {
-			return streaminspect.Usage{}, false
-		}
-	}
-	return usageFromTail(body)
 }
 
 func releaseHeld(b *bytes.Buffer) {

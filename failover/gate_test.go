@@ -29,7 +29,7 @@ func testHold() *StreamConfig {
 func gateServer(t *testing.T, hold *StreamConfig, drive func(g *gate, r *http.Request)) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		g := newGate(w, hold, func() {})
+		g := newGate(w, hold, func() {}, nil)
 		drive(g, r)
 		g.finish(false, false)
 	}))
@@ -136,15 +136,8 @@ func TestGateTrailersOfHeldResponse(t *testing.T) {
 // timer that fires late must not commit (it would copy the map while it is
 // written, and the trailers would be lost): finish decides.
 func TestGateHoldTimerAfterTrailers(t *testing.T) {
-	hold := testHold()
-	hold.HoldWait = caddy.Duration(time.Hour)
-	rec := httptest.NewRecorder()
-	g := newGate(rec, hold, func() {})
-	g.Header().Set("Content-Type", "text/event-stream")
-	g.WriteHeader(http.StatusOK)
-	_, _ = g.Write([]byte(streamEvents("m")[0])) // message_start: still held
-	g.Header().Set("X-Trailer", "v")
-	g.holdExpired() // the timer fired just as the map was handed out
+	g, rec := heldStreamWithTrailer(time.Hour, streamEvents("m")[0]) // message_start: still held
+	g.holdExpired()                                                  // the timer fired just as the map was handed out
 	g.mu.Lock()
 	mode := g.mode
 	g.mu.Unlock()
@@ -154,6 +147,21 @@ func TestGateHoldTimerAfterTrailers(t *testing.T) {
 	if end := g.finish(false, false); end.committed {
 		t.Fatal("a stream that ended before content was committed")
 	}
+}
+
+// heldStreamWithTrailer plays reverse_proxy holding a stream (hold timer
+// set to holdWait) that wrote first and then asked for the header map to
+// add a trailer.
+func heldStreamWithTrailer(holdWait time.Duration, first string) (*gate, *httptest.ResponseRecorder) {
+	hold := testHold()
+	hold.HoldWait = caddy.Duration(holdWait)
+	rec := httptest.NewRecorder()
+	g := newGate(rec, hold, func() {}, nil)
+	g.Header().Set("Content-Type", "text/event-stream")
+	g.WriteHeader(http.StatusOK)
+	_, _ = g.Write([]byte(first))
+	g.Header().Set("X-Trailer", "v")
+	return g, rec
 }
 
 // errWriter is a client that went away: every write fails.
@@ -166,7 +174,7 @@ func TestGateClientWriteError(t *testing.T) {
 	for _, ct := range []string{"text/event-stream", "application/json"} {
 		hold := testHold()
 		hold.Hold = HoldOff
-		g := newGate(errWriter{httptest.NewRecorder()}, hold, func() {})
+		g := newGate(errWriter{httptest.NewRecorder()}, hold, func() {}, nil)
 		g.Header().Set("Content-Type", ct)
 		g.Header().Set("Content-Length", "9")
 		g.WriteHeader(http.StatusOK)
@@ -204,7 +212,7 @@ func TestGateIdleWatchNotParkedByClient(t *testing.T) {
 	hold.Hold, hold.IdleTimeout = HoldOff, caddy.Duration(time.Hour)
 	w := &blockingWriter{ResponseWriter: httptest.NewRecorder(), entered: make(chan struct{}), release: make(chan struct{})}
 	defer close(w.release)
-	g := newGate(w, hold, func() {})
+	g := newGate(w, hold, func() {}, nil)
 	g.Header().Set("Content-Type", "text/event-stream")
 	g.WriteHeader(http.StatusOK)
 	go func() { _, _ = g.Write([]byte(streamEvents("m")[0])) }()
@@ -217,9 +225,7 @@ func TestGateIdleWatchNotParkedByClient(t *testing.T) {
 		t.Fatal("the idle watch waited on a client that does not read")
 	}
 	g.mu.Lock()
-	if g.idle != nil {
-		g.idle.Stop()
-	}
+	g.stopIdleLocked()
 	g.mu.Unlock()
 }
 
@@ -229,14 +235,7 @@ func TestGateIdleWatchNotParkedByClient(t *testing.T) {
 func TestGateHoldTimerVersusFinish(t *testing.T) {
 	first := streamEvents("m")[0]
 	for range 200 {
-		hold := testHold()
-		hold.HoldWait = caddy.Duration(time.Microsecond)
-		rec := httptest.NewRecorder()
-		g := newGate(rec, hold, func() {})
-		g.Header().Set("Content-Type", "text/event-stream")
-		g.WriteHeader(http.StatusOK)
-		_, _ = g.Write([]byte(first))
-		g.Header().Set("X-Trailer", "v")
+		g, rec := heldStreamWithTrailer(time.Microsecond, first)
 		end := g.finish(false, false)
 		g.wmu.Lock()
 		body := rec.Body.String()
@@ -266,7 +265,7 @@ func BenchmarkGateJSON100KB(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		clear(w.h)
-		g := newGate(w, hold, func() {})
+		g := newGate(w, hold, func() {}, nil)
 		g.Header().Set("Content-Type", "application/json")
 		g.WriteHeader(http.StatusOK)
 		for i := 0; i < len(body); i += 32 << 10 {

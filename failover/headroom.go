@@ -59,15 +59,17 @@ func (h *Handler) capacityMaxReset() time.Duration {
 
 // learnCapacity keeps what a response's headers say about the provider's
 // capacity, for the breaker (so the client) the attempt went through.
-func (h *Handler) learnCapacity(t *attemptTarget, hdr http.Header) {
-	if t.b == nil || hdr == nil {
+func (h *Handler) learnCapacity(a *attempt, hdr http.Header) {
+	if a.b == nil || hdr == nil {
 		return
 	}
 	c, ok := ParseCapacity(hdr, timeNow(), h.capacityMaxReset())
 	if !ok {
 		return
 	}
-	t.b.capacity.p.Store(&c)
+	kept := new(Capacity) // only now: &c would put c on the heap for every response
+	*kept = c
+	a.b.capacity.p.Store(kept)
 }
 
 // capacityFor returns the latest capacity report of the provider for a

@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
 )
@@ -112,6 +114,8 @@ type Provider struct {
 	cooldowns   map[Class]time.Duration
 	rules       providerRules
 	maxUtil     float64
+	successes   atomic.Pointer[prometheus.Counter] // attempts_total{outcome="success"} without a client, once counted
+	lastTokens  atomic.Pointer[modelTokenCounters] // tokens_total series last counted (outcome.go)
 }
 
 // provision sets up the provider's own reverse_proxy and credential source.
@@ -321,3 +325,7 @@ func (p *Provider) credentialStatus() credsource.Status {
 func (p *Provider) cooldownFor(c Class) time.Duration { return p.cooldowns[c] }
 
 var _ http.RoundTripper = (*credentialTransport)(nil)
+
+// nopHandler is the next handler a provider's reverse_proxy is given: it
+// never reaches past the provider.
+var nopHandler = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })

@@ -140,30 +140,38 @@ type pendingRepair struct {
 	dropBetas []string // anthropic-beta values to drop for the retry
 }
 
-// planRepair looks at a 400 the classifier called repairable or
-// client_error. When the refusal names something the request can be
-// repaired of, and this provider has not been retried with that repair
-// yet, it prepares the repair and marks the verdict Retry, which makes the
-// gate hold the response back. Each kind of repair is tried once per
-// provider and request: a body with a foreign thinking block and a bad
-// tool id is refused twice, once for each, and a second refusal of the
-// same kind ends it. Otherwise a repairable refusal passes through as
-// client_error.
-func (h *Handler) planRepair(req *llmRequest, t *attemptTarget, v *Verdict, errBody []byte) {
-	i := t.idx
+// holdRefusal looks at a 400 the classifier called repairable or
+// client_error, under the gate's lock: when the refusal names something a
+// repair could fix and this provider has not been retried with that repair
+// yet, it marks the verdict Retry, which makes the gate hold the response
+// back from the client. It reads only the error message; the repair itself
+// is worked out once the attempt is over (planRepair).
+func (a *attempt) holdRefusal(v *Verdict, errBody []byte) {
 	msg := v.Message
 	if msg == "" {
 		msg = string(errBody)
 	}
 	ref := repair.ParseRefusal(msg)
-	if req.repaired != nil && req.repaired[i]&(1<<ref.Kind) != 0 {
-		// refused again after this very repair: pass it through
+	req := a.req
+	if ref.Kind == repair.RefusalNone || (req.repaired != nil && req.repaired[a.idx]&(1<<ref.Kind) != 0) {
+		// nothing to repair, or refused again after this very repair:
+		// pass it through
 		if v.Class == ClassRepairable {
 			v.Class = ClassClientError
 		}
 		return
 	}
-	pr := pendingRepair{provider: i, kind: ref.Kind}
+	a.refusal = ref
+	v.Class, v.Retry = ClassRepairable, true
+}
+
+// planRepair prepares the repair for a refusal held back by holdRefusal,
+// as req.pending. It reports false when the repair would change nothing
+// (no such block or field in the body, no such beta sent): the refusal is
+// then the client's answer.
+func (h *Handler) planRepair(req *llmRequest, a *attempt) bool {
+	ref := a.refusal
+	pr := pendingRepair{provider: a.idx, kind: ref.Kind}
 	switch ref.Kind {
 	case repair.RefusalToolIDs:
 		if b, n, err := repair.SanitizeToolIDs(req.body); err == nil && n > 0 {
@@ -171,18 +179,18 @@ func (h *Handler) planRepair(req *llmRequest, t *attemptTarget, v *Verdict, errB
 		}
 	case repair.RefusalThinking:
 		sel := ref.Selector()
-		if t.strippedThinking {
+		if a.strippedThinking {
 			// the named indexes refer to the body after this provider's
 			// own stripping, not to req.body: strip every thinking block
 			sel = repair.SelectAll()
 		}
 		if h.useBook {
-			sel = sel.Union(signatureBook.Foreign(req.body, t.p.rules.domain))
+			sel = sel.Union(signatureBook.Foreign(req.body, a.p.rules.domain))
 		}
 		if b, n, err := repair.StripThinking(req.body, sel); err == nil && n > 0 {
 			pr.body = b
 			if h.useBook && !sel.All() {
-				learnRefused(req.body, sel, t.p.rules.domain)
+				learnRefused(req.body, sel, a.p.rules.domain)
 			}
 		}
 	case repair.RefusalThinkingRequired:
@@ -202,13 +210,10 @@ func (h *Handler) planRepair(req *llmRequest, t *attemptTarget, v *Verdict, errB
 		}
 	}
 	if pr.body == nil && pr.dropBetas == nil {
-		if v.Class == ClassRepairable {
-			v.Class = ClassClientError
-		}
-		return
+		return false
 	}
 	req.pending = &pr
-	v.Class, v.Retry = ClassRepairable, true
+	return true
 }
 
 // learnRefused records the signatures of the selected thinking blocks as

@@ -110,7 +110,19 @@ func requestModel(body []byte) requestFields {
 // and l are all \u006X). Both are vectorized searches, a few tens of
 // microseconds for a 200KB body.
 func mayHoldModelKey(b []byte) bool {
-	return bytes.Contains(b, []byte(`"model"`)) || hasLetterEscape(b)
+	// searched as model": a quote first is found everywhere in JSON,
+	// which makes the search twice as slow
+	for rest := b; ; {
+		i := bytes.Index(rest, []byte(`model"`))
+		if i < 0 {
+			break
+		}
+		if i > 0 && rest[i-1] == '"' {
+			return true
+		}
+		rest = rest[i+len(`model"`):]
+	}
+	return hasLetterEscape(b)
 }
 
 // hasLetterEscape reports whether b holds \u006X for one of the letters of

@@ -3,7 +3,6 @@ package failover
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -177,11 +176,12 @@ func (h *Handler) setAnswerHeaders(hdr http.Header, clientKey string, attempts i
 
 // retryAfterSeconds is a Retry-After value in whole seconds, at least 1.
 func retryAfterSeconds(now, at time.Time) int {
-	secs := math.Ceil(at.Sub(now).Seconds())
-	if secs < 1 {
-		return 1
+	d := at.Sub(now)
+	secs := d / time.Second
+	if d%time.Second > 0 {
+		secs++ // rounded up
 	}
-	return int(secs)
+	return int(max(secs, 1))
 }
 
 // humanLeft says how long until t in words ("4 minutes", "1 hour").

@@ -40,7 +40,6 @@ func TestShareCaddyfileRedis(t *testing.T) {
 }
 
 func TestShareCaddyfileErrors(t *testing.T) {
-	const okProvider = "provider a {\n\t\t\tupstream http://127.0.0.1:9001\n\t\t}\n"
 	for _, tc := range []struct{ name, block, want string }{
 		{"redis without URL", "share {\n redis\n}", "wrong argument count"},
 		{"redis with two URLs", "share {\n redis redis://a redis://b\n}", "wrong argument count"},
@@ -55,11 +54,7 @@ func TestShareCaddyfileErrors(t *testing.T) {
 		{"bad probe_lease", "share {\n probe_lease x\n}", "probe_lease: want a positive duration"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			text := ":8080 {\n\tllm_failover {\n\t\t" + okProvider + tc.block + "\n\t}\n}\n"
-			out, _, err := goldAdapt(t, "Caddyfile", []byte(text))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("error %v, want one containing %q\n%s\n%s", err, tc.want, text, out)
-			}
+			err := wantCaddyfileError(t, okProvider+tc.block, tc.want)
 			if strings.Contains(tc.name, "password in the URL") && strings.Contains(err.Error(), "hunter2") {
 				t.Fatalf("the error shows the password: %v", err)
 			}

@@ -76,18 +76,10 @@ func (c *StreamConfig) validate() error {
 
 // applyDefaults fills what the config left zero.
 func (c *StreamConfig) applyDefaults() {
-	if c.Hold == "" {
-		c.Hold = HoldFirstContent
-	}
-	if c.HoldBytes == 0 {
-		c.HoldBytes = defaultHoldBytes
-	}
-	if c.HoldWait == 0 {
-		c.HoldWait = caddy.Duration(defaultHoldWait)
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = caddy.Duration(defaultIdleTimeout)
-	}
+	setDefault(&c.Hold, HoldFirstContent)
+	setDefault(&c.HoldBytes, defaultHoldBytes)
+	setDefault(&c.HoldWait, caddy.Duration(defaultHoldWait))
+	setDefault(&c.IdleTimeout, caddy.Duration(defaultIdleTimeout))
 }
 
 func (c *StreamConfig) inspectPolicy() streaminspect.Policy {

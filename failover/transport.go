@@ -1,7 +1,9 @@
 package failover
 
 import (
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
@@ -38,7 +40,9 @@ func (t *credentialTransport) RoundTrip(req *http.Request) (*http.Response, erro
 		return t.base.RoundTrip(req)
 	}
 	out := *req
-	out.Header = req.Header.Clone()
+	// a shallow copy: the values set here replace, never change, the
+	// ones reverse_proxy's copy shares with it
+	out.Header = maps.Clone(req.Header)
 	for k, v := range ac.client {
 		out.Header[k] = v
 	}
@@ -110,8 +114,8 @@ func addBeta(h http.Header, beta string) {
 // header when nothing is left.
 func removeBeta(h http.Header, beta string) {
 	vals := h.Values("Anthropic-Beta")
-	if len(vals) == 0 {
-		return
+	if !slices.ContainsFunc(vals, func(v string) bool { return strings.Contains(v, beta) }) {
+		return // nothing to remove, and nothing allocated to find that out
 	}
 	kept := make([]string, 0, 4)
 	found := false

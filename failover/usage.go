@@ -2,7 +2,6 @@ package failover
 
 import (
 	"bytes"
-	"encoding/json"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/jsonscan"
 	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
@@ -39,35 +38,72 @@ func usageFromTail(tail []byte) (streaminspect.Usage, bool) {
 // its usage; a larger body goes uncounted rather than held.
 const maxUsageBody = 256 << 10
 
-// decodeUsage decodes a usage object, in Anthropic's form (input_tokens,
+// decodeUsage reads a usage object, in Anthropic's form (input_tokens,
 // output_tokens, cache_read_input_tokens, cache_creation_input_tokens) or
 // OpenAI's (prompt_tokens, completion_tokens,
-// prompt_tokens_details.cached_tokens).
+// prompt_tokens_details.cached_tokens), without decoding it into a value:
+// this runs on every non-streaming answer.
 func decodeUsage(raw []byte) (streaminspect.Usage, bool) {
 	if len(raw) == 0 || raw[0] != '{' {
 		return streaminspect.Usage{}, false
 	}
-	var u struct {
-		InputTokens         int64 `json:"input_tokens"`
-		OutputTokens        int64 `json:"output_tokens"`
-		CacheRead           int64 `json:"cache_read_input_tokens"`
-		CacheCreation       int64 `json:"cache_creation_input_tokens"`
-		PromptTokens        int64 `json:"prompt_tokens"`
-		CompletionTokens    int64 `json:"completion_tokens"`
-		PromptTokensDetails struct {
-			CachedTokens int64 `json:"cached_tokens"`
-		} `json:"prompt_tokens_details"`
+	return streaminspect.UsageOf(raw)
+}
+
+// keepForUsageLocked keeps what the usage reader needs of a committed JSON
+// body: its last usageTail bytes (usage comes last in Anthropic's and
+// OpenAI's responses), or, when compressed, the whole body up to
+// maxUsageBody, since a compressed tail cannot be decoded alone.
+func (g *gate) keepForUsage(p []byte) {
+	b := g.usageBody
+	if g.header.Get("Content-Encoding") != "" {
+		if b.Len()+len(p) > maxUsageBody {
+			releaseHeld(g.usageBody)
+			g.usageBody = nil
+			return
+		}
+		b.Write(p)
+		return
 	}
-	if json.Unmarshal(raw, &u) != nil {
+	if len(p) >= usageTail {
+		b.Reset()
+		b.Write(p[len(p)-usageTail:])
+		return
+	}
+	if over := b.Len() + len(p) - usageTail; over > 0 {
+		kept := b.Bytes()[over:]
+		b.Reset()
+		b.Write(kept) // shifts within the same array: copy handles overlap
+	}
+	b.Write(p)
+}
+
+func (g *gate) releaseUsageLocked() {
+	releaseHeld(g.usageBody)
+	g.usageBody = nil
+}
+
+// usage returns the token usage of a committed response: from the stream's
+// message_start/message_delta events, or the JSON body's usage object.
+func (g *gate) usage() (streaminspect.Usage, bool) {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.isStream {
+		u := g.watch.Usage()
+		return u, u != (streaminspect.Usage{})
+	}
+	if g.usageBody == nil {
 		return streaminspect.Usage{}, false
 	}
-	out := streaminspect.Usage{
-		InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
-		CacheReadTokens: u.CacheRead, CacheCreationTokens: u.CacheCreation,
+	defer g.releaseUsageLocked()
+	body := g.usageBody.Bytes()
+	if enc := g.header.Get("Content-Encoding"); enc != "" {
+		var err error
+		if body, err = decodeBody(enc, body, maxUsageBody); err != nil {
+			return streaminspect.Usage{}, false
+		}
 	}
-	if u.PromptTokens != 0 || u.CompletionTokens != 0 {
-		out.InputTokens, out.OutputTokens = u.PromptTokens, u.CompletionTokens
-		out.CacheReadTokens = u.PromptTokensDetails.CachedTokens
-	}
-	return out, true
+	return usageFromTail(body)
 }

@@ -18,9 +18,19 @@ import (
 // log lines, stores the id it makes in the request's map) would race
 // with that read. So no attempt shares its map with anyone.
 func withOwnVars(ctx context.Context) context.Context {
-	vars, ok := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
-	if !ok {
+	vars := ownVars(ctx)
+	if vars == nil {
 		return ctx
 	}
-	return context.WithValue(ctx, caddyhttp.VarsCtxKey, maps.Clone(vars))
+	return context.WithValue(ctx, caddyhttp.VarsCtxKey, vars)
+}
+
+// ownVars returns a copy of ctx's request variables, or nil when it has
+// none.
+func ownVars(ctx context.Context) map[string]any {
+	vars, ok := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if !ok {
+		return nil
+	}
+	return maps.Clone(vars)
 }

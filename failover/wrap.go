@@ -30,7 +30,7 @@ type wrapAttempt struct {
 	clientKey string
 	kind      requestKind
 	tried     map[string]bool
-	target    *attemptTarget
+	attempt   *attempt // the selector sets its provider and breaker
 	skips     []skipped
 }
 
@@ -77,13 +77,14 @@ func (UpstreamSelector) Select(pool reverseproxy.UpstreamPool, r *http.Request, 
 			wa.skips = append(wa.skips, skipped{name: name, class: adm.Class, retryAt: adm.RetryAt})
 			continue
 		}
-		if wa.target.p != nil {
+		a := wa.attempt
+		if a.p != nil {
 			// reverse_proxy's own retry (lb_retries) chose again: the
 			// earlier choice gave no response
-			wa.target.b.Release(wa.target.adm.Probe)
+			a.b.Release(a.adm.Probe)
 		}
-		// in place: the handler's gate already holds this target
-		*wa.target = attemptTarget{p: p, b: b, adm: adm, model: wa.target.model}
+		// in place: the handler's gate already serves this attempt
+		a.p, a.b, a.adm = p, b, adm
 		return u
 	}
 	return nil
@@ -140,15 +141,19 @@ func (h *Handler) classCooldowns() map[Class]time.Duration {
 func (h *Handler) serveWrapped(w http.ResponseWriter, req *llmRequest, next caddyhttp.Handler) {
 	tried := make(map[string]bool)
 	for req.attempts-req.retries < h.MaxAttempts {
-		wa := &wrapAttempt{h: h, clientKey: req.clientKey, kind: req.kind, tried: tried, target: &attemptTarget{model: req.model}}
+		a := h.newAttempt(req)
+		a.model, a.body = req.model, req.body
+		wa := &wrapAttempt{h: h, clientKey: req.clientKey, kind: req.kind, tried: tried, attempt: a}
 		ctx, cancel := context.WithCancel(context.WithValue(withOwnVars(req.r.Context()), wrapAttemptKey{}, wa))
 		ar := req.r.WithContext(ctx)
 		setReplayBody(ar, req.body)
 		req.attempts++
-		// the selector fills wa.target in when it picks an upstream
-		done, _ := h.runAttempt(w, req, wa.target, ar, cancel, next)
+		// the selector sets the attempt's provider when it picks an upstream
+		done, _ := h.run(w, a, ar, cancel, next)
 		cancel()
-		if wa.target.p == nil {
+		picked := a.p
+		a.release()
+		if picked == nil {
 			req.attempts-- // nothing was selected: no attempt was sent
 			if req.attempts == 0 {
 				h.setAnswerHeaders(w.Header(), req.clientKey, 0, nil)
@@ -161,7 +166,7 @@ func (h *Handler) serveWrapped(w http.ResponseWriter, req *llmRequest, next cadd
 		if done {
 			return
 		}
-		tried[wa.target.p.Name] = true
+		tried[picked.Name] = true
 	}
 	h.answerExhausted(w, req)
 }

@@ -130,8 +130,8 @@ func BenchmarkInspector(b *testing.B) {
 					}
 				}
 			}
-			if in.Verdict() != Content {
-				b.Fatalf("verdict %v", in.Verdict())
+			if in.State() != Content {
+				b.Fatalf("state %v", in.State())
 			}
 		})
 	}

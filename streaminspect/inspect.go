@@ -280,12 +280,13 @@ func (p Policy) String() string {
 	return "Policy(?)"
 }
 
-// Verdict is what an Inspector concluded about a held response.
-type Verdict int
+// State is where a held stream stands, as far as an Inspector has read it:
+// pending, or decided (content, failed, ended, invalid).
+type State int
 
 const (
 	// Pending means no decisive event yet: keep holding and feeding.
-	Pending Verdict = iota
+	Pending State = iota
 	// Content means the stream is healthy and producing: the first content
 	// event was seen (under HoldFirstEvent: the first non-error event that
 	// was not terminal). Release the response.
@@ -302,14 +303,14 @@ const (
 	Invalid
 )
 
-var verdictNames = [...]string{"pending", "content", "failed", "ended", "invalid"}
+var stateNames = [...]string{"pending", "content", "failed", "ended", "invalid"}
 
-// String returns the verdict's name, for logs and metrics labels.
-func (v Verdict) String() string {
-	if v >= 0 && int(v) < len(verdictNames) {
-		return verdictNames[v]
+// String returns the state's name, for logs and metrics labels.
+func (v State) String() string {
+	if v >= 0 && int(v) < len(stateNames) {
+		return stateNames[v]
 	}
-	return "Verdict(?)"
+	return "State(?)"
 }
 
 // Inspector inspects the first events of a response that a proxy holds
@@ -324,50 +325,50 @@ type Inspector struct {
 	MaxLine int
 
 	p       Parser
-	verdict Verdict
+	state   State
 	events  int
 	errInfo ErrorInfo
 }
 
 // Feed takes decoded (uncompressed) stream bytes, in order, and returns the
-// verdict so far. The first decisive (non-Pending) verdict is final: Feed
+// state so far. The first decisive (non-Pending) state is final: Feed
 // stops parsing at the decisive event and every later Feed returns the same
-// verdict without looking at its input.
-func (in *Inspector) Feed(b []byte) Verdict {
-	if in.verdict != Pending {
-		return in.verdict
+// state without looking at its input.
+func (in *Inspector) Feed(b []byte) State {
+	if in.state != Pending {
+		return in.state
 	}
 	in.p.MaxLine = in.MaxLine
 	in.p.Feed(b, in.onEvent)
-	if in.verdict == Pending && in.p.Err() != nil {
-		in.verdict = Invalid
+	if in.state == Pending && in.p.Err() != nil {
+		in.state = Invalid
 	}
-	return in.verdict
+	return in.state
 }
 
 func (in *Inspector) onEvent(ev *Event) bool {
 	in.events++
 	switch KindOf(ev) {
 	case KindError:
-		in.verdict = Failed
+		in.state = Failed
 		in.errInfo = eventError(ev)
 	case KindContent:
-		in.verdict = Content
+		in.state = Content
 	case KindTerminal:
-		in.verdict = Ended
+		in.state = Ended
 	default:
 		if in.Policy != HoldFirstEvent {
 			return true
 		}
-		in.verdict = Content
+		in.state = Content
 	}
 	return false
 }
 
-// Verdict returns the verdict so far, as the last Feed did.
-func (in *Inspector) Verdict() Verdict { return in.verdict }
+// State returns the state so far, as the last Feed did.
+func (in *Inspector) State() State { return in.state }
 
-// Error returns the error event's details when the verdict is Failed, and
+// Error returns the error event's details when the state is Failed, and
 // the zero ErrorInfo otherwise.
 func (in *Inspector) Error() ErrorInfo { return in.errInfo }
 
@@ -379,7 +380,7 @@ func (in *Inspector) Events() int { return in.events }
 // and buffers.
 func (in *Inspector) Reset() {
 	in.p.Reset()
-	in.verdict = Pending
+	in.state = Pending
 	in.events = 0
 	in.errInfo = ErrorInfo{}
 }

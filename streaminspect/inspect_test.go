@@ -146,7 +146,7 @@ func TestInspector(t *testing.T) {
 		name    string
 		policy  Policy
 		stream  string
-		want    Verdict
+		want    State
 		events  int
 		errInfo ErrorInfo
 	}{
@@ -181,19 +181,19 @@ func TestInspector(t *testing.T) {
 				for i := 0; i < len(in); i += size {
 					v := insp.Feed(in[i:min(i+size, len(in))])
 					if got != Pending && v != got {
-						t.Fatalf("chunk %d: verdict changed from %v to %v", size, got, v)
+						t.Fatalf("chunk %d: state changed from %v to %v", size, got, v)
 					}
 					got = v
 				}
-				if got != tt.want || insp.Verdict() != tt.want || insp.Events() != tt.events ||
+				if got != tt.want || insp.State() != tt.want || insp.Events() != tt.events ||
 					insp.Error() != tt.errInfo {
-					t.Fatalf("chunk %d: got %v (Verdict %v), %d events, %+v; want %v, %d events, %+v",
-						size, got, insp.Verdict(), insp.Events(), insp.Error(), tt.want, tt.events, tt.errInfo)
+					t.Fatalf("chunk %d: got %v (State %v), %d events, %+v; want %v, %d events, %+v",
+						size, got, insp.State(), insp.Events(), insp.Error(), tt.want, tt.events, tt.errInfo)
 				}
-				// Decisive verdicts stick, whatever follows.
+				// Decisive states stick, whatever follows.
 				if got != Pending {
 					if v := insp.Feed([]byte(sse("error", aOverloaded))); v != got {
-						t.Fatalf("verdict changed to %v after more input", v)
+						t.Fatalf("state changed to %v after more input", v)
 					}
 				}
 			}
@@ -204,13 +204,13 @@ func TestInspector(t *testing.T) {
 func TestInspectorInvalidAndReset(t *testing.T) {
 	insp := Inspector{MaxLine: 64}
 	if v := insp.Feed([]byte("event: message_start\ndata: " + aMessageStart + "\n\n")); v != Invalid {
-		t.Fatalf("verdict %v, want invalid", v)
+		t.Fatalf("state %v, want invalid", v)
 	}
 	if insp.p.Err() != ErrLineTooLong {
 		t.Fatalf("err %v", insp.p.Err())
 	}
 	insp.Reset()
-	if insp.Verdict() != Pending || insp.p.Err() != nil || insp.Events() != 0 || insp.MaxLine != 64 {
+	if insp.State() != Pending || insp.p.Err() != nil || insp.Events() != 0 || insp.MaxLine != 64 {
 		t.Fatal("Reset kept state")
 	}
 	insp.MaxLine = 0
@@ -238,7 +238,7 @@ func TestInspectorNoAllocs(t *testing.T) {
 
 func TestStrings(t *testing.T) {
 	if KindContent.String() != "content" || Kind(99).String() != "Kind(?)" ||
-		Failed.String() != "failed" || Verdict(-1).String() != "Verdict(?)" ||
+		Failed.String() != "failed" || State(-1).String() != "State(?)" ||
 		HoldFirstEvent.String() != "first_event" || HoldFirstContent.String() != "first_content" || Policy(5).String() != "Policy(?)" {
 		t.Fatal("String methods")
 	}
@@ -283,7 +283,7 @@ func FuzzInspector(f *testing.F) {
 		whole := Inspector{Policy: policy}
 		v := whole.Feed(in)
 		split := Inspector{Policy: policy}
-		var v2 Verdict
+		var v2 State
 		for i := range in {
 			v2 = split.Feed(in[i : i+1])
 		}

@@ -91,3 +91,11 @@ func (u *Usage) addObject(raw []byte) bool {
 	}
 	return found
 }
+
+// UsageOf reads a usage object outside a stream, such as the "usage" of a
+// non-streaming answer, in either provider's key names. ok is false when
+// it holds no count.
+func UsageOf(raw []byte) (u Usage, ok bool) {
+	ok = u.addObject(raw)
+	return u, ok
+}

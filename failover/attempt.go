@@ -1,0 +1,332 @@
+package failover
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"maps"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/repair"
+	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
+)
+
+// attempt is one try of a request at one provider: what the provider is
+// sent, the gate its response goes through, and what settling it needs.
+// The gate asks the attempt what it cannot know itself (gateOwner).
+//
+// Attempts are pooled: a request its first provider serves reuses the
+// attempt, its gate, the gate's header map and timers of an earlier one.
+type attempt struct {
+	h   *Handler
+	req *llmRequest
+
+	// The provider and the breaker that admitted the attempt. In wrap
+	// mode the wrapped reverse_proxy's selector sets them (wrap.go)
+	// before any response arrives; p stays nil when it picks nothing.
+	p   *Provider
+	b   *Breaker
+	adm Admission
+	idx int // index in Handler.Providers; not set in wrap mode
+
+	number           int    // the request's attempt count when this one was sent
+	model            string // as sent upstream
+	body             []byte // as sent upstream
+	strippedThinking bool   // the provider's rules stripped thinking blocks from body
+	credVersion      string
+	refusal          repair.Refusal // a 400 held back for a repair (holdRefusal)
+
+	gate gate
+}
+
+var attemptPool = sync.Pool{New: func() any { return new(attempt) }}
+
+// newAttempt takes an attempt from the pool.
+func (h *Handler) newAttempt(req *llmRequest) *attempt {
+	a := attemptPool.Get().(*attempt)
+	a.h, a.req = h, req
+	return a
+}
+
+// release returns the attempt to the pool, unless its gate may still be
+// touched (a timer callback under way, a hijacked connection).
+func (a *attempt) release() {
+	if !a.gate.reusable() {
+		return
+	}
+	// keep what the gate reuses: its header map (unless a failed
+	// response took it along) and its stopped timers
+	header, hold, idle := a.gate.header, a.gate.hold.t, a.gate.idle.t
+	*a = attempt{}
+	a.gate.header, a.gate.hold.t, a.gate.idle.t = header, hold, idle
+	attemptPool.Put(a)
+}
+
+// tryProvider sends the request to provider i and settles the outcome. It
+// returns true when the client has its answer. A refusal the request can be
+// repaired of, or a refused credential the source renewed, gets one more
+// try on the same provider.
+func (h *Handler) tryProvider(w http.ResponseWriter, req *llmRequest, i int, adm Admission) bool {
+	for {
+		answered, again := h.tryOnce(w, req, i, adm)
+		if answered {
+			return true
+		}
+		if !again {
+			req.tried[i] = true
+			return false
+		}
+		// the same provider, as the same probe if it was one; each kind
+		// of repair and the credential renewal happen once per provider,
+		// so this ends
+		req.retries++
+	}
+}
+
+// tryOnce is one attempt at provider i. again asks for one more try at
+// the same provider (a repair is pending, or the credential was renewed).
+func (h *Handler) tryOnce(w http.ResponseWriter, req *llmRequest, i int, adm Admission) (answered, again bool) {
+	p := h.Providers[i]
+	a := h.newAttempt(req)
+	defer a.release()
+	a.p, a.b, a.adm, a.idx = p, p.breaker(req.clientKey), adm, i
+
+	var cred credsource.Credential
+	if p.source != nil && !p.passthrough {
+		var skip bool
+		var err error
+		cred, skip, err = h.credentialFor(req, i)
+		if skip {
+			// nothing ready yet, and another provider can serve: pass
+			// this one over, charging nothing; its lookup goes on in the
+			// background
+			a.b.Release(adm.Probe)
+			if c := h.logger.Check(zapcore.DebugLevel, "provider credential not ready yet; passing the provider over"); c != nil {
+				c.Write(zap.String("provider", p.Name), zap.String("request_id", requestID(req.r)))
+			}
+			return false, false
+		}
+		if err != nil {
+			// no request is sent: the provider cannot be used until its
+			// credential appears; what the source said (it can quote a
+			// helper's stderr or name a secret file) stays in the log
+			a.credVersion = missingCredential
+			h.recordFailure(req, a, gateResult{}, Verdict{Class: ClassAuth, Message: "credential unavailable: " + err.Error()}, false)
+			h.logger.Error("provider credential unavailable; failing over",
+				zap.String("provider", p.Name), zap.Error(err), zap.String("request_id", requestID(req.r)))
+			return false, false
+		}
+	}
+	a.credVersion = cred.Version
+
+	actx := &attemptContext{Context: req.r.Context(), vars: ownVars(req.r.Context())}
+	if cred.Secret != "" || p.passthrough {
+		// the transport sets it on its copy of the request; nothing to set
+		// for a provider without a credential
+		actx.cred = &attemptCredential{header: p.authHeader, cred: cred}
+	}
+	ctx, cancel := context.WithCancel(actx)
+	defer cancel()
+	ar := a.upstreamRequest(ctx, actx.cred)
+	req.attempts++
+	answered, v := h.run(w, a, ar, cancel, p.handler)
+	switch {
+	case answered:
+		return true, false
+	case v.Retry && req.pending != nil:
+		h.applyRepair(req)
+		return false, true
+	case req.renewed:
+		req.renewed = false
+		req.authRetried[i] = true
+		return false, true
+	}
+	return false, false
+}
+
+// attemptContext is an attempt's context: its own copy of Caddy's vars map
+// (a leftover dial goroutine of an earlier attempt may still write to the
+// request's) and the credential the transport sets. One value where two
+// context.WithValue would do.
+type attemptContext struct {
+	context.Context
+	vars map[string]any
+	cred *attemptCredential
+}
+
+// Value implements context.Context.
+func (c *attemptContext) Value(key any) any {
+	switch key {
+	case caddyhttp.VarsCtxKey:
+		if c.vars != nil {
+			return c.vars
+		}
+	case attemptCredentialKey{}:
+		if c.cred != nil {
+			return c.cred
+		}
+	}
+	return c.Context.Value(key)
+}
+
+// upstreamRequest builds the request the provider receives: the same body
+// (model mapped if the provider maps it), the client's credential removed
+// unless the provider passes it through, the base path prefixed.
+func (a *attempt) upstreamRequest(ctx context.Context, ac *attemptCredential) *http.Request {
+	p, req, r := a.p, a.req, a.req.r
+	ar := r.WithContext(ctx)
+	// a shallow copy: values are only ever replaced, never changed in
+	// place, and reverse_proxy makes its own deep copy
+	ar.Header = maps.Clone(r.Header)
+	if p.passthrough {
+		// the client's own credential travels to the transport beside the
+		// request, like a provider's, so reverse_proxy never logs it
+		ac.client = takeClientCredential(ar.Header)
+	} else {
+		stripClientCredential(ar.Header)
+	}
+	body, model := req.body, req.model
+	if len(p.Models) > 0 && model != "" {
+		f := req.mappingFields()
+		if m, ok := mapModel(p.Models, f.Model); ok {
+			body, model = withModel(body, f, m), m
+		}
+	}
+	if p.rules.body {
+		body, a.strippedThinking = prepareBody(p, body)
+	}
+	a.model, a.body = model, body
+	delete(ar.Header, "Content-Length")
+	setReplayBody(ar, body)
+	if p.basePath != "" {
+		u := *r.URL
+		u.Path = p.basePath + r.URL.Path
+		if r.URL.RawPath != "" {
+			u.RawPath = p.basePath + r.URL.RawPath
+		}
+		ar.URL = &u
+	}
+	if len(p.DropBetas) > 0 || len(p.DropQuery) > 0 || req.extraBetasFor == p {
+		var extra []string
+		if req.extraBetasFor == p {
+			extra = req.extraBetas
+		}
+		applyHeaderRules(ar, p, extra)
+	}
+	ar.Host = p.upstreamURL.Host
+	return ar
+}
+
+// replayBody is an attempt's reader over the buffered body. Not pooled:
+// the transport may still read it after the attempt returned.
+type replayBody struct{ bytes.Reader }
+
+func (*replayBody) Close() error { return nil }
+
+// setReplayBody gives an attempt its own reader over the buffered body, so
+// every attempt sends the same bytes.
+func setReplayBody(ar *http.Request, body []byte) {
+	ar.TransferEncoding = nil
+	if len(body) == 0 {
+		ar.Body, ar.ContentLength, ar.GetBody = http.NoBody, 0, nil
+		return
+	}
+	rb := new(replayBody)
+	rb.Reset(body)
+	ar.Body, ar.ContentLength = rb, int64(len(body))
+	ar.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+}
+
+// run hands the attempt to an upstream handler through its gate and
+// settles what came of it (outcome.go). It returns true when the client
+// has its answer.
+func (h *Handler) run(w http.ResponseWriter, a *attempt, ar *http.Request, cancel context.CancelFunc,
+	upstream caddyhttp.Handler) (bool, Verdict) {
+	a.number = a.req.attempts
+	stream := &h.stream
+	if a.req.kind == kindOther {
+		stream = nil // not a model call: its answer passes through untouched
+	}
+	g := &a.gate
+	g.reset(w, stream, cancel, a)
+	g.head = ar.Method == http.MethodHead
+	proxyErr, aborted := runUpstream(upstream, g, ar)
+	clientGone := a.req.r.Context().Err() != nil
+	return h.settle(w, a, g.finish(clientGone, aborted), proxyErr, aborted, clientGone)
+}
+
+// runUpstream hands the attempt to an upstream handler: a provider's own
+// reverse_proxy, or in wrap mode the next handler. reverse_proxy panics
+// with http.ErrAbortHandler when the upstream body breaks after
+// WriteHeader; that is an attempt's failure here, not the server's.
+func runUpstream(upstream caddyhttp.Handler, g *gate, ar *http.Request) (err error, aborted bool) {
+	defer func() {
+		if rec := recover(); rec != nil {
+			if rec != http.ErrAbortHandler {
+				panic(rec)
+			}
+			aborted = true
+		}
+	}()
+	return upstream.ServeHTTP(g, ar), false
+}
+
+// verdictFor implements gateOwner: the pure Classify with the handler's
+// rules and clock, narrowed by what the request is.
+func (a *attempt) verdictFor(status int, hdr http.Header, body []byte) Verdict {
+	req, h := a.req, a.h
+	if req.kind == kindOther {
+		return Verdict{}
+	}
+	v := ClassifyMaxReset(status, hdr, body, h.Rules, timeNow(), time.Duration(h.MaxReset))
+	if req.kind == kindOptional && lacksEndpoint(status) {
+		v.Class = ClassUnsupported
+	}
+	if status == http.StatusBadRequest && (v.Class == ClassRepairable || v.Class == ClassClientError) &&
+		a.p != nil && len(h.Providers) > 0 {
+		a.holdRefusal(&v, body)
+	}
+	return v
+}
+
+// committing implements gateOwner: the provider answered well enough to
+// be delivered, so the breaker hears of it now, before a later stream
+// error can.
+func (a *attempt) committing(hdr http.Header) {
+	h := a.h
+	if a.req.kind != kindOther && a.b.Success() {
+		h.share.kick() // a probe closed the breaker: close it everywhere
+	}
+	h.learnCapacity(a, hdr)
+	h.rememberConversation(a.req, a.p)
+	hdr.Set("X-LLM-Provider", a.p.Name)
+	hdr.Set("X-LLM-Attempts", strconv.Itoa(a.number))
+}
+
+// streamFailed implements gateOwner: an upstream error event after commit
+// cools the provider (unless it is the request's fault), so the next
+// request already skips it.
+func (a *attempt) streamFailed(ei streaminspect.ErrorInfo) {
+	h := a.h
+	class := ClassOfErrorType(ei.Type)
+	if !class.Cools() {
+		return // the request's fault (invalid_request_error): not the provider's
+	}
+	a.b.Failure(timeNow(), Failure{Class: class, Cooldown: a.p.cooldownFor(class),
+		MaxCooldown: time.Duration(h.MaxCooldown), Error: ei.Message})
+	h.share.kick()
+	h.logger.Warn("upstream error event after the stream was committed; passed to the client",
+		zap.String("provider", a.p.Name), zap.String("class", string(class)),
+		zap.String("error_type", ei.Type), zap.String("request_id", requestID(a.req.r)))
+}
+
+// Interface guards
+var _ gateOwner = (*attempt)(nil)

@@ -1,0 +1,333 @@
+package failover
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
+)
+
+// settle acts on what came of an attempt once its reverse_proxy returned:
+// a committed response is the client's answer; a refusal held back for a
+// repair or a refused credential asks for another try at the same
+// provider; any other failure feeds the breaker and is kept in case no
+// provider answers. It returns true when the client has its answer.
+func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, proxyErr error, aborted, clientGone bool) (bool, Verdict) {
+	req := a.req
+	if a.p == nil {
+		// wrap mode, and the selector chose nothing: no attempt was made
+		releaseHeld(res.body)
+		return false, Verdict{}
+	}
+	p, b := a.p, a.b
+
+	if res.committed {
+		h.delivered(req, a, res.verdict)
+		g := &a.gate
+		if g.isStream {
+			observeTiming(p.Name, g)
+			h.closeStream(g, p, b, aborted, clientGone)
+		}
+		if u, ok := g.usage(); ok {
+			req.usage = u
+			countTokens(p, a.model, req.client, u)
+		}
+		return true, res.verdict
+	}
+	if clientGone {
+		// not the provider's fault: charge nothing, free a probe
+		b.Release(a.adm.Probe)
+		releaseHeld(res.body)
+		countAttempt(req, p, "client_gone")
+		return true, Verdict{}
+	}
+
+	v := res.verdict
+	if v.Retry {
+		if !h.planRepair(req, a) {
+			// the repair would change nothing: the refusal is the answer
+			v.Class, v.Retry = ClassClientError, false
+			h.answerHeld(w, a, res)
+			h.delivered(req, a, v)
+			return true, v
+		}
+		// held back for a repair: not the provider's failure
+		releaseHeld(res.body)
+		countAttempt(req, p, string(ClassRepairable))
+		h.logger.Info("provider refused the request's history; repairing and retrying",
+			zap.String("provider", p.Name), zap.String("repair", req.pending.kind.String()),
+			zap.String("message", v.Message), zap.String("request_id", requestID(req.r)))
+		return false, v
+	}
+	if res.status == 0 && v.Class == ClassNone {
+		msg := "no response"
+		if proxyErr != nil {
+			msg = proxyErr.Error()
+		} else if aborted {
+			msg = "upstream connection broke"
+		}
+		v = Verdict{Class: ClassUnreachable, ErrorType: "api_error", Message: msg}
+	}
+	if !v.Class.FailsOver() {
+		// cannot happen: the gate commits verdicts that do not fail over
+		v.Class = ClassServerError
+	}
+	if v.Class == ClassAuth && h.renewCredential(req, a) {
+		releaseHeld(res.body)
+		countAttempt(req, p, string(v.Class))
+		req.renewed = true
+		return false, v
+	}
+	h.recordFailure(req, a, res, v, true)
+	return false, v
+}
+
+// delivered records that the attempt's response went to the client: who
+// answered, with which model, the attempt's metric, and the thinking
+// signatures the provider accepted.
+func (h *Handler) delivered(req *llmRequest, a *attempt, v Verdict) {
+	req.answeredBy, req.sentModel = a.p.Name, a.model
+	outcome := outcomeSuccess
+	if v.Class != ClassNone {
+		outcome = string(v.Class) // a passed-through client error
+	}
+	countAttempt(req, a.p, outcome)
+	if h.useBook && v.Class == ClassNone && len(h.Providers) > 0 {
+		recordAccepted(a.body, a.p.rules.domain)
+	}
+}
+
+// renewCredential decides, for an attempt whose credential the provider
+// refused, whether the same provider gets one more try: its source must be
+// able to renew the credential, and the request has not had that retry
+// yet. The refused attempt is then no failover: nothing is charged, logged
+// as failing over or counted as one.
+func (h *Handler) renewCredential(req *llmRequest, a *attempt) bool {
+	p := a.p
+	if p == nil || p.refresher == nil || len(h.Providers) == 0 || req.authRetried[a.idx] {
+		return false
+	}
+	if !p.refused(req.r.Context(), a.credVersion) {
+		return false
+	}
+	h.logger.Info("provider refused the credential; retrying with a renewed one",
+		zap.String("provider", p.Name), zap.String("request_id", requestID(req.r)))
+	return true
+}
+
+// recordFailure records a failed attempt: the breaker, metrics, the log
+// line, and the held response, kept in case no other provider answers.
+// sent says whether a request went upstream: only then may the provider be
+// named in the answer (X-LLM-Provider, {llm.provider}).
+func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v Verdict, sent bool) {
+	p := a.p
+	h.learnCapacity(a, res.header)
+	var until time.Time
+	if req.kind == kindOther || v.Class == ClassUnsupported {
+		// says nothing about the provider's health: charge nothing
+		a.b.Release(a.adm.Probe)
+	} else {
+		until = a.b.Failure(timeNow(), Failure{
+			Class: v.Class, Cooldown: p.cooldownFor(v.Class), MaxCooldown: time.Duration(h.MaxCooldown),
+			ResetAt: v.ResetAt, Credential: a.credVersion, Error: v.Message, FailedOver: true,
+		})
+		if v.Class.Cools() {
+			h.share.kick()
+		}
+	}
+	req.classes = append(req.classes, v.Class)
+	if v.Class == ClassContextWindow {
+		h.narrowByWindow(req, p)
+	}
+	if res.status != 0 || res.bodyBroke || v.Class == ClassUnreachable {
+		countAttempt(req, p, string(v.Class))
+	}
+	metrics.failovers.WithLabelValues(p.Name, string(v.Class)).Inc()
+	if c := h.logger.Check(zapcore.WarnLevel, "provider failed; failing over"); c != nil {
+		fields := []zap.Field{zap.String("provider", p.Name), zap.String("class", string(v.Class)),
+			zap.String("error_type", v.ErrorType), zap.String("message", v.Message),
+			zap.Int("status", res.status), zap.Int("attempt", req.attempts),
+			zap.String("request_id", requestID(req.r))}
+		if !until.IsZero() {
+			fields = append(fields, zap.Time("cooldown_until", until), zap.Duration("cooldown", until.Sub(timeNow())))
+		}
+		c.Write(fields...)
+	}
+	msg := v.Message
+	if !sent {
+		// what a credential source said stays in the log
+		msg = "credential unavailable; see the proxy log"
+	}
+	req.failed = append(req.failed, failedAttempt{provider: p.Name, class: v.Class, status: res.status, message: msg})
+	if !sent {
+		// nothing to answer with: an earlier provider's answer is kept
+		return
+	}
+	req.lastProvider = p
+	if v.Class == ClassUnsupported && req.last != nil && req.lastAnswer.class == ClassUnsupported {
+		// when no provider has the endpoint, the client gets the first
+		// provider's answer
+		releaseHeld(res.body)
+		return
+	}
+	if res.status == 0 {
+		return // no response: an earlier provider's real answer stays the one to give
+	}
+	if req.last != nil {
+		releaseHeld(req.last.body)
+	}
+	req.last, req.lastAnswer = &res, heldAnswer{provider: p, class: v.Class}
+}
+
+// closeStream ends a committed event stream: one that broke or stalled
+// before its terminal event gets a well-formed error event instead of a
+// silent truncation, and an upstream error event feeds the breaker.
+func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientGone bool) {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
+	_, failed := g.watch.Failed()
+	endedWell := failed || clientGone || g.encoding != "" || g.watch.Terminal()
+	atBoundary := g.endEvents(!endedWell)
+	if endedWell {
+		return // an upstream error event already fed the breaker
+	}
+	errType, class, msg := "api_error", ClassServerError, "llm_failover: the upstream stream ended before its final event"
+	if g.stalled.Load() {
+		errType, class = "overloaded_error", ClassOverloaded
+		msg = fmt.Sprintf("llm_failover: the upstream sent nothing for %s", time.Duration(h.stream.IdleTimeout))
+	} else if aborted {
+		msg = "llm_failover: the upstream connection broke mid-stream"
+	}
+	b.Failure(timeNow(), Failure{Class: class, Cooldown: p.cooldownFor(class),
+		MaxCooldown: time.Duration(h.MaxCooldown), Error: msg})
+	h.share.kick()
+	if !atBoundary {
+		// an event too large to keep back was cut: end it, so the error
+		// event is at least read as an event of its own
+		_, _ = io.WriteString(g.w, "\n\n")
+	}
+	_, _ = g.w.Write(streaminspect.ErrorEvent(errType, msg))
+	g.flush()
+	h.logger.Warn("upstream stream ended early; closed the client's stream with an error event",
+		zap.String("provider", p.Name), zap.String("class", string(class)), zap.Bool("stalled", g.stalled.Load()))
+}
+
+// answerHeld gives the client an attempt's held response after all (a
+// refusal no repair changes), as the gate would have committed it.
+func (h *Handler) answerHeld(w http.ResponseWriter, a *attempt, res gateResult) {
+	dst := w.Header()
+	delete(dst, "Server")
+	for k, v := range res.header {
+		dst[k] = v
+	}
+	a.committing(dst)
+	writeHeldBody(w, res)
+	releaseHeld(res.body)
+}
+
+// answerExhausted gives the client the last provider's real response when
+// every attempt failed, or a 502 when none answered at all.
+func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
+	if req.last == nil {
+		msg := "no provider answered"
+		if len(req.failed) > 0 {
+			msg += ": " + describeFailures(req.failed)
+		}
+		h.setAnswerHeaders(w.Header(), req.clientKey, req.attempts, req.failed)
+		if req.lastProvider != nil {
+			w.Header().Set("X-LLM-Provider", req.lastProvider.Name)
+		}
+		writeAnthropicError(w, http.StatusBadGateway, "api_error", "llm_failover: "+msg)
+		return
+	}
+	dst := w.Header()
+	delete(dst, "Server")
+	for k, v := range req.last.header {
+		dst[k] = v
+	}
+	dst.Set("X-LLM-Provider", req.lastAnswer.provider.Name)
+	h.setAnswerHeaders(dst, req.clientKey, req.attempts, req.failed)
+	writeHeldBody(w, *req.last)
+}
+
+// writeHeldBody writes a held response's status and body. The held body
+// may have been cut (maxHeldError): the length sent is the length of what
+// is sent.
+func writeHeldBody(w http.ResponseWriter, res gateResult) {
+	n := 0
+	if res.body != nil {
+		n = res.body.Len()
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(n))
+	w.WriteHeader(res.status)
+	if n > 0 {
+		_, _ = w.Write(res.body.Bytes())
+	}
+}
+
+// countAttempt counts an attempt sent upstream, by provider, outcome and
+// client.
+func countAttempt(req *llmRequest, p *Provider, outcome string) {
+	if outcome == outcomeSuccess && req.client == nil {
+		// the common case, without hashing the labels each time; the
+		// series appears with the first success, as the others do
+		c := p.successes.Load()
+		if c == nil {
+			counter := metrics.attempts.WithLabelValues(p.Name, outcome, "")
+			c = &counter
+			p.successes.Store(c)
+		}
+		(*c).Inc()
+		return
+	}
+	metrics.attempts.WithLabelValues(p.Name, outcome, req.client.label()).Inc()
+}
+
+const outcomeSuccess = "success"
+
+func countTokens(p *Provider, model string, c *Client, u streaminspect.Usage) {
+	c.countUsage(u)
+	if u.InputTokens <= 0 && u.OutputTokens <= 0 && u.CacheReadTokens <= 0 && u.CacheCreationTokens <= 0 {
+		return
+	}
+	counters := p.tokenCounters(model, c)
+	for i, n := range [...]int64{u.InputTokens, u.OutputTokens, u.CacheReadTokens, u.CacheCreationTokens} {
+		if n > 0 {
+			counters.c[i].Add(float64(n))
+		}
+	}
+}
+
+// tokenKinds are the kind label values of tokens_total, in Usage's order.
+var tokenKinds = [...]string{"input", "output", "cache_read", "cache_creation"}
+
+// modelTokenCounters are the tokens_total series of one provider, model
+// and client.
+type modelTokenCounters struct {
+	model  string // as sent upstream
+	client *Client
+	c      [len(tokenKinds)]prometheus.Counter
+}
+
+// tokenCounters returns the tokens_total series for a model and client.
+// The last ones used are kept: requests through a provider mostly name
+// the same model, and looking a series up hashes all its labels.
+func (p *Provider) tokenCounters(model string, c *Client) *modelTokenCounters {
+	if last := p.lastTokens.Load(); last != nil && last.model == model && last.client == c {
+		return last
+	}
+	m := &modelTokenCounters{model: model, client: c}
+	label := modelLabel(p.Name, model)
+	for i, kind := range tokenKinds {
+		m.c[i] = metrics.tokens.WithLabelValues(p.Name, label, kind, c.label())
+	}
+	p.lastTokens.Store(m)
+	return m
+}

@@ -1,0 +1,91 @@
+package failover
+
+import (
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
+)
+
+// llmRequest is one client request on its way through the providers.
+type llmRequest struct {
+	r         *http.Request
+	body      []byte
+	model     string        // the top-level "model" upstreams read (the last one): for mapping, logs and metrics
+	fields    requestFields // where that model is in the body, for a provider that maps it
+	scanned   []byte        // the body fields were read from
+	clientKey string        // fingerprint of the client's credential, for passthrough breakers
+	kind      requestKind   // model call, optional endpoint, or anything else (apipath.go)
+	client    *Client       // the client that presented its key; nil without clients
+	// conversation identifies the request's conversation for affinity; 0: none
+	conversation uint64
+
+	tried       []bool   // per provider index
+	authRetried []bool   // per provider index: retried once with a renewed credential
+	flags       [16]bool // backs tried and authRetried for up to 8 providers
+	renewed     bool     // the last attempt's credential was refused and renewed: retry the same provider
+	attempts    int      // sent upstream
+	retries     int      // of those, retries of the same provider with a renewed credential
+	classes     []Class
+
+	// repairs (repairs.go)
+	repaired      []uint8        // per provider index: bit 1<<RefusalKind set once retried with that repair; nil until one is
+	pending       *pendingRepair // asked for by the refusal being held back
+	extraBetas    []string       // anthropic-beta values a refusal asked to drop...
+	extraBetasFor *Provider      // ...for this provider
+
+	last         *gateResult // the last failed attempt's held response
+	lastAnswer   heldAnswer  // who gave it, and its class
+	lastProvider *Provider
+	failed       []failedAttempt // each failure, in order: named in an exhausted answer
+
+	// for placeholders and metrics
+	answeredBy string
+	sentModel  string
+	usage      streaminspect.Usage
+}
+
+// mappingFields says where the model is, for a provider that maps it: the
+// last "model" key is the one upstreams read. A body replaced by a repair
+// is read again.
+func (req *llmRequest) mappingFields() requestFields {
+	if len(req.scanned) != len(req.body) || (len(req.body) > 0 && &req.scanned[0] != &req.body[0]) {
+		req.fields, req.scanned = requestModel(req.body), req.body
+	}
+	return req.fields
+}
+
+// requestID names the request in logs: the client's own id if it sent one,
+// else Caddy's per-request UUID.
+func requestID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-Id"); id != "" {
+		return id
+	}
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		if v, ok := repl.GetString("http.request.uuid"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// clientFingerprint identifies the client's credential without keeping it,
+// for per-client breakers of passthrough providers.
+func clientFingerprint(h http.Header) string {
+	if v := h.Get("Authorization"); v != "" {
+		return credsource.Fingerprint(v)
+	}
+	return credsource.Fingerprint(h.Get("X-Api-Key"))
+}
+
+// perProvider sizes the per-provider lists for n providers, without an
+// allocation for the usual few.
+func (req *llmRequest) perProvider(n int) {
+	if 2*n <= len(req.flags) {
+		req.tried, req.authRetried = req.flags[:n:n], req.flags[n:2*n:2*n]
+		return
+	}
+	req.tried, req.authRetried = make([]bool, n), make([]bool, n)
+}
