@@ -13,23 +13,13 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
 )
 
 // startProxyWithMetrics is startProxy with Caddy's HTTP metrics on, so a
 // test can see how many requests are inside a handler.
 func startProxyWithMetrics(t *testing.T, siteBody string) *proxy {
 	t.Helper()
-	p := newProxy(t)
-	text := strings.Replace(p.caddyfile(siteBody), "\tauto_https off\n", "\tauto_https off\n\tmetrics\n", 1)
-	p.load(text)
-	t.Cleanup(func() {
-		if err := caddy.Stop(); err != nil {
-			t.Logf("stopping caddy: %v", err)
-		}
-		resetProviderStates()
-	})
+	p, _ := startProxyWithGlobals(t, "\tmetrics\n", siteBody)
 	return p
 }
 

@@ -19,7 +19,6 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
-	"github.com/caddyserver/caddy/v2"
 )
 
 // End-to-end tests of the credential sources: a real Caddy, fake providers
@@ -316,12 +315,7 @@ func startProxyWithGlobals(t *testing.T, globals, siteBody string) (*proxy, stri
 	}
 	text = "{\n" + globals + text[len("{\n"):]
 	p.load(text)
-	t.Cleanup(func() {
-		if err := caddy.Stop(); err != nil {
-			t.Logf("stopping caddy: %v", err)
-		}
-		resetProviderStates()
-	})
+	stopAtCleanup(t)
 	return p, text
 }
 

@@ -40,10 +40,7 @@ func loadExample(t *testing.T, path string) map[string]string {
 	if err := caddy.Load(adapt(t, rewritten), true); err != nil {
 		t.Fatalf("loading %s: %v", path, err)
 	}
-	t.Cleanup(func() {
-		_ = caddy.Stop()
-		resetProviderStates()
-	})
+	stopAtCleanup(t)
 	return addrs
 }
 

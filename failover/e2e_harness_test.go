@@ -75,15 +75,19 @@ type proxy struct {
 // so each test starts from fresh provider states.
 func startProxy(t *testing.T, siteBody string) *proxy {
 	t.Helper()
-	p := newProxy(t)
-	p.load(p.caddyfile(siteBody))
+	p, _ := startProxyWithGlobals(t, "", siteBody)
+	return p
+}
+
+// stopAtCleanup stops Caddy and forgets every provider's state when the
+// test ends.
+func stopAtCleanup(t testing.TB) {
 	t.Cleanup(func() {
 		if err := caddy.Stop(); err != nil {
 			t.Logf("stopping caddy: %v", err)
 		}
 		resetProviderStates()
 	})
-	return p
 }
 
 func (p *proxy) caddyfile(siteBody string) string {

@@ -128,7 +128,7 @@ func startFleet(t *testing.T, n int, share string, blocks ...string) []*instance
 	}
 	p := newProxy(t)
 	p.load(fleetCaddyfile(p.AdminAddr, p.URL, share, "", blocks...))
-	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+	stopAtCleanup(t)
 	return append([]*instance{{name: "A", URL: p.URL, admin: p}}, fleet...)
 }
 
@@ -277,7 +277,7 @@ func TestRedisShareSurvivesRestart(t *testing.T) {
 	p := newProxy(t)
 	cfg := fleetCaddyfile(p.AdminAddr, p.URL, redisShare(r), "", sub.providerBlock(), key.providerBlock())
 	p.load(cfg)
-	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+	stopAtCleanup(t)
 	in := &instance{name: "A", URL: p.URL, admin: p}
 	sendOK0 := post(t, p.URL+"/v1/messages", simpleRequest)
 	readAll(t, sendOK0)
@@ -320,7 +320,7 @@ func TestRedisShareLaterEndWins(t *testing.T) {
 	key := newUpstream(t, "rl_key", replyMessage("from key"))
 	p := newProxy(t)
 	p.load(fleetCaddyfile(p.AdminAddr, p.URL, redisShare(r), "", sub.providerBlock(), key.providerBlock()))
-	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+	stopAtCleanup(t)
 
 	// another instance's 3h cooldown, stored while this one was not
 	// listening (its message was lost)
@@ -373,7 +373,7 @@ func TestRedisShareOutage(t *testing.T) {
 	startChild(t, fleetCaddyfile(b.admin.AdminAddr, b.URL, share, "", blocks...), b.URL)
 	p := newProxy(t)
 	p.load(fleetCaddyfile(p.AdminAddr, p.URL, share, "\tlog {\n\t\toutput file "+logFile+"\n\t\tformat json\n\t}\n", blocks...))
-	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+	stopAtCleanup(t)
 	a := &instance{name: "A", URL: p.URL, admin: p}
 	sendOK(t, a, "ro_sub")
 	sendOK(t, b, "ro_sub")

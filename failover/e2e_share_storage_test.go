@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
 )
 
 // writeEntry stores another instance's entry the way the storage backend
@@ -43,7 +41,7 @@ func TestShareStorageLaterEndWins(t *testing.T) {
 	key := newUpstream(t, "sl_key", replyMessage("from key"))
 	p := newProxy(t)
 	p.load(shareCaddyfile(p.AdminAddr, p.URL, storage, sub.providerBlock(), key.providerBlock()))
-	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+	stopAtCleanup(t)
 
 	if s := snapshot(t, "sl_sub"); !s.Until.Equal(long) || s.LastClass != ClassQuota {
 		t.Fatalf("adopted %+v, want the 3h quota cooldown", s)
@@ -88,7 +86,7 @@ func TestShareStoragePurgeAndNoExpiredEntries(t *testing.T) {
 	cfg := strings.Replace(shareCaddyfile(p.AdminAddr, p.URL, storage, sub.providerBlock("credential passthrough"), key.providerBlock()),
 		"read_interval 200ms", "read_interval 200ms\n\t\t\tpurge_after 1h", 1)
 	p.load(cfg)
-	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+	stopAtCleanup(t)
 
 	if _, err := os.Stat(filepath.Join(prefix, "gone.json")); !os.IsNotExist(err) {
 		t.Fatalf("the entry of an instance gone 2h (purge_after 1h) is still there: %v", err)

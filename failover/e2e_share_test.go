@@ -122,7 +122,7 @@ func TestShareAcrossInstances(t *testing.T) {
 
 	p := newProxy(t)
 	p.load(shareCaddyfile(p.AdminAddr, p.URL, storage, a.providerBlock(), b.providerBlock()))
-	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+	stopAtCleanup(t)
 
 	// instance A (this process) meets the 429
 	if got := readAll(t, post(t, p.URL+"/v1/messages", simpleRequest)); !strings.Contains(got, "from key") {
@@ -204,7 +204,7 @@ func TestShareSurvivesRestart(t *testing.T) {
 	}
 	resetProviderStates() // a new process remembers nothing
 	p.load(cfg)
-	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+	stopAtCleanup(t)
 	res := post(t, p.URL+"/v1/messages", simpleRequest)
 	if got := readAll(t, res); !strings.Contains(got, "from key") || res.Header.Get("X-LLM-Attempts") != "1" {
 		t.Fatalf("first request after restart: %s attempts %s", got, res.Header.Get("X-LLM-Attempts"))
@@ -240,7 +240,7 @@ func TestShareStorageFaults(t *testing.T) {
 	cfg := strings.Replace(shareCaddyfile(p.AdminAddr, p.URL, storage, a.providerBlock(), b.providerBlock()),
 		"\tpersist_config off\n", "\tpersist_config off\n\tlog {\n\t\toutput file "+logFile+"\n\t\tformat json\n\t}\n", 1)
 	p.load(cfg)
-	t.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+	stopAtCleanup(t)
 	res := post(t, p.URL+"/v1/messages", simpleRequest)
 	if got := readAll(t, res); !strings.Contains(got, "from key") {
 		t.Fatalf("the good entry among bad ones was not adopted: %s", got)

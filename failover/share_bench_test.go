@@ -28,7 +28,7 @@ func loadTB(tb testing.TB, caddyfileText string) {
 	if err := caddy.Load(cfg, true); err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { _ = caddy.Stop(); resetProviderStates() })
+	stopAtCleanup(tb)
 }
 
 // stateOn reads a provider's state from an instance's admin API.
