@@ -3,6 +3,8 @@ package failover
 import (
 	"bytes"
 	"encoding/json"
+	"hash/maphash"
+	"sync/atomic"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/jsonscan"
 )
@@ -25,7 +27,8 @@ type requestFields struct {
 func scanRequest(body []byte) requestFields {
 	var f requestFields
 	it := jsonscan.Object(body)
-	for m, ok := it.Next(); ok; m, ok = it.Next() {
+	for it.Next() {
+		m := &it.Member
 		if m.KeyIs("model") {
 			f = modelField(m)
 		}
@@ -36,13 +39,43 @@ func scanRequest(body []byte) requestFields {
 // modelField reads a "model" member. A value that is not a valid JSON
 // string (a Go escape, a raw control character) names no model, so an
 // invalid body is never made valid by a mapping.
-func modelField(m jsonscan.Member) requestFields {
-	if m.Value[0] == '"' {
-		if model, ok := jsonscan.Unquote(m.Value); ok {
-			return requestFields{Model: model, modelStart: m.Start, modelEnd: m.Start + len(m.Value)}
-		}
+func modelField(m *jsonscan.Member) requestFields {
+	v := m.Value
+	if v[0] != '"' || len(v) < 2 {
+		return requestFields{}
 	}
-	return requestFields{}
+	model, ok := "", true
+	if jsonscan.Plain(v[1 : len(v)-1]) {
+		model = modelName(v[1 : len(v)-1])
+	} else if model, ok = jsonscan.Unquote(v); !ok {
+		return requestFields{}
+	}
+	return requestFields{Model: model, modelStart: m.Start, modelEnd: m.Start + len(v)}
+}
+
+// modelNames holds the model names read lately, so that reading one again
+// allocates nothing: clients name the same few models request after
+// request. A slot is picked by hash; a new name replaces the one there.
+var (
+	modelNames    [8]atomic.Pointer[string]
+	modelNameSeed = maphash.MakeSeed()
+)
+
+// maxModelName bounds the names modelNames keeps.
+const maxModelName = 128
+
+// modelName returns raw as a string, from modelNames when it is there.
+func modelName(raw []byte) string {
+	if len(raw) > maxModelName {
+		return string(raw)
+	}
+	slot := &modelNames[maphash.Bytes(modelNameSeed, raw)%uint64(len(modelNames))]
+	if p := slot.Load(); p != nil && *p == string(raw) {
+		return *p
+	}
+	name := string(raw)
+	slot.Store(&name)
+	return name
 }
 
 // withModel returns body with the model value replaced by model: only
@@ -74,8 +107,8 @@ func requestModel(body []byte) requestFields {
 
 // mayHoldModelKey reports whether b may contain a key spelled "model":
 // the plain key, or one with a letter written as a \u escape (m, o, d, e
-// and l are all \u006X). Both are vectorized searches: a few tens of
-// microseconds for a 200KB body, against a full scan's hundreds.
+// and l are all \u006X). Both are vectorized searches, a few tens of
+// microseconds for a 200KB body.
 func mayHoldModelKey(b []byte) bool {
 	// searched as model": a quote first is found everywhere in JSON,
 	// which makes the search twice as slow
@@ -89,21 +122,27 @@ func mayHoldModelKey(b []byte) bool {
 		}
 		rest = rest[i+len(`model"`):]
 	}
-	// searched as u006: a backslash first is much slower to find in
-	// bodies full of \n and \"
-	for {
-		i := bytes.Index(b, []byte("u006"))
-		if i < 0 || i+4 >= len(b) {
+	return hasLetterEscape(b)
+}
+
+// hasLetterEscape reports whether b holds \u006X for one of the letters of
+// "model". It jumps from '6' to '6' with bytes.IndexByte: a rare byte in
+// prose and code, where 'u' and backslashes are everywhere.
+func hasLetterEscape(b []byte) bool {
+	for i := 4; i < len(b)-1; i++ {
+		j := bytes.IndexByte(b[i:len(b)-1], '6')
+		if j < 0 {
 			return false
 		}
-		if i > 0 && b[i-1] == '\\' {
-			switch b[i+4] {
+		i += j
+		if string(b[i-4:i]) == `\u00` {
+			switch b[i+1] {
 			case 'd', 'D', 'f', 'F', '4', '5', 'c', 'C': // m o d e l
 				return true
 			}
 		}
-		b = b[i+4:]
 	}
+	return false
 }
 
 // peekModel reads the first top-level "model" key (plain or escaped) and
@@ -112,7 +151,8 @@ func mayHoldModelKey(b []byte) bool {
 // object.
 func peekModel(body []byte) (f requestFields, end int, found bool) {
 	it := jsonscan.Object(body)
-	for m, ok := it.Next(); ok; m, ok = it.Next() {
+	for it.Next() {
+		m := &it.Member
 		if m.KeyIs("model") {
 			return modelField(m), m.Start + len(m.Value), true
 		}

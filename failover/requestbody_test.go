@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"unicode/utf8"
 
@@ -268,10 +269,76 @@ func rbTopLevel(body []byte) (keys []string, ok bool) {
 		return nil, false
 	}
 	it := jsonscan.Object(body)
-	for m, ok := it.Next(); ok; m, ok = it.Next() {
+	for it.Next() {
+		m := &it.Member
 		keys = append(keys, `"`+string(m.Key)+`"`)
 	}
 	return keys, true
+}
+
+// requestModel stops at the first model only when the rest cannot hold
+// another: each spelling of a later key is read as the last one.
+func TestRequestModelLaterKey(t *testing.T) {
+	for _, later := range []string{`"model"`, `"\u006dodel"`, `"m\u006Fdel"`, `"mo\u0064el"`, `"mod\u0065l"`,
+		`"mode\u006c"`, `"mode\u006C"`, `"\u006d\u006f\u0064\u0065\u006c"`} {
+		body := []byte(`{"model":"first","messages":[{"role":"user","content":"6 \u0036 \u006"}],` + later + `:"last"}`)
+		if f := requestModel(body); f.Model != "last" {
+			t.Errorf("%s: requestModel = %q, want the later key's", body, f.Model)
+		}
+	}
+	for _, rest := range []string{`"messages":[]`, `"x":"\u0066 \u0036d 6d u006d \u006"`, `"m":"model"`} {
+		body := []byte(`{"model":"first",` + rest + `}`)
+		if mayHoldModelKey(body[len(`{"model":"first"`):]) && !bytes.Contains([]byte(rest), []byte(`"model"`)) {
+			t.Errorf("%s: a full scan for nothing", rest)
+		}
+		if f := requestModel(body); f.Model != "first" {
+			t.Errorf("%s: requestModel = %q", body, f.Model)
+		}
+	}
+}
+
+// Reading the model of an ordinary request allocates nothing once its name
+// was seen: clients name the same few models request after request.
+func TestRequestModelNoAllocation(t *testing.T) {
+	body := bytes.ReplaceAll(rbClaudeCodeBody(64<<10), []byte(`,"model":"not-this-one"`), nil)
+	nested := rbClaudeCodeBody(64 << 10) // nested "model" keys: the whole top level is read
+	for _, b := range [][]byte{body, nested} {
+		requestModel(b)
+		allocs := testing.AllocsPerRun(20, func() {
+			if f := requestModel(b); f.Model != "claude-sonnet-4-5-20250929" {
+				t.Fatalf("model %q", f.Model)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%v allocations, want 0", allocs)
+		}
+	}
+}
+
+// Names share slots of the cache; every reader, concurrent or not, gets
+// the name its own body holds.
+func TestModelNameCache(t *testing.T) {
+	long := strings.Repeat("m", maxModelName+1)
+	names := []string{long, "", "é", `a"b`}
+	for i := range 40 {
+		names = append(names, fmt.Sprintf("model-%d", i))
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				want := names[(i+g)%len(names)]
+				q, _ := json.Marshal(want)
+				if f := requestModel([]byte(`{"model":` + string(q) + `}`)); f.Model != want {
+					t.Errorf("model %q, want %q", f.Model, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func FuzzScanRequest(f *testing.F) {

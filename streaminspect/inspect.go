@@ -79,7 +79,8 @@ func kindOfData(data []byte) Kind {
 	typed := KindOther
 	var kb, dkb [32]byte
 	it := jsonscan.Object(d)
-	for m, ok := it.Next(); ok; m, ok = it.Next() {
+	for it.Next() {
+		m := &it.Member
 		v := m.Value
 		switch string(m.Name(kb[:0])) {
 		case "error":
@@ -95,7 +96,8 @@ func kindOfData(data []byte) Kind {
 			ci := jsonscan.Array(v)
 			for c, ok := ci.Next(); ok && !content; c, ok = ci.Next() {
 				di := jsonscan.Object(jsonscan.Lookup(c, "delta"))
-				for dm, ok := di.Next(); ok; dm, ok = di.Next() {
+				for di.Next() {
+					dm := &di.Member
 					dk := dm.Name(dkb[:0])
 					if isContentKey(dk) && !isEmptyValue(dm.Value) {
 						content = true
@@ -168,7 +170,8 @@ func ParseError(data []byte) (info ErrorInfo, ok bool) {
 	var errV, typV, msgV []byte
 	var kb [32]byte
 	it := jsonscan.Object(data)
-	for m, more := it.Next(); more; m, more = it.Next() {
+	for it.Next() {
+		m := &it.Member
 		switch string(m.Name(kb[:0])) {
 		case "error":
 			errV = m.Value
@@ -182,7 +185,8 @@ func ParseError(data []byte) (info ErrorInfo, ok bool) {
 	case isObject(errV):
 		var code []byte
 		ei := jsonscan.Object(errV)
-		for m, more := ei.Next(); more; m, more = ei.Next() {
+		for ei.Next() {
+			m := &ei.Member
 			switch string(m.Name(kb[:0])) {
 			case "type":
 				info.Type = jsonscan.Text(m.Value)

@@ -43,7 +43,8 @@ func (u *Usage) addUntyped(data []byte) bool {
 	var typ, usage, msg []byte
 	var kb [32]byte
 	it := jsonscan.Object(data)
-	for m, ok := it.Next(); ok; m, ok = it.Next() {
+	for it.Next() {
+		m := &it.Member
 		switch string(m.Name(kb[:0])) {
 		case "type":
 			typ = m.Value
@@ -72,7 +73,8 @@ func (u *Usage) addObject(raw []byte) bool {
 	}
 	var kb [32]byte
 	it := jsonscan.Object(raw)
-	for m, ok := it.Next(); ok; m, ok = it.Next() {
+	for it.Next() {
+		m := &it.Member
 		v := m.Value
 		switch string(m.Name(kb[:0])) {
 		case "input_tokens", "prompt_tokens":

@@ -47,7 +47,8 @@ func BenchmarkMembers(b *testing.B) {
 	for b.Loop() {
 		it := Object(body)
 		var model []byte
-		for m, ok := it.Next(); ok; m, ok = it.Next() {
+		for it.Next() {
+			m := &it.Member
 			if m.KeyIs("model") {
 				model = m.Value
 			}

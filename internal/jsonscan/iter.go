@@ -1,29 +1,39 @@
 package jsonscan
 
+import "bytes"
+
 // Member is one member of an object, as written: nothing is decoded.
 type Member struct {
 	Key   []byte // between the quotes, escapes not decoded (see KeyIs)
 	Value []byte // the whole value: a string keeps its quotes
 	Start int    // offset of Value in the bytes being iterated
-	esc   bool   // Key may hold an escape
+	esc   bool   // Key may hold an escape (false: certainly none)
 }
 
 // KeyIs reports whether the member's key is name, as a JSON decoder reads
 // it: "mod\u0065l" is "model".
-func (m Member) KeyIs(name string) bool {
+func (m *Member) KeyIs(name string) bool {
 	if !m.esc {
 		return string(m.Key) == name
 	}
 	return KeyIs(m.Key, name)
 }
 
-// Members iterates over the members of an object, leniently (see SkipValue).
+// Members iterates over the members of an object, leniently (see SkipValue):
+//
+//	it := jsonscan.Object(b)
+//	for it.Next() {
+//		m := &it.Member
+//		...
+//	}
+//
 // It stops at the end of the object or at the first member it cannot read;
 // the members before stay good. Bytes after the object are not looked at.
 type Members struct {
-	b    []byte
-	i    int
-	done bool
+	Member // the current member, after Next returned true
+	b      []byte
+	i      int
+	done   bool
 }
 
 // Object starts iterating over the object in b, which may be surrounded by
@@ -36,37 +46,38 @@ func Object(b []byte) Members {
 	return Members{b: b, i: i + 1}
 }
 
-// Next returns the next member, or false at the end.
-func (it *Members) Next() (Member, bool) {
+// Next moves to the next member and reports whether there is one.
+func (it *Members) Next() bool {
 	if it.done {
-		return Member{}, false
+		return false
 	}
 	it.done = true // until this member is read whole
 	b := it.b
 	i := SkipSpace(b, it.i)
 	if i >= len(b) || b[i] != '"' {
-		return Member{}, false // '}' or garbage
+		return false // '}' or garbage
 	}
 	ks := i
 	ke, esc := skipString(b, ks)
 	if ke < 0 {
-		return Member{}, false
+		return false
 	}
 	i = SkipSpace(b, ke)
 	if i >= len(b) || b[i] != ':' {
-		return Member{}, false
+		return false
 	}
 	vs := SkipSpace(b, i+1)
 	ve := SkipValue(b, vs)
 	if ve < 0 {
-		return Member{}, false
+		return false
 	}
 	i = SkipSpace(b, ve)
 	if i < len(b) && b[i] == ',' {
 		it.i, it.done = i+1, false
 	}
 	// else '}' or garbage: this member is good, but it is the last.
-	return Member{Key: b[ks+1 : ke-1], Value: b[vs:ve], Start: vs, esc: esc}, true
+	it.Member = Member{Key: b[ks+1 : ke-1], Value: b[vs:ve], Start: vs, esc: esc}
+	return true
 }
 
 // Elements iterates over the elements of an array, leniently.
@@ -111,23 +122,27 @@ func (it *Elements) Next() ([]byte, bool) {
 // decoders do (the last one wins).
 func Lookup(b []byte, key string) []byte {
 	it := Object(b)
-	for {
-		m, ok := it.Next()
-		if !ok {
-			return nil
-		}
-		if m.KeyIs(key) {
-			return m.Value
+	for it.Next() {
+		if it.KeyIs(key) {
+			return it.Value
 		}
 	}
+	return nil
 }
 
 // Name returns the member's key as a decoder reads it: Key itself when it
 // holds no escape, else its value decoded into buf (which it may outgrow).
 // A key with an invalid escape is returned as written, so it matches no
 // plain name.
-func (m Member) Name(buf []byte) []byte {
+func (m *Member) Name(buf []byte) []byte {
 	if !m.esc {
+		return m.Key
+	}
+	return m.decodedName(buf)
+}
+
+func (m *Member) decodedName(buf []byte) []byte {
+	if bytes.IndexByte(m.Key, '\\') < 0 {
 		return m.Key
 	}
 	if v, ok := unescape(buf[:0], m.Key); ok {

@@ -100,7 +100,8 @@ func TestMembersStart(t *testing.T) {
 	b := []byte(` { "a" : "x" , "model":  "m" }`)
 	it := Object(b)
 	var starts []int
-	for m, ok := it.Next(); ok; m, ok = it.Next() {
+	for it.Next() {
+		m := &it.Member
 		if string(b[m.Start:m.Start+len(m.Value)]) != string(m.Value) {
 			t.Fatalf("Start %d does not locate %s", m.Start, m.Value)
 		}
@@ -158,8 +159,8 @@ func TestName(t *testing.T) {
 		`long key with an escape past the first words: t\u0079pe`: `long key with an escape past the first words: type`,
 	} {
 		it := Object([]byte(`{"` + raw + `":1}`))
-		m, ok := it.Next()
-		if got := m.Name(buf[:0]); !ok || string(got) != want {
+		ok := it.Next()
+		if got := it.Name(buf[:0]); !ok || string(got) != want {
 			t.Errorf("Name(%s) = %q, want %q", raw, got, want)
 		}
 	}
@@ -264,7 +265,8 @@ func TestNoAllocations(t *testing.T) {
 	allocs := testing.AllocsPerRun(20, func() {
 		it := Object(body)
 		n := 0
-		for m, ok := it.Next(); ok; m, ok = it.Next() {
+		for it.Next() {
+			m := &it.Member
 			if m.KeyIs("model") {
 				n++
 			}
@@ -309,11 +311,12 @@ func check(t *testing.T, b []byte) {
 	// the lenient walk never panics, on anything
 	it := Object(b)
 	var got []Member
-	for m, ok := it.Next(); ok; m, ok = it.Next() {
+	for it.Next() {
+		m := &it.Member
 		if m.Start < 0 || m.Start+len(m.Value) > len(b) || !bytes.Equal(b[m.Start:m.Start+len(m.Value)], m.Value) {
 			t.Fatalf("member value %q not at %d", m.Value, m.Start)
 		}
-		got = append(got, m)
+		got = append(got, *m)
 	}
 	el := Array(b)
 	var elems [][]byte

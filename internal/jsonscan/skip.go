@@ -38,7 +38,7 @@ func TrimSpace(b []byte) []byte {
 // wordsBeforeIndex is how many eight-byte words SkipString reads before
 // it switches to bytes.IndexByte: most keys and many values are shorter,
 // and for them a word loop beats the call.
-const wordsBeforeIndex = 4
+const wordsBeforeIndex = 3
 
 // quoteOrBackslash returns x's bytes that are a quote or a backslash, as
 // their high bit (the "has zero byte" word trick: the lowest bit set is

@@ -33,14 +33,7 @@ func Unquote(q []byte) (string, bool) {
 		return "", false
 	}
 	inner := q[1 : len(q)-1]
-	plain := true
-	for _, c := range inner {
-		if c == '\\' || c == '"' || c < 0x20 {
-			plain = false
-			break
-		}
-	}
-	if plain {
+	if Plain(inner) {
 		return string(inner), true
 	}
 	s := Scanner{B: q}
@@ -48,6 +41,17 @@ func Unquote(q []byte) (string, bool) {
 		return "", false
 	}
 	return string(AppendUnescape(nil, inner)), true
+}
+
+// Plain reports whether raw, the bytes between a string's quotes, is its
+// value as it is: no escape, no quote, no control character.
+func Plain(raw []byte) bool {
+	for _, c := range raw {
+		if c == '\\' || c == '"' || c < 0x20 {
+			return false
+		}
+	}
+	return true
 }
 
 // Text returns a value as text, for messages: a string is decoded (or
