@@ -146,27 +146,6 @@ func TestCaddyfileClients(t *testing.T) {
 	}
 }
 
-func TestCaddyfileClientErrors(t *testing.T) {
-	for _, tc := range []struct{ name, block, want string }{
-		{"client without name", "client {\n key env K\n}", "client needs a name"},
-		{"client with two names", "client a b {\n key env K\n}", "wrong argument count"},
-		{"client without key", "client a {\n providers a\n}", "client a: a key is required"},
-		{"client without block", "client a", "client a: a key is required"},
-		{"key without source", "client a {\n key\n}", "client a: key needs a source"},
-		{"key twice", "client a {\n key env K\n key env L\n}", "client a: key may appear only once"},
-		{"passthrough key", "client a {\n key passthrough\n}", "passthrough cannot hold a client key"},
-		{"unknown key source", "client a {\n key vault K\n}", "llm.credentials.vault"},
-		{"providers without names", "client a {\n key env K\n providers\n}", "providers takes at least one provider name"},
-		{"unknown client subdirective", "client a {\n key env K\n quota 5\n}", `client a: unrecognized subdirective "quota"`},
-		{"duplicate client", "client a {\n key env K\n}\nclient a {\n key env L\n}", `client "a" is declared twice`},
-		{"client_key_header without value", "client_key_header", "wrong argument count"},
-		{"client_key_header bad name", `client_key_header "X LLM Key"`, "not a valid header name"},
-		{"allow_remote with an argument", "allow_remote yes", "wrong argument count"},
-	} {
-		t.Run(tc.name, func(t *testing.T) { wantCaddyfileError(t, okProvider+tc.block, tc.want) })
-	}
-}
-
 // The Caddyfile errors of the access subdirectives name their line.
 func TestCaddyfileClientErrorLine(t *testing.T) {
 	d := caddyfile.NewTestDispenser("llm_failover {\n\tclient a {\n\t\tkey env K\n\t\tproviders\n\t}\n}")

@@ -303,10 +303,17 @@ func wantSiteError(t *testing.T, text, want string) error {
 	return err
 }
 
+// inProvider is a provider block with an upstream and lines, for the cases
+// about a provider's other subdirectives.
+func inProvider(lines string) string {
+	return "provider a {\n upstream http://x.test\n " + lines + "\n}"
+}
+
 func TestCaddyfileErrors(t *testing.T) {
 	cases := []struct {
 		name, block, want string
 	}{
+		// The directive and its providers.
 		{"unknown subdirective", okProvider + "bogus 1", `unrecognized llm_failover subdirective "bogus"`},
 		{"arguments on the directive", "", "wrong argument count"}, // see the special case below
 		{"provider without name", "provider {\n upstream http://127.0.0.1:1\n}", "provider needs a name"},
@@ -321,25 +328,26 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"URL without scheme", "provider a {\n upstream api.anthropic.com\n}", "scheme must be http or https"},
 		{"URL without host", "provider a {\n upstream https://\n}", "no host"},
 		{"URL with query", "provider a {\n upstream https://x.test/?a=1\n}", "query or fragment"},
-		{"unknown provider subdirective", "provider a {\n upstream http://x.test\n retries 3\n}", `provider a: unrecognized subdirective "retries"`},
-		{"unknown credential source", "provider a {\n upstream http://x.test\n credential vault X\n}", "llm.credentials.vault"},
-		{"credential without source", "provider a {\n upstream http://x.test\n credential\n}", "credential needs a source"},
-		{"credential twice", "provider a {\n upstream http://x.test\n credential env X\n credential env Y\n}", "credential may appear only once"},
-		{"env credential without variable", "provider a {\n upstream http://x.test\n credential env\n}", "wrong argument count"},
-		{"passthrough with an argument", "provider a {\n upstream http://x.test\n credential passthrough X\n}", "wrong argument count"},
-		{"auth_header without value", "provider a {\n upstream http://x.test\n auth_header\n}", "wrong argument count"},
-		{"model with one argument", "provider a {\n upstream http://x.test\n model claude-*\n}", "model takes a pattern and a model name"},
-		{"model with three arguments", "provider a {\n upstream http://x.test\n model a b c\n}", "model takes a pattern and a model name"},
+		{"unknown provider subdirective", inProvider("retries 3"), `provider a: unrecognized subdirective "retries"`},
+		{"unknown credential source", inProvider("credential vault X"), "llm.credentials.vault"},
+		{"credential without source", inProvider("credential"), "credential needs a source"},
+		{"credential twice", inProvider("credential env X\n credential env Y"), "credential may appear only once"},
+		{"env credential without variable", inProvider("credential env"), "wrong argument count"},
+		{"passthrough with an argument", inProvider("credential passthrough X"), "wrong argument count"},
+		{"auth_header without value", inProvider("auth_header"), "wrong argument count"},
+		{"model with one argument", inProvider("model claude-*"), "model takes a pattern and a model name"},
+		{"model with three arguments", inProvider("model a b c"), "model takes a pattern and a model name"},
+		// Cooldowns, timeouts and the other limits.
 		{"bad class", okProvider + "cooldown ratelimit 1m", `cooldown: unknown class "ratelimit"`},
-		{"bad class in provider", "provider a {\n upstream http://x.test\n cooldown slow 1m\n}", `unknown class "slow"`},
+		{"bad class in provider", inProvider("cooldown slow 1m"), `unknown class "slow"`},
 		{"class none is not a class", okProvider + "cooldown none 1m", `unknown class "none"`},
 		{"cooldown with one argument", okProvider + "cooldown 1m", "cooldown takes a class and a duration"},
 		{"bad duration", okProvider + "cooldown rate_limit soon", `cooldown rate_limit: bad duration "soon"`},
 		{"negative cooldown", okProvider + "cooldown rate_limit -1m", `bad duration "-1m"`},
 		{"bad max_cooldown", okProvider + "max_cooldown forever", `max_cooldown: want a positive duration such as 90s or 2m, got "forever"`},
 		{"zero max_cooldown", okProvider + "max_cooldown 0s", `max_cooldown: want a positive duration`},
-		{"bad dial_timeout", "provider a {\n upstream http://x.test\n dial_timeout 0\n}", `dial_timeout: want a positive duration`},
-		{"bad header_timeout", "provider a {\n upstream http://x.test\n header_timeout 5x\n}", `header_timeout: want a positive duration`},
+		{"bad dial_timeout", inProvider("dial_timeout 0"), `dial_timeout: want a positive duration`},
+		{"bad header_timeout", inProvider("header_timeout 5x"), `header_timeout: want a positive duration`},
 		{"max_attempts 0", okProvider + "max_attempts 0", `max_attempts: want a whole number of at least 1, got "0"`},
 		{"max_attempts negative", okProvider + "max_attempts -2", `max_attempts: want a whole number of at least 1, got "-2"`},
 		{"max_attempts not a number", okProvider + "max_attempts three", `got "three"`},
@@ -348,12 +356,14 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"bad size", okProvider + "request_buffer lots", `request_buffer: want a size such as 64KiB or 32MiB, got "lots"`},
 		{"zero size", okProvider + "request_buffer 0", `request_buffer: want a size`},
 		{"negative size", okProvider + "request_buffer -1MiB", `request_buffer: want a size`},
+		// classify: rules that name an error's class.
 		{"classify with two arguments", okProvider + "classify 400 quota", "classify takes a status, a body substring and a class"},
 		{"classify with four arguments", okProvider + `classify 400 "credit" balance quota`, "classify takes a status, a body substring and a class"},
 		{"classify without arguments", okProvider + "classify", "classify takes a status, a body substring and a class"},
 		{"classify bad status", okProvider + "classify 200 * quota", `classify: status must be * or 400-599, got "200"`},
 		{"classify status not a number", okProvider + "classify 4xx * quota", `classify: status must be * or 400-599, got "4xx"`},
 		{"classify bad class", okProvider + "classify 429 * slow", `classify: unknown class "slow"`},
+		// stream: how responses are held until they prove healthy.
 		{"stream twice", okProvider + "stream {\n hold off\n}\nstream {\n hold off\n}", "stream may appear only once"},
 		{"stream with an argument", okProvider + "stream off", "wrong argument count"},
 		{"bad hold mode", okProvider + "stream {\n hold always\n}", `stream hold: want first_content, first_event or off, got "always"`},
@@ -362,6 +372,33 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"bad idle_timeout", okProvider + "stream {\n idle_timeout never\n}", `idle_timeout: want a positive duration or off, got "never"`},
 		{"zero idle_timeout", okProvider + "stream {\n idle_timeout 0s\n}", `idle_timeout: want a positive duration or off`},
 		{"unknown stream subdirective", okProvider + "stream {\n buffer 1\n}", `unrecognized stream subdirective "buffer"`},
+		// client, client_key_header, allow_remote: who may use the proxy.
+		{"client without name", okProvider + "client {\n key env K\n}", "client needs a name"},
+		{"client with two names", okProvider + "client a b {\n key env K\n}", "wrong argument count"},
+		{"client without key", okProvider + "client a {\n providers a\n}", "client a: a key is required"},
+		{"client without block", okProvider + "client a", "client a: a key is required"},
+		{"key without source", okProvider + "client a {\n key\n}", "client a: key needs a source"},
+		{"key twice", okProvider + "client a {\n key env K\n key env L\n}", "client a: key may appear only once"},
+		{"passthrough key", okProvider + "client a {\n key passthrough\n}", "passthrough cannot hold a client key"},
+		{"unknown key source", okProvider + "client a {\n key vault K\n}", "llm.credentials.vault"},
+		{"providers without names", okProvider + "client a {\n key env K\n providers\n}", "providers takes at least one provider name"},
+		{"unknown client subdirective", okProvider + "client a {\n key env K\n quota 5\n}", `client a: unrecognized subdirective "quota"`},
+		{"duplicate client", okProvider + "client a {\n key env K\n}\nclient a {\n key env L\n}", `client "a" is declared twice`},
+		{"client_key_header without value", okProvider + "client_key_header", "wrong argument count"},
+		{"client_key_header bad name", okProvider + `client_key_header "X LLM Key"`, "not a valid header name"},
+		{"allow_remote with an argument", okProvider + "allow_remote yes", "wrong argument count"},
+		// share: the state instances keep in common.
+		{"redis without URL", okProvider + "share {\n redis\n}", "wrong argument count"},
+		{"redis with two URLs", okProvider + "share {\n redis redis://a redis://b\n}", "wrong argument count"},
+		{"redis scheme", okProvider + "share {\n redis http://127.0.0.1:6379\n}", "scheme must be redis or rediss"},
+		{"redis without host", okProvider + "share {\n redis redis://\n}", "no host"},
+		{"password in the URL", okProvider + "share {\n redis redis://:hunter2@127.0.0.1:6379\n}", "carries a password"},
+		{"password without source", okProvider + "share {\n redis redis://127.0.0.1\n password\n}", "password needs a credential source"},
+		{"password twice", okProvider + "share {\n redis redis://127.0.0.1\n password env A\n password env B\n}", "share: password is already set on line"},
+		{"unknown password source", okProvider + "share {\n redis redis://127.0.0.1\n password vault X\n}", "llm.credentials.vault"},
+		{"bad purge_after", okProvider + "share {\n purge_after soon\n}", "purge_after: want a positive duration"},
+		{"zero probe_wait", okProvider + "share {\n probe_wait 0s\n}", "probe_wait: want a positive duration"},
+		{"bad probe_lease", okProvider + "share {\n probe_lease x\n}", "probe_lease: want a positive duration"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -369,7 +406,10 @@ func TestCaddyfileErrors(t *testing.T) {
 				wantSiteError(t, ":8080 {\n\tllm_failover extra {\n\t\t"+okProvider+"\t}\n}\n", tc.want)
 				return
 			}
-			wantCaddyfileError(t, tc.block, tc.want)
+			err := wantCaddyfileError(t, tc.block, tc.want)
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("the error shows a password: %v", err)
+			}
 		})
 	}
 }
