@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,43 +39,28 @@ func credClientOptions(betas string) []option.RequestOption {
 	}
 }
 
-// credTokenEndpoint is a fake OAuth token endpoint that counts its hits.
-type credTokenEndpoint struct {
-	*httptest.Server
-	hits atomic.Int32
-
-	mu       sync.Mutex
-	requests []map[string]any
-	handle   http.HandlerFunc
-}
+// credTokenEndpoint is a fake OAuth token endpoint: a fakeUpstream that
+// answers with handle, counts its hits and keeps each refresh request.
+type credTokenEndpoint struct{ *fakeUpstream }
 
 func newCredTokenEndpoint(t *testing.T, handle http.HandlerFunc) *credTokenEndpoint {
 	t.Helper()
-	e := &credTokenEndpoint{handle: handle}
-	e.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e.hits.Add(1)
-		body, _ := io.ReadAll(r.Body)
-		var req map[string]any
-		_ = json.Unmarshal(body, &req)
-		e.mu.Lock()
-		e.requests = append(e.requests, req)
-		h := e.handle
-		e.mu.Unlock()
-		h(w, r)
-	}))
-	t.Cleanup(e.Close)
-	return e
+	return &credTokenEndpoint{newUpstream(t, "token endpoint", func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		handle(w, r)
+	})}
 }
 
-func (e *credTokenEndpoint) Hits() int { return int(e.hits.Load()) }
-
+// request is the JSON body of the i-th refresh request, nil if there is
+// none.
 func (e *credTokenEndpoint) request(i int) map[string]any {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if i >= len(e.requests) {
+	if i >= len(e.bodies) {
 		return nil
 	}
-	return e.requests[i]
+	var req map[string]any
+	_ = json.Unmarshal(e.bodies[i], &req)
+	return req
 }
 
 // issueToken answers a refresh with a new token pair, after delay.
