@@ -30,8 +30,11 @@ func hungHelper(t *testing.T) (path string, started func() bool) {
 	t.Helper()
 	dir := t.TempDir()
 	startedFile, release := filepath.Join(dir, "started"), filepath.Join(dir, "release")
+	// it also ends when its directory is gone: the test binary may exit
+	// before the helper's own timeout kills it, and it must not outlive
+	// the test
 	path = writeExecutable(t, dir, "hung-helper", fmt.Sprintf(
-		"#!/bin/sh\ntouch %q\nwhile [ ! -e %q ]; do sleep 0.05; done\necho sk-helper-finally\n", startedFile, release))
+		"#!/bin/sh\ntouch %q\nwhile [ ! -e %q ] && [ -d %q ]; do sleep 0.05; done\necho sk-helper-finally\n", startedFile, release, dir))
 	t.Cleanup(func() { _ = os.WriteFile(release, nil, 0o600) })
 	return path, func() bool { _, err := os.Stat(startedFile); return err == nil }
 }
