@@ -27,6 +27,12 @@ func TestNonModelRequestCoolsNothing(t *testing.T) {
 	})
 	b := newUpstream(t, "b", replyMessage("hello from b"))
 	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+	attempts := func(outcome string) string {
+		_, text := adminGet(t, p, "/metrics")
+		v, _ := metricValue(t, text, "caddy_llm_attempts_total", `provider="a"`, `outcome="`+outcome+`"`)
+		return v
+	}
+	passedBefore, successBefore := attempts("passed_through"), attempts("success")
 
 	res := headRoot(t, p.URL)
 	if res.StatusCode != http.StatusNotImplemented || res.Header.Get("X-From") != "a" {
@@ -40,6 +46,11 @@ func TestNonModelRequestCoolsNothing(t *testing.T) {
 	}
 	if s := snapshot(t, "a"); s.State != StateClosed || s.LastClass != ClassNone || s.Requests != 0 {
 		t.Fatalf("a after non-model requests: %+v, want closed, untouched", s)
+	}
+	// counted for what they were: error answers passed through, not successes
+	if got := attempts("passed_through"); got != addToMetric(t, passedBefore, 2) || attempts("success") != successBefore {
+		t.Fatalf("attempts_total for a: passed_through %q (was %q), success %q (was %q); want +2 and unchanged",
+			got, passedBefore, attempts("success"), successBefore)
 	}
 	msg, err := sdkClient(p).Messages.New(context.Background(), userMessage("hi"))
 	if err != nil || textOf(msg) != "hello from a" {
@@ -170,3 +181,17 @@ func TestModelsListFailsOver(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// addToMetric adds n to a sample value as metricValue returns it ("" for
+// a series not there yet).
+func addToMetric(t *testing.T, v string, n float64) string {
+	t.Helper()
+	f := 0.0
+	if v != "" {
+		var err error
+		if f, err = strconv.ParseFloat(v, 64); err != nil {
+			t.Fatalf("metric value %q: %v", v, err)
+		}
+	}
+	return strconv.FormatFloat(f+n, 'g', -1, 64)
+}

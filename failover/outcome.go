@@ -95,8 +95,13 @@ func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, prox
 func (h *Handler) delivered(req *llmRequest, a *attempt, v Verdict) {
 	req.answeredBy, req.sentModel = a.p.Name, a.model
 	outcome := outcomeSuccess
-	if v.Class != ClassNone {
+	switch {
+	case v.Class != ClassNone:
 		outcome = string(v.Class) // a passed-through client error
+	case a.gate.status >= 400:
+		// an error answer to a request that is not a model call, given to
+		// the client as it came: no success, and no failure of the provider
+		outcome = outcomePassedThrough
 	}
 	countAttempt(req, a.p, outcome)
 	if h.useBook && v.Class == ClassNone && len(h.Providers) > 0 {
@@ -290,7 +295,11 @@ func countAttempt(req *llmRequest, p *Provider, outcome string) {
 	metrics.attempts.WithLabelValues(p.Name, outcome, req.client.label()).Inc()
 }
 
-const outcomeSuccess = "success"
+// Outcomes of attempts_total besides the failure classes.
+const (
+	outcomeSuccess       = "success"
+	outcomePassedThrough = "passed_through"
+)
 
 func countTokens(p *Provider, model string, c *Client, u streaminspect.Usage) {
 	c.countUsage(u)
