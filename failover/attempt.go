@@ -131,7 +131,7 @@ func (h *Handler) tryOnce(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 	if cred.Secret != "" || p.passthrough {
 		// the transport sets it on its copy of the request; nothing to set
 		// for a provider without a credential
-		actx.cred = &attemptCredential{header: p.authHeader, cred: cred}
+		actx.cred = &upstreamCredential{header: p.authHeader, cred: cred}
 	}
 	ctx, cancel := context.WithCancel(actx)
 	defer cancel()
@@ -159,7 +159,7 @@ func (h *Handler) tryOnce(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 type attemptContext struct {
 	context.Context
 	vars map[string]any
-	cred *attemptCredential
+	cred *upstreamCredential
 }
 
 // Value implements context.Context.
@@ -169,7 +169,7 @@ func (c *attemptContext) Value(key any) any {
 		if c.vars != nil {
 			return c.vars
 		}
-	case attemptCredentialKey{}:
+	case upstreamCredentialKey{}:
 		if c.cred != nil {
 			return c.cred
 		}
@@ -180,7 +180,7 @@ func (c *attemptContext) Value(key any) any {
 // upstreamRequest builds the request the provider receives: the same body
 // (model mapped if the provider maps it), the client's credential removed
 // unless the provider passes it through, the base path prefixed.
-func (a *attempt) upstreamRequest(ctx context.Context, ac *attemptCredential) *http.Request {
+func (a *attempt) upstreamRequest(ctx context.Context, ac *upstreamCredential) *http.Request {
 	p, req, r := a.p, a.req, a.req.r
 	ar := r.WithContext(ctx)
 	// a shallow copy: values are only ever replaced, never changed in

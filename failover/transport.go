@@ -9,9 +9,9 @@ import (
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
 )
 
-// attemptCredential is what the credential transport sets on an attempt's
+// upstreamCredential is what the credential transport sets on an attempt's
 // upstream request. It travels in the request context.
-type attemptCredential struct {
+type upstreamCredential struct {
 	header string // x-api-key, bearer, or a header name
 	cred   credsource.Credential
 	// client holds the client's own credential headers for a passthrough
@@ -23,7 +23,7 @@ type attemptCredential struct {
 // no credential at all: any credential that appears later is different.
 const missingCredential = "\x00missing"
 
-type attemptCredentialKey struct{}
+type upstreamCredentialKey struct{}
 
 // credentialTransport wraps a provider's transport and sets the provider's
 // credential on a copy of each outgoing request. reverse_proxy logs its
@@ -35,7 +35,7 @@ type credentialTransport struct {
 
 // RoundTrip implements http.RoundTripper.
 func (t *credentialTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	ac, _ := req.Context().Value(attemptCredentialKey{}).(*attemptCredential)
+	ac, _ := req.Context().Value(upstreamCredentialKey{}).(*upstreamCredential)
 	if ac == nil || (ac.cred.Secret == "" && len(ac.client) == 0) {
 		return t.base.RoundTrip(req)
 	}
@@ -71,8 +71,10 @@ func setCredential(h http.Header, how string, c credsource.Credential) {
 // stripClientCredential removes the client's own credential and the OAuth
 // beta that belongs to it, before a provider's own credential is set.
 func stripClientCredential(h http.Header) {
-	h.Del("Authorization")
-	h.Del("X-Api-Key")
+	// the keys in their canonical form, as net/http stores them: no
+	// canonicalizing on every request
+	delete(h, "Authorization")
+	delete(h, "X-Api-Key")
 	removeBeta(h, credsource.OAuthBeta)
 }
 
@@ -113,7 +115,7 @@ func addBeta(h http.Header, beta string) {
 // removeBeta removes one value from the anthropic-beta list, dropping the
 // header when nothing is left.
 func removeBeta(h http.Header, beta string) {
-	vals := h.Values("Anthropic-Beta")
+	vals := h["Anthropic-Beta"]
 	if !slices.ContainsFunc(vals, func(v string) bool { return strings.Contains(v, beta) }) {
 		return // nothing to remove, and nothing allocated to find that out
 	}
