@@ -662,19 +662,27 @@ func vmRSS(pid int) int64 {
 	return 0
 }
 
-// goroutines reads the goroutine count from Caddy's admin pprof endpoint.
-func goroutines(admin string) int {
+// adminPage fetches a page of Caddy's admin endpoint and hands its body
+// to read; nothing happens when admin is unset or the fetch fails.
+func adminPage(admin, path string, read func(io.Reader)) {
 	if admin == "" {
-		return 0
+		return
 	}
-	resp, err := http.Get("http://" + admin + "/debug/pprof/goroutine?debug=1")
+	resp, err := http.Get("http://" + admin + path)
 	if err != nil {
-		return 0
+		return
 	}
 	defer resp.Body.Close()
-	line, _ := bufio.NewReader(resp.Body).ReadString('\n')
-	// "goroutine profile: total 123"
-	n, _ := strconv.Atoi(strings.TrimSpace(line[strings.LastIndexByte(line, ' ')+1:]))
+	read(resp.Body)
+}
+
+// goroutines reads the goroutine count from Caddy's admin pprof endpoint.
+func goroutines(admin string) (n int) {
+	adminPage(admin, "/debug/pprof/goroutine?debug=1", func(r io.Reader) {
+		line, _ := bufio.NewReader(r).ReadString('\n')
+		// "goroutine profile: total 123"
+		n, _ = strconv.Atoi(strings.TrimSpace(line[strings.LastIndexByte(line, ' ')+1:]))
+	})
 	return n
 }
 
@@ -682,24 +690,19 @@ func goroutines(admin string) int {
 // garbage collection, from the admin pprof endpoint (gc=1 collects first).
 // Unlike VmRSS it does not move with when the collector last ran, so it
 // tells a few hundred bytes per stream apart.
-func liveHeap(admin string) int64 {
-	if admin == "" {
-		return 0
-	}
-	resp, err := http.Get("http://" + admin + "/debug/pprof/heap?debug=1&gc=1")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "# HeapAlloc = "); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return n / 1024
+func liveHeap(admin string) (kib int64) {
+	adminPage(admin, "/debug/pprof/heap?debug=1&gc=1", func(r io.Reader) {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "# HeapAlloc = "); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				kib = n / 1024
+				return
+			}
 		}
-	}
-	return 0
+	})
+	return kib
 }
 
 // runOpenStreams opens cfg.openStreams streams against the single target,

@@ -31,19 +31,30 @@ func (m *Member) KeyIs(name string) bool {
 // the members before stay good. Bytes after the object are not looked at.
 type Members struct {
 	Member // the current member, after Next returned true
-	b      []byte
-	i      int
-	done   bool
+	cursor
+}
+
+// cursor is where an iteration over an object or an array stands.
+type cursor struct {
+	b    []byte
+	i    int
+	done bool
+}
+
+// openCursor starts a cursor inside the container that bracket opens at
+// the start of b (after any whitespace); anything else is done at once.
+func openCursor(b []byte, bracket byte) cursor {
+	i := SkipSpace(b, 0)
+	if i >= len(b) || b[i] != bracket {
+		return cursor{done: true}
+	}
+	return cursor{b: b, i: i + 1}
 }
 
 // Object starts iterating over the object in b, which may be surrounded by
 // whitespace. Anything that is not an object has no members.
 func Object(b []byte) Members {
-	i := SkipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return Members{done: true}
-	}
-	return Members{b: b, i: i + 1}
+	return Members{cursor: openCursor(b, '{')}
 }
 
 // Next moves to the next member and reports whether there is one.
@@ -82,19 +93,13 @@ func (it *Members) Next() bool {
 
 // Elements iterates over the elements of an array, leniently.
 type Elements struct {
-	b    []byte
-	i    int
-	done bool
+	cursor
 }
 
 // Array starts iterating over the array in b (whitespace around allowed).
 // Anything that is not an array has no elements.
 func Array(b []byte) Elements {
-	i := SkipSpace(b, 0)
-	if i >= len(b) || b[i] != '[' {
-		return Elements{done: true}
-	}
-	return Elements{b: b, i: i + 1}
+	return Elements{cursor: openCursor(b, '[')}
 }
 
 // Next returns the next element, or false at the end.
