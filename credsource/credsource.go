@@ -143,3 +143,12 @@ func Fingerprint(secret string) string {
 	sum := sha256.Sum256([]byte(secret))
 	return hex.EncodeToString(sum[:8])
 }
+
+// secretCredential is the credential a source read as v, versioned by its
+// fingerprint; err passes through.
+func secretCredential(v string, err error) (Credential, error) {
+	if err != nil {
+		return Credential{}, err
+	}
+	return Credential{Secret: v, Version: Fingerprint(v)}, nil
+}

@@ -73,11 +73,7 @@ func (f *File) Validate() error {
 // Credential returns the file's trimmed content, read again if the file
 // changed since the last read.
 func (f *File) Credential(context.Context) (Credential, error) {
-	v, err := f.load(false)
-	if err != nil {
-		return Credential{}, err
-	}
-	return Credential{Secret: v, Version: Fingerprint(v)}, nil
+	return secretCredential(f.load(false))
 }
 
 // Status reports whether the file holds a credential.

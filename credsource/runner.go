@@ -330,11 +330,7 @@ func (c *cachedValue) credential(ctx context.Context) (Credential, error) {
 	if c == nil {
 		return Credential{}, errNotProvisioned
 	}
-	v, err := c.get(ctx, false)
-	if err != nil {
-		return Credential{}, err
-	}
-	return Credential{Secret: v, Version: Fingerprint(v)}, nil
+	return secretCredential(c.get(ctx, false))
 }
 
 // readyCredential implements ReadySource for cached sources.
@@ -342,11 +338,7 @@ func (c *cachedValue) readyCredential(ctx context.Context, wait time.Duration) (
 	if c == nil {
 		return Credential{}, errNotProvisioned
 	}
-	v, err := c.ready(ctx, wait)
-	if err != nil {
-		return Credential{}, err
-	}
-	return Credential{Secret: v, Version: Fingerprint(v)}, nil
+	return secretCredential(c.ready(ctx, wait))
 }
 
 // refused implements Refresher for cached sources: if the current value is

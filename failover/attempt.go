@@ -26,6 +26,12 @@ import (
 // Attempts are pooled: a request its first provider serves reuses the
 // attempt, its gate, the gate's header map and timers of an earlier one.
 type attempt struct {
+	attemptState
+	gate gate
+}
+
+// attemptState is what one try knows; each try starts with none of it.
+type attemptState struct {
 	h   *Handler
 	req *llmRequest
 
@@ -43,8 +49,6 @@ type attempt struct {
 	strippedThinking bool   // the provider's rules stripped thinking blocks from body
 	credVersion      string
 	refusal          repair.Refusal // a 400 held back for a repair (holdRefusal)
-
-	gate gate
 }
 
 var attemptPool = sync.Pool{New: func() any { return new(attempt) }}
@@ -62,11 +66,10 @@ func (a *attempt) release() {
 	if !a.gate.reusable() {
 		return
 	}
-	// keep what the gate reuses: its header map (unless a failed
-	// response took it along) and its stopped timers
-	header, hold, idle := a.gate.header, a.gate.hold.t, a.gate.idle.t
-	*a = attempt{}
-	a.gate.header, a.gate.hold.t, a.gate.idle.t = header, hold, idle
+	a.attemptState = attemptState{}
+	// let go of the last response's writer, owner and buffers; the gate
+	// keeps what reset keeps for the next attempt
+	a.gate.reset(nil, nil, nil, nil)
 	attemptPool.Put(a)
 }
 
@@ -127,7 +130,7 @@ func (h *Handler) tryOnce(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 	}
 	a.credVersion = cred.Version
 
-	actx := &attemptContext{Context: req.r.Context(), vars: ownVars(req.r.Context())}
+	actx := newAttemptContext(req.r.Context())
 	if cred.Secret != "" || p.passthrough {
 		// the transport sets it on its copy of the request; nothing to set
 		// for a provider without a credential
@@ -150,31 +153,6 @@ func (h *Handler) tryOnce(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 		return false, true
 	}
 	return false, false
-}
-
-// attemptContext is an attempt's context: its own copy of Caddy's vars map
-// (a leftover dial goroutine of an earlier attempt may still write to the
-// request's) and the credential the transport sets. One value where two
-// context.WithValue would do.
-type attemptContext struct {
-	context.Context
-	vars map[string]any
-	cred *upstreamCredential
-}
-
-// Value implements context.Context.
-func (c *attemptContext) Value(key any) any {
-	switch key {
-	case caddyhttp.VarsCtxKey:
-		if c.vars != nil {
-			return c.vars
-		}
-	case upstreamCredentialKey{}:
-		if c.cred != nil {
-			return c.cred
-		}
-	}
-	return c.Context.Value(key)
 }
 
 // upstreamRequest builds the request the provider receives: the same body
@@ -239,10 +217,14 @@ func setReplayBody(ar *http.Request, body []byte) {
 		ar.Body, ar.ContentLength, ar.GetBody = http.NoBody, 0, nil
 		return
 	}
+	ar.Body, ar.ContentLength = newReplayBody(body), int64(len(body))
+	ar.GetBody = func() (io.ReadCloser, error) { return newReplayBody(body), nil }
+}
+
+func newReplayBody(body []byte) *replayBody {
 	rb := new(replayBody)
 	rb.Reset(body)
-	ar.Body, ar.ContentLength = rb, int64(len(body))
-	ar.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	return rb
 }
 
 // run hands the attempt to an upstream handler through its gate and
@@ -320,8 +302,7 @@ func (a *attempt) streamFailed(ei streaminspect.ErrorInfo) {
 	if !class.Cools() {
 		return // the request's fault (invalid_request_error): not the provider's
 	}
-	a.b.Failure(timeNow(), Failure{Class: class, Cooldown: a.p.cooldownFor(class),
-		MaxCooldown: time.Duration(h.MaxCooldown), Error: ei.Message})
+	a.b.Failure(timeNow(), h.failure(a.p, class, ei.Message))
 	h.share.kick()
 	h.logger.Warn("upstream error event after the stream was committed; passed to the client",
 		zap.String("provider", a.p.Name), zap.String("class", string(class)),

@@ -139,8 +139,8 @@ func newGate(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelF
 	return g
 }
 
-// reset readies a gate for a new attempt, keeping its header map and
-// timers. The caller made sure no timer callback of the last attempt can
+// reset readies a gate for a new attempt (with nothing given, it lets go
+// of the last one's for the pool), keeping its header map and timers. The caller made sure no timer callback of the last attempt can
 // still run (reusable).
 func (g *gate) reset(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelFunc, owner gateOwner) {
 	header, holdTimer, idleTimer := g.header, g.hold.t, g.idle.t

@@ -3,6 +3,7 @@ package failover
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strconv"
 	"time"
@@ -139,10 +140,9 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v V
 		// says nothing about the provider's health: charge nothing
 		a.b.Release(a.adm.Probe)
 	} else {
-		until = a.b.Failure(timeNow(), Failure{
-			Class: v.Class, Cooldown: p.cooldownFor(v.Class), MaxCooldown: time.Duration(h.MaxCooldown),
-			ResetAt: v.ResetAt, Credential: a.credVersion, Error: v.Message, FailedOver: true,
-		})
+		f := h.failure(p, v.Class, v.Message)
+		f.ResetAt, f.Credential, f.FailedOver = v.ResetAt, a.credVersion, true
+		until = a.b.Failure(timeNow(), f)
 		if v.Class.Cools() {
 			h.share.kick()
 		}
@@ -191,6 +191,12 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v V
 	req.last, req.lastAnswer = &res, heldAnswer{provider: p, class: v.Class}
 }
 
+// failure is a failure of class at p, for its breaker: the provider's
+// cooldown for the class, doubled up to max_cooldown while probes fail.
+func (h *Handler) failure(p *Provider, class Class, msg string) Failure {
+	return Failure{Class: class, Cooldown: p.cooldownFor(class), MaxCooldown: time.Duration(h.MaxCooldown), Error: msg}
+}
+
 // closeStream ends a committed event stream: one that broke or stalled
 // before its terminal event gets a well-formed error event instead of a
 // silent truncation, and an upstream error event feeds the breaker.
@@ -210,8 +216,7 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientG
 	} else if aborted {
 		msg = "llm_failover: the upstream connection broke mid-stream"
 	}
-	b.Failure(timeNow(), Failure{Class: class, Cooldown: p.cooldownFor(class),
-		MaxCooldown: time.Duration(h.MaxCooldown), Error: msg})
+	b.Failure(timeNow(), h.failure(p, class, msg))
 	h.share.kick()
 	if !atBoundary {
 		// an event too large to keep back was cut: end it, so the error
@@ -227,13 +232,7 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientG
 // answerHeld gives the client an attempt's held response after all (a
 // refusal no repair changes), as the gate would have committed it.
 func (h *Handler) answerHeld(w http.ResponseWriter, a *attempt, res gateResult) {
-	dst := w.Header()
-	delete(dst, "Server")
-	for k, v := range res.header {
-		dst[k] = v
-	}
-	a.committing(dst)
-	writeHeldBody(w, res)
+	writeHeldResponse(w, res, a.committing)
 	releaseHeld(res.body)
 }
 
@@ -252,20 +251,21 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 		writeAnthropicError(w, http.StatusBadGateway, "api_error", "llm_failover: "+msg)
 		return
 	}
-	dst := w.Header()
-	delete(dst, "Server")
-	for k, v := range req.last.header {
-		dst[k] = v
-	}
-	dst.Set("X-LLM-Provider", req.lastAnswer.provider.Name)
-	h.setAnswerHeaders(dst, req.clientKey, req.attempts, req.failed)
-	writeHeldBody(w, *req.last)
+	writeHeldResponse(w, *req.last, func(dst http.Header) {
+		dst.Set("X-LLM-Provider", req.lastAnswer.provider.Name)
+		h.setAnswerHeaders(dst, req.clientKey, req.attempts, req.failed)
+	})
 }
 
-// writeHeldBody writes a held response's status and body. The held body
-// may have been cut (maxHeldError): the length sent is the length of what
-// is sent.
-func writeHeldBody(w http.ResponseWriter, res gateResult) {
+// writeHeldResponse writes a held response to the client: its headers (without
+// Server, as reverse_proxy does), what annotate adds to them, its status
+// and body. The held body may have been cut (maxHeldError): the length
+// sent is the length of what is sent.
+func writeHeldResponse(w http.ResponseWriter, res gateResult, annotate func(http.Header)) {
+	dst := w.Header()
+	delete(dst, "Server")
+	maps.Copy(dst, res.header)
+	annotate(dst)
 	n := 0
 	if res.body != nil {
 		n = res.body.Len()

@@ -31,26 +31,16 @@ func usageFromTail(tail []byte) (streaminspect.Usage, bool) {
 	if end < 0 {
 		return streaminspect.Usage{}, false
 	}
-	return decodeUsage(tail[start:end])
+	// Anthropic's or OpenAI's key names, read in place: this runs on every
+	// non-streaming answer
+	return streaminspect.UsageOf(tail[start:end])
 }
 
 // maxUsageBody bounds how much of a non-streaming success is kept to read
 // its usage; a larger body goes uncounted rather than held.
 const maxUsageBody = 256 << 10
 
-// decodeUsage reads a usage object, in Anthropic's form (input_tokens,
-// output_tokens, cache_read_input_tokens, cache_creation_input_tokens) or
-// OpenAI's (prompt_tokens, completion_tokens,
-// prompt_tokens_details.cached_tokens), without decoding it into a value:
-// this runs on every non-streaming answer.
-func decodeUsage(raw []byte) (streaminspect.Usage, bool) {
-	if len(raw) == 0 || raw[0] != '{' {
-		return streaminspect.Usage{}, false
-	}
-	return streaminspect.UsageOf(raw)
-}
-
-// keepForUsageLocked keeps what the usage reader needs of a committed JSON
+// keepForUsage keeps what the usage reader needs of a committed JSON
 // body: its last usageTail bytes (usage comes last in Anthropic's and
 // OpenAI's responses), or, when compressed, the whole body up to
 // maxUsageBody, since a compressed tail cannot be decoded alone.

@@ -144,7 +144,9 @@ func (h *Handler) serveWrapped(w http.ResponseWriter, req *llmRequest, next cadd
 		a := h.newAttempt(req)
 		a.model, a.body = req.model, req.body
 		wa := &wrapAttempt{h: h, clientKey: req.clientKey, kind: req.kind, tried: tried, attempt: a}
-		ctx, cancel := context.WithCancel(context.WithValue(withOwnVars(req.r.Context()), wrapAttemptKey{}, wa))
+		actx := newAttemptContext(req.r.Context())
+		actx.wrap = wa
+		ctx, cancel := context.WithCancel(actx)
 		ar := req.r.WithContext(ctx)
 		setReplayBody(ar, req.body)
 		req.attempts++
