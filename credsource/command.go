@@ -51,8 +51,7 @@ type Command struct {
 	// Unix, every process it started) is killed. Default: 10s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
-	now   func() time.Time
-	cache *cachedValue
+	cachedSource
 }
 
 // CaddyModule returns the Caddy module information.
@@ -70,19 +69,7 @@ func (c *Command) Provision(ctx caddy.Context) error {
 }
 
 func (c *Command) setup(logger *zap.Logger) {
-	if logger == nil {
-		logger = zap.NewNop()
-	}
-	if c.now == nil {
-		c.now = time.Now
-	}
-	c.cache = &cachedValue{
-		fetch:  c.run,
-		ttl:    ttlDuration(c.TTL),
-		now:    c.now,
-		logger: logger,
-		what:   c.name(),
-	}
+	c.start(logger, c.run, c.TTL, c.name())
 }
 
 // Validate checks the configuration.
@@ -98,32 +85,6 @@ func (c *Command) Validate() error {
 	}
 	return nil
 }
-
-// Credential returns the helper's output, from the cache while it is fresh.
-func (c *Command) Credential(ctx context.Context) (Credential, error) {
-	return c.cache.credential(ctx)
-}
-
-// Ready returns the helper's last output at once (see ReadySource): a
-// run that is due happens in the background.
-func (c *Command) Ready(ctx context.Context, wait time.Duration) (Credential, error) {
-	return c.cache.readyCredential(ctx, wait)
-}
-
-// Warm starts the first lookup in the background.
-func (c *Command) Warm(ctx context.Context) {
-	if c.cache != nil {
-		_, _ = c.cache.ready(ctx, 0)
-	}
-}
-
-// Refused runs the helper again: a different output means a retry may work.
-func (c *Command) Refused(ctx context.Context, version string) bool {
-	return c.cache.refused(ctx, version)
-}
-
-// Status reports the outcome of the last run.
-func (c *Command) Status() Status { return c.cache.status() }
 
 func (c *Command) name() string {
 	if len(c.Command) == 0 {

@@ -152,3 +152,16 @@ func secretCredential(v string, err error) (Credential, error) {
 	}
 	return Credential{Secret: v, Version: Fingerprint(v)}, nil
 }
+
+// statusOf is the status of a source whose last read ended with err:
+// missing when the credential is not there, otherwise failed.
+func statusOf(err error, failed State) Status {
+	switch {
+	case err == nil:
+		return Status{State: StateOK}
+	case errors.Is(err, ErrMissing):
+		return Status{State: StateMissing, Reason: err.Error()}
+	default:
+		return Status{State: failed, Reason: err.Error()}
+	}
+}

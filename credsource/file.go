@@ -79,14 +79,7 @@ func (f *File) Credential(context.Context) (Credential, error) {
 // Status reports whether the file holds a credential.
 func (f *File) Status() Status {
 	_, err := f.load(false)
-	switch {
-	case err == nil:
-		return Status{State: StateOK}
-	case errors.Is(err, ErrMissing):
-		return Status{State: StateMissing, Reason: err.Error()}
-	default:
-		return Status{State: StateInvalid, Reason: err.Error()}
-	}
+	return statusOf(err, StateInvalid)
 }
 
 // Refused reads the file again whatever its stat says: a different content

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -47,8 +46,7 @@ type Keychain struct {
 	// is read again. Default: 5m. 0 reads it on every request.
 	TTL *caddy.Duration `json:"ttl,omitempty"`
 
-	now   func() time.Time
-	cache *cachedValue
+	cachedSource
 }
 
 // CaddyModule returns the Caddy module information.
@@ -66,19 +64,7 @@ func (k *Keychain) Provision(ctx caddy.Context) error {
 }
 
 func (k *Keychain) setup(logger *zap.Logger) {
-	if logger == nil {
-		logger = zap.NewNop()
-	}
-	if k.now == nil {
-		k.now = time.Now
-	}
-	k.cache = &cachedValue{
-		fetch:  k.read,
-		ttl:    ttlDuration(k.TTL),
-		now:    k.now,
-		logger: logger,
-		what:   "keychain " + k.describe(),
-	}
+	k.start(logger, k.read, k.TTL, "keychain "+k.describe())
 }
 
 // Validate checks the configuration.
@@ -91,32 +77,6 @@ func (k *Keychain) Validate() error {
 	}
 	return nil
 }
-
-// Credential returns the item's value, from the cache while it is fresh.
-func (k *Keychain) Credential(ctx context.Context) (Credential, error) {
-	return k.cache.credential(ctx)
-}
-
-// Ready returns the item's last value at once (see ReadySource): a
-// read that is due happens in the background.
-func (k *Keychain) Ready(ctx context.Context, wait time.Duration) (Credential, error) {
-	return k.cache.readyCredential(ctx, wait)
-}
-
-// Warm starts the first lookup in the background.
-func (k *Keychain) Warm(ctx context.Context) {
-	if k.cache != nil {
-		_, _ = k.cache.ready(ctx, 0)
-	}
-}
-
-// Refused reads the item again: a different value means a retry may work.
-func (k *Keychain) Refused(ctx context.Context, version string) bool {
-	return k.cache.refused(ctx, version)
-}
-
-// Status reports the outcome of the last read.
-func (k *Keychain) Status() Status { return k.cache.status() }
 
 func (k *Keychain) describe() string {
 	if k.Account != "" {

@@ -324,6 +324,55 @@ func (c *cachedValue) fetchSafely(ctx context.Context) (v string, err error) {
 	return c.fetch(ctx)
 }
 
+// cachedSource is the Source, ReadySource, Warmer, Refresher and status
+// of a source whose lookups (a helper's run, a Keychain read) go through
+// a cachedValue: command and keychain. A nil cache means the module was
+// not provisioned.
+type cachedSource struct {
+	now   func() time.Time // the clock; tests set it before setup
+	cache *cachedValue
+}
+
+// start makes the cache: fetch is one lookup, what names the source in
+// logs and errors.
+func (s *cachedSource) start(logger *zap.Logger, fetch func(context.Context) (string, error), ttl *caddy.Duration, what string) {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.cache = &cachedValue{fetch: fetch, ttl: ttlDuration(ttl), now: s.now, logger: logger, what: what}
+}
+
+// Credential returns the last value looked up, from the cache while it is
+// fresh.
+func (s cachedSource) Credential(ctx context.Context) (Credential, error) {
+	return s.cache.credential(ctx)
+}
+
+// Ready returns the last value looked up at once (see ReadySource): a
+// lookup that is due happens in the background.
+func (s cachedSource) Ready(ctx context.Context, wait time.Duration) (Credential, error) {
+	return s.cache.readyCredential(ctx, wait)
+}
+
+// Warm starts the first lookup in the background.
+func (s cachedSource) Warm(ctx context.Context) {
+	if s.cache != nil {
+		_, _ = s.cache.ready(ctx, 0)
+	}
+}
+
+// Refused looks the value up again: a different value means a retry may
+// work.
+func (s cachedSource) Refused(ctx context.Context, version string) bool {
+	return s.cache.refused(ctx, version)
+}
+
+// Status reports the outcome of the last lookup.
+func (s cachedSource) Status() Status { return s.cache.status() }
+
 // credential implements Source for cached sources (command, keychain).
 // A nil cache means the module was not provisioned.
 func (c *cachedValue) credential(ctx context.Context) (Credential, error) {
@@ -372,12 +421,5 @@ func (c *cachedValue) status() Status {
 		_, err = c.get(ctx, false)
 		cancel()
 	}
-	switch {
-	case err == nil:
-		return Status{State: StateOK}
-	case errors.Is(err, ErrMissing):
-		return Status{State: StateMissing, Reason: err.Error()}
-	default:
-		return Status{State: StateRefreshFailed, Reason: err.Error()}
-	}
+	return statusOf(err, StateRefreshFailed)
 }
