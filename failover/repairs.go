@@ -111,16 +111,7 @@ func applyHeaderRules(ar *http.Request, p *Provider, extraBetas []string) {
 		drop = append(append([]string(nil), drop...), extraBetas...)
 	}
 	if len(drop) > 0 {
-		if vals := ar.Header.Values("Anthropic-Beta"); len(vals) > 0 {
-			joined := strings.Join(vals, ",")
-			if out := repair.DropBetas(joined, drop); out != joined {
-				if out == "" {
-					ar.Header.Del("Anthropic-Beta")
-				} else {
-					ar.Header.Set("Anthropic-Beta", out)
-				}
-			}
-		}
+		dropBetas(ar.Header, drop)
 	}
 	if len(p.DropQuery) > 0 && ar.URL.RawQuery != "" {
 		if q := repair.DropQuery(ar.URL.RawQuery, p.DropQuery); q != ar.URL.RawQuery {

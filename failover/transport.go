@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/repair"
 )
 
 // upstreamCredential is what the credential transport sets on an attempt's
@@ -75,7 +76,9 @@ func stripClientCredential(h http.Header) {
 	// canonicalizing on every request
 	delete(h, "Authorization")
 	delete(h, "X-Api-Key")
-	removeBeta(h, credsource.OAuthBeta)
+	if slices.ContainsFunc(h["Anthropic-Beta"], func(v string) bool { return strings.Contains(v, credsource.OAuthBeta) }) {
+		dropBetas(h, oauthBeta) // nothing allocated on the usual path, without it
+	}
 }
 
 // takeClientCredential removes the client's Authorization and x-api-key
@@ -112,32 +115,23 @@ func addBeta(h http.Header, beta string) {
 	h.Set("Anthropic-Beta", strings.Join(vals, ",")+","+beta)
 }
 
-// removeBeta removes one value from the anthropic-beta list, dropping the
-// header when nothing is left.
-func removeBeta(h http.Header, beta string) {
+// oauthBeta is the beta that belongs to the client's OAuth credential.
+var oauthBeta = []string{credsource.OAuthBeta}
+
+// dropBetas removes the anthropic-beta values drop matches (see
+// repair.DropBetas) from h, and the header when none is left. The values
+// of several anthropic-beta lines are one list.
+func dropBetas(h http.Header, drop []string) {
 	vals := h["Anthropic-Beta"]
-	if !slices.ContainsFunc(vals, func(v string) bool { return strings.Contains(v, beta) }) {
-		return // nothing to remove, and nothing allocated to find that out
-	}
-	kept := make([]string, 0, 4)
-	found := false
-	for _, v := range vals {
-		for item := range strings.SplitSeq(v, ",") {
-			item = strings.TrimSpace(item)
-			switch {
-			case item == beta:
-				found = true
-			case item != "":
-				kept = append(kept, item)
-			}
-		}
-	}
-	if !found {
+	if len(vals) == 0 {
 		return
 	}
-	if len(kept) == 0 {
-		h.Del("Anthropic-Beta")
-		return
+	joined := strings.Join(vals, ",")
+	switch out := repair.DropBetas(joined, drop); {
+	case out == joined:
+	case out == "":
+		delete(h, "Anthropic-Beta")
+	default:
+		h["Anthropic-Beta"] = []string{out}
 	}
-	h.Set("Anthropic-Beta", strings.Join(kept, ","))
 }
