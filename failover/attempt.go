@@ -160,16 +160,13 @@ func (h *Handler) tryOnce(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 // unless the provider passes it through, the base path prefixed.
 func (a *attempt) upstreamRequest(ctx context.Context, ac *upstreamCredential) *http.Request {
 	p, req, r := a.p, a.req, a.req.r
+	// r.Header no longer holds the client's credential (ServeHTTP took
+	// it): the attempt shares the map, and copies it only to change it
 	ar := r.WithContext(ctx)
-	// a shallow copy: values are only ever replaced, never changed in
-	// place, and reverse_proxy makes its own deep copy
-	ar.Header = maps.Clone(r.Header)
 	if p.passthrough {
 		// the client's own credential travels to the transport beside the
 		// request, like a provider's, so reverse_proxy never logs it
-		ac.client = takeClientCredential(ar.Header)
-	} else {
-		stripClientCredential(ar.Header)
+		ac.client = req.clientCred
 	}
 	body, model := req.body, req.model
 	if len(p.Models) > 0 && model != "" {
@@ -182,8 +179,24 @@ func (a *attempt) upstreamRequest(ctx context.Context, ac *upstreamCredential) *
 		body, a.strippedThinking = prepareBody(p, body)
 	}
 	a.model, a.body = model, body
-	delete(ar.Header, "Content-Length")
 	setReplayBody(ar, body)
+	_, hasLength := r.Header["Content-Length"]
+	staleLength := hasLength && int64(len(body)) != r.ContentLength
+	dropOAuthBeta := req.oauthBeta && !p.passthrough
+	rules := len(p.DropBetas) > 0 || len(p.DropQuery) > 0 || req.extraBetasFor == p
+	if staleLength || dropOAuthBeta || rules {
+		// a shallow copy: values are only ever replaced, never changed in
+		// place, and reverse_proxy makes its own deep copy
+		ar.Header = maps.Clone(r.Header)
+		if staleLength {
+			delete(ar.Header, "Content-Length")
+		}
+		if dropOAuthBeta {
+			// the OAuth beta belongs to the client's credential, which
+			// this provider is not sent
+			dropBetas(ar.Header, oauthBeta)
+		}
+	}
 	if p.basePath != "" {
 		u := *r.URL
 		u.Path = p.basePath + r.URL.Path
@@ -192,7 +205,7 @@ func (a *attempt) upstreamRequest(ctx context.Context, ac *upstreamCredential) *
 		}
 		ar.URL = &u
 	}
-	if len(p.DropBetas) > 0 || len(p.DropQuery) > 0 || req.extraBetasFor == p {
+	if rules {
 		var extra []string
 		if req.extraBetasFor == p {
 			extra = req.extraBetas

@@ -288,6 +288,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.serveWrapped(w, req, next)
 		return nil
 	}
+	// the client's credential leaves the request once, whatever number
+	// of attempts follows (transport.go)
+	req.clientCred = takeClientCredential(r.Header)
+	req.oauthBeta = hasOAuthBeta(r.Header)
 	for {
 		if req.attempts-req.retries >= h.MaxAttempts {
 			h.answerExhausted(w, req)

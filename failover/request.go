@@ -17,8 +17,13 @@ type llmRequest struct {
 	fields    requestFields // where that model is in the body, for a provider that maps it
 	scanned   []byte        // the body fields were read from
 	clientKey string        // fingerprint of the client's credential, for passthrough breakers
-	kind      requestKind   // model call, optional endpoint, or anything else (apipath.go)
-	client    *Client       // the client that presented its key; nil without clients
+	// clientCred is the client's own credential (Authorization,
+	// x-api-key), taken out of r.Header before any attempt: only a
+	// passthrough provider's transport sets it back
+	clientCred http.Header
+	oauthBeta  bool        // the client's anthropic-beta names its OAuth credential's beta
+	kind       requestKind // model call, optional endpoint, or anything else (apipath.go)
+	client     *Client     // the client that presented its key; nil without clients
 	// conversation identifies the request's conversation for affinity; 0: none
 	conversation uint64
 

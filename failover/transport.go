@@ -69,22 +69,18 @@ func setCredential(h http.Header, how string, c credsource.Credential) {
 	}
 }
 
-// stripClientCredential removes the client's own credential and the OAuth
-// beta that belongs to it, before a provider's own credential is set.
-func stripClientCredential(h http.Header) {
-	// the keys in their canonical form, as net/http stores them: no
-	// canonicalizing on every request
-	delete(h, "Authorization")
-	delete(h, "X-Api-Key")
-	if slices.ContainsFunc(h["Anthropic-Beta"], func(v string) bool { return strings.Contains(v, credsource.OAuthBeta) }) {
-		dropBetas(h, oauthBeta) // nothing allocated on the usual path, without it
-	}
+// hasOAuthBeta reports whether the client's anthropic-beta names the beta
+// that belongs to its OAuth credential.
+func hasOAuthBeta(h http.Header) bool {
+	return slices.ContainsFunc(h["Anthropic-Beta"], func(v string) bool { return strings.Contains(v, credsource.OAuthBeta) })
 }
 
 // takeClientCredential removes the client's Authorization and x-api-key
 // from h and returns them, for a passthrough provider's transport.
 func takeClientCredential(h http.Header) http.Header {
 	var out http.Header
+	// the keys in their canonical form, as net/http stores them: no
+	// canonicalizing on every request
 	for _, k := range [...]string{"Authorization", "X-Api-Key"} {
 		if v, ok := h[k]; ok {
 			if out == nil {
