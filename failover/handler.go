@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -277,6 +276,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		client:  client,
 	}
 	req.perProvider(len(h.Providers))
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		// added before any attempt starts a goroutine that may read the
+		// replacer: Map is not safe against concurrent reads
+		repl.Map(req.placeholder)
+	}
 	client.markDisallowed(req.tried)
 	if h.anyPassthrough {
 		req.clientKey = clientFingerprint(r.Header)
@@ -313,37 +317,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 }
 
-// finishRequest publishes what happened as placeholders, for access logs
-// and later handlers, and releases what the request held.
+// finishRequest releases what the request held and lets its {llm.*}
+// placeholders be read (placeholders.go).
 func (h *Handler) finishRequest(req *llmRequest) {
 	if req.last != nil {
 		releaseHeld(req.last.body)
+		req.last = nil
 	}
-	repl, ok := req.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if !ok {
-		return
-	}
-	provider := req.answeredBy
-	if provider == "" && req.lastProvider != nil {
-		provider = req.lastProvider.Name
-	}
-	var classes strings.Builder // nothing allocated on the common path: no failover
-	for i, c := range req.classes {
-		if i > 0 {
-			classes.WriteByte(',')
-		}
-		classes.WriteString(string(c))
-	}
-	model := req.sentModel
-	if model == "" {
-		model = req.model
-	}
-	repl.Set("llm.provider", provider)
-	repl.Set("llm.attempts", req.attempts)
-	repl.Set("llm.failover_classes", classes.String())
-	repl.Set("llm.model", model)
-	repl.Set("llm.input_tokens", req.usage.InputTokens)
-	repl.Set("llm.output_tokens", req.usage.OutputTokens)
+	req.finished = true
 }
 
 // Interface guards

@@ -50,6 +50,7 @@ type llmRequest struct {
 	answeredBy string
 	sentModel  string
 	usage      streaminspect.Usage
+	finished   bool // the {llm.*} placeholders can be read
 }
 
 // mappingFields says where the model is, for a provider that maps it: the
