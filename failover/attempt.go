@@ -302,8 +302,9 @@ func (a *attempt) committing(hdr http.Header) {
 	}
 	h.learnCapacity(a, hdr)
 	h.rememberConversation(a.req, a.p)
-	hdr.Set("X-LLM-Provider", a.p.Name)
-	hdr.Set("X-LLM-Attempts", strconv.Itoa(a.number))
+	// what Set would store (canonical keys), with one allocation for both
+	vals := []string{a.p.Name, strconv.Itoa(a.number)}
+	hdr["X-Llm-Provider"], hdr["X-Llm-Attempts"] = vals[:1:1], vals[1:2:2]
 }
 
 // streamFailed implements gateOwner: an upstream error event after commit

@@ -20,7 +20,7 @@ type llmRequest struct {
 	// clientCred is the client's own credential (Authorization,
 	// x-api-key), taken out of r.Header before any attempt: only a
 	// passthrough provider's transport sets it back
-	clientCred http.Header
+	clientCred clientCredential
 	oauthBeta  bool        // the client's anthropic-beta names its OAuth credential's beta
 	kind       requestKind // model call, optional endpoint, or anything else (apipath.go)
 	client     *Client     // the client that presented its key; nil without clients

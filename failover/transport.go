@@ -15,9 +15,8 @@ import (
 type upstreamCredential struct {
 	header string // x-api-key, bearer, or a header name
 	cred   credsource.Credential
-	// client holds the client's own credential headers for a passthrough
-	// provider, set back on the outgoing copy.
-	client http.Header
+	// client is the client's own credential, for a passthrough provider
+	client clientCredential
 }
 
 // missingCredential is the credential version recorded when a source had
@@ -37,16 +36,14 @@ type credentialTransport struct {
 // RoundTrip implements http.RoundTripper.
 func (t *credentialTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ac, _ := req.Context().Value(upstreamCredentialKey{}).(*upstreamCredential)
-	if ac == nil || (ac.cred.Secret == "" && len(ac.client) == 0) {
+	if ac == nil || (ac.cred.Secret == "" && ac.client.empty()) {
 		return t.base.RoundTrip(req)
 	}
 	out := *req
 	// a shallow copy: the values set here replace, never change, the
 	// ones reverse_proxy's copy shares with it
 	out.Header = maps.Clone(req.Header)
-	for k, v := range ac.client {
-		out.Header[k] = v
-	}
+	ac.client.setOn(out.Header)
 	if ac.cred.Secret != "" {
 		setCredential(out.Header, ac.header, ac.cred)
 	}
@@ -75,22 +72,33 @@ func hasOAuthBeta(h http.Header) bool {
 	return slices.ContainsFunc(h["Anthropic-Beta"], func(v string) bool { return strings.Contains(v, credsource.OAuthBeta) })
 }
 
+// clientCredential is the client's own credential headers, set back on
+// the outgoing copy for a passthrough provider.
+type clientCredential struct {
+	authorization, apiKey []string
+}
+
 // takeClientCredential removes the client's Authorization and x-api-key
-// from h and returns them, for a passthrough provider's transport.
-func takeClientCredential(h http.Header) http.Header {
-	var out http.Header
+// from h and returns them.
+func takeClientCredential(h http.Header) clientCredential {
 	// the keys in their canonical form, as net/http stores them: no
 	// canonicalizing on every request
-	for _, k := range [...]string{"Authorization", "X-Api-Key"} {
-		if v, ok := h[k]; ok {
-			if out == nil {
-				out = make(http.Header, 2)
-			}
-			out[k] = v
-			delete(h, k)
-		}
+	c := clientCredential{authorization: h["Authorization"], apiKey: h["X-Api-Key"]}
+	delete(h, "Authorization")
+	delete(h, "X-Api-Key")
+	return c
+}
+
+func (c clientCredential) empty() bool { return c.authorization == nil && c.apiKey == nil }
+
+// setOn sets the credential on a header map.
+func (c clientCredential) setOn(h http.Header) {
+	if c.authorization != nil {
+		h["Authorization"] = c.authorization
 	}
-	return out
+	if c.apiKey != nil {
+		h["X-Api-Key"] = c.apiKey
+	}
 }
 
 // addBeta merges one value into the comma-separated anthropic-beta list,
