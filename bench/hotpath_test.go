@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"os"
-	"runtime/pprof"
 	"bufio"
 	"bytes"
 	"context"
@@ -315,11 +313,6 @@ func openStreamsHeap(b *testing.B, url string, n int) float64 {
 		}
 	}
 	open := liveHeapBytes()
-	if f := os.Getenv("HEAPPROF"); f != "" {
-		fh, _ := os.Create(f + "-" + strings.ReplaceAll(url[len(url)-6:], "/", "_"))
-		_ = pprof.WriteHeapProfile(fh)
-		fh.Close()
-	}
 	cancel()
 	wg.Wait()
 	tr.CloseIdleConnections()
