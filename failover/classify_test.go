@@ -2,6 +2,7 @@ package failover
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -108,17 +109,51 @@ func runClsCases(t *testing.T, cases []clsCase) {
 	}
 }
 
-// clsAPI is the case of an Anthropic error body of errType and message at
-// status: the verdict is want, and carries errType and message.
-func clsAPI(name string, status int, errType, message string, want Class) clsCase {
-	return clsCase{name: name, status: status, body: clsAnthropic(errType, message),
-		want: want, wantType: errType, wantMsg: message}
+// apiErrorCases are error bodies in the form the Anthropic API sends
+// (type and message): each classifies as want and its verdict carries its
+// type and message. FuzzClassify starts from them too.
+var apiErrorCases = []struct {
+	status  int
+	errType string
+	message string
+	want    Class
+}{
+	{429, "rate_limit_error", clsRateMsg, ClassRateLimit},
+	{402, "billing_error", "Payment required", ClassQuota},
+	{400, "invalid_request_error", "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.", ClassQuota},
+	// billing wording is quota, not auth
+	{403, "permission_error", "Your organization has been disabled due to a Billing issue.", ClassQuota},
+	// usage-limit wording is quota, not auth
+	{401, "authentication_error", "You have reached your USAGE LIMIT for this period.", ClassQuota},
+	{529, "overloaded_error", "Overloaded", ClassOverloaded},
+	// the type outranks the status
+	{500, "overloaded_error", "Overloaded", ClassOverloaded},
+	{401, "authentication_error", "invalid x-api-key", ClassAuth},
+	{401, "authentication_error", "OAuth token has expired. Please obtain a new token or refresh your existing token.", ClassAuth},
+	{403, "permission_error", "Your API key does not have permission to use the specified resource.", ClassAuth},
+	{500, "api_error", "Internal server error", ClassServerError},
+	{501, "api_error", "Not Implemented", ClassUnsupported},
+	{400, "invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum", ClassContextWindow},
+	{400, "invalid_request_error", "input length and `max_tokens` exceed context limit: 188000 + 32000 > 200000, decrease input length or `max_tokens` and try again", ClassContextWindow},
+	{400, "invalid_request_error", "messages.1.content.0.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'", ClassRepairable},
+	{400, "invalid_request_error", "messages.1.content.0: Invalid `signature` in `thinking` block", ClassRepairable},
+	{400, "invalid_request_error", "max_tokens: Field required", ClassClientError},
+	{404, "not_found_error", "model: claude-nope", ClassClientError},
+	{413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", ClassClientError},
+}
+
+func TestClassifyAPIErrors(t *testing.T) {
+	var cases []clsCase
+	for _, c := range apiErrorCases {
+		cases = append(cases, clsCase{name: fmt.Sprintf("%d %s: %.30s", c.status, c.errType, c.message), status: c.status,
+			body: clsAnthropic(c.errType, c.message), want: c.want, wantType: c.errType, wantMsg: c.message})
+	}
+	runClsCases(t, cases)
 }
 
 func TestClassifyClasses(t *testing.T) {
 	cases := []clsCase{
 		// rate_limit
-		clsAPI("429 rate_limit_error", 429, "rate_limit_error", clsRateMsg, ClassRateLimit),
 		{name: "429 empty body", status: 429, want: ClassRateLimit},
 		{name: "429 OpenAI rate_limit_exceeded", status: 429, body: clsOpenAIRate, want: ClassRateLimit},
 		{name: "429 unified allowed_warning is not quota", status: 429,
@@ -158,13 +193,6 @@ func TestClassifyClasses(t *testing.T) {
 			header: clsHeader("anthropic-ratelimit-unified-status", "rejected"),
 			want:   ClassQuota},
 		{name: "402 empty", status: 402, want: ClassQuota},
-		clsAPI("402 billing_error", 402, "billing_error", "Payment required", ClassQuota),
-		clsAPI("400 credit balance", 400, "invalid_request_error",
-			"Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.", ClassQuota),
-		clsAPI("403 billing wording is quota, not auth", 403, "permission_error",
-			"Your organization has been disabled due to a Billing issue.", ClassQuota),
-		clsAPI("401 usage limit wording is quota, not auth", 401, "authentication_error",
-			"You have reached your USAGE LIMIT for this period.", ClassQuota),
 		{name: "403 quota wording (numeric code)", status: 403,
 			body: `{"error":{"code":403,"message":"Quota exceeded for this project","status":"PERMISSION_DENIED"}}`,
 			want: ClassQuota},
@@ -177,52 +205,30 @@ func TestClassifyClasses(t *testing.T) {
 			body: `{"error":{"message":"nope","type":"requests","code":"insufficient_quota"}}`, want: ClassQuota},
 
 		// overloaded
-		clsAPI("529 overloaded_error", 529, "overloaded_error", "Overloaded", ClassOverloaded),
 		{name: "529 empty", status: 529, want: ClassOverloaded},
 		{name: "503 empty", status: 503, want: ClassOverloaded},
 		{name: "503 HTML", status: 503, body: clsHTML503, want: ClassOverloaded},
-		clsAPI("500 with overloaded_error type", 500, "overloaded_error", "Overloaded", ClassOverloaded),
 
 		// auth
-		clsAPI("401 authentication_error", 401, "authentication_error", "invalid x-api-key", ClassAuth),
-		clsAPI("401 OAuth token expired", 401, "authentication_error",
-			"OAuth token has expired. Please obtain a new token or refresh your existing token.", ClassAuth),
-		clsAPI("403 permission_error", 403, "permission_error",
-			"Your API key does not have permission to use the specified resource.", ClassAuth),
 		{name: "401 empty", status: 401, want: ClassAuth},
 		{name: "403 HTML", status: 403, body: clsHTML403, want: ClassAuth},
 		{name: "401 truncated JSON", status: 401, body: `{"type":"error","error":{"type":"authenticat`, want: ClassAuth},
 
 		// server_error
-		clsAPI("500 api_error", 500, "api_error", "Internal server error", ClassServerError),
 		{name: "500 empty", status: 500, want: ClassServerError},
 		{name: "502 HTML", status: 502, body: clsHTML502, want: ClassServerError},
 		{name: "504 empty", status: 504, want: ClassServerError},
 		{name: "501 empty", status: 501, want: ClassUnsupported},
-		clsAPI("501 api_error", 501, "api_error", "Not Implemented", ClassUnsupported),
 		{name: "505 empty", status: 505, want: ClassUnsupported},
 		{name: "504 garbage", status: 504, body: "upstream request timeout", want: ClassServerError},
 		{name: "500 binary garbage", status: 500, body: "\x00\xff\xfe{\x01", want: ClassServerError},
 
 		// context_window
-		clsAPI("400 prompt is too long", 400, "invalid_request_error",
-			"prompt is too long: 215000 tokens > 200000 maximum", ClassContextWindow),
 		{name: "400 OpenAI context_length_exceeded", status: 400, body: clsOpenAICtx, want: ClassContextWindow},
-		clsAPI("400 input plus max_tokens exceed context limit", 400, "invalid_request_error",
-			"input length and `max_tokens` exceed context limit: 188000 + 32000 > 200000, decrease input length or `max_tokens` and try again", ClassContextWindow),
 
 		// repairable
-		clsAPI("400 tool_use id pattern", 400, "invalid_request_error",
-			"messages.1.content.0.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'", ClassRepairable),
-		clsAPI("400 thinking signature", 400, "invalid_request_error",
-			"messages.1.content.0: Invalid `signature` in `thinking` block", ClassRepairable),
 
 		// client_error
-		clsAPI("400 invalid_request_error", 400, "invalid_request_error",
-			"max_tokens: Field required", ClassClientError),
-		clsAPI("404 not_found_error", 404, "not_found_error", "model: claude-nope", ClassClientError),
-		clsAPI("413 request_too_large", 413, "request_too_large",
-			"Request exceeds the maximum allowed number of bytes.", ClassClientError),
 		{name: "400 empty", status: 400, want: ClassClientError},
 		{name: "404 HTML", status: 404, body: clsHTML404, want: ClassClientError},
 		{name: "422 garbage", status: 422, body: "}}}not json", want: ClassClientError},

@@ -229,3 +229,32 @@ func TestBodyTooLargeClientReads413(t *testing.T) {
 		t.Fatalf("the provider got %d requests; want none", up.Hits())
 	}
 }
+
+// A body larger than request_buffer is refused with Anthropic's 413.
+func TestRequestBufferLimit(t *testing.T) {
+	useFakeClock(t)
+	a := newUpstream(t, "a", replyMessage("from a"))
+	p := startProxy(t, failoverSite(a.providerBlock(), "\t\trequest_buffer 1KiB\n"))
+	big := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("x", 2000) + `"}]}`
+	res := post(t, p.URL+"/v1/messages", big)
+	body := readAll(t, res)
+	if res.StatusCode != 413 || !strings.Contains(body, `"request_too_large"`) {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	// a chunked body of unknown length is cut at the same limit
+	req, _ := http.NewRequest(http.MethodPost, p.URL+"/v1/messages", io.MultiReader(strings.NewReader(big)))
+	req.ContentLength = -1
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if readAll(t, res); res.StatusCode != 413 {
+		t.Fatalf("chunked: %d", res.StatusCode)
+	}
+	if a.Hits() != 0 {
+		t.Fatal("an oversized body reached the provider")
+	}
+	if got := readAll(t, post(t, p.URL+"/v1/messages", simpleRequest)); !strings.Contains(got, "from a") {
+		t.Fatalf("small body: %s", got)
+	}
+}

@@ -186,8 +186,7 @@ func TestClientKeys(t *testing.T) {
 
 	// admitted, also from another network: the SDK sends x-api-key...
 	c := sdkClient(p, option.WithAPIKey("alice-secret-key-1"), option.WithHeader("X-Forwarded-For", "203.0.113.9"))
-	var raw *http.Response
-	m, err := c.Messages.New(context.Background(), userMessage("hi"), option.WithResponseInto(&raw))
+	m, raw, err := sendMessage(c, "hi")
 	if err != nil || textOf(m) != "from a" {
 		t.Fatalf("alice: %v %v", m, err)
 	}

@@ -1,13 +1,10 @@
 package failover
 
 import (
-	"context"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/anthropics/anthropic-sdk-go/option"
 )
 
 // Metrics, logs and headers count only what happened: a retry with a
@@ -24,8 +21,7 @@ func TestCredRenewedRetryIsNotAFailover(t *testing.T) {
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
 	p, _ := startProxyWithGlobals(t, debugLogTo(logFile), c.site())
 
-	var raw *http.Response
-	msg, err := sdkClient(p).Messages.New(context.Background(), userMessage("hi"), option.WithResponseInto(&raw))
+	msg, raw, err := sendMessage(sdkClient(p), "hi")
 	if err != nil || textOf(msg) != "from rn_sub" {
 		t.Fatalf("%v %v; want rn_sub's answer after the retry", msg, err)
 	}

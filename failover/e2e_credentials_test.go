@@ -519,8 +519,7 @@ func TestCredClaudeRefreshFailureWithExpiredTokenFailsOver(t *testing.T) {
 		expired, "sk-ant-ort01-r", time.Now().Add(-time.Minute), "sub", replyMessage("from sub"), "backup")
 	tokens, sub := c.tokens, c.sub
 	p := startProxy(t, c.site())
-	var raw *http.Response
-	msg, err := sdkClient(p).Messages.New(context.Background(), userMessage("hi"), option.WithResponseInto(&raw))
+	msg, raw, err := sendMessage(sdkClient(p), "hi")
 	if err != nil || textOf(msg) != "from backup" {
 		t.Fatalf("got %v %v; want backup's answer", msg, err)
 	}
@@ -558,8 +557,7 @@ func TestCredClaude401RefreshesAndRetries(t *testing.T) {
 			}
 			p := startProxy(t, site)
 
-			var raw *http.Response
-			msg, err := sdkClient(p).Messages.New(context.Background(), userMessage("hi"), option.WithResponseInto(&raw))
+			msg, raw, err := sendMessage(sdkClient(p), "hi")
 			hs := headersOf(sub)
 			if len(hs) != 2 || hs[0].Get("Authorization") != "Bearer "+oldToken || hs[1].Get("Authorization") != "Bearer "+newToken {
 				var auths []string
@@ -594,8 +592,7 @@ func TestCredClaudeRefreshedTokenRefusedAgainFailsOver(t *testing.T) {
 	p := startProxy(t, c.site())
 	client := sdkClient(p)
 
-	var raw *http.Response
-	msg, err := client.Messages.New(context.Background(), userMessage("hi"), option.WithResponseInto(&raw))
+	msg, raw, err := sendMessage(client, "hi")
 	if sub.Hits() != 2 || tokens.Hits() != 1 {
 		t.Errorf("sub hits %d, token endpoint hits %d; want 2 and 1", sub.Hits(), tokens.Hits())
 	}
@@ -684,8 +681,7 @@ func TestCredFileRotationEndsAuthCooldown(t *testing.T) {
 	}
 
 	writeSecretFile(t, keyFile, "sk-file-key-rotated")
-	var raw *http.Response
-	msg, err := client.Messages.New(context.Background(), userMessage("hi"), option.WithResponseInto(&raw))
+	msg, raw, err := sendMessage(client, "hi")
 	if err != nil || textOf(msg) != "from a" {
 		t.Fatalf("after rotation: %v %v; want a's answer at once", msg, err)
 	}
@@ -871,8 +867,7 @@ func TestCredClientCredentialReachesOnlyPassthrough(t *testing.T) {
 		return replyError(500, "api_error", "Internal server error")
 	})
 	p := startProxy(t, failoverSite(c.blocks...))
-	var raw *http.Response
-	msg, err := sdkClient(p, credClientOptions(credClientBetas)...).Messages.New(context.Background(), userMessage("hi"), option.WithResponseInto(&raw))
+	msg, raw, err := sendMessage(sdkClient(p, credClientOptions(credClientBetas)...), "hi")
 	if err != nil || textOf(msg) != "from passthrough" {
 		t.Fatalf("%v %v", msg, err)
 	}
@@ -980,8 +975,7 @@ func TestCredSecretsStayOutOfConfigAndLogs(t *testing.T) {
 	client := sdkClient(p, credClientOptions(credClientBetas)...)
 	// env 500, file 401 (refused, re-read, same key), claude refreshed then
 	// 529, keychain 429, command answers
-	var raw *http.Response
-	msg, err := client.Messages.New(context.Background(), userMessage("hi"), option.WithResponseInto(&raw))
+	msg, raw, err := sendMessage(client, "hi")
 	if err != nil || textOf(msg) != "from command" || raw.Header.Get("X-LLM-Attempts") != "5" {
 		t.Fatalf("first request: %v %v (attempts %q); want command's answer after 5 attempts", msg, err, raw.Header.Get("X-LLM-Attempts"))
 	}
@@ -1053,5 +1047,102 @@ func TestCredPassthroughClientKeyNotLogged(t *testing.T) {
 		if i := strings.Index(logText, s); i >= 0 {
 			t.Errorf("debug log contains the client's secret %q: ...%s...", s, logText[max(0, i-200):min(len(logText), i+len(s)+50)])
 		}
+	}
+}
+
+// The provider's credential replaces the client's; the upstream URL's path
+// is prefixed; GET requests and query strings pass.
+func TestCredentialsAndBasePath(t *testing.T) {
+	useFakeClock(t)
+	t.Setenv("LLMF_TEST_KEY_A", "sk-provider-a")
+	t.Setenv("LLMF_TEST_KEY_B", "token-b")
+	a := newUpstream(t, "a", replyError(401, "authentication_error", "invalid x-api-key"))
+	b := newUpstream(t, "b", func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"data":[{"type":"model","id":"glm-4.6"}],"has_more":false}`)
+	})
+	p := startProxy(t, failoverSite(
+		a.providerBlock("credential env LLMF_TEST_KEY_A"),
+		fmt.Sprintf("\t\tprovider b {\n\t\t\tupstream %s/api/anthropic\n\t\t\tcredential env LLMF_TEST_KEY_B\n\t\t\tauth_header bearer\n\t\t}\n", b.URL)))
+	req, _ := http.NewRequest(http.MethodGet, p.URL+"/v1/models?limit=5", nil)
+	req.Header.Set("X-Api-Key", "sk-client-key-must-not-leak")
+	req.Header.Set("Authorization", "Bearer sk-ant-oat01-client")
+	req.Header.Set("Anthropic-Beta", "oauth-2025-04-20,interleaved-thinking-2025-05-14")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, res); !strings.Contains(body, "glm-4.6") {
+		t.Fatalf("body %s", body)
+	}
+	ha, hb := a.lastHeader(), b.lastHeader()
+	if ha.Get("X-Api-Key") != "sk-provider-a" || ha.Get("Authorization") != "" {
+		t.Fatalf("a got x-api-key %q authorization %q", ha.Get("X-Api-Key"), ha.Get("Authorization"))
+	}
+	if hb.Get("Authorization") != "Bearer token-b" || hb.Get("X-Api-Key") != "" {
+		t.Fatalf("b got x-api-key %q authorization %q", hb.Get("X-Api-Key"), hb.Get("Authorization"))
+	}
+	for _, h := range []http.Header{ha, hb} {
+		if h.Get("Anthropic-Beta") != "interleaved-thinking-2025-05-14" {
+			t.Fatalf("anthropic-beta = %q: the OAuth beta must go with the client's token", h.Get("Anthropic-Beta"))
+		}
+	}
+	if b.paths[0] != "/api/anthropic/v1/models?limit=5" {
+		t.Fatalf("b path %q", b.paths[0])
+	}
+}
+
+// A missing env var cools its provider as auth and the request fails over,
+// without a request to that provider.
+func TestMissingCredentialFailsOver(t *testing.T) {
+	useFakeClock(t)
+	a := newUpstream(t, "a", replyMessage("from a"))
+	b := newUpstream(t, "b", replyMessage("from b"))
+	p := startProxy(t, failoverSite(a.providerBlock("credential env LLMF_TEST_UNSET_VAR"), b.providerBlock()))
+	if got := readAll(t, post(t, p.URL+"/v1/messages", simpleRequest)); !strings.Contains(got, "from b") {
+		t.Fatalf("answer %s", got)
+	}
+	if a.Hits() != 0 {
+		t.Fatal("a was contacted without a credential")
+	}
+	s := snapshot(t, "a")
+	if s.LastClass != ClassAuth || s.State != StateOpen || !strings.Contains(s.LastError, "LLMF_TEST_UNSET_VAR") {
+		t.Fatalf("a: %+v", s)
+	}
+}
+
+// The passthrough provider forwards the client's own credential; its
+// breaker is per client, so one client's failure does not cool another.
+func TestPassthroughIsPerClient(t *testing.T) {
+	useFakeClock(t)
+	a := newUpstream(t, "sub", func(w http.ResponseWriter, r *http.Request, body []byte) {
+		if r.Header.Get("Authorization") == "Bearer exhausted" {
+			replyError(429, "rate_limit_error", "limited",
+				"anthropic-ratelimit-unified-status", "rejected")(w, r, body)
+			return
+		}
+		replyMessage("from sub")(w, r, body)
+	})
+	b := newUpstream(t, "b", replyMessage("from b"))
+	t.Setenv("LLMF_TEST_KEY_B", "sk-b")
+	p := startProxy(t, failoverSite(a.providerBlock("credential passthrough"), b.providerBlock("credential env LLMF_TEST_KEY_B")))
+	got := readAll(t, post(t, p.URL+"/v1/messages", simpleRequest, "Authorization", "Bearer exhausted"))
+	if !strings.Contains(got, "from b") {
+		t.Fatalf("exhausted client: %s", got)
+	}
+	got = readAll(t, post(t, p.URL+"/v1/messages", simpleRequest, "Authorization", "Bearer fresh"))
+	if !strings.Contains(got, "from sub") {
+		t.Fatalf("other client was cooled too: %s", got)
+	}
+	if h := a.lastHeader(); h.Get("Authorization") != "Bearer fresh" {
+		t.Fatalf("passthrough sent %q", h.Get("Authorization"))
+	}
+	if h := b.lastHeader(); h.Get("Authorization") != "" || h.Get("X-Api-Key") != "sk-b" {
+		t.Fatalf("b got the client's token: %v", h)
+	}
+	// the exhausted client keeps skipping sub
+	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest, "Authorization", "Bearer exhausted"))
+	if a.Hits() != 2 {
+		t.Fatalf("sub hits = %d, want 2", a.Hits())
 	}
 }

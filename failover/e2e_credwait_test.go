@@ -64,8 +64,7 @@ func askN(t *testing.T, p *proxy, n int, want string) {
 	t.Helper()
 	client := sdkClient(p, option.WithRequestTimeout(15*time.Second))
 	for i := range n {
-		var raw *http.Response
-		msg, err := client.Messages.New(context.Background(), userMessage(fmt.Sprint("hi ", i)), option.WithResponseInto(&raw))
+		msg, raw, err := sendMessage(client, fmt.Sprint("hi ", i))
 		if err != nil {
 			t.Fatalf("request %d: %v; want %s's answer without waiting on provider 1's credential", i, err, want)
 		}

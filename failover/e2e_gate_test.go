@@ -2,6 +2,8 @@ package failover
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -40,8 +42,7 @@ func TestBrokenSuccessBodyFailsOver(t *testing.T) {
 	})
 	b := newUpstream(t, "b", replyMessage("whole answer from b"))
 	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
-	var raw *http.Response
-	msg, err := sdkClient(p).Messages.New(context.Background(), userMessage("hi"), option.WithResponseInto(&raw))
+	msg, raw, err := sendMessage(sdkClient(p), "hi")
 	if err != nil {
 		t.Fatalf("SDK: %v", err)
 	}
@@ -307,5 +308,39 @@ func TestWebSocketThroughWrapMode(t *testing.T) {
 	line, err := br.ReadString('\n')
 	if err != nil || line != "HELLO THROUGH THE TUNNEL\n" {
 		t.Fatalf("tunnel: %q %v", line, err)
+	}
+}
+
+// A gzip-compressed error body is decoded before it is classified: a 403
+// whose compressed body speaks of billing is quota, not auth.
+func TestCompressedErrorBodyIsClassified(t *testing.T) {
+	useFakeClock(t)
+	gz := func(status int, body []byte) func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		return func(w http.ResponseWriter, r *http.Request, _ []byte) {
+			var buf bytes.Buffer
+			zw := gzip.NewWriter(&buf)
+			_, _ = zw.Write(body)
+			_ = zw.Close()
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Encoding", "gzip")
+			w.WriteHeader(status)
+			_, _ = w.Write(buf.Bytes())
+		}
+	}
+	a := newUpstream(t, "a", gz(403, errorJSON("permission_error", "This organization has been disabled for billing reasons")))
+	c := newUpstream(t, "c", gz(429, errorJSON("rate_limit_error", "slow down")))
+	b := newUpstream(t, "b", replyMessage("from b"))
+	p := startProxy(t, failoverSite(a.providerBlock(), c.providerBlock(), b.providerBlock()))
+	// the SDK sends Accept-Encoding like Claude Code does
+	msg, err := sdkClient(p).Messages.New(context.Background(), userMessage("hi"),
+		option.WithHeader("Accept-Encoding", "gzip, deflate, br, zstd"))
+	if err != nil || textOf(msg) != "from b" {
+		t.Fatalf("got %v %v", msg, err)
+	}
+	if s := snapshot(t, "a"); s.LastClass != ClassQuota {
+		t.Fatalf("a: %s, want quota", s.LastClass)
+	}
+	if s := snapshot(t, "c"); s.LastClass != ClassRateLimit {
+		t.Fatalf("c: %s, want rate_limit", s.LastClass)
 	}
 }

@@ -356,6 +356,14 @@ func sdkClient(p *proxy, opts ...option.RequestOption) *anthropic.Client {
 	return &c
 }
 
+// sendMessage sends one user message through client and returns the
+// answer with the HTTP response the SDK read it from (status, headers).
+func sendMessage(client *anthropic.Client, text string) (*anthropic.Message, *http.Response, error) {
+	var raw *http.Response
+	msg, err := client.Messages.New(context.Background(), userMessage(text), option.WithResponseInto(&raw))
+	return msg, raw, err
+}
+
 func userMessage(text string) anthropic.MessageNewParams {
 	return anthropic.MessageNewParams{
 		Model:     anthropic.Model("claude-sonnet-4-5"),

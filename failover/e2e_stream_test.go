@@ -367,3 +367,48 @@ func TestClientDisconnectLeavesNothingBehind(t *testing.T) {
 		// outlives the lock by up to five seconds
 		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"))
 }
+
+// A healthy stream passes through event by event: the upstream sends the
+// next event only after the client has received the previous one.
+func TestStreamPassesThroughEventByEvent(t *testing.T) {
+	useFakeClock(t)
+	events := streamEvents("claude-sonnet-4-5", "Hel", "lo", " world")
+	next := make(chan struct{})
+	a := newUpstream(t, "a", func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		for i, ev := range events {
+			if i > 3 { // after the first content event, wait for the client
+				select {
+				case <-next:
+				case <-time.After(10 * time.Second):
+					return
+				}
+			}
+			_, _ = io.WriteString(w, ev)
+			w.(http.Flusher).Flush()
+		}
+	})
+	p := startProxy(t, failoverSite(a.providerBlock()))
+	stream := sdkClient(p).Messages.NewStreaming(context.Background(), userMessage("hi"))
+	var msg anthropic.Message
+	var seen []string
+	for stream.Next() {
+		ev := stream.Current()
+		if err := msg.Accumulate(ev); err != nil {
+			t.Fatal(err)
+		}
+		seen = append(seen, ev.Type)
+		switch ev.Type {
+		case "content_block_delta", "content_block_stop", "message_delta":
+			next <- struct{}{} // the client has this event; release the next
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatalf("stream error: %v", err)
+	}
+	// the SDK does not surface ping
+	if textOf(&msg) != "Hello world" || len(seen) != len(events)-1 || seen[len(seen)-1] != "message_stop" {
+		t.Fatalf("text %q events %v", textOf(&msg), seen)
+	}
+}

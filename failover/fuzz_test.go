@@ -57,6 +57,9 @@ func FuzzClassify(f *testing.F) {
 	} {
 		f.Add(s.status, []byte(s.body), s.header, s.ruleCond, s.ruleClass)
 	}
+	for _, c := range apiErrorCases {
+		f.Add(c.status, []byte(clsAnthropic(c.errType, c.message)), "", "", uint8(0))
+	}
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, status int, body []byte, header, ruleCond string, ruleClass uint8) {
 		h := fzHeader(header)
