@@ -69,7 +69,13 @@ type Parser struct {
 	SkipLong bool
 
 	line []byte // unterminated line carried over from earlier chunks
-	data []byte // data buffer of the event being built
+	data []byte // data buffer of the event being built, when it is copied
+	// cur is the data of the event being built: while borrowed, a slice
+	// of the chunk being fed (one data line, no copy), else of data. A
+	// chunk is only borrowed within one Feed: what is left is copied at
+	// its end, since the caller may reuse the chunk's memory.
+	cur      []byte
+	borrowed bool
 
 	evType   string // event type buffer
 	lastType string // last non-well-known type, to avoid re-allocating it
@@ -106,6 +112,15 @@ var bom = [3]byte{0xEF, 0xBB, 0xBF}
 // Err reports, and discards the chunk and all later input: it then returns
 // len(chunk) and never calls fn again until Reset.
 func (p *Parser) Feed(chunk []byte, fn func(ev *Event) bool) int {
+	n := p.feed(chunk, fn)
+	if p.borrowed {
+		p.data = append(p.data[:0], p.cur...)
+		p.cur, p.borrowed = p.data, false
+	}
+	return n
+}
+
+func (p *Parser) feed(chunk []byte, fn func(ev *Event) bool) int {
 	if p.err != nil {
 		return len(chunk)
 	}
@@ -170,9 +185,10 @@ func (p *Parser) Feed(chunk []byte, fn func(ev *Event) bool) int {
 			line = nil // dropped; its line ending still counts
 			p.skipLine = false
 		}
+		fromChunk := true
 		if len(p.line) > 0 {
 			p.line = append(p.line, line...)
-			line = p.line
+			line, fromChunk = p.line, false
 		}
 		pos = end + 1
 		if chunk[end] == '\r' {
@@ -188,7 +204,7 @@ func (p *Parser) Feed(chunk []byte, fn func(ev *Event) bool) int {
 		if over {
 			cont = true
 		} else {
-			cont = p.processLine(line, fn, limit)
+			cont = p.processLine(line, fromChunk, fn, limit)
 		}
 		p.line = p.line[:0]
 		if p.err != nil {
@@ -209,9 +225,10 @@ func indexFrom(b []byte, i int, c byte) int {
 	return len(b)
 }
 
-// processLine applies one complete line (without its line ending). It
-// reports whether parsing should go on, i.e. false only when fn said stop.
-func (p *Parser) processLine(line []byte, fn func(*Event) bool, limit int) bool {
+// processLine applies one complete line (without its line ending);
+// fromChunk says it is a slice of the chunk being fed. It reports whether
+// parsing should go on, i.e. false only when fn said stop.
+func (p *Parser) processLine(line []byte, fromChunk bool, fn func(*Event) bool, limit int) bool {
 	if len(line) == 0 {
 		return p.dispatch(fn)
 	}
@@ -230,18 +247,30 @@ func (p *Parser) processLine(line []byte, fn func(*Event) bool, limit int) bool 
 		if p.dropEvent {
 			return true
 		}
-		if p.hasData {
-			if len(p.data)+1+len(value) > limit {
+		switch {
+		case p.hasData:
+			if len(p.cur)+1+len(value) > limit {
 				if p.SkipLong {
-					p.dropEvent, p.data = true, p.data[:0]
+					p.dropEvent = true
+					p.cur, p.borrowed, p.data = nil, false, p.data[:0]
 					return true
 				}
 				p.fail(ErrEventTooLarge)
 				return false
 			}
+			if p.borrowed {
+				p.data = append(p.data[:0], p.cur...)
+				p.borrowed = false
+			}
 			p.data = append(p.data, '\n')
+			p.data = append(p.data, value...)
+			p.cur = p.data
+		case fromChunk:
+			p.cur, p.borrowed = value, true
+		default:
+			p.data = append(p.data[:0], value...)
+			p.cur = p.data
 		}
-		p.data = append(p.data, value...)
 		p.hasData = true
 	case "event":
 		p.evType = p.internType(value)
@@ -262,7 +291,7 @@ func (p *Parser) processLine(line []byte, fn func(*Event) bool, limit int) bool 
 func (p *Parser) dispatch(fn func(*Event) bool) bool {
 	if p.dropEvent {
 		p.dropEvent, p.hasData, p.evType, p.blockRetrySet = false, false, "", false
-		p.data = p.data[:0]
+		p.cur, p.borrowed, p.data = nil, false, p.data[:0]
 		p.skipped++
 		return true
 	}
@@ -274,21 +303,22 @@ func (p *Parser) dispatch(fn func(*Event) bool) bool {
 	}
 	ev := &p.ev
 	ev.Type = p.evType
-	ev.Data = p.data
+	ev.Data = p.cur
 	ev.ID = p.lastID
 	ev.Retry = -1
 	if p.blockRetrySet {
 		ev.Retry = p.blockRetry
 	}
-	p.data = p.data[:0]
+	p.cur, p.borrowed, p.data = nil, false, p.data[:0]
 	p.hasData = false
 	p.evType = ""
 	p.blockRetrySet = false
 	if fn == nil {
 		return true
 	}
-	// p.data is only appended to again after fn returns, so ev.Data stays
-	// intact for the duration of the callback.
+	// p.data is only appended to again after fn returns, and a borrowed
+	// chunk is the caller's until Feed returns, so ev.Data stays intact
+	// for the duration of the callback.
 	return fn(ev)
 }
 
@@ -362,7 +392,7 @@ func (p *Parser) Skipped() int { return p.skipped }
 func (p *Parser) fail(err error) {
 	p.err = err
 	// Drop the buffers: they may be MaxLine large and are useless now.
-	p.line, p.data = nil, nil
+	p.line, p.data, p.cur, p.borrowed = nil, nil, nil, false
 }
 
 // Err returns ErrLineTooLong or ErrEventTooLarge once a limit was broken,
