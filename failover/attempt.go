@@ -144,7 +144,7 @@ func (h *Handler) tryOnce(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 	switch {
 	case answered:
 		return true, false
-	case v.Retry && req.pending != nil:
+	case v.Retry && req.fail != nil && req.fail.pending != nil:
 		h.applyRepair(req)
 		return false, true
 	case req.renewed:
@@ -183,7 +183,8 @@ func (a *attempt) upstreamRequest(ctx context.Context, ac *upstreamCredential) *
 	_, hasLength := r.Header["Content-Length"]
 	staleLength := hasLength && int64(len(body)) != r.ContentLength
 	dropOAuthBeta := req.oauthBeta && !p.passthrough
-	rules := len(p.DropBetas) > 0 || len(p.DropQuery) > 0 || req.extraBetasFor == p
+	extra, repairedBetas := req.extraBetasFor(p)
+	rules := len(p.DropBetas) > 0 || len(p.DropQuery) > 0 || repairedBetas
 	if staleLength || dropOAuthBeta || rules {
 		// a shallow copy: values are only ever replaced, never changed in
 		// place, and reverse_proxy makes its own deep copy
@@ -206,10 +207,6 @@ func (a *attempt) upstreamRequest(ctx context.Context, ac *upstreamCredential) *
 		ar.URL = &u
 	}
 	if rules {
-		var extra []string
-		if req.extraBetasFor == p {
-			extra = req.extraBetas
-		}
 		applyHeaderRules(ar, p, extra)
 	}
 	ar.Host = p.upstreamURL.Host

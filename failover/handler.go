@@ -303,7 +303,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		i, adm, skips := h.selectProvider(req)
 		if i < 0 {
-			if len(req.failed) == 0 {
+			if req.fail == nil || len(req.fail.failed) == 0 {
 				h.setAnswerHeaders(w.Header(), req.clientKey, 0, nil)
 				writeAllCooling(w, skips, timeNow())
 				return nil
@@ -320,9 +320,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // finishRequest releases what the request held and lets its {llm.*}
 // placeholders be read (placeholders.go).
 func (h *Handler) finishRequest(req *llmRequest) {
-	if req.last != nil {
-		releaseHeld(req.last.body)
-		req.last = nil
+	if req.fail != nil && req.fail.last != nil {
+		releaseHeld(req.fail.last.body)
+		req.fail.last = nil
 	}
 	req.finished = true
 }

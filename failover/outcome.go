@@ -63,7 +63,7 @@ func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, prox
 		releaseHeld(res.body)
 		countAttempt(req, p, string(ClassRepairable))
 		h.logger.Info("provider refused the request's history; repairing and retrying",
-			zap.String("provider", p.Name), zap.String("repair", req.pending.kind.String()),
+			zap.String("provider", p.Name), zap.String("repair", req.fail.pending.kind.String()),
 			zap.String("message", v.Message), zap.String("request_id", requestID(req.r)))
 		return false, v
 	}
@@ -147,7 +147,8 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v V
 			h.share.kick()
 		}
 	}
-	req.classes = append(req.classes, v.Class)
+	fs := req.failures()
+	fs.classes = append(fs.classes, v.Class)
 	if v.Class == ClassContextWindow {
 		h.narrowByWindow(req, p)
 	}
@@ -170,13 +171,13 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v V
 		// what a credential source said stays in the log
 		msg = "credential unavailable; see the proxy log"
 	}
-	req.failed = append(req.failed, failedAttempt{provider: p.Name, class: v.Class, status: res.status, message: msg})
+	fs.failed = append(fs.failed, failedAttempt{provider: p.Name, class: v.Class, status: res.status, message: msg})
 	if !sent {
 		// nothing to answer with: an earlier provider's answer is kept
 		return
 	}
-	req.lastProvider = p
-	if v.Class == ClassUnsupported && req.last != nil && req.lastAnswer.class == ClassUnsupported {
+	fs.lastProvider = p
+	if v.Class == ClassUnsupported && fs.last != nil && fs.lastAnswer.class == ClassUnsupported {
 		// when no provider has the endpoint, the client gets the first
 		// provider's answer
 		releaseHeld(res.body)
@@ -185,10 +186,10 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v V
 	if res.status == 0 {
 		return // no response: an earlier provider's real answer stays the one to give
 	}
-	if req.last != nil {
-		releaseHeld(req.last.body)
+	if fs.last != nil {
+		releaseHeld(fs.last.body)
 	}
-	req.last, req.lastAnswer = &res, heldAnswer{provider: p, class: v.Class}
+	fs.last, fs.lastAnswer = &res, heldAnswer{provider: p, class: v.Class}
 }
 
 // failure is a failure of class at p, for its breaker: the provider's
@@ -239,21 +240,22 @@ func (h *Handler) answerHeld(w http.ResponseWriter, a *attempt, res gateResult) 
 // answerExhausted gives the client the last provider's real response when
 // every attempt failed, or a 502 when none answered at all.
 func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
-	if req.last == nil {
+	fs := req.failures()
+	if fs.last == nil {
 		msg := "no provider answered"
-		if len(req.failed) > 0 {
-			msg += ": " + describeFailures(req.failed)
+		if len(fs.failed) > 0 {
+			msg += ": " + describeFailures(fs.failed)
 		}
-		h.setAnswerHeaders(w.Header(), req.clientKey, req.attempts, req.failed)
-		if req.lastProvider != nil {
-			w.Header().Set("X-LLM-Provider", req.lastProvider.Name)
+		h.setAnswerHeaders(w.Header(), req.clientKey, req.attempts, fs.failed)
+		if fs.lastProvider != nil {
+			w.Header().Set("X-LLM-Provider", fs.lastProvider.Name)
 		}
 		writeAnthropicError(w, http.StatusBadGateway, "api_error", "llm_failover: "+msg)
 		return
 	}
-	writeHeldResponse(w, *req.last, func(dst http.Header) {
-		dst.Set("X-LLM-Provider", req.lastAnswer.provider.Name)
-		h.setAnswerHeaders(dst, req.clientKey, req.attempts, req.failed)
+	writeHeldResponse(w, *fs.last, func(dst http.Header) {
+		dst.Set("X-LLM-Provider", fs.lastAnswer.provider.Name)
+		h.setAnswerHeaders(dst, req.clientKey, req.attempts, fs.failed)
 	})
 }
 

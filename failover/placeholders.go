@@ -15,15 +15,18 @@ func (req *llmRequest) placeholder(key string) (any, bool) {
 	}
 	switch name {
 	case "provider":
-		if req.answeredBy == "" && req.lastProvider != nil {
-			return req.lastProvider.Name, true
+		if req.answeredBy == "" && req.fail != nil && req.fail.lastProvider != nil {
+			return req.fail.lastProvider.Name, true
 		}
 		return req.answeredBy, true
 	case "attempts":
 		return req.attempts, true
 	case "failover_classes":
+		if req.fail == nil {
+			return "", true
+		}
 		var classes strings.Builder
-		for i, c := range req.classes {
+		for i, c := range req.fail.classes {
 			if i > 0 {
 				classes.WriteByte(',')
 			}

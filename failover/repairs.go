@@ -144,7 +144,7 @@ func (a *attempt) holdRefusal(v *Verdict, errBody []byte) {
 	}
 	ref := repair.ParseRefusal(msg)
 	req := a.req
-	if ref.Kind == repair.RefusalNone || (req.repaired != nil && req.repaired[a.idx]&(1<<ref.Kind) != 0) {
+	if ref.Kind == repair.RefusalNone || (req.fail != nil && req.fail.repaired != nil && req.fail.repaired[a.idx]&(1<<ref.Kind) != 0) {
 		// nothing to repair, or refused again after this very repair:
 		// pass it through
 		if v.Class == ClassRepairable {
@@ -203,7 +203,7 @@ func (h *Handler) planRepair(req *llmRequest, a *attempt) bool {
 	if pr.body == nil && pr.dropBetas == nil {
 		return false
 	}
-	req.pending = &pr
+	req.failures().pending = &pr
 	return true
 }
 
@@ -241,18 +241,28 @@ func recordAccepted(body []byte, domain string) {
 // replaces req.body (for this provider and the ones after it), a beta
 // drop applies to this provider's retry.
 func (h *Handler) applyRepair(req *llmRequest) {
-	pr := req.pending
-	req.pending = nil
-	if req.repaired == nil {
-		req.repaired = make([]uint8, len(h.Providers))
+	fs := req.fail
+	pr := fs.pending
+	fs.pending = nil
+	if fs.repaired == nil {
+		fs.repaired = make([]uint8, len(h.Providers))
 	}
-	req.repaired[pr.provider] |= 1 << pr.kind
+	fs.repaired[pr.provider] |= 1 << pr.kind
 	if pr.body != nil {
 		req.body = pr.body
 	}
 	if pr.dropBetas != nil {
-		req.extraBetas, req.extraBetasFor = pr.dropBetas, h.Providers[pr.provider]
+		fs.extraBetas, fs.extraBetasFor = pr.dropBetas, h.Providers[pr.provider]
 	}
+}
+
+// extraBetasFor returns the anthropic-beta values a repair dropped for
+// p's retry; ok is false when no repair dropped any for p.
+func (req *llmRequest) extraBetasFor(p *Provider) (betas []string, ok bool) {
+	if req.fail == nil || req.fail.extraBetasFor != p {
+		return nil, false
+	}
+	return req.fail.extraBetas, true
 }
 
 // narrowByWindow follows a context_window refusal from p: when p declares

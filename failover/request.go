@@ -33,24 +33,40 @@ type llmRequest struct {
 	renewed     bool     // the last attempt's credential was refused and renewed: retry the same provider
 	attempts    int      // sent upstream
 	retries     int      // of those, retries of the same provider with a renewed credential
-	classes     []Class
 
-	// repairs (repairs.go)
-	repaired      []uint8        // per provider index: bit 1<<RefusalKind set once retried with that repair; nil until one is
-	pending       *pendingRepair // asked for by the refusal being held back
-	extraBetas    []string       // anthropic-beta values a refusal asked to drop...
-	extraBetasFor *Provider      // ...for this provider
-
-	last         *gateResult // the last failed attempt's held response
-	lastAnswer   heldAnswer  // who gave it, and its class
-	lastProvider *Provider
-	failed       []failedAttempt // each failure, in order: named in an exhausted answer
+	// fail is what failed attempts left; nil until one fails
+	fail *failureState
 
 	// for placeholders and metrics
 	answeredBy string
 	sentModel  string
 	usage      streaminspect.Usage
 	finished   bool // the {llm.*} placeholders can be read
+}
+
+// failureState is what a request keeps once an attempt failed: for the
+// exhausted answer, the {llm.*} placeholders and repairs. A request its
+// first provider serves never allocates it.
+type failureState struct {
+	classes      []Class         // of each failed attempt, in order
+	failed       []failedAttempt // each failure, in order: named in an exhausted answer
+	last         *gateResult     // the last failed attempt's held response
+	lastAnswer   heldAnswer      // who gave it, and its class
+	lastProvider *Provider
+
+	// repairs (repairs.go)
+	repaired      []uint8        // per provider index: bit 1<<RefusalKind set once retried with that repair; nil until one is
+	pending       *pendingRepair // asked for by the refusal being held back
+	extraBetas    []string       // anthropic-beta values a refusal asked to drop...
+	extraBetasFor *Provider      // ...for this provider
+}
+
+// failures returns the request's failure state, made on first use.
+func (req *llmRequest) failures() *failureState {
+	if req.fail == nil {
+		req.fail = new(failureState)
+	}
+	return req.fail
 }
 
 // mappingFields says where the model is, for a provider that maps it: the
