@@ -48,7 +48,7 @@ type attemptState struct {
 	body             []byte // as sent upstream
 	strippedThinking bool   // the provider's rules stripped thinking blocks from body
 	credVersion      string
-	refusal          repair.Refusal // a 400 held back for a repair (holdRefusal)
+	refusal          *repair.Refusal // a 400 held back for a repair (holdRefusal); rare, so not inline
 }
 
 var attemptPool = sync.Pool{New: func() any { return new(attempt) }}

@@ -53,42 +53,30 @@ type gate struct {
 	w      http.ResponseWriter // the client's
 	header http.Header         // this attempt's own header map, until commit
 	status int
-	mode   gateMode
 	held   *bytes.Buffer
 
 	stream   *StreamConfig // nil: not a model call, passed through untouched
 	owner    gateOwner
 	inspect  *streaminspect.Inspector // while a stream is held (inspectorPool)
 	encoding string                   // Content-Encoding of a held stream
-	isStream bool                     // the response is text/event-stream
 	length   int64                    // Content-Length of a held success, -1 if unknown
-	head     bool                     // a HEAD request: a success has no body to hold
-	// trailing is set when reverse_proxy asks for the header map after
-	// WriteHeader while holding: it is about to write trailers into it,
-	// so the hold timer must not commit (and copy the map) any more.
-	trailing bool
 
 	// verdict is set when the gate itself decided the attempt failed
-	// (an early stream error) or, for held error bodies, by finish.
-	verdict    Verdict
-	hasVerdict bool
+	// (an early stream error) or, for held error bodies, by finish; nil
+	// until then (a success never has one, so it takes no room)
+	verdict *Verdict
 
 	// The hold timer commits a held stream after stream.HoldWait; the
 	// idle timer watches a committed stream or a held success for an
 	// upstream that stopped sending. Both are kept across reuse (see
-	// reset) and armed with Reset; timerMayRun says a callback may still
-	// run, so the gate must not be reused.
-	hold, idle  gateTimer
-	timerMayRun bool
+	// reset) and armed with Reset; timerMayRun (below) says a callback
+	// may still run, so the gate must not be reused.
+	hold, idle gateTimer
 
 	// after commit
-	watch       streaminspect.Watcher
-	reportedErr bool
-	lastWrite   atomic.Int64 // monotonic nanoseconds since started of the last upstream write
-	stalled     atomic.Bool
-	tail        *bytes.Buffer // an unfinished event of a committed stream, kept back
-	midEvent    bool          // an event over maxEventTail was forwarded unfinished
-	hijacked    bool          // a 101 handed the client's connection on: never reuse
+	watch     streaminspect.Watcher
+	lastWrite atomic.Int64  // monotonic nanoseconds since started of the last upstream write
+	tail      *bytes.Buffer // an unfinished event of a committed stream, kept back
 
 	// a committed non-streaming JSON success is kept (up to maxUsageBody)
 	// to read its usage once it is complete
@@ -97,8 +85,23 @@ type gate struct {
 	cancel context.CancelFunc // stops the attempt's upstream request
 
 	started                  time.Time
-	sawEvent, sawContent     bool
 	firstEvent, firstContent time.Duration
+
+	// The mode and the flags sit together, so they share two words: a
+	// gate lives as long as its stream.
+	mode     gateMode
+	isStream bool // the response is text/event-stream
+	head     bool // a HEAD request: a success has no body to hold
+	// trailing is set when reverse_proxy asks for the header map after
+	// WriteHeader while holding: it is about to write trailers into it,
+	// so the hold timer must not commit (and copy the map) any more.
+	trailing             bool
+	timerMayRun          bool // a timer callback may still run
+	reportedErr          bool // after commit: an error event reached the owner
+	midEvent             bool // an event over maxEventTail was forwarded unfinished
+	hijacked             bool // a 101 handed the client's connection on: never reuse
+	sawEvent, sawContent bool
+	stalled              atomic.Bool // the idle watch found the upstream silent
 }
 
 // gateOwner is what a gate asks of the attempt whose response it holds.
@@ -343,8 +346,7 @@ func (g *gate) inspectLocked(p []byte) bool {
 		return true
 	case streaminspect.Failed:
 		ei := g.inspect.Error()
-		g.verdict = Verdict{Class: ClassOfErrorType(ei.Type), ErrorType: ei.Type, Message: ei.Message}
-		g.hasVerdict = true
+		g.verdict = &Verdict{Class: ClassOfErrorType(ei.Type), ErrorType: ei.Type, Message: ei.Message}
 		if !g.verdict.Class.FailsOver() {
 			// the request's fault (invalid_request_error): no provider
 			// would take it; the client gets it as the provider sent it
@@ -363,14 +365,14 @@ func (g *gate) inspectLocked(p []byte) bool {
 
 // decideErrorLocked classifies a held error response.
 func (g *gate) decideErrorLocked() {
-	if g.hasVerdict {
+	if g.verdict != nil {
 		return
 	}
 	body, _ := decodeBody(g.header.Get("Content-Encoding"), g.held.Bytes(), maxClassifiedBody)
+	g.verdict = new(Verdict)
 	if g.owner != nil {
-		g.verdict = g.owner.verdictFor(g.status, g.header, body)
+		*g.verdict = g.owner.verdictFor(g.status, g.header, body)
 	}
-	g.hasVerdict = true
 	if g.verdict.Class.FailsOver() || g.verdict.Retry {
 		g.discardLocked()
 		return
@@ -561,9 +563,8 @@ func (g *gate) finish(clientGone, aborted bool) gateResult {
 			g.commitLocked()
 			commit = true
 		} else {
-			g.verdict = Verdict{Class: ClassServerError, ErrorType: "api_error",
+			g.verdict = &Verdict{Class: ClassServerError, ErrorType: "api_error",
 				Message: "the upstream event stream ended before any content"}
-			g.hasVerdict = true
 			g.mode = modeDiscarded
 		}
 	case modeHoldSuccess:
@@ -574,18 +575,17 @@ func (g *gate) finish(clientGone, aborted bool) gateResult {
 		}
 		// The body broke before its end: a failed attempt. Nothing of it
 		// is kept: a cut success is no answer to give anyone.
-		g.verdict = Verdict{Class: ClassServerError, ErrorType: "api_error",
+		g.verdict = &Verdict{Class: ClassServerError, ErrorType: "api_error",
 			Message: "the upstream connection broke before the response body was complete"}
 		if g.stalled.Load() {
-			g.verdict = Verdict{Class: ClassUnreachable, ErrorType: "api_error",
+			g.verdict = &Verdict{Class: ClassUnreachable, ErrorType: "api_error",
 				Message: "the upstream stopped sending the response body"}
 		}
-		g.hasVerdict = true
 		g.mode = modeDiscarded
 		g.status = 0
 		g.releaseHeldLocked()
 		g.mu.Unlock()
-		return gateResult{verdict: g.verdict, bodyBroke: true}
+		return gateResult{verdict: *g.verdict, bodyBroke: true}
 	}
 	g.mu.Unlock()
 	if commit {
@@ -594,7 +594,10 @@ func (g *gate) finish(clientGone, aborted bool) gateResult {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.releaseInspectorLocked()
-	end := gateResult{committed: g.mode == modeCommitted, verdict: g.verdict}
+	end := gateResult{committed: g.mode == modeCommitted}
+	if g.verdict != nil {
+		end.verdict = *g.verdict
+	}
 	if g.mode == modeCommitted {
 		g.releaseHeldLocked()
 	} else if g.mode == modeDiscarded && g.status != 0 {

@@ -152,7 +152,7 @@ func (a *attempt) holdRefusal(v *Verdict, errBody []byte) {
 		}
 		return
 	}
-	a.refusal = ref
+	a.refusal = &ref
 	v.Class, v.Retry = ClassRepairable, true
 }
 
@@ -161,7 +161,7 @@ func (a *attempt) holdRefusal(v *Verdict, errBody []byte) {
 // (no such block or field in the body, no such beta sent): the refusal is
 // then the client's answer.
 func (h *Handler) planRepair(req *llmRequest, a *attempt) bool {
-	ref := a.refusal
+	ref := *a.refusal
 	pr := pendingRepair{provider: a.idx, kind: ref.Kind}
 	switch ref.Kind {
 	case repair.RefusalToolIDs:

@@ -74,8 +74,7 @@ type Parser struct {
 	// of the chunk being fed (one data line, no copy), else of data. A
 	// chunk is only borrowed within one Feed: what is left is copied at
 	// its end, since the caller may reuse the chunk's memory.
-	cur      []byte
-	borrowed bool
+	cur []byte
 
 	evType   string // event type buffer
 	lastType string // last non-well-known type, to avoid re-allocating it
@@ -88,6 +87,7 @@ type Parser struct {
 	started       bool  // BOM check done
 	skipLF        bool  // previous chunk ended in CR: drop a leading LF
 	hasData       bool  // at least one data line seen for this event
+	borrowed      bool  // cur is a slice of the chunk being fed
 	retrySet      bool
 	blockRetrySet bool
 	skipLine      bool // SkipLong: inside an over-long line, dropping it
