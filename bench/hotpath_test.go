@@ -249,7 +249,7 @@ func BenchmarkHotPath(b *testing.B) {
 // share this process, so the difference is the plugin's own memory per
 // open stream (plugin-B/stream).
 func BenchmarkOpenStreamHeap(b *testing.B) {
-	const streams = 200
+	const streams = 1000
 	e := startHot(b)
 	perStream := map[string]float64{}
 	sites := []struct{ name, url string }{{"reverse_proxy", e.plain}, {"llm_failover", e.llm}}
