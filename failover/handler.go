@@ -282,8 +282,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Map(req.placeholder)
 	}
 	client.markDisallowed(req.tried)
+	clientCred := clientCredentialOf(r.Header)
 	if h.anyPassthrough {
-		req.clientKey = clientFingerprint(r.Header)
+		req.clientKey = clientCred.fingerprint()
 	}
 	req.conversation = h.conversationKey(r, req.clientKey)
 	defer h.finishRequest(req)
@@ -294,7 +295,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	// the client's credential leaves the request once, whatever number
 	// of attempts follows (transport.go)
-	req.clientCred = takeClientCredential(r.Header)
+	req.clientCred = clientCred
+	clientCred.removeFrom(r.Header)
 	req.oauthBeta = hasOAuthBeta(r.Header)
 	for {
 		if req.attempts-req.retries >= h.MaxAttempts {

@@ -5,7 +5,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
 	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
 )
 
@@ -91,15 +90,6 @@ func requestID(r *http.Request) string {
 		}
 	}
 	return ""
-}
-
-// clientFingerprint identifies the client's credential without keeping it,
-// for per-client breakers of passthrough providers.
-func clientFingerprint(h http.Header) string {
-	if v := h.Get("Authorization"); v != "" {
-		return credsource.Fingerprint(v)
-	}
-	return credsource.Fingerprint(h.Get("X-Api-Key"))
 }
 
 // perProvider sizes the per-provider lists for n providers, without an

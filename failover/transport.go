@@ -78,18 +78,34 @@ type clientCredential struct {
 	authorization, apiKey []string
 }
 
-// takeClientCredential removes the client's Authorization and x-api-key
-// from h and returns them.
-func takeClientCredential(h http.Header) clientCredential {
-	// the keys in their canonical form, as net/http stores them: no
-	// canonicalizing on every request
-	c := clientCredential{authorization: h["Authorization"], apiKey: h["X-Api-Key"]}
+// clientCredentialOf reads the client's Authorization and x-api-key
+// from h; the keys in their canonical form, as net/http stores them, so
+// nothing is canonicalized on every request.
+func clientCredentialOf(h http.Header) clientCredential {
+	return clientCredential{authorization: h["Authorization"], apiKey: h["X-Api-Key"]}
+}
+
+// removeFrom deletes the client's credential headers from h.
+func (clientCredential) removeFrom(h http.Header) {
 	delete(h, "Authorization")
 	delete(h, "X-Api-Key")
-	return c
 }
 
 func (c clientCredential) empty() bool { return c.authorization == nil && c.apiKey == nil }
+
+// fingerprint identifies the credential without keeping it, for the
+// per-client breakers of passthrough providers: Authorization when the
+// client sent one, else x-api-key.
+func (c clientCredential) fingerprint() string {
+	if len(c.authorization) > 0 && c.authorization[0] != "" {
+		return credsource.Fingerprint(c.authorization[0])
+	}
+	key := ""
+	if len(c.apiKey) > 0 {
+		key = c.apiKey[0]
+	}
+	return credsource.Fingerprint(key)
+}
 
 // setOn sets the credential on a header map.
 func (c clientCredential) setOn(h http.Header) {
