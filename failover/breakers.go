@@ -113,14 +113,9 @@ func (s *breakerSet) peek(now time.Time, clientKey string, perClient bool) Admis
 	return s.client(clientKey, now).peek(now)
 }
 
-// sweep drops idle per-client breakers that cool nothing, at most once per
-// clientSweepInterval unless force.
-func (s *breakerSet) sweep(now time.Time, force bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sweepLocked(now, force)
-}
-
+// sweepLocked drops idle per-client breakers that cool nothing, at most
+// once per clientSweepInterval unless force. Making a client's breaker and
+// walking them sweep; tests force it.
 func (s *breakerSet) sweepLocked(now time.Time, force bool) {
 	if !force && now.Sub(s.lastSweep) < clientSweepInterval {
 		return

@@ -11,6 +11,14 @@ import (
 	"time"
 )
 
+// sweep sweeps the set's idle per-client breakers now (force: whenever
+// the last sweep was).
+func (s *breakerSet) sweep(now time.Time, force bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sweepLocked(now, force)
+}
+
 // Past the cap, the least recently used client's breaker goes first, and
 // its counters stay in the provider's totals.
 func TestBreakerSetCapped(t *testing.T) {

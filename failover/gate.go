@@ -134,17 +134,10 @@ func (g *gate) releaseInspectorLocked() {
 	}
 }
 
-// newGate returns a gate for one attempt; owner may be nil (nothing is
-// classified: an error response is passed through).
-func newGate(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelFunc, owner gateOwner) *gate {
-	g := new(gate)
-	g.reset(w, stream, cancel, owner)
-	return g
-}
-
 // reset readies a gate for a new attempt (with nothing given, it lets go
-// of the last one's for the pool), keeping its header map and timers. The caller made sure no timer callback of the last attempt can
-// still run (reusable).
+// of the last one's for the pool), keeping its header map and timers. The
+// caller made sure no timer callback of the last attempt can still run
+// (reusable).
 func (g *gate) reset(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelFunc, owner gateOwner) {
 	header, holdTimer, idleTimer := g.header, g.hold.t, g.idle.t
 	if header == nil {

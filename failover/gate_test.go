@@ -18,6 +18,15 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
+// newGate returns a gate for one attempt, outside the attempt pool the
+// handler takes gates from; owner may be nil (nothing is classified: an
+// error response is passed through).
+func newGate(w http.ResponseWriter, stream *StreamConfig, cancel context.CancelFunc, owner gateOwner) *gate {
+	g := new(gate)
+	g.reset(w, stream, cancel, owner)
+	return g
+}
+
 // testHold is a stream policy for gate tests: no timers unless a test
 // sets them.
 func testHold() *StreamConfig {
