@@ -156,8 +156,9 @@ func (h *Handler) tryOnce(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 }
 
 // upstreamRequest builds the request the provider receives: the same body
-// (model mapped if the provider maps it), the client's credential removed
-// unless the provider passes it through, the base path prefixed.
+// (model mapped if the provider maps it), the header rules applied and the
+// client's OAuth beta dropped unless the provider passes the client's
+// credential through, the base path prefixed.
 func (a *attempt) upstreamRequest(ctx context.Context, ac *upstreamCredential) *http.Request {
 	p, req, r := a.p, a.req, a.req.r
 	// r.Header no longer holds the client's credential (ServeHTTP took
