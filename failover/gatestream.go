@@ -100,10 +100,7 @@ func (g *gate) endEvents(broke bool) (atBoundary bool) {
 		releaseHeld(g.tail)
 		g.tail = nil
 	}
-	if g.midEvent {
-		return false
-	}
-	return true
+	return !g.midEvent
 }
 
 // watchStream follows a committed stream for its terminal event, usage and
