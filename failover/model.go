@@ -1,6 +1,6 @@
 package failover
 
-import "strings"
+import "github.com/caddy-llm-failover/caddy-llm-failover/internal/glob"
 
 // ModelRule maps the models a client asks for to the model a provider
 // serves. Rules are tried in order; the first match wins.
@@ -16,33 +16,9 @@ type ModelRule struct {
 // rule matched. No rule matching leaves the model as the client sent it.
 func mapModel(rules []ModelRule, requested string) (string, bool) {
 	for _, r := range rules {
-		if globMatch(r.Pattern, requested) {
+		if glob.Match(r.Pattern, requested) {
 			return r.Model, true
 		}
 	}
 	return requested, false
-}
-
-// globMatch reports whether s matches pattern, where `*` matches any run of
-// characters. Greedy with backtracking to the last star: linear in practice.
-func globMatch(pattern, s string) bool {
-	p, i := 0, 0
-	star, mark := -1, 0
-	for i < len(s) {
-		switch {
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, i
-			p++
-		case p < len(pattern) && pattern[p] == s[i]:
-			p++
-			i++
-		case star >= 0:
-			p = star + 1
-			mark++
-			i = mark
-		default:
-			return false
-		}
-	}
-	return strings.Trim(pattern[p:], "*") == ""
 }

@@ -3,6 +3,8 @@ package repair
 import (
 	"net/url"
 	"strings"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/glob"
 )
 
 // DropBetas removes values from an anthropic-beta header value (a
@@ -18,7 +20,7 @@ func DropBetas(headerValue string, drop []string) string {
 	}
 	hit := false
 	for v := range strings.SplitSeq(headerValue, ",") {
-		if matchAny(drop, strings.TrimSpace(v)) {
+		if glob.MatchAny(drop, strings.TrimSpace(v)) {
 			hit = true
 			break
 		}
@@ -30,7 +32,7 @@ func DropBetas(headerValue string, drop []string) string {
 	b.Grow(len(headerValue))
 	for v := range strings.SplitSeq(headerValue, ",") {
 		v = strings.TrimSpace(v)
-		if v == "" || matchAny(drop, v) {
+		if v == "" || glob.MatchAny(drop, v) {
 			continue
 		}
 		if b.Len() > 0 {
@@ -39,40 +41,6 @@ func DropBetas(headerValue string, drop []string) string {
 		b.WriteString(v)
 	}
 	return b.String()
-}
-
-func matchAny(patterns []string, v string) bool {
-	for _, p := range patterns {
-		if glob(p, v) {
-			return true
-		}
-	}
-	return false
-}
-
-// glob matches s against pattern, where '*' stands for any run of bytes.
-func glob(pattern, s string) bool {
-	star, back := -1, 0 // last '*' in pattern, and where in s it started matching
-	p, i := 0, 0
-	for i < len(s) {
-		switch {
-		case p < len(pattern) && pattern[p] == '*':
-			star, back = p, i
-			p++
-		case p < len(pattern) && pattern[p] == s[i]:
-			p++
-			i++
-		case star >= 0:
-			back++
-			p, i = star+1, back
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
 }
 
 // DropQuery removes the named parameters (compared after query unescaping)

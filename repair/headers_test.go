@@ -26,20 +26,6 @@ func TestDropBetas(t *testing.T) {
 	}
 }
 
-func TestGlob(t *testing.T) {
-	for _, c := range []struct {
-		p, s string
-		want bool
-	}{
-		{"", "", true}, {"*", "", true}, {"a*", "a", true}, {"a*c", "abbc", true}, {"a*c", "abcd", false},
-		{"*b*", "abc", true}, {"a**", "ab", true}, {"a", "b", false}, {"a*b*c", "aXbYbc", true}, {"ab", "a", false},
-	} {
-		if got := glob(c.p, c.s); got != c.want {
-			t.Errorf("glob(%q, %q) = %v", c.p, c.s, got)
-		}
-	}
-}
-
 func TestDropQuery(t *testing.T) {
 	tests := []struct {
 		in    string
