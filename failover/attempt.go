@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 	"github.com/caddy-llm-failover/caddy-llm-failover/repair"
 	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
 )
@@ -122,7 +123,7 @@ func (h *Handler) tryOnce(w http.ResponseWriter, req *llmRequest, i int, adm Adm
 			// credential appears; what the source said (it can quote a
 			// helper's stderr or name a secret file) stays in the log
 			a.credVersion = missingCredential
-			h.recordFailure(req, a, gateResult{}, Verdict{Class: ClassAuth, Message: "credential unavailable: " + err.Error()}, false)
+			h.recordFailure(req, a, gateResult{}, classify.Verdict{Class: classify.Auth, Message: "credential unavailable: " + err.Error()}, false)
 			h.logger.Error("provider credential unavailable; failing over",
 				zap.String("provider", p.Name), zap.Error(err), zap.String("request_id", requestID(req.r)))
 			return false, false
@@ -242,7 +243,7 @@ func newReplayBody(body []byte) *replayBody {
 // settles what came of it (outcome.go). It returns true when the client
 // has its answer.
 func (h *Handler) run(w http.ResponseWriter, a *attempt, ar *http.Request, cancel context.CancelFunc,
-	upstream caddyhttp.Handler) (bool, Verdict) {
+	upstream caddyhttp.Handler) (bool, classify.Verdict) {
 	a.number = a.req.attempts
 	stream := &h.stream
 	if a.req.kind == kindOther {
@@ -274,16 +275,16 @@ func runUpstream(upstream caddyhttp.Handler, g *gate, ar *http.Request) (err err
 
 // verdictFor implements gateOwner: the pure Classify with the handler's
 // rules and clock, narrowed by what the request is.
-func (a *attempt) verdictFor(status int, hdr http.Header, body []byte) Verdict {
+func (a *attempt) verdictFor(status int, hdr http.Header, body []byte) classify.Verdict {
 	req, h := a.req, a.h
 	if req.kind == kindOther {
-		return Verdict{}
+		return classify.Verdict{}
 	}
-	v := ClassifyMaxReset(status, hdr, body, h.Rules, timeNow(), time.Duration(h.MaxReset))
+	v := classify.Response(status, hdr, body, h.Rules, timeNow(), time.Duration(h.MaxReset))
 	if req.kind == kindOptional && lacksEndpoint(status) {
-		v.Class = ClassUnsupported
+		v.Class = classify.Unsupported
 	}
-	if status == http.StatusBadRequest && (v.Class == ClassRepairable || v.Class == ClassClientError) &&
+	if status == http.StatusBadRequest && (v.Class == classify.Repairable || v.Class == classify.ClientError) &&
 		a.p != nil && len(h.Providers) > 0 {
 		a.holdRefusal(&v, body)
 	}
@@ -310,7 +311,7 @@ func (a *attempt) committing(hdr http.Header) {
 // request already skips it.
 func (a *attempt) streamFailed(ei streaminspect.ErrorInfo) {
 	h := a.h
-	class := ClassOfErrorType(ei.Type)
+	class := classify.OfErrorType(ei.Type)
 	if !class.Cools() {
 		return // the request's fault (invalid_request_error): not the provider's
 	}

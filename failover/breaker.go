@@ -3,6 +3,8 @@ package failover
 import (
 	"sync"
 	"time"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // BreakerState is where a provider's breaker stands.
@@ -94,7 +96,7 @@ func (b *Breaker) Admit(now time.Time, credential string) Admission {
 // credentialRenewedLocked reports whether an auth cooldown may end early
 // because the credential is now another than the one refused.
 func (b *Breaker) credentialRenewedLocked(current string) bool {
-	return b.lastClass == ClassAuth && b.failedCredential != "" && credentialChanged(current, b.failedCredential)
+	return b.lastClass == classify.Auth && b.failedCredential != "" && credentialChanged(current, b.failedCredential)
 }
 
 // refusedCredential returns the version of the credential whose refusal
@@ -103,7 +105,7 @@ func (b *Breaker) credentialRenewedLocked(current string) bool {
 func (b *Breaker) refusedCredential(now time.Time) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.state != StateOpen || b.lastClass != ClassAuth || !now.Before(b.until) {
+	if b.state != StateOpen || b.lastClass != classify.Auth || !now.Before(b.until) {
 		return ""
 	}
 	return b.failedCredential
@@ -227,7 +229,7 @@ func (b *Breaker) Failure(now time.Time, f Failure) time.Time {
 	b.state = StateOpen
 	b.until = until
 	b.decidedAt, b.origin = now, ""
-	if f.Class == ClassAuth {
+	if f.Class == classify.Auth {
 		b.failedCredential = f.Credential
 	}
 	return until

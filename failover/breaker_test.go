@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 var brkT0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -45,15 +47,15 @@ func TestBreakerClosedAdmits(t *testing.T) {
 func TestBreakerFailureOpensUntilCooldown(t *testing.T) {
 	var b Breaker
 	brkMustAdmit(t, &b, brkT0, false)
-	until := b.Failure(brkT0, Failure{Class: ClassRateLimit, Cooldown: time.Minute, MaxCooldown: 30 * time.Minute, Error: "slow down", FailedOver: true})
+	until := b.Failure(brkT0, Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: 30 * time.Minute, Error: "slow down", FailedOver: true})
 	if want := brkT0.Add(time.Minute); !until.Equal(want) {
 		t.Fatalf("Failure returned %v, want %v", until, want)
 	}
-	brkMustRefuse(t, &b, brkT0, until, ClassRateLimit)
-	brkMustRefuse(t, &b, brkT0.Add(59*time.Second), until, ClassRateLimit)
-	brkMustRefuse(t, &b, until.Add(-time.Nanosecond), until, ClassRateLimit)
+	brkMustRefuse(t, &b, brkT0, until, classify.RateLimit)
+	brkMustRefuse(t, &b, brkT0.Add(59*time.Second), until, classify.RateLimit)
+	brkMustRefuse(t, &b, until.Add(-time.Nanosecond), until, classify.RateLimit)
 	s := b.Snapshot(brkT0.Add(time.Second))
-	if s.State != StateOpen || !s.Until.Equal(until) || s.LastClass != ClassRateLimit ||
+	if s.State != StateOpen || !s.Until.Equal(until) || s.LastClass != classify.RateLimit ||
 		s.LastError != "slow down" || !s.LastFailure.Equal(brkT0) || s.ConsecutiveFailures != 1 ||
 		s.Failovers != 1 || s.Requests != 1 || s.Successes != 0 {
 		t.Fatalf("snapshot = %+v", s)
@@ -76,11 +78,11 @@ func TestBreakerResetAtWinsOverCooldown(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b Breaker
-			until := b.Failure(brkT0, Failure{Class: ClassQuota, Cooldown: time.Hour, MaxCooldown: 30 * time.Minute, ResetAt: tc.resetAt})
+			until := b.Failure(brkT0, Failure{Class: classify.Quota, Cooldown: time.Hour, MaxCooldown: 30 * time.Minute, ResetAt: tc.resetAt})
 			if !until.Equal(tc.want) {
 				t.Fatalf("until = %v, want %v", until, tc.want)
 			}
-			brkMustRefuse(t, &b, tc.want.Add(-time.Millisecond), tc.want, ClassQuota)
+			brkMustRefuse(t, &b, tc.want.Add(-time.Millisecond), tc.want, classify.Quota)
 			brkMustAdmit(t, &b, tc.want, true)
 		})
 	}
@@ -88,7 +90,7 @@ func TestBreakerResetAtWinsOverCooldown(t *testing.T) {
 
 func TestBreakerHalfOpenAdmitsOneProbe(t *testing.T) {
 	var b Breaker
-	until := b.Failure(brkT0, Failure{Class: ClassOverloaded, Cooldown: 30 * time.Second, MaxCooldown: 30 * time.Minute})
+	until := b.Failure(brkT0, Failure{Class: classify.Overloaded, Cooldown: 30 * time.Second, MaxCooldown: 30 * time.Minute})
 	now := until.Add(10 * time.Second)
 	if s := b.Snapshot(now); s.State != StateHalfOpen || !s.Until.IsZero() {
 		t.Fatalf("snapshot after until = %+v, want half_open without Until", s)
@@ -96,7 +98,7 @@ func TestBreakerHalfOpenAdmitsOneProbe(t *testing.T) {
 	brkMustAdmit(t, &b, now, true)
 	for i := range 5 {
 		at := now.Add(time.Duration(i) * time.Millisecond)
-		brkMustRefuse(t, &b, at, at.Add(probeWait), ClassOverloaded)
+		brkMustRefuse(t, &b, at, at.Add(probeWait), classify.Overloaded)
 	}
 	if s := b.Snapshot(now); s.State != StateHalfOpen {
 		t.Fatalf("state while probing = %q, want half_open", s.State)
@@ -113,7 +115,7 @@ func TestBreakerHalfOpenAdmitsOneProbe(t *testing.T) {
 func TestBreakerConcurrentAdmitOneProbe(t *testing.T) {
 	for round := range 20 {
 		var b Breaker
-		until := b.Failure(brkT0, Failure{Class: ClassServerError, Cooldown: 10 * time.Second, MaxCooldown: time.Minute})
+		until := b.Failure(brkT0, Failure{Class: classify.ServerError, Cooldown: 10 * time.Second, MaxCooldown: time.Minute})
 		now := until.Add(time.Second)
 		const n = 50
 		var (
@@ -134,7 +136,7 @@ func TestBreakerConcurrentAdmitOneProbe(t *testing.T) {
 					return
 				}
 				refd.Add(1)
-				if a.RetryAt.IsZero() || !a.RetryAt.After(now) || a.Class != ClassServerError {
+				if a.RetryAt.IsZero() || !a.RetryAt.After(now) || a.Class != classify.ServerError {
 					badRetry.Add(1)
 				}
 			})
@@ -150,7 +152,7 @@ func TestBreakerConcurrentAdmitOneProbe(t *testing.T) {
 
 func TestBreakerProbeFailureDoublesCooldown(t *testing.T) {
 	var b Breaker
-	f := Failure{Class: ClassRateLimit, Cooldown: time.Minute, MaxCooldown: 5 * time.Minute}
+	f := Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: 5 * time.Minute}
 	now := brkT0
 	until := b.Failure(now, f)
 	if want := now.Add(time.Minute); !until.Equal(want) {
@@ -163,7 +165,7 @@ func TestBreakerProbeFailureDoublesCooldown(t *testing.T) {
 		if got := until.Sub(now); got != want {
 			t.Fatalf("failed probe %d: cooldown %v, want %v", i+1, got, want)
 		}
-		brkMustRefuse(t, &b, now.Add(want-time.Nanosecond), until, ClassRateLimit)
+		brkMustRefuse(t, &b, now.Add(want-time.Nanosecond), until, classify.RateLimit)
 	}
 	if s := b.Snapshot(now); s.ConsecutiveFailures != 5 {
 		t.Fatalf("consecutive failures = %d, want 5", s.ConsecutiveFailures)
@@ -181,7 +183,7 @@ func TestBreakerProbeCooldownNeverBelowClass(t *testing.T) {
 	// MaxCooldown below the class cooldown: the class cooldown holds
 	t.Run("max below class", func(t *testing.T) {
 		var b Breaker
-		f := Failure{Class: ClassQuota, Cooldown: time.Hour, MaxCooldown: 30 * time.Minute}
+		f := Failure{Class: classify.Quota, Cooldown: time.Hour, MaxCooldown: 30 * time.Minute}
 		until := b.Failure(brkT0, f)
 		for range 3 {
 			now := until
@@ -196,10 +198,10 @@ func TestBreakerProbeCooldownNeverBelowClass(t *testing.T) {
 	// that opened the breaker cools at least that class's cooldown.
 	t.Run("probe fails with a longer class", func(t *testing.T) {
 		var b Breaker
-		until := b.Failure(brkT0, Failure{Class: ClassServerError, Cooldown: 10 * time.Second, MaxCooldown: 30 * time.Minute})
+		until := b.Failure(brkT0, Failure{Class: classify.ServerError, Cooldown: 10 * time.Second, MaxCooldown: 30 * time.Minute})
 		now := until
 		brkMustAdmit(t, &b, now, true)
-		until = b.Failure(now, Failure{Class: ClassQuota, Cooldown: time.Hour, MaxCooldown: 30 * time.Minute})
+		until = b.Failure(now, Failure{Class: classify.Quota, Cooldown: time.Hour, MaxCooldown: 30 * time.Minute})
 		if got := until.Sub(now); got < time.Hour {
 			t.Fatalf("probe failed with quota (cooldown 1h) after a server_error (10s): cooled %v, want at least 1h", got)
 		}
@@ -208,7 +210,7 @@ func TestBreakerProbeCooldownNeverBelowClass(t *testing.T) {
 
 func TestBreakerProbeResetAtInsteadOfDoubling(t *testing.T) {
 	var b Breaker
-	f := Failure{Class: ClassRateLimit, Cooldown: time.Minute, MaxCooldown: 30 * time.Minute}
+	f := Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: 30 * time.Minute}
 	until := b.Failure(brkT0, f)
 	now := until
 	brkMustAdmit(t, &b, now, true)
@@ -216,7 +218,7 @@ func TestBreakerProbeResetAtInsteadOfDoubling(t *testing.T) {
 	if got := b.Failure(now, f); !got.Equal(f.ResetAt) {
 		t.Fatalf("failed probe with ResetAt now+7s: until now+%v, want now+7s", got.Sub(now))
 	}
-	brkMustRefuse(t, &b, now.Add(6*time.Second), f.ResetAt, ClassRateLimit)
+	brkMustRefuse(t, &b, now.Add(6*time.Second), f.ResetAt, classify.RateLimit)
 	brkMustAdmit(t, &b, f.ResetAt, true)
 	// a long ResetAt is used too (not capped by MaxCooldown)
 	f.ResetAt = f.ResetAt.Add(5 * time.Hour)
@@ -227,15 +229,15 @@ func TestBreakerProbeResetAtInsteadOfDoubling(t *testing.T) {
 
 func TestBreakerReleaseFreesProbe(t *testing.T) {
 	var b Breaker
-	until := b.Failure(brkT0, Failure{Class: ClassOverloaded, Cooldown: 30 * time.Second, MaxCooldown: time.Hour})
+	until := b.Failure(brkT0, Failure{Class: classify.Overloaded, Cooldown: 30 * time.Second, MaxCooldown: time.Hour})
 	now := until
 	brkMustAdmit(t, &b, now, true)
-	brkMustRefuse(t, &b, now, now.Add(probeWait), ClassOverloaded)
+	brkMustRefuse(t, &b, now, now.Add(probeWait), classify.Overloaded)
 	b.Release(false) // not the probe: nothing changes
-	brkMustRefuse(t, &b, now, now.Add(probeWait), ClassOverloaded)
+	brkMustRefuse(t, &b, now, now.Add(probeWait), classify.Overloaded)
 	b.Release(true)
 	brkMustAdmit(t, &b, now, true)
-	brkMustRefuse(t, &b, now, now.Add(probeWait), ClassOverloaded)
+	brkMustRefuse(t, &b, now, now.Add(probeWait), classify.Overloaded)
 	// a released probe counts no success and no failure
 	if s := b.Snapshot(now); s.State != StateHalfOpen || s.Successes != 0 || s.ConsecutiveFailures != 1 {
 		t.Fatalf("snapshot = %+v", s)
@@ -249,12 +251,12 @@ func TestBreakerReleaseFreesProbe(t *testing.T) {
 }
 
 func TestBreakerNonCoolingClasses(t *testing.T) {
-	for _, class := range []Class{ClassContextWindow, ClassClientError, ClassRepairable, ClassNone} {
+	for _, class := range []Class{classify.ContextWindow, classify.ClientError, classify.Repairable, classify.None} {
 		t.Run(string(class), func(t *testing.T) {
 			var b Breaker
 			brkMustAdmit(t, &b, brkT0, false)
 			until := b.Failure(brkT0, Failure{Class: class, Cooldown: time.Hour, MaxCooldown: time.Hour,
-				ResetAt: brkT0.Add(time.Hour), Error: "bad request", FailedOver: class == ClassContextWindow})
+				ResetAt: brkT0.Add(time.Hour), Error: "bad request", FailedOver: class == classify.ContextWindow})
 			if !until.IsZero() {
 				t.Fatalf("Failure(%q) = %v, want zero", class, until)
 			}
@@ -268,16 +270,16 @@ func TestBreakerNonCoolingClasses(t *testing.T) {
 	// a probe answered with a request's own fault closes the breaker:
 	// the provider is answering
 	var b Breaker
-	until := b.Failure(brkT0, Failure{Class: ClassServerError, Cooldown: 10 * time.Second, MaxCooldown: time.Minute})
+	until := b.Failure(brkT0, Failure{Class: classify.ServerError, Cooldown: 10 * time.Second, MaxCooldown: time.Minute})
 	brkMustAdmit(t, &b, until, true)
-	b.Failure(until, Failure{Class: ClassClientError})
+	b.Failure(until, Failure{Class: classify.ClientError})
 	brkMustAdmit(t, &b, until, false)
 	brkMustAdmit(t, &b, until, false)
 }
 
 func TestBreakerAuthEndsEarlyOnNewCredential(t *testing.T) {
 	var b Breaker
-	until := b.Failure(brkT0, Failure{Class: ClassAuth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
+	until := b.Failure(brkT0, Failure{Class: classify.Auth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
 	now := brkT0.Add(time.Minute)
 	if got := b.refusedCredential(now); got != "v1" {
 		t.Fatalf("refusedCredential = %q, want v1", got)
@@ -287,7 +289,7 @@ func TestBreakerAuthEndsEarlyOnNewCredential(t *testing.T) {
 	}
 	for _, v := range []string{"v1", ""} {
 		a := b.Admit(now, v)
-		if a.OK || !a.RetryAt.Equal(until) || a.Class != ClassAuth {
+		if a.OK || !a.RetryAt.Equal(until) || a.Class != classify.Auth {
 			t.Fatalf("credential %q: Admit = %+v, want refused until %v", v, a, until)
 		}
 	}
@@ -307,7 +309,7 @@ func TestBreakerAuthWithoutCredentialVersion(t *testing.T) {
 	// an auth failure whose refused credential is unknown ends only with
 	// its cooldown
 	var b Breaker
-	until := b.Failure(brkT0, Failure{Class: ClassAuth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour})
+	until := b.Failure(brkT0, Failure{Class: classify.Auth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour})
 	if got := b.refusedCredential(brkT0.Add(time.Minute)); got != "" {
 		t.Fatalf("refusedCredential = %q, want none", got)
 	}
@@ -319,7 +321,7 @@ func TestBreakerAuthWithoutCredentialVersion(t *testing.T) {
 
 func TestBreakerNonAuthIgnoresCredential(t *testing.T) {
 	var b Breaker
-	until := b.Failure(brkT0, Failure{Class: ClassRateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
+	until := b.Failure(brkT0, Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
 	if got := b.refusedCredential(brkT0.Add(time.Second)); got != "" {
 		t.Fatalf("refusedCredential of a rate_limit cooldown = %q, want none", got)
 	}
@@ -331,7 +333,7 @@ func TestBreakerNonAuthIgnoresCredential(t *testing.T) {
 
 func TestBreakerReset(t *testing.T) {
 	var b Breaker
-	f := Failure{Class: ClassRateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour}
+	f := Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour}
 	until := b.Failure(brkT0, f)
 	brkMustAdmit(t, &b, until, true)
 	b.Failure(until, f) // doubled to 2m
@@ -358,10 +360,10 @@ func TestBreakerReset(t *testing.T) {
 func TestBreakerCoolFor(t *testing.T) {
 	var b Breaker
 	brkMustAdmit(t, &b, brkT0, false)
-	b.CoolFor(brkT0, 10*time.Minute, ClassOverloaded)
+	b.CoolFor(brkT0, 10*time.Minute, classify.Overloaded)
 	until := brkT0.Add(10 * time.Minute)
-	brkMustRefuse(t, &b, brkT0.Add(time.Minute), until, ClassOverloaded)
-	if s := b.Snapshot(brkT0.Add(time.Minute)); s.State != StateOpen || !s.Until.Equal(until) || s.LastClass != ClassOverloaded {
+	brkMustRefuse(t, &b, brkT0.Add(time.Minute), until, classify.Overloaded)
+	if s := b.Snapshot(brkT0.Add(time.Minute)); s.State != StateOpen || !s.Until.Equal(until) || s.LastClass != classify.Overloaded {
 		t.Fatalf("snapshot = %+v", s)
 	}
 	if s := b.Snapshot(until); s.State != StateHalfOpen {
@@ -372,9 +374,9 @@ func TestBreakerCoolFor(t *testing.T) {
 	brkMustAdmit(t, &b, until, false)
 	// CoolFor replaces a longer cooldown (an admin's decision)
 	var c Breaker
-	c.Failure(brkT0, Failure{Class: ClassQuota, Cooldown: time.Hour, MaxCooldown: time.Hour})
-	c.CoolFor(brkT0, time.Minute, ClassAuth)
-	brkMustRefuse(t, &c, brkT0, brkT0.Add(time.Minute), ClassAuth)
+	c.Failure(brkT0, Failure{Class: classify.Quota, Cooldown: time.Hour, MaxCooldown: time.Hour})
+	c.CoolFor(brkT0, time.Minute, classify.Auth)
+	brkMustRefuse(t, &c, brkT0, brkT0.Add(time.Minute), classify.Auth)
 	brkMustAdmit(t, &c, brkT0.Add(time.Minute), true)
 }
 
@@ -386,9 +388,9 @@ func TestBreakerSnapshot(t *testing.T) {
 	brkMustAdmit(t, &b, brkT0, false)
 	brkMustAdmit(t, &b, brkT0, false)
 	b.Success()
-	until := b.Failure(brkT0, Failure{Class: ClassServerError, Cooldown: 10 * time.Second, MaxCooldown: time.Minute, Error: "boom", FailedOver: true})
+	until := b.Failure(brkT0, Failure{Class: classify.ServerError, Cooldown: 10 * time.Second, MaxCooldown: time.Minute, Error: "boom", FailedOver: true})
 	s := b.Snapshot(brkT0.Add(5 * time.Second))
-	want := BreakerSnapshot{State: StateOpen, Until: until, LastClass: ClassServerError, LastFailure: brkT0,
+	want := BreakerSnapshot{State: StateOpen, Until: until, LastClass: classify.ServerError, LastFailure: brkT0,
 		LastError: "boom", ConsecutiveFailures: 1, Requests: 2, Successes: 1, Failovers: 1}
 	if s != want {
 		t.Fatalf("open snapshot = %+v\nwant %+v", s, want)
@@ -400,10 +402,10 @@ func TestBreakerSnapshot(t *testing.T) {
 	}
 	// Snapshot does not move the breaker: a request before until is
 	// still refused
-	brkMustRefuse(t, &b, until.Add(-time.Second), until, ClassServerError)
+	brkMustRefuse(t, &b, until.Add(-time.Second), until, classify.ServerError)
 	// failures that do not fail over are not counted as failovers
-	b.Failure(until, Failure{Class: ClassClientError})
-	if s := b.Snapshot(until); s.Failovers != 1 || s.LastClass != ClassClientError {
+	b.Failure(until, Failure{Class: classify.ClientError})
+	if s := b.Snapshot(until); s.Failovers != 1 || s.LastClass != classify.ClientError {
 		t.Fatalf("after a client error: %+v", s)
 	}
 }
@@ -413,9 +415,9 @@ func TestBreakerShorterFailureKeepsLongerCooldown(t *testing.T) {
 	// two requests in flight when the provider runs out of quota
 	brkMustAdmit(t, &b, brkT0, false)
 	brkMustAdmit(t, &b, brkT0, false)
-	long := b.Failure(brkT0, Failure{Class: ClassQuota, Cooldown: time.Hour, MaxCooldown: time.Hour,
+	long := b.Failure(brkT0, Failure{Class: classify.Quota, Cooldown: time.Hour, MaxCooldown: time.Hour,
 		ResetAt: brkT0.Add(4 * time.Hour)})
-	got := b.Failure(brkT0.Add(time.Second), Failure{Class: ClassServerError, Cooldown: 10 * time.Second, MaxCooldown: time.Hour})
+	got := b.Failure(brkT0.Add(time.Second), Failure{Class: classify.ServerError, Cooldown: 10 * time.Second, MaxCooldown: time.Hour})
 	if !got.Equal(long) {
 		t.Fatalf("a later 10s failure returned until %v, want the 4h cooldown %v kept", got, long)
 	}
@@ -424,7 +426,7 @@ func TestBreakerShorterFailureKeepsLongerCooldown(t *testing.T) {
 		t.Fatalf("Admit = %+v, want refused until %v", a, long)
 	}
 	// and a longer one extends it
-	longer := b.Failure(brkT0.Add(2*time.Second), Failure{Class: ClassQuota, Cooldown: time.Hour, MaxCooldown: time.Hour,
+	longer := b.Failure(brkT0.Add(2*time.Second), Failure{Class: classify.Quota, Cooldown: time.Hour, MaxCooldown: time.Hour,
 		ResetAt: brkT0.Add(6 * time.Hour)})
 	if !longer.Equal(brkT0.Add(6 * time.Hour)) {
 		t.Fatalf("a longer failure: until %v, want +6h", longer)
@@ -443,7 +445,7 @@ func TestBreakerConcurrentFailuresAndAdmits(t *testing.T) {
 				switch {
 				case !a.OK:
 				case j%3 == 0:
-					b.Failure(now, Failure{Class: ClassServerError, Cooldown: time.Millisecond, MaxCooldown: 10 * time.Millisecond})
+					b.Failure(now, Failure{Class: classify.ServerError, Cooldown: time.Millisecond, MaxCooldown: 10 * time.Millisecond})
 				case j%3 == 1:
 					b.Success()
 				default:

@@ -4,6 +4,8 @@ import (
 	"container/list"
 	"sync"
 	"time"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // breakerSet owns every breaker of one provider: the shared one, and for a
@@ -173,8 +175,8 @@ func (s *breakerSet) resetAll(now time.Time) {
 
 // coolAll opens every breaker by hand until now+d (admin API: drain).
 func (s *breakerSet) coolAll(now time.Time, d time.Duration) {
-	s.whole.CoolFor(now, d, ClassManual)
-	s.eachClient(now, func(_ string, b *Breaker) { b.CoolFor(now, d, ClassManual) })
+	s.whole.CoolFor(now, d, classify.Manual)
+	s.eachClient(now, func(_ string, b *Breaker) { b.CoolFor(now, d, classify.Manual) })
 }
 
 // breakerSummary is a provider's breakers as its status reports them.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // sweep sweeps the set's idle per-client breakers now (force: whenever
@@ -59,10 +61,10 @@ func TestBreakerSetSwept(t *testing.T) {
 	closed.Success()
 	cooling := s.client("cooling", now)
 	cooling.Admit(now, "")
-	cooling.Failure(now, Failure{Class: ClassQuota, Cooldown: clientIdle + 5*time.Minute, MaxCooldown: time.Hour, FailedOver: true})
+	cooling.Failure(now, Failure{Class: classify.Quota, Cooldown: clientIdle + 5*time.Minute, MaxCooldown: time.Hour, FailedOver: true})
 	ended := s.client("ended", now)
 	ended.Admit(now, "")
-	ended.Failure(now, Failure{Class: ClassRateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour, FailedOver: true})
+	ended.Failure(now, Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour, FailedOver: true})
 
 	s.sweep(now.Add(clientIdle-time.Second), true)
 	if n, _ := s.clientsKept(); n != 3 {
@@ -97,10 +99,10 @@ func TestBreakerSetSummary(t *testing.T) {
 	var s breakerSet
 	now := brkT0
 	s.whole.Admit(now, "")
-	s.whole.Failure(now, Failure{Class: ClassOverloaded, Cooldown: time.Second, MaxCooldown: time.Hour, Error: "shared"})
+	s.whole.Failure(now, Failure{Class: classify.Overloaded, Cooldown: time.Second, MaxCooldown: time.Hour, Error: "shared"})
 	a := s.client("a", now)
 	a.Admit(now, "")
-	a.Failure(now.Add(time.Second), Failure{Class: ClassQuota, Cooldown: time.Hour, MaxCooldown: time.Hour, FailedOver: true, Error: "a quota"})
+	a.Failure(now.Add(time.Second), Failure{Class: classify.Quota, Cooldown: time.Hour, MaxCooldown: time.Hour, FailedOver: true, Error: "a quota"})
 	b := s.client("b", now)
 	b.Admit(now, "")
 	b.Success()
@@ -115,7 +117,7 @@ func TestBreakerSetSummary(t *testing.T) {
 	if sum.Requests != 4 || sum.Successes != 1 || sum.Failovers != 1 {
 		t.Fatalf("summary %+v: want 4 requests, 1 success, 1 failover", sum)
 	}
-	if sum.LastClass != ClassQuota || sum.LastError != "a quota" {
+	if sum.LastClass != classify.Quota || sum.LastError != "a quota" {
 		t.Fatalf("summary %+v: want the most recent failure, a's quota", sum)
 	}
 	// the shared breaker's cooldown has ended: it reads half-open
@@ -135,7 +137,7 @@ func TestBreakerSetSnapshotForAndPeek(t *testing.T) {
 	now := brkT0
 	own := s.client("a", now)
 	own.Admit(now, "")
-	until := own.Failure(now, Failure{Class: ClassRateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour})
+	until := own.Failure(now, Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour})
 	if snap := s.snapshotFor(now, "a", true); snap.State != StateOpen || !snap.Until.Equal(until) {
 		t.Fatalf("client a sees %+v, want its own open breaker", snap)
 	}
@@ -152,11 +154,11 @@ func TestBreakerSetSnapshotForAndPeek(t *testing.T) {
 		t.Fatalf("peek for b = %+v, want admitted", adm)
 	}
 
-	s.whole.CoolFor(now, time.Hour, ClassManual)
-	if snap := s.snapshotFor(now, "b", true); snap.State != StateOpen || snap.LastClass != ClassManual {
+	s.whole.CoolFor(now, time.Hour, classify.Manual)
+	if snap := s.snapshotFor(now, "b", true); snap.State != StateOpen || snap.LastClass != classify.Manual {
 		t.Fatalf("client b sees %+v, want the shared breaker drained by hand", snap)
 	}
-	if adm := s.peek(now, "b", true); adm.OK || adm.Class != ClassManual {
+	if adm := s.peek(now, "b", true); adm.OK || adm.Class != classify.Manual {
 		t.Fatalf("peek for b = %+v, want refused by the drained shared breaker", adm)
 	}
 	if n := s.summary(now, true).Requests; n != 1 {
@@ -171,9 +173,9 @@ func TestBreakerSetResetAndCoolAll(t *testing.T) {
 	for _, k := range []string{"a", "b"} {
 		b := s.client(k, now)
 		b.Admit(now, "")
-		b.Failure(now, Failure{Class: ClassQuota, Cooldown: time.Hour, MaxCooldown: time.Hour})
+		b.Failure(now, Failure{Class: classify.Quota, Cooldown: time.Hour, MaxCooldown: time.Hour})
 	}
-	s.whole.CoolFor(now, time.Hour, ClassManual)
+	s.whole.CoolFor(now, time.Hour, classify.Manual)
 	s.resetAll(now)
 	if st := s.whole.Snapshot(now).State; st != StateClosed {
 		t.Fatalf("shared breaker %s after reset, want closed", st)
@@ -185,7 +187,7 @@ func TestBreakerSetResetAndCoolAll(t *testing.T) {
 	s.coolAll(now, 10*time.Minute)
 	want := now.Add(10 * time.Minute)
 	for _, b := range []*Breaker{s.shared(), s.knownClient("a"), s.knownClient("b")} {
-		if snap := b.Snapshot(now); snap.State != StateOpen || snap.LastClass != ClassManual || !snap.Until.Equal(want) {
+		if snap := b.Snapshot(now); snap.State != StateOpen || snap.LastClass != classify.Manual || !snap.Until.Equal(want) {
 			t.Fatalf("after cool-all %+v, want open by hand until %v", snap, want)
 		}
 	}
@@ -304,7 +306,7 @@ func TestPassthroughManyClientsBounded(t *testing.T) {
 			t.Fatalf("client %d refused: %+v", i, adm)
 		}
 		if i%4 == 0 {
-			b.Failure(now, Failure{Class: ClassRateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour, FailedOver: true})
+			b.Failure(now, Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour, FailedOver: true})
 		} else {
 			b.Success()
 		}

@@ -11,6 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 func init() {
@@ -457,7 +459,7 @@ func parseCooldown(d *caddyfile.Dispenser) (Class, caddy.Duration, error) {
 	if len(args) != 2 {
 		return "", 0, d.Err("cooldown takes a class and a duration: cooldown rate_limit 2m")
 	}
-	c, ok := ParseClass(args[0])
+	c, ok := classify.Parse(args[0])
 	if !ok {
 		return "", 0, d.Errf("cooldown: unknown class %q (want one of %s)", args[0], classList())
 	}
@@ -485,7 +487,7 @@ func parseRule(d *caddyfile.Dispenser) (Rule, error) {
 	if args[1] != "*" {
 		r.BodyContains = args[1]
 	}
-	c, ok := ParseClass(args[2])
+	c, ok := classify.Parse(args[2])
 	if !ok {
 		return Rule{}, d.Errf("classify: unknown class %q (want one of %s)", args[2], classList())
 	}
@@ -561,8 +563,8 @@ func parseSizeArg(d *caddyfile.Dispenser) (int64, error) {
 }
 
 func classList() string {
-	names := make([]string, len(AllClasses))
-	for i, c := range AllClasses {
+	names := make([]string, len(classify.All))
+	for i, c := range classify.All {
 		names[i] = string(c)
 	}
 	return strings.Join(names, ", ")

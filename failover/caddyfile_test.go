@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 
 	_ "github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // -update rewrites the golden files of testdata/adapt. The flag is defined
@@ -256,20 +257,20 @@ func TestCaddyfileValues(t *testing.T) {
 		{"provider 0 models", len(got.Providers[0].Models), 2},
 		{"provider 0 model 0", got.Providers[0].Models[0], ModelRule{Pattern: "claude-*haiku*", Model: "glm-4.5-air"}},
 		{"provider 0 model 1", got.Providers[0].Models[1], ModelRule{Pattern: "claude-*", Model: "glm-4.6"}},
-		{"provider 0 cooldown quota", int64(got.Providers[0].Cooldowns[ClassQuota]), int64(24 * 3600 * s)},
+		{"provider 0 cooldown quota", int64(got.Providers[0].Cooldowns[classify.Quota]), int64(24 * 3600 * s)},
 		{"provider 0 dial_timeout", int64(got.Providers[0].DialTimeout), int64(90 * s)},
 		{"provider 0 header_timeout", int64(got.Providers[0].HeaderTimeout), int64(120 * s)},
 		{"provider 1 name", got.Providers[1].Name, "sub"},
 		{"provider 1 credential", string(got.Providers[1].CredentialRaw), `{"source":"passthrough"}`},
 		{"provider 1 auth_header", got.Providers[1].AuthHeader, ""},
-		{"cooldown rate_limit", int64(got.Cooldowns[ClassRateLimit]), int64(120 * s)},
+		{"cooldown rate_limit", int64(got.Cooldowns[classify.RateLimit]), int64(120 * s)},
 		{"cooldowns", len(got.Cooldowns), 1},
 		{"max_cooldown", int64(got.MaxCooldown), int64(3600 * s)},
 		{"max_attempts", got.MaxAttempts, 2},
 		{"request_buffer", got.RequestBuffer, int64(64 << 10)},
 		{"rules", len(got.Rules), 2},
-		{"rule 0", got.Rules[0], Rule{Status: 400, BodyContains: "Credit Balance", Class: ClassQuota}},
-		{"rule 1", got.Rules[1], Rule{Class: ClassServerError}},
+		{"rule 0", got.Rules[0], Rule{Status: 400, BodyContains: "Credit Balance", Class: classify.Quota}},
+		{"rule 1", got.Rules[1], Rule{Class: classify.ServerError}},
 		{"stream hold", got.Stream.Hold, HoldOff},
 		{"stream hold_bytes", got.Stream.HoldBytes, int64(32 << 20)},
 		{"stream hold_wait", int64(got.Stream.HoldWait), int64(1.5 * s)},

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 var capNow = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
@@ -26,7 +28,7 @@ func epoch(d time.Duration) string { return strconv.FormatInt(capNow.Add(d).Unix
 // capacity.
 func mustParseCapacity(t *testing.T, h http.Header) Capacity {
 	t.Helper()
-	c, ok := ParseCapacity(h, capNow, DefaultMaxReset)
+	c, ok := ParseCapacity(h, capNow, classify.DefaultMaxReset)
 	if !ok {
 		t.Fatalf("no capacity read from %v", h)
 	}
@@ -125,7 +127,7 @@ func TestParseCapacityNothing(t *testing.T) {
 		capHeader("anthropic-ratelimit-unified-a%b-utilization", "0.5"),
 		capHeader("anthropic-ratelimit-unified-"+strings.Repeat("x", 40)+"-utilization", "0.5"),
 	} {
-		if c, ok := ParseCapacity(h, capNow, DefaultMaxReset); ok {
+		if c, ok := ParseCapacity(h, capNow, classify.DefaultMaxReset); ok {
 			t.Errorf("%v: read %+v", h, c)
 		}
 	}
@@ -152,14 +154,14 @@ func TestParseCapacityClampsHostileValues(t *testing.T) {
 	if w5.Utilization != 1 || w7.Utilization != 0 {
 		t.Fatalf("utilization not clamped: 5h %v 7d %v", w5.Utilization, w7.Utilization)
 	}
-	if !w5.Reset.Equal(capNow.Add(DefaultMaxReset)) {
+	if !w5.Reset.Equal(capNow.Add(classify.DefaultMaxReset)) {
 		t.Fatalf("5h reset not capped: %v", w5.Reset)
 	}
-	if !c.Reset.Equal(capNow.Add(DefaultMaxReset)) {
+	if !c.Reset.Equal(capNow.Add(classify.DefaultMaxReset)) {
 		t.Fatalf("an absurd unified reset not capped: %v", c.Reset)
 	}
 	req, _ := windowNamed(c, "requests")
-	if !req.Reset.Equal(capNow.Add(DefaultMaxReset)) || req.HasLimit {
+	if !req.Reset.Equal(capNow.Add(classify.DefaultMaxReset)) || req.HasLimit {
 		t.Fatalf("requests: %+v", req)
 	}
 	var extras []string
@@ -183,7 +185,7 @@ func TestCapacitySaturated(t *testing.T) {
 		"anthropic-ratelimit-unified-5h-reset", epoch(time.Hour),
 		"anthropic-ratelimit-unified-7d-utilization", "0.5",
 		"anthropic-ratelimit-unified-7d-reset", epoch(48*time.Hour),
-	), capNow, DefaultMaxReset)
+	), capNow, classify.DefaultMaxReset)
 	if s, ok := c.Saturated(capNow, 0.9); !ok || s.Window != "5h" || !s.Until.Equal(capNow.Add(time.Hour)) {
 		t.Fatalf("at 0.92 with max 0.9: %+v %v", s, ok)
 	}
@@ -204,18 +206,18 @@ func TestCapacitySaturated(t *testing.T) {
 
 	// only a status: allowed_warning saturates until the unified reset
 	w, _ := ParseCapacity(capHeader("anthropic-ratelimit-unified-status", "allowed_warning",
-		"anthropic-ratelimit-unified-reset", epoch(30*time.Minute)), capNow, DefaultMaxReset)
+		"anthropic-ratelimit-unified-reset", epoch(30*time.Minute)), capNow, classify.DefaultMaxReset)
 	if s, ok := w.Saturated(capNow, 0.9); !ok || !s.Until.Equal(capNow.Add(30*time.Minute)) {
 		t.Fatalf("allowed_warning: %+v %v", s, ok)
 	}
 	// without a reset: until a recheck
-	w, _ = ParseCapacity(capHeader("anthropic-ratelimit-unified-status", "allowed_warning"), capNow, DefaultMaxReset)
+	w, _ = ParseCapacity(capHeader("anthropic-ratelimit-unified-status", "allowed_warning"), capNow, classify.DefaultMaxReset)
 	if s, ok := w.Saturated(capNow, 0.9); !ok || !s.Until.Equal(capNow.Add(saturationRecheck)) {
 		t.Fatalf("allowed_warning without reset: %+v %v", s, ok)
 	}
 	// utilization figures win over the status
 	u, _ := ParseCapacity(capHeader("anthropic-ratelimit-unified-status", "allowed_warning",
-		"anthropic-ratelimit-unified-5h-utilization", "0.3"), capNow, DefaultMaxReset)
+		"anthropic-ratelimit-unified-5h-utilization", "0.3"), capNow, classify.DefaultMaxReset)
 	if _, ok := u.Saturated(capNow, 0.9); ok {
 		t.Fatal("allowed_warning with low utilization saturated")
 	}
@@ -233,7 +235,7 @@ func TestCapacityExhaustedUntil(t *testing.T) {
 		"anthropic-ratelimit-unified-7d-reset", epoch(3*time.Hour),
 		"anthropic-ratelimit-unified-7d_opus-utilization", "0.99",
 		"anthropic-ratelimit-unified-7d_opus-reset", epoch(9*time.Hour),
-	), capNow, DefaultMaxReset)
+	), capNow, classify.DefaultMaxReset)
 	if got := c.ExhaustedUntil(capNow); !got.Equal(capNow.Add(3 * time.Hour)) {
 		t.Fatalf("exhausted until %v", got)
 	}
@@ -281,7 +283,7 @@ func FuzzParseCapacity(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		h := fzHeader(s)
-		c, ok := ParseCapacity(h, capNow, DefaultMaxReset)
+		c, ok := ParseCapacity(h, capNow, classify.DefaultMaxReset)
 		if !ok {
 			if len(c.Windows) != 0 || c.Status != "" {
 				t.Fatalf("not ok but read %+v", c)
@@ -293,7 +295,7 @@ func FuzzParseCapacity(f *testing.F) {
 			if w.HasUtilization && !(w.Utilization >= 0 && w.Utilization <= 1) {
 				t.Fatalf("utilization %v of %s", w.Utilization, w.Name)
 			}
-			if w.Reset.After(capNow.Add(DefaultMaxReset)) {
+			if w.Reset.After(capNow.Add(classify.DefaultMaxReset)) {
 				t.Fatalf("reset %v past the cap", w.Reset)
 			}
 			if !validWindowName(w.Name) {
@@ -303,7 +305,7 @@ func FuzzParseCapacity(f *testing.F) {
 				extras++
 			}
 		}
-		if extras > maxExtraWindows || c.Reset.After(capNow.Add(DefaultMaxReset)) {
+		if extras > maxExtraWindows || c.Reset.After(capNow.Add(classify.DefaultMaxReset)) {
 			t.Fatalf("bounds: %d extras, reset %v", extras, c.Reset)
 		}
 		if b, ok := c.Binding(capNow); ok && math.IsNaN(b.Utilization) {
@@ -312,7 +314,7 @@ func FuzzParseCapacity(f *testing.F) {
 		_, _ = c.Saturated(capNow, 0.9)
 		_ = c.ExhaustedUntil(capNow)
 		// the same headers in another map order read the same
-		again, _ := ParseCapacity(h.Clone(), capNow, DefaultMaxReset)
+		again, _ := ParseCapacity(h.Clone(), capNow, classify.DefaultMaxReset)
 		if fmt.Sprint(again) != fmt.Sprint(c) {
 			t.Fatalf("order-dependent:\n%+v\n%+v", c, again)
 		}
@@ -339,13 +341,27 @@ func BenchmarkParseCapacity(b *testing.B) {
 	b.Run("subscription", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			_, _ = ParseCapacity(sub, capNow, DefaultMaxReset)
+			_, _ = ParseCapacity(sub, capNow, classify.DefaultMaxReset)
 		}
 	})
 	b.Run("no_headers", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			_, _ = ParseCapacity(plain, capNow, DefaultMaxReset)
+			_, _ = ParseCapacity(plain, capNow, classify.DefaultMaxReset)
 		}
 	})
+}
+
+// fzHeader parses "Name: value" lines into a header, the way a response's
+// header would arrive (names canonicalized).
+func fzHeader(s string) http.Header {
+	h := make(http.Header)
+	for _, line := range strings.Split(s, "\n") {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		h.Add(strings.TrimSpace(name), strings.TrimSpace(value))
+	}
+	return h
 }

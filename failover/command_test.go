@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 const claudeSettings = `{
@@ -205,7 +207,7 @@ func TestLLMCommandErrorIsOneLine(t *testing.T) {
 func TestStatusTableShowsCoolingClients(t *testing.T) {
 	var out bytes.Buffer
 	printStatusTable(&out, []ProviderStatus{
-		{Name: "subscription", State: StateClosed, LastClass: ClassQuota, ClientsCooling: 2, Credential: "ok"},
+		{Name: "subscription", State: StateClosed, LastClass: classify.Quota, ClientsCooling: 2, Credential: "ok"},
 		{Name: "anthropic", State: StateClosed, Credential: "ok"},
 	})
 	lines := strings.Split(out.String(), "\n")

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/anthropics/anthropic-sdk-go"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // Two providers, the first rate-limited: the SDK gets the second's answer,
@@ -33,7 +35,7 @@ func TestRateLimitFailsOverAndCoolsDown(t *testing.T) {
 		t.Fatalf("X-LLM-Provider=%q X-LLM-Attempts=%q, want b and 2",
 			raw.Header.Get("X-LLM-Provider"), raw.Header.Get("X-LLM-Attempts"))
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != ClassRateLimit {
+	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.RateLimit {
 		t.Fatalf("a: state %s class %s, want open rate_limit", s.State, s.LastClass)
 	}
 
@@ -71,15 +73,15 @@ func TestClassesThatFailOver(t *testing.T) {
 		class   Class
 		cools   bool
 	}{
-		{"401 is auth", replyError(401, "authentication_error", "invalid x-api-key"), ClassAuth, true},
-		{"403 with a quota body is quota", replyError(403, "permission_error", "Your credit balance is too low to access the Anthropic API."), ClassQuota, true},
-		{"529 is overloaded", replyError(529, "overloaded_error", "Overloaded"), ClassOverloaded, true},
-		{"503 is overloaded", replyError(503, "api_error", "upstream connect error"), ClassOverloaded, true},
-		{"500 is server_error", replyError(500, "api_error", "Internal server error"), ClassServerError, true},
-		{"prompt too long is context_window", replyError(400, "invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum"), ClassContextWindow, false},
+		{"401 is auth", replyError(401, "authentication_error", "invalid x-api-key"), classify.Auth, true},
+		{"403 with a quota body is quota", replyError(403, "permission_error", "Your credit balance is too low to access the Anthropic API."), classify.Quota, true},
+		{"529 is overloaded", replyError(529, "overloaded_error", "Overloaded"), classify.Overloaded, true},
+		{"503 is overloaded", replyError(503, "api_error", "upstream connect error"), classify.Overloaded, true},
+		{"500 is server_error", replyError(500, "api_error", "Internal server error"), classify.ServerError, true},
+		{"prompt too long is context_window", replyError(400, "invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum"), classify.ContextWindow, false},
 		{"429 with a rejected unified limit is quota", replyError(429, "rate_limit_error", "rate limited",
 			"anthropic-ratelimit-unified-status", "rejected",
-			"anthropic-ratelimit-unified-reset", clsEpoch(time.Date(2026, 11, 28, 17, 0, 0, 0, time.UTC))), ClassQuota, true},
+			"anthropic-ratelimit-unified-reset", epochSeconds(time.Date(2026, 11, 28, 17, 0, 0, 0, time.UTC))), classify.Quota, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,7 +112,7 @@ func TestClassesThatFailOver(t *testing.T) {
 			if a.Hits() != wantHits {
 				t.Fatalf("a hits = %d, want %d", a.Hits(), wantHits)
 			}
-			if tt.class == ClassQuota && strings.Contains(tt.name, "unified") {
+			if tt.class == classify.Quota && strings.Contains(tt.name, "unified") {
 				want := time.Date(2026, 11, 28, 17, 0, 0, 0, time.UTC)
 				if !s.Until.Equal(want) {
 					t.Fatalf("quota cooldown until %v, want the unified reset %v", s.Until, want)
@@ -156,7 +158,7 @@ func TestDialFailureIsUnreachable(t *testing.T) {
 	if err != nil || textOf(msg) != "from b" {
 		t.Fatalf("got %v %v", msg, err)
 	}
-	if s := snapshot(t, "dead"); s.State != StateOpen || s.LastClass != ClassUnreachable {
+	if s := snapshot(t, "dead"); s.State != StateOpen || s.LastClass != classify.Unreachable {
 		t.Fatalf("dead: %s %s, want open unreachable", s.State, s.LastClass)
 	}
 }

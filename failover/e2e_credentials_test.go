@@ -17,6 +17,8 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // End-to-end tests of the credential sources: a real Caddy, fake providers
@@ -534,7 +536,7 @@ func TestCredClaudeRefreshFailureWithExpiredTokenFailsOver(t *testing.T) {
 		t.Fatalf("token endpoint hits = %d, want 1", tokens.Hits())
 	}
 	s := snapshot(t, "sub")
-	if s.State != StateOpen || s.LastClass != ClassAuth {
+	if s.State != StateOpen || s.LastClass != classify.Auth {
 		t.Fatalf("sub: %+v, want open auth", s)
 	}
 	if !strings.Contains(s.LastError, "expired") || strings.Contains(s.LastError, expired) {
@@ -607,7 +609,7 @@ func TestCredClaudeRefreshedTokenRefusedAgainFailsOver(t *testing.T) {
 	if raw.Header.Get("X-LLM-Provider") != "backup" || raw.Header.Get("X-LLM-Attempts") != "3" {
 		t.Fatalf("X-LLM-Provider %q X-LLM-Attempts %q, want backup 3", raw.Header.Get("X-LLM-Provider"), raw.Header.Get("X-LLM-Attempts"))
 	}
-	if s := snapshot(t, "sub"); s.State != StateOpen || s.LastClass != ClassAuth {
+	if s := snapshot(t, "sub"); s.State != StateOpen || s.LastClass != classify.Auth {
 		t.Fatalf("sub: %+v, want open auth", s)
 	}
 	// the next request skips sub: no request, no refresh
@@ -669,7 +671,7 @@ func TestCredFileRotationEndsAuthCooldown(t *testing.T) {
 	if msg, err := client.Messages.New(context.Background(), userMessage("hi")); err != nil || textOf(msg) != "from b" {
 		t.Fatalf("first: %v %v; want b's answer", msg, err)
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != ClassAuth || !s.Until.Equal(start.Add(30*time.Minute)) {
+	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.Auth || !s.Until.Equal(start.Add(30*time.Minute)) {
 		t.Fatalf("a: %+v, want open auth for 30m", s)
 	}
 	// same file: a keeps cooling
@@ -709,7 +711,7 @@ func TestCredFileAppearingEndsAuthCooldown(t *testing.T) {
 	if msg, err := client.Messages.New(context.Background(), userMessage("hi")); err != nil || textOf(msg) != "from b" {
 		t.Fatalf("first: %v %v; want b's answer", msg, err)
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != ClassAuth || !strings.Contains(s.LastError, keyFile) {
+	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.Auth || !strings.Contains(s.LastError, keyFile) {
 		t.Fatalf("a: %+v, want open auth naming the file", s)
 	}
 	writeSecretFile(t, keyFile, "sk-file-key-arrived")
@@ -751,7 +753,7 @@ func TestCredCommand(t *testing.T) {
 			t.Fatalf("a contacted %d times without a credential", a.Hits())
 		}
 		s := snapshot(t, "a")
-		if s.State != StateOpen || s.LastClass != ClassAuth {
+		if s.State != StateOpen || s.LastClass != classify.Auth {
 			t.Fatalf("a: %+v, want open auth", s)
 		}
 		if !strings.Contains(s.LastError, "exit status 3") || !strings.Contains(s.LastError, "vault is sealed") {
@@ -1106,7 +1108,7 @@ func TestMissingCredentialFailsOver(t *testing.T) {
 		t.Fatal("a was contacted without a credential")
 	}
 	s := snapshot(t, "a")
-	if s.LastClass != ClassAuth || s.State != StateOpen || !strings.Contains(s.LastError, "LLMF_TEST_UNSET_VAR") {
+	if s.LastClass != classify.Auth || s.State != StateOpen || !strings.Contains(s.LastError, "LLMF_TEST_UNSET_VAR") {
 		t.Fatalf("a: %+v", s)
 	}
 }

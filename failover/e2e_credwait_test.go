@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // A credential source that hangs, or panics, must not hold up or bring
@@ -236,7 +237,7 @@ func TestCredPanickingSourceFailsOver(t *testing.T) {
 	if a.Hits() != 0 {
 		t.Fatalf("pn_a was sent %d requests", a.Hits())
 	}
-	if s := snapshot(t, "pn_a"); s.State != StateOpen || s.LastClass != ClassAuth {
+	if s := snapshot(t, "pn_a"); s.State != StateOpen || s.LastClass != classify.Auth {
 		t.Fatalf("pn_a: %+v, want open auth", s)
 	}
 }
@@ -248,7 +249,7 @@ func TestCredPanickingSourceFailsOver(t *testing.T) {
 func TestAdmitSurvivesPanickingSource(t *testing.T) {
 	p := &Provider{Name: "adm_panic", source: panicSource{}, state: new(providerState)}
 	b := p.state.breakers.shared()
-	until := b.Failure(brkT0, Failure{Class: ClassAuth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
+	until := b.Failure(brkT0, Failure{Class: classify.Auth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
 	func() {
 		defer func() { _ = recover() }()
 		if a := p.admit(context.Background(), brkT0.Add(time.Minute), ""); a.OK || !a.RetryAt.Equal(until) {

@@ -12,6 +12,8 @@ import (
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // examplePorts are the ports the shipped Caddyfiles use: the proxy, the
@@ -69,7 +71,7 @@ func TestDemoCaddyfile(t *testing.T) {
 				res.Header.Get("X-LLM-Provider"), res.Header.Get("X-LLM-Attempts"), wantAttempts)
 		}
 	}
-	if s := snapshot(t, "limited"); s.State != StateOpen || s.LastClass != ClassRateLimit {
+	if s := snapshot(t, "limited"); s.State != StateOpen || s.LastClass != classify.RateLimit {
 		t.Fatalf("limited: %s %s", s.State, s.LastClass)
 	}
 

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/option"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // cutConnection writes headers and the first n bytes of body, then drops
@@ -49,7 +51,7 @@ func TestBrokenSuccessBodyFailsOver(t *testing.T) {
 	if textOf(msg) != "whole answer from b" || raw.Header.Get("X-LLM-Provider") != "b" {
 		t.Fatalf("answer %q from %q", textOf(msg), raw.Header.Get("X-LLM-Provider"))
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != ClassServerError {
+	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.ServerError {
 		t.Fatalf("a: %s %s, want open server_error", s.State, s.LastClass)
 	}
 }
@@ -71,7 +73,7 @@ func TestStalledSuccessBodyFailsOver(t *testing.T) {
 	if err != nil || textOf(msg) != "from b" {
 		t.Fatalf("SDK: %v %q", err, textOf(msg))
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != ClassUnreachable {
+	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.Unreachable {
 		t.Fatalf("a: %s %s, want open unreachable", s.State, s.LastClass)
 	}
 }
@@ -337,10 +339,10 @@ func TestCompressedErrorBodyIsClassified(t *testing.T) {
 	if err != nil || textOf(msg) != "from b" {
 		t.Fatalf("got %v %v", msg, err)
 	}
-	if s := snapshot(t, "a"); s.LastClass != ClassQuota {
+	if s := snapshot(t, "a"); s.LastClass != classify.Quota {
 		t.Fatalf("a: %s, want quota", s.LastClass)
 	}
-	if s := snapshot(t, "c"); s.LastClass != ClassRateLimit {
+	if s := snapshot(t, "c"); s.LastClass != classify.RateLimit {
 		t.Fatalf("c: %s, want rate_limit", s.LastClass)
 	}
 }

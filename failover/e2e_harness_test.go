@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,9 @@ func useFakeClock(t *testing.T) *fakeClock {
 	t.Cleanup(func() { clockOverride.Store(nil) })
 	return c
 }
+
+// epochSeconds is t as the unified rate-limit headers write a reset.
+func epochSeconds(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
 
 // freePort returns a loopback port nobody listens on, below the kernel's
 // ephemeral range so no other process is handed it before Caddy binds it.

@@ -10,6 +10,8 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // Claude Code's `HEAD /` preconnect is not a model call: it goes to the
@@ -44,7 +46,7 @@ func TestNonModelRequestCoolsNothing(t *testing.T) {
 	if res.StatusCode != http.StatusNotImplemented || b.Hits() != 0 {
 		t.Fatalf("POST /v1/messages/batches: %d, b hits %d; want a's 501 and no failover", res.StatusCode, b.Hits())
 	}
-	if s := snapshot(t, "a"); s.State != StateClosed || s.LastClass != ClassNone || s.Requests != 0 {
+	if s := snapshot(t, "a"); s.State != StateClosed || s.LastClass != classify.None || s.Requests != 0 {
 		t.Fatalf("a after non-model requests: %+v, want closed, untouched", s)
 	}
 	// counted for what they were: error answers passed through, not successes
@@ -175,7 +177,7 @@ func TestModelsListFailsOver(t *testing.T) {
 	if raw.Header.Get("X-LLM-Provider") != "b" || raw.Header.Get("X-LLM-Attempts") != "2" {
 		t.Fatalf("provider %q attempts %q, want b after 2", raw.Header.Get("X-LLM-Provider"), raw.Header.Get("X-LLM-Attempts"))
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != ClassRateLimit {
+	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.RateLimit {
 		t.Fatalf("a: %s %s, want open rate_limit: /v1/models feeds the breakers", s.State, s.LastClass)
 	}
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // The Redis backend is tested against a real redis-server on a free
@@ -306,7 +308,7 @@ func TestRedisShareSurvivesRestart(t *testing.T) {
 	if sub.Hits() != 1 {
 		t.Fatal("the restarted instance retried the provider three hours from its reset")
 	}
-	if s := snapshot(t, "rr_sub"); s.LastClass != ClassQuota || s.Until.Sub(reset).Abs() > time.Second {
+	if s := snapshot(t, "rr_sub"); s.LastClass != classify.Quota || s.Until.Sub(reset).Abs() > time.Second {
 		t.Fatalf("adopted state %+v, want quota until %s", s, reset)
 	}
 }
@@ -328,7 +330,7 @@ func TestRedisShareLaterEndWins(t *testing.T) {
 	defer c.Close()
 	long := time.Now().Add(3 * time.Hour).Truncate(time.Millisecond)
 	other, _ := json.Marshal(redisDecision{Name: "rl_sub", State: StateOpen, Until: long.UnixMilli(),
-		Decided: time.Now().Add(-time.Minute).UnixMicro(), Class: ClassQuota, Instance: "other", Token: "other/1"})
+		Decided: time.Now().Add(-time.Minute).UnixMicro(), Class: classify.Quota, Instance: "other", Token: "other/1"})
 	if err := c.Set(t.Context(), "llm_failover:breaker:rl_sub", other, 3*time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // writeEntry stores another instance's entry the way the storage backend
@@ -34,16 +36,16 @@ func TestShareStorageLaterEndWins(t *testing.T) {
 	now := time.Now()
 	long := now.Add(3 * time.Hour).Truncate(time.Second)
 	writeEntry(t, prefix, "long.json", sharedFile{Instance: "long", WrittenAt: now, Breakers: map[string]SharedState{
-		"sl_sub": {State: StateOpen, Until: long, Class: ClassQuota, DecidedAt: now.Add(-2 * time.Minute)}}})
+		"sl_sub": {State: StateOpen, Until: long, Class: classify.Quota, DecidedAt: now.Add(-2 * time.Minute)}}})
 	writeEntry(t, prefix, "short.json", sharedFile{Instance: "short", WrittenAt: now, Breakers: map[string]SharedState{
-		"sl_sub": {State: StateOpen, Until: now.Add(30 * time.Second), Class: ClassRateLimit, DecidedAt: now.Add(-time.Minute)}}})
+		"sl_sub": {State: StateOpen, Until: now.Add(30 * time.Second), Class: classify.RateLimit, DecidedAt: now.Add(-time.Minute)}}})
 	sub := newUpstream(t, "sl_sub", replyMessage("from sub"))
 	key := newUpstream(t, "sl_key", replyMessage("from key"))
 	p := newProxy(t)
 	p.load(shareCaddyfile(p.AdminAddr, p.URL, storage, sub.providerBlock(), key.providerBlock()))
 	stopAtCleanup(t)
 
-	if s := snapshot(t, "sl_sub"); !s.Until.Equal(long) || s.LastClass != ClassQuota {
+	if s := snapshot(t, "sl_sub"); !s.Until.Equal(long) || s.LastClass != classify.Quota {
 		t.Fatalf("adopted %+v, want the 3h quota cooldown", s)
 	}
 	in := &instance{name: "A", URL: p.URL, admin: p}
@@ -52,8 +54,8 @@ func TestShareStorageLaterEndWins(t *testing.T) {
 	// the short cooldown's instance meets it again (and cools sl_key,
 	// which shows when its entry was read): still not shorter
 	writeEntry(t, prefix, "short.json", sharedFile{Instance: "short", WrittenAt: time.Now(), Breakers: map[string]SharedState{
-		"sl_sub": {State: StateOpen, Until: time.Now().Add(time.Minute), Class: ClassRateLimit, DecidedAt: time.Now()},
-		"sl_key": {State: StateOpen, Until: time.Now().Add(time.Minute), Class: ClassRateLimit, DecidedAt: time.Now()}}})
+		"sl_sub": {State: StateOpen, Until: time.Now().Add(time.Minute), Class: classify.RateLimit, DecidedAt: time.Now()},
+		"sl_key": {State: StateOpen, Until: time.Now().Add(time.Minute), Class: classify.RateLimit, DecidedAt: time.Now()}}})
 	waitState(t, in, "sl_key", StateOpen, 3*time.Second)
 	if s := snapshot(t, "sl_sub"); !s.Until.Equal(long) {
 		t.Fatalf("a later, shorter cooldown shortened the 3h one: %+v", s)
@@ -75,9 +77,9 @@ func TestShareStoragePurgeAndNoExpiredEntries(t *testing.T) {
 	prefix := filepath.Join(storage, "llm_failover", "breakers")
 	now, old := clock.Now(), time.Now().Add(-2*time.Hour)
 	writeEntry(t, prefix, "gone.json", sharedFile{Instance: "gone", WrittenAt: old, Breakers: map[string]SharedState{
-		"sp_key": {State: StateOpen, Until: now.Add(-time.Hour), Class: ClassRateLimit, DecidedAt: now.Add(-2 * time.Hour)}}})
+		"sp_key": {State: StateOpen, Until: now.Add(-time.Hour), Class: classify.RateLimit, DecidedAt: now.Add(-2 * time.Hour)}}})
 	writeEntry(t, prefix, "gone-cooling.json", sharedFile{Instance: "gone-cooling", WrittenAt: old, Breakers: map[string]SharedState{
-		"sp_other": {State: StateOpen, Until: now.Add(time.Hour), Class: ClassQuota, DecidedAt: now.Add(-2 * time.Hour)}}})
+		"sp_other": {State: StateOpen, Until: now.Add(time.Hour), Class: classify.Quota, DecidedAt: now.Add(-2 * time.Hour)}}})
 	writeEntry(t, prefix, "alive.json", sharedFile{Instance: "alive", WrittenAt: time.Now(), Breakers: map[string]SharedState{}})
 
 	sub := newUpstream(t, "sp_sub", replyError(429, "rate_limit_error", "limited", "Retry-After", "5"))

@@ -18,6 +18,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/certmagic"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // A second Caddy instance runs in a child process: the test binary itself,
@@ -212,7 +214,7 @@ func TestShareSurvivesRestart(t *testing.T) {
 	if a.Hits() != 1 {
 		t.Fatalf("the restarted instance retried the cooling provider")
 	}
-	if s := snapshot(t, "rs_sub"); s.LastClass != ClassQuota || s.Until.Before(time.Now().Add(2*time.Hour)) {
+	if s := snapshot(t, "rs_sub"); s.LastClass != classify.Quota || s.Until.Before(time.Now().Add(2*time.Hour)) {
 		t.Fatalf("adopted state %+v", s)
 	}
 }
@@ -229,7 +231,7 @@ func TestShareStorageFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	good, _ := json.Marshal(sharedFile{Instance: "other", Breakers: map[string]SharedState{
-		"sf_sub": {State: StateOpen, Until: time.Now().Add(time.Hour), Class: ClassQuota, DecidedAt: time.Now()}}})
+		"sf_sub": {State: StateOpen, Until: time.Now().Add(time.Hour), Class: classify.Quota, DecidedAt: time.Now()}}})
 	if err := os.WriteFile(filepath.Join(prefix, "other.json"), good, 0o600); err != nil {
 		t.Fatal(err)
 	}

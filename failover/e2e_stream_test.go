@@ -15,6 +15,8 @@ import (
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
 	"go.uber.org/goleak"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // streamRequest is the SDK's streaming call, returning the accumulated
@@ -68,7 +70,7 @@ func TestEarlyStreamErrorFailsOver(t *testing.T) {
 	if raw.Header.Get("X-LLM-Provider") != "b" || raw.Header.Get("X-LLM-Attempts") != "2" {
 		t.Fatalf("headers %v", raw.Header)
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != ClassOverloaded {
+	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.Overloaded {
 		t.Fatalf("a: %s %s, want open overloaded", s.State, s.LastClass)
 	}
 }
@@ -76,10 +78,10 @@ func TestEarlyStreamErrorFailsOver(t *testing.T) {
 // The class of an early stream error is its own error.type, not a fixed one.
 func TestEarlyStreamErrorClassComesFromItsType(t *testing.T) {
 	for errType, want := range map[string]Class{
-		"rate_limit_error":     ClassRateLimit,
-		"authentication_error": ClassAuth,
-		"api_error":            ClassServerError,
-		"overloaded_error":     ClassOverloaded,
+		"rate_limit_error":     classify.RateLimit,
+		"authentication_error": classify.Auth,
+		"api_error":            classify.ServerError,
+		"overloaded_error":     classify.Overloaded,
 	} {
 		t.Run(errType, func(t *testing.T) {
 			useFakeClock(t)
@@ -120,7 +122,7 @@ func TestLateStreamErrorPassesThroughAndCools(t *testing.T) {
 	if b.Hits() != 0 {
 		t.Fatal("a committed stream must not be replayed")
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != ClassOverloaded {
+	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.Overloaded {
 		t.Fatalf("a: %s %s", s.State, s.LastClass)
 	}
 	if msg, _, err := streamRequest(t, sdkClient(p)); err != nil || textOf(&msg) != "from b" {
@@ -155,7 +157,7 @@ func TestUpstreamClosingMidStreamEndsWithError(t *testing.T) {
 			if !strings.Contains(err.Error(), "llm_failover") {
 				t.Fatalf("err = %v, want the proxy's closing event", err)
 			}
-			if s := snapshot(t, "a"); s.LastClass != ClassServerError {
+			if s := snapshot(t, "a"); s.LastClass != classify.ServerError {
 				t.Fatalf("a: %s, want server_error", s.LastClass)
 			}
 		})
@@ -179,7 +181,7 @@ func TestStalledStreamEndsWithError(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "overloaded_error") || !strings.Contains(err.Error(), "sent nothing") {
 		t.Fatalf("err = %v, want the proxy's overloaded_error event", err)
 	}
-	if s := snapshot(t, "a"); s.LastClass != ClassOverloaded {
+	if s := snapshot(t, "a"); s.LastClass != classify.Overloaded {
 		t.Fatalf("a: %s", s.LastClass)
 	}
 }
@@ -279,7 +281,7 @@ func TestCompressedStream(t *testing.T) {
 	if err != nil || textOf(&msg) != "zipped b" {
 		t.Fatalf("%q %v %v", textOf(&msg), types, err)
 	}
-	if s := snapshot(t, "a"); s.LastClass != ClassRateLimit {
+	if s := snapshot(t, "a"); s.LastClass != classify.RateLimit {
 		t.Fatalf("a: %s, want rate_limit", s.LastClass)
 	}
 	// the bytes b sent arrive unchanged: still gzip, decodable to b's events

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 func hostPort(u *fakeUpstream) string { return strings.TrimPrefix(u.URL, "http://") }
@@ -48,7 +50,7 @@ func TestWrapModeFailsOverAndCools(t *testing.T) {
 	if a.Hits() != 1 {
 		t.Fatalf("a contacted during its cooldown: %d hits", a.Hits())
 	}
-	if s := snapshot(t, hostPort(a)); s.State != StateOpen || s.LastClass != ClassRateLimit {
+	if s := snapshot(t, hostPort(a)); s.State != StateOpen || s.LastClass != classify.RateLimit {
 		t.Fatalf("a: %+v", s)
 	}
 	// past the cooldown: probed once, and it answers now
@@ -81,7 +83,7 @@ func TestWrapModeStreamEarlyError(t *testing.T) {
 	if err != nil || textOf(&msg) != "wrapped b" {
 		t.Fatalf("%q %v", textOf(&msg), err)
 	}
-	if s := snapshot(t, hostPort(a)); s.LastClass != ClassOverloaded {
+	if s := snapshot(t, hostPort(a)); s.LastClass != classify.Overloaded {
 		t.Fatalf("a: %s", s.LastClass)
 	}
 }

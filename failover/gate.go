@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
 )
 
@@ -64,7 +65,7 @@ type gate struct {
 	// verdict is set when the gate itself decided the attempt failed
 	// (an early stream error) or, for held error bodies, by finish; nil
 	// until then (a success never has one, so it takes no room)
-	verdict *Verdict
+	verdict *classify.Verdict
 
 	// The hold timer commits a held stream after stream.HoldWait; the
 	// idle timer watches a committed stream or a held success for an
@@ -109,7 +110,7 @@ type gate struct {
 type gateOwner interface {
 	// verdictFor classifies a held error response: a verdict that fails
 	// over or asks for a retry (Retry) discards it, any other commits it.
-	verdictFor(status int, hdr http.Header, body []byte) Verdict
+	verdictFor(status int, hdr http.Header, body []byte) classify.Verdict
 	// committing is told just before status and headers go to the
 	// client; hdr is the client's header map, still writable.
 	committing(hdr http.Header)
@@ -319,7 +320,7 @@ func (g *gate) inspectLocked(p []byte) bool {
 		// A compressed stream is decoded from the start each time: the
 		// held prefix is small (stream.HoldBytes) and this lasts only until the
 		// first content event.
-		decoded, err := decodeBody(g.encoding, g.held.Bytes(), maxHeldError)
+		decoded, err := classify.DecodeBody(g.encoding, g.held.Bytes(), maxHeldError)
 		if err != nil {
 			state = streaminspect.Pending
 		} else {
@@ -339,7 +340,7 @@ func (g *gate) inspectLocked(p []byte) bool {
 		return true
 	case streaminspect.Failed:
 		ei := g.inspect.Error()
-		g.verdict = &Verdict{Class: ClassOfErrorType(ei.Type), ErrorType: ei.Type, Message: ei.Message}
+		g.verdict = &classify.Verdict{Class: classify.OfErrorType(ei.Type), ErrorType: ei.Type, Message: ei.Message}
 		if !g.verdict.Class.FailsOver() {
 			// the request's fault (invalid_request_error): no provider
 			// would take it; the client gets it as the provider sent it
@@ -361,8 +362,8 @@ func (g *gate) decideErrorLocked() {
 	if g.verdict != nil {
 		return
 	}
-	body, _ := decodeBody(g.header.Get("Content-Encoding"), g.held.Bytes(), maxClassifiedBody)
-	g.verdict = new(Verdict)
+	body, _ := classify.DecodeBody(g.header.Get("Content-Encoding"), g.held.Bytes(), classify.MaxBody)
+	g.verdict = new(classify.Verdict)
 	if g.owner != nil {
 		*g.verdict = g.owner.verdictFor(g.status, g.header, body)
 	}
@@ -517,7 +518,7 @@ func (g *gate) Unwrap() http.ResponseWriter {
 // has returned.
 type gateResult struct {
 	committed bool
-	verdict   Verdict // meaningful when !committed, or for a held error passed through
+	verdict   classify.Verdict // meaningful when !committed, or for a held error passed through
 	// held response of a failed attempt, kept in case no other provider
 	// can answer: the client then gets the last real response.
 	status int
@@ -556,7 +557,7 @@ func (g *gate) finish(clientGone, aborted bool) gateResult {
 			g.commitLocked()
 			commit = true
 		} else {
-			g.verdict = &Verdict{Class: ClassServerError, ErrorType: "api_error",
+			g.verdict = &classify.Verdict{Class: classify.ServerError, ErrorType: "api_error",
 				Message: "the upstream event stream ended before any content"}
 			g.mode = modeDiscarded
 		}
@@ -568,10 +569,10 @@ func (g *gate) finish(clientGone, aborted bool) gateResult {
 		}
 		// The body broke before its end: a failed attempt. Nothing of it
 		// is kept: a cut success is no answer to give anyone.
-		g.verdict = &Verdict{Class: ClassServerError, ErrorType: "api_error",
+		g.verdict = &classify.Verdict{Class: classify.ServerError, ErrorType: "api_error",
 			Message: "the upstream connection broke before the response body was complete"}
 		if g.stalled.Load() {
-			g.verdict = &Verdict{Class: ClassUnreachable, ErrorType: "api_error",
+			g.verdict = &classify.Verdict{Class: classify.Unreachable, ErrorType: "api_error",
 				Message: "the upstream stopped sending the response body"}
 		}
 		g.mode = modeDiscarded

@@ -9,19 +9,20 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
 )
 
 // recordingOwner is a gateOwner that answers with a fixed verdict and
 // records what the gate told it.
 type recordingOwner struct {
-	verdict    Verdict
+	verdict    classify.Verdict
 	asked      []int // statuses it was asked to classify
 	committed  int
 	streamErrs []streaminspect.ErrorInfo
 }
 
-func (o *recordingOwner) verdictFor(status int, _ http.Header, _ []byte) Verdict {
+func (o *recordingOwner) verdictFor(status int, _ http.Header, _ []byte) classify.Verdict {
 	o.asked = append(o.asked, status)
 	return o.verdict
 }
@@ -37,7 +38,7 @@ func (o *recordingOwner) streamFailed(ei streaminspect.ErrorInfo) {
 
 // heldError runs an error response through a gate whose owner answers v,
 // the way reverse_proxy writes it.
-func heldError(v Verdict, status int, body string) (*gate, *recordingOwner, *httptest.ResponseRecorder, gateResult) {
+func heldError(v classify.Verdict, status int, body string) (*gate, *recordingOwner, *httptest.ResponseRecorder, gateResult) {
 	rec := httptest.NewRecorder()
 	owner := &recordingOwner{verdict: v}
 	g := newGate(rec, testHold(), func() {}, owner)
@@ -53,14 +54,14 @@ func heldError(v Verdict, status int, body string) (*gate, *recordingOwner, *htt
 func TestGateErrorVerdictFromOwner(t *testing.T) {
 	const body = `{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}`
 	t.Run("fails over", func(t *testing.T) {
-		g, owner, rec, res := heldError(Verdict{Class: ClassRateLimit}, http.StatusTooManyRequests, body)
+		g, owner, rec, res := heldError(classify.Verdict{Class: classify.RateLimit}, http.StatusTooManyRequests, body)
 		if res.committed || owner.committed != 0 || rec.Body.Len() != 0 {
 			t.Fatalf("committed %v, owner told %d times, client got %q", res.committed, owner.committed, rec.Body.String())
 		}
 		if len(owner.asked) != 1 || owner.asked[0] != http.StatusTooManyRequests {
 			t.Fatalf("owner asked about %v", owner.asked)
 		}
-		if res.status != http.StatusTooManyRequests || res.body == nil || res.body.String() != body || res.verdict.Class != ClassRateLimit {
+		if res.status != http.StatusTooManyRequests || res.body == nil || res.body.String() != body || res.verdict.Class != classify.RateLimit {
 			t.Fatalf("held %d %v %q", res.status, res.verdict, res.body)
 		}
 		if g.header != nil {
@@ -68,7 +69,7 @@ func TestGateErrorVerdictFromOwner(t *testing.T) {
 		}
 	})
 	t.Run("passes through", func(t *testing.T) {
-		_, owner, rec, res := heldError(Verdict{Class: ClassClientError}, http.StatusBadRequest, body)
+		_, owner, rec, res := heldError(classify.Verdict{Class: classify.ClientError}, http.StatusBadRequest, body)
 		if !res.committed || owner.committed != 1 {
 			t.Fatalf("committed %v, owner told %d times", res.committed, owner.committed)
 		}
@@ -77,7 +78,7 @@ func TestGateErrorVerdictFromOwner(t *testing.T) {
 		}
 	})
 	t.Run("held for a retry", func(t *testing.T) {
-		_, _, rec, res := heldError(Verdict{Class: ClassRepairable, Retry: true}, http.StatusBadRequest, body)
+		_, _, rec, res := heldError(classify.Verdict{Class: classify.Repairable, Retry: true}, http.StatusBadRequest, body)
 		if res.committed || rec.Body.Len() != 0 || !res.verdict.Retry {
 			t.Fatalf("committed %v, client got %q, verdict %+v", res.committed, rec.Body.String(), res.verdict)
 		}

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"bytes"
+
 	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
 )
 

@@ -14,6 +14,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 func init() {
@@ -121,6 +123,14 @@ type Handler struct {
 	logger         *zap.Logger
 }
 
+// Class is a failure class (internal/classify): the keys of Cooldowns and
+// the class a Rule assigns.
+type Class = classify.Class
+
+// Rule maps an upstream response to a class; Rules are checked before the
+// built-in classification.
+type Rule = classify.Rule
+
 // Defaults.
 const (
 	defaultRequestBuffer = 32 << 20
@@ -128,12 +138,12 @@ const (
 )
 
 var defaultCooldowns = map[Class]time.Duration{
-	ClassRateLimit:   time.Minute,
-	ClassQuota:       time.Hour,
-	ClassOverloaded:  30 * time.Second,
-	ClassAuth:        30 * time.Minute,
-	ClassServerError: 10 * time.Second,
-	ClassUnreachable: 10 * time.Second,
+	classify.RateLimit:   time.Minute,
+	classify.Quota:       time.Hour,
+	classify.Overloaded:  30 * time.Second,
+	classify.Auth:        30 * time.Minute,
+	classify.ServerError: 10 * time.Second,
+	classify.Unreachable: 10 * time.Second,
 }
 
 // clockOverride replaces time.Now in tests, which move time without
@@ -166,7 +176,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	setDefault(&h.RequestBuffer, defaultRequestBuffer)
-	setDefault(&h.MaxReset, caddy.Duration(DefaultMaxReset))
+	setDefault(&h.MaxReset, caddy.Duration(classify.DefaultMaxReset))
 	setDefault(&h.BodyTimeout, caddy.Duration(defaultBodyTimeout))
 	setDefault(&h.MaxCooldown, caddy.Duration(defaultMaxCooldown))
 	if h.Stream != nil {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // Usage-aware routing: what providers report about their own capacity
@@ -54,7 +56,7 @@ func (h *Handler) capacityMaxReset() time.Duration {
 	if h.MaxReset > 0 {
 		return time.Duration(h.MaxReset)
 	}
-	return DefaultMaxReset
+	return classify.DefaultMaxReset
 }
 
 // learnCapacity keeps what a response's headers say about the provider's

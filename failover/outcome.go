@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
 )
 
@@ -20,12 +21,12 @@ import (
 // repair or a refused credential asks for another try at the same
 // provider; any other failure feeds the breaker and is kept in case no
 // provider answers. It returns true when the client has its answer.
-func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, proxyErr error, aborted, clientGone bool) (bool, Verdict) {
+func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, proxyErr error, aborted, clientGone bool) (bool, classify.Verdict) {
 	req := a.req
 	if a.p == nil {
 		// wrap mode, and the selector chose nothing: no attempt was made
 		releaseHeld(res.body)
-		return false, Verdict{}
+		return false, classify.Verdict{}
 	}
 	p, b := a.p, a.b
 
@@ -47,40 +48,40 @@ func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, prox
 		b.Release(a.adm.Probe)
 		releaseHeld(res.body)
 		countAttempt(req, p, "client_gone")
-		return true, Verdict{}
+		return true, classify.Verdict{}
 	}
 
 	v := res.verdict
 	if v.Retry {
 		if !h.planRepair(req, a) {
 			// the repair would change nothing: the refusal is the answer
-			v.Class, v.Retry = ClassClientError, false
+			v.Class, v.Retry = classify.ClientError, false
 			h.answerHeld(w, a, res)
 			h.delivered(req, a, v)
 			return true, v
 		}
 		// held back for a repair: not the provider's failure
 		releaseHeld(res.body)
-		countAttempt(req, p, string(ClassRepairable))
+		countAttempt(req, p, string(classify.Repairable))
 		h.logger.Info("provider refused the request's history; repairing and retrying",
 			zap.String("provider", p.Name), zap.String("repair", req.fail.pending.kind.String()),
 			zap.String("message", v.Message), zap.String("request_id", requestID(req.r)))
 		return false, v
 	}
-	if res.status == 0 && v.Class == ClassNone {
+	if res.status == 0 && v.Class == classify.None {
 		msg := "no response"
 		if proxyErr != nil {
 			msg = proxyErr.Error()
 		} else if aborted {
 			msg = "upstream connection broke"
 		}
-		v = Verdict{Class: ClassUnreachable, ErrorType: "api_error", Message: msg}
+		v = classify.Verdict{Class: classify.Unreachable, ErrorType: "api_error", Message: msg}
 	}
 	if !v.Class.FailsOver() {
 		// cannot happen: the gate commits verdicts that do not fail over
-		v.Class = ClassServerError
+		v.Class = classify.ServerError
 	}
-	if v.Class == ClassAuth && h.renewCredential(req, a) {
+	if v.Class == classify.Auth && h.renewCredential(req, a) {
 		releaseHeld(res.body)
 		countAttempt(req, p, string(v.Class))
 		req.renewed = true
@@ -93,11 +94,11 @@ func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, prox
 // delivered records that the attempt's response went to the client: who
 // answered, with which model, the attempt's metric, and the thinking
 // signatures the provider accepted.
-func (h *Handler) delivered(req *llmRequest, a *attempt, v Verdict) {
+func (h *Handler) delivered(req *llmRequest, a *attempt, v classify.Verdict) {
 	req.answeredBy, req.sentModel = a.p.Name, a.model
 	outcome := outcomeSuccess
 	switch {
-	case v.Class != ClassNone:
+	case v.Class != classify.None:
 		outcome = string(v.Class) // a passed-through client error
 	case a.gate.status >= 400:
 		// an error answer to a request that is not a model call, given to
@@ -105,7 +106,7 @@ func (h *Handler) delivered(req *llmRequest, a *attempt, v Verdict) {
 		outcome = outcomePassedThrough
 	}
 	countAttempt(req, a.p, outcome)
-	if h.useBook && v.Class == ClassNone && len(h.Providers) > 0 {
+	if h.useBook && v.Class == classify.None && len(h.Providers) > 0 {
 		recordAccepted(a.body, a.p.rules.domain)
 	}
 }
@@ -132,11 +133,11 @@ func (h *Handler) renewCredential(req *llmRequest, a *attempt) bool {
 // line, and the held response, kept in case no other provider answers.
 // sent says whether a request went upstream: only then may the provider be
 // named in the answer (X-LLM-Provider, {llm.provider}).
-func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v Verdict, sent bool) {
+func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v classify.Verdict, sent bool) {
 	p := a.p
 	h.learnCapacity(a, res.header)
 	var until time.Time
-	if req.kind == kindOther || v.Class == ClassUnsupported {
+	if req.kind == kindOther || v.Class == classify.Unsupported {
 		// says nothing about the provider's health: charge nothing
 		a.b.Release(a.adm.Probe)
 	} else {
@@ -149,10 +150,10 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v V
 	}
 	fs := req.failures()
 	fs.classes = append(fs.classes, v.Class)
-	if v.Class == ClassContextWindow {
+	if v.Class == classify.ContextWindow {
 		h.narrowByWindow(req, p)
 	}
-	if res.status != 0 || res.bodyBroke || v.Class == ClassUnreachable {
+	if res.status != 0 || res.bodyBroke || v.Class == classify.Unreachable {
 		countAttempt(req, p, string(v.Class))
 	}
 	metrics.failovers.WithLabelValues(p.Name, string(v.Class)).Inc()
@@ -177,7 +178,7 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v V
 		return
 	}
 	fs.lastProvider = p
-	if v.Class == ClassUnsupported && fs.last != nil && fs.lastAnswer.class == ClassUnsupported {
+	if v.Class == classify.Unsupported && fs.last != nil && fs.lastAnswer.class == classify.Unsupported {
 		// when no provider has the endpoint, the client gets the first
 		// provider's answer
 		releaseHeld(res.body)
@@ -210,9 +211,9 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientG
 	if endedWell {
 		return // an upstream error event already fed the breaker
 	}
-	errType, class, msg := "api_error", ClassServerError, "llm_failover: the upstream stream ended before its final event"
+	errType, class, msg := "api_error", classify.ServerError, "llm_failover: the upstream stream ended before its final event"
 	if g.stalled.Load() {
-		errType, class = "overloaded_error", ClassOverloaded
+		errType, class = "overloaded_error", classify.Overloaded
 		msg = fmt.Sprintf("llm_failover: the upstream sent nothing for %s", time.Duration(h.stream.IdleTimeout))
 	} else if aborted {
 		msg = "llm_failover: the upstream connection broke mid-stream"

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // Provider is one LLM provider: an upstream, a credential, and how requests
@@ -150,12 +151,12 @@ func (p *Provider) provision(ctx caddy.Context, h *Handler) error {
 		}
 	}
 
-	p.cooldowns = make(map[Class]time.Duration, len(AllClasses))
-	for _, c := range AllClasses {
+	p.cooldowns = make(map[Class]time.Duration, len(classify.All))
+	for _, c := range classify.All {
 		p.cooldowns[c] = h.cooldown(c)
 	}
 	for c, d := range p.Cooldowns {
-		if _, ok := ParseClass(string(c)); !ok {
+		if _, ok := classify.Parse(string(c)); !ok {
 			return fmt.Errorf("provider %s: unknown class %q in cooldowns", p.Name, c)
 		}
 		p.cooldowns[c] = time.Duration(d)

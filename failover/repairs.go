@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 	"github.com/caddy-llm-failover/caddy-llm-failover/repair"
 )
 
@@ -137,7 +138,7 @@ type pendingRepair struct {
 // yet, it marks the verdict Retry, which makes the gate hold the response
 // back from the client. It reads only the error message; the repair itself
 // is worked out once the attempt is over (planRepair).
-func (a *attempt) holdRefusal(v *Verdict, errBody []byte) {
+func (a *attempt) holdRefusal(v *classify.Verdict, errBody []byte) {
 	msg := v.Message
 	if msg == "" {
 		msg = string(errBody)
@@ -147,13 +148,13 @@ func (a *attempt) holdRefusal(v *Verdict, errBody []byte) {
 	if ref.Kind == repair.RefusalNone || (req.fail != nil && req.fail.repaired != nil && req.fail.repaired[a.idx]&(1<<ref.Kind) != 0) {
 		// nothing to repair, or refused again after this very repair:
 		// pass it through
-		if v.Class == ClassRepairable {
-			v.Class = ClassClientError
+		if v.Class == classify.Repairable {
+			v.Class = classify.ClientError
 		}
 		return
 	}
 	a.refusal = &ref
-	v.Class, v.Retry = ClassRepairable, true
+	v.Class, v.Retry = classify.Repairable, true
 }
 
 // planRepair prepares the repair for a refusal held back by holdRefusal,

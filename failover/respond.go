@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // writeAnthropicError answers in Anthropic's error format, which every
@@ -49,7 +51,7 @@ func writeAllCooling(w http.ResponseWriter, skips []skipped, now time.Time) {
 	var soonest time.Time
 	parts := make([]string, 0, len(skips))
 	for _, s := range skips {
-		if s.class != ClassRateLimit && s.class != ClassQuota {
+		if s.class != classify.RateLimit && s.class != classify.Quota {
 			status, errType = http.StatusServiceUnavailable, "overloaded_error"
 		}
 		if soonest.IsZero() || s.retryAt.Before(soonest) {

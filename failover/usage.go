@@ -3,6 +3,7 @@ package failover
 import (
 	"bytes"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/jsonscan"
 	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
 )
@@ -91,7 +92,7 @@ func (g *gate) usage() (streaminspect.Usage, bool) {
 	body := g.usageBody.Bytes()
 	if enc := g.header.Get("Content-Encoding"); enc != "" {
 		var err error
-		if body, err = decodeBody(enc, body, maxUsageBody); err != nil {
+		if body, err = classify.DecodeBody(enc, body, maxUsageBody); err != nil {
 			return streaminspect.Usage{}, false
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // Bounds of the configuration that are not bounds of the request path.
@@ -49,7 +50,7 @@ func (h *Handler) Validate() error {
 		if r.Status != 0 && (r.Status < 400 || r.Status > 599) {
 			return fmt.Errorf("classify: status %d: write * or a status from 400 to 599", r.Status)
 		}
-		if _, ok := ParseClass(string(r.Class)); !ok {
+		if _, ok := classify.Parse(string(r.Class)); !ok {
 			return fmt.Errorf("classify: unknown class %q (want one of %s)", r.Class, classList())
 		}
 	}
@@ -106,7 +107,7 @@ func (p *Provider) Validate() error {
 
 func validCooldowns(what string, cooldowns map[Class]caddy.Duration) error {
 	for c, d := range cooldowns {
-		if _, ok := ParseClass(string(c)); !ok {
+		if _, ok := classify.Parse(string(c)); !ok {
 			return fmt.Errorf("%s: unknown class %q (want one of %s)", what, c, classList())
 		}
 		if d < 0 {

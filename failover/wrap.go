@@ -10,6 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 func init() {
@@ -129,8 +131,8 @@ func (h *Handler) wrapProvider(name string) *Provider {
 }
 
 func (h *Handler) classCooldowns() map[Class]time.Duration {
-	m := make(map[Class]time.Duration, len(AllClasses))
-	for _, c := range AllClasses {
+	m := make(map[Class]time.Duration, len(classify.All))
+	for _, c := range classify.All {
 		m[c] = h.cooldown(c)
 	}
 	return m

@@ -1,4 +1,4 @@
-package failover
+package classify
 
 import (
 	"net/http"
@@ -29,7 +29,7 @@ func BenchmarkClassify(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if v := Classify(c.status, c.header, c.body, nil, now); v.Class == ClassNone {
+				if v := classifyDefault(c.status, c.header, c.body, nil, now); v.Class == None {
 					b.Fatal("unclassified")
 				}
 			}

@@ -1,4 +1,8 @@
-package failover
+// Package classify decides what an upstream outcome means: the class of an
+// error response or an SSE error event (fail over? cool the provider down?)
+// and when the provider said to come back. Pure: it reads only what it is
+// given, so it is tested and fuzzed without a server.
+package classify
 
 import (
 	"bytes"
@@ -14,44 +18,44 @@ type Class string
 
 // The outcome classes. Every name is also a valid `cooldown` key.
 const (
-	ClassNone          Class = ""               // success: nothing to do
-	ClassRateLimit     Class = "rate_limit"     // short-term limit: fail over, cool down briefly
-	ClassQuota         Class = "quota"          // usage or credit exhausted: fail over, cool down long
-	ClassOverloaded    Class = "overloaded"     // provider overloaded: fail over, cool down briefly
-	ClassAuth          Class = "auth"           // credential refused: fail over, cool until a new credential
-	ClassServerError   Class = "server_error"   // 5xx: fail over, cool down briefly
-	ClassUnreachable   Class = "unreachable"    // no response: fail over, cool down briefly
-	ClassContextWindow Class = "context_window" // prompt too long for this model: fail over, cool nothing
-	ClassUnsupported   Class = "unsupported"    // 501/505, or an endpoint this provider lacks: fail over, cool nothing
-	ClassRepairable    Class = "repairable"     // history another provider produced: repair, retry same provider
-	ClassClientError   Class = "client_error"   // the request's own fault: pass through
+	None          Class = ""               // success: nothing to do
+	RateLimit     Class = "rate_limit"     // short-term limit: fail over, cool down briefly
+	Quota         Class = "quota"          // usage or credit exhausted: fail over, cool down long
+	Overloaded    Class = "overloaded"     // provider overloaded: fail over, cool down briefly
+	Auth          Class = "auth"           // credential refused: fail over, cool until a new credential
+	ServerError   Class = "server_error"   // 5xx: fail over, cool down briefly
+	Unreachable   Class = "unreachable"    // no response: fail over, cool down briefly
+	ContextWindow Class = "context_window" // prompt too long for this model: fail over, cool nothing
+	Unsupported   Class = "unsupported"    // 501/505, or an endpoint this provider lacks: fail over, cool nothing
+	Repairable    Class = "repairable"     // history another provider produced: repair, retry same provider
+	ClientError   Class = "client_error"   // the request's own fault: pass through
 
-	// ClassManual marks a cooldown set by hand through the admin API.
-	ClassManual Class = "manual"
+	// Manual marks a cooldown set by hand through the admin API.
+	Manual Class = "manual"
 )
 
-// AllClasses lists every failure class, in the order the README shows them.
-var AllClasses = []Class{
-	ClassRateLimit, ClassQuota, ClassOverloaded, ClassAuth, ClassServerError,
-	ClassUnreachable, ClassContextWindow, ClassUnsupported, ClassRepairable, ClassClientError,
+// All lists every failure class, in the order the README shows them.
+var All = []Class{
+	RateLimit, Quota, Overloaded, Auth, ServerError,
+	Unreachable, ContextWindow, Unsupported, Repairable, ClientError,
 }
 
-// ParseClass returns the class named s.
-func ParseClass(s string) (Class, bool) {
-	for _, c := range AllClasses {
+// Parse returns the class named s.
+func Parse(s string) (Class, bool) {
+	for _, c := range All {
 		if string(c) == s {
 			return c, true
 		}
 	}
-	return ClassNone, false
+	return None, false
 }
 
 // FailsOver reports whether a request that met this class goes to the next
 // provider.
 func (c Class) FailsOver() bool {
 	switch c {
-	case ClassRateLimit, ClassQuota, ClassOverloaded, ClassAuth,
-		ClassServerError, ClassUnreachable, ClassContextWindow, ClassUnsupported:
+	case RateLimit, Quota, Overloaded, Auth,
+		ServerError, Unreachable, ContextWindow, Unsupported:
 		return true
 	}
 	return false
@@ -59,7 +63,7 @@ func (c Class) FailsOver() bool {
 
 // Cools reports whether this class cools the provider down.
 func (c Class) Cools() bool {
-	return c.FailsOver() && c != ClassContextWindow && c != ClassUnsupported
+	return c.FailsOver() && c != ContextWindow && c != Unsupported
 }
 
 // Verdict is the classification of one upstream outcome.
@@ -110,30 +114,25 @@ type upstreamError struct {
 	Message string `json:"message"`
 }
 
-// maxClassifiedBody bounds how much of an error body is examined.
-const maxClassifiedBody = 64 << 10
+// MaxBody bounds how much of an error body is examined.
+const MaxBody = 64 << 10
 
 // DefaultMaxReset caps how far ahead a provider's own reset time may put
 // the end of a cooldown: just over the longest subscription window (7
 // days), so no header can cool a provider for ever.
 const DefaultMaxReset = 8 * 24 * time.Hour
 
-// Classify turns an upstream response (status, headers and the decoded
+// Response turns an upstream response (status, headers and the decoded
 // error body) into a verdict. Pure: it looks at nothing else. Body rules
 // come before status rules, so a 403 that speaks of quota is quota. A
-// reset time the provider gives is cut to DefaultMaxReset from now.
-func Classify(status int, header http.Header, body []byte, rules []Rule, now time.Time) Verdict {
-	return ClassifyMaxReset(status, header, body, rules, now, DefaultMaxReset)
-}
-
-// ClassifyMaxReset is Classify with the cap on the provider's reset times
-// given: a reset further than maxReset from now is cut to now+maxReset.
-func ClassifyMaxReset(status int, header http.Header, body []byte, rules []Rule, now time.Time, maxReset time.Duration) Verdict {
+// reset time the provider gives is cut to maxReset from now
+// (DefaultMaxReset when maxReset is not positive).
+func Response(status int, header http.Header, body []byte, rules []Rule, now time.Time, maxReset time.Duration) Verdict {
 	if status < 400 {
-		return Verdict{Class: ClassNone}
+		return Verdict{Class: None}
 	}
-	if len(body) > maxClassifiedBody {
-		body = body[:maxClassifiedBody]
+	if len(body) > MaxBody {
+		body = body[:MaxBody]
 	}
 	var ue upstreamError
 	_ = json.Unmarshal(body, &ue) // garbage bodies are classified by status alone
@@ -149,7 +148,7 @@ func ClassifyMaxReset(status int, header http.Header, body []byte, rules []Rule,
 
 	v.Class = classOf(status, header, v.ErrorType, code, lower, rules)
 	switch v.Class {
-	case ClassRateLimit, ClassQuota, ClassOverloaded, ClassServerError:
+	case RateLimit, Quota, Overloaded, ServerError:
 		if maxReset <= 0 {
 			maxReset = DefaultMaxReset
 		}
@@ -166,78 +165,78 @@ func classOf(status int, header http.Header, errType, code string, lower []byte,
 	}
 	// Body rules.
 	if status == http.StatusTooManyRequests && unifiedRejected(header) {
-		return ClassQuota
+		return Quota
 	}
 	if errType == "billing_error" || errType == "insufficient_quota" || code == "insufficient_quota" {
-		return ClassQuota
+		return Quota
 	}
 	switch status {
 	case 400, 401, 402, 403, 429:
 		if containsAny(lower, quotaWords) {
-			return ClassQuota
+			return Quota
 		}
 	}
 	if status == 400 || status == 413 || status == 422 {
 		if containsAny(lower, contextWindowWords) {
-			return ClassContextWindow
+			return ContextWindow
 		}
 		if containsAny(lower, repairableWords) {
-			return ClassRepairable
+			return Repairable
 		}
 	}
 	if status == http.StatusNotImplemented || status == http.StatusHTTPVersionNotSupported {
 		// the request is not supported here, which says nothing about the
 		// provider's health: another provider may support it
-		return ClassUnsupported
+		return Unsupported
 	}
 	if c, ok := classOfErrorType(errType); ok {
-		if c == ClassServerError && (status == 503 || status == 529) {
-			return ClassOverloaded // a generic api_error says less than the status
+		if c == ServerError && (status == 503 || status == 529) {
+			return Overloaded // a generic api_error says less than the status
 		}
 		return c
 	}
 	// Status rules.
 	switch {
 	case status == 402:
-		return ClassQuota
+		return Quota
 	case status == 429:
-		return ClassRateLimit
+		return RateLimit
 	case status == 401 || status == 403:
-		return ClassAuth
+		return Auth
 	case status == 529 || status == 503:
-		return ClassOverloaded
+		return Overloaded
 	case status == 408 || status >= 500:
-		return ClassServerError
+		return ServerError
 	}
-	return ClassClientError
+	return ClientError
 }
 
-// ClassOfErrorType maps an error.type (Anthropic's or OpenAI's), as found in
+// OfErrorType maps an error.type (Anthropic's or OpenAI's), as found in
 // an SSE error event, to a class. Unknown types are server errors: a stream
 // that failed for an unknown reason is worth another provider.
-func ClassOfErrorType(errType string) Class {
+func OfErrorType(errType string) Class {
 	if c, ok := classOfErrorType(errType); ok {
 		return c
 	}
-	return ClassServerError
+	return ServerError
 }
 
 func classOfErrorType(t string) (Class, bool) {
 	switch t {
 	case "rate_limit_error", "rate_limit_exceeded", "rate_limited":
-		return ClassRateLimit, true
+		return RateLimit, true
 	case "overloaded_error", "overloaded", "service_unavailable":
-		return ClassOverloaded, true
+		return Overloaded, true
 	case "authentication_error", "permission_error", "invalid_api_key":
-		return ClassAuth, true
+		return Auth, true
 	case "billing_error", "insufficient_quota":
-		return ClassQuota, true
+		return Quota, true
 	case "api_error", "server_error", "timeout_error", "internal_server_error":
-		return ClassServerError, true
+		return ServerError, true
 	case "invalid_request_error", "not_found_error", "request_too_large":
-		return ClassClientError, true
+		return ClientError, true
 	}
-	return ClassNone, false
+	return None, false
 }
 
 // Wording that means usage or credit is exhausted (checked on lower-cased
@@ -315,7 +314,7 @@ func resetHint(h http.Header, class Class, now time.Time, maxReset time.Duration
 		}
 		return t
 	}
-	if class == ClassQuota {
+	if class == Quota {
 		if t := unifiedReset(h); t.After(now) {
 			return capped(t)
 		}
@@ -323,7 +322,7 @@ func resetHint(h http.Header, class Class, now time.Time, maxReset time.Duration
 	if t := retryAfter(h.Get("Retry-After"), now, maxReset); !t.IsZero() {
 		return capped(t)
 	}
-	if class != ClassRateLimit && class != ClassQuota {
+	if class != RateLimit && class != Quota {
 		return time.Time{}
 	}
 	var latest, latestExhausted time.Time
@@ -350,7 +349,7 @@ func resetHint(h http.Header, class Class, now time.Time, maxReset time.Duration
 	if latest.After(now) {
 		return capped(latest)
 	}
-	if class == ClassRateLimit {
+	if class == RateLimit {
 		if t := unifiedReset(h); t.After(now) {
 			return capped(t)
 		}

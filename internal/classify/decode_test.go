@@ -1,4 +1,4 @@
-package failover
+package classify
 
 import (
 	"bytes"
@@ -90,6 +90,7 @@ var decCodecs = []decCodec{
 }
 
 func TestDecodeBodyRoundTrip(t *testing.T) {
+	t.Parallel()
 	long := decLongText(200 << 10)
 	for i, c := range decCodecs {
 		for _, plain := range [][]byte{[]byte(decErrorBody), long, {}} {
@@ -99,12 +100,12 @@ func TestDecodeBodyRoundTrip(t *testing.T) {
 				if c.encoding != "" && c.encoding != "identity" && len(plain) > 1000 && len(enc) >= len(plain) {
 					t.Fatalf("encoder did not compress: %d -> %d", len(plain), len(enc))
 				}
-				got, err := decodeBody(c.encoding, enc, 1<<20)
+				got, err := DecodeBody(c.encoding, enc, 1<<20)
 				if err != nil {
-					t.Fatalf("decodeBody(%q): %v", c.encoding, err)
+					t.Fatalf("DecodeBody(%q): %v", c.encoding, err)
 				}
 				if !bytes.Equal(got, plain) {
-					t.Fatalf("decodeBody(%q) = %d bytes %.60q..., want %d bytes %.60q...", c.encoding, len(got), got, len(plain), plain)
+					t.Fatalf("DecodeBody(%q) = %d bytes %.60q..., want %d bytes %.60q...", c.encoding, len(got), got, len(plain), plain)
 				}
 			})
 		}
@@ -112,28 +113,30 @@ func TestDecodeBodyRoundTrip(t *testing.T) {
 }
 
 func TestDecodeBodyEncodingNameForms(t *testing.T) {
+	t.Parallel()
 	gz := decGzip(t, []byte(decErrorBody))
 	for _, enc := range []string{"GZIP", " gzip ", "Gzip", "X-GZIP", "\tgzip\t"} {
-		got, err := decodeBody(enc, gz, 1<<20)
+		got, err := DecodeBody(enc, gz, 1<<20)
 		if err != nil || string(got) != decErrorBody {
-			t.Errorf("decodeBody(%q) = %q, %v; want the decoded body", enc, got, err)
+			t.Errorf("DecodeBody(%q) = %q, %v; want the decoded body", enc, got, err)
 		}
 	}
 	br := decBrotli(t, []byte(decErrorBody))
-	if got, err := decodeBody("BR", br, 1<<20); err != nil || string(got) != decErrorBody {
-		t.Errorf("decodeBody(BR) = %q, %v", got, err)
+	if got, err := DecodeBody("BR", br, 1<<20); err != nil || string(got) != decErrorBody {
+		t.Errorf("DecodeBody(BR) = %q, %v", got, err)
 	}
-	if got, err := decodeBody("IDENTITY", []byte("abc"), 1<<20); err != nil || string(got) != "abc" {
-		t.Errorf("decodeBody(IDENTITY) = %q, %v", got, err)
+	if got, err := DecodeBody("IDENTITY", []byte("abc"), 1<<20); err != nil || string(got) != "abc" {
+		t.Errorf("DecodeBody(IDENTITY) = %q, %v", got, err)
 	}
 }
 
 func TestDecodeBodyRawDeflateLevels(t *testing.T) {
+	t.Parallel()
 	// every level of raw DEFLATE must be told apart from zlib
 	for _, plain := range [][]byte{[]byte(decErrorBody), decLongText(70 << 10), []byte("x")} {
 		for level := flate.HuffmanOnly; level <= flate.BestCompression; level++ {
 			enc := decFlate(t, plain, level)
-			got, err := decodeBody("deflate", enc, 1<<20)
+			got, err := DecodeBody("deflate", enc, 1<<20)
 			if err != nil || !bytes.Equal(got, plain) {
 				t.Errorf("raw deflate level %d, %d bytes: got %d bytes, err %v", level, len(plain), len(got), err)
 			}
@@ -143,7 +146,7 @@ func TestDecodeBodyRawDeflateLevels(t *testing.T) {
 			w, _ := zlib.NewWriterLevel(&b, level)
 			_, _ = w.Write(plain)
 			_ = w.Close()
-			got, err := decodeBody("deflate", b.Bytes(), 1<<20)
+			got, err := DecodeBody("deflate", b.Bytes(), 1<<20)
 			if err != nil || !bytes.Equal(got, plain) {
 				t.Errorf("zlib level %d, %d bytes: got %d bytes, err %v", level, len(plain), len(got), err)
 			}
@@ -152,40 +155,43 @@ func TestDecodeBodyRawDeflateLevels(t *testing.T) {
 }
 
 func TestDecodeBodyUnknownEncoding(t *testing.T) {
+	t.Parallel()
 	for _, enc := range []string{"compress", "lz4", "gzip, br", "snappy", "*"} {
-		got, err := decodeBody(enc, []byte(decErrorBody), 1<<20)
+		got, err := DecodeBody(enc, []byte(decErrorBody), 1<<20)
 		if err == nil {
-			t.Errorf("decodeBody(%q) = %q, nil; want an error", enc, got)
+			t.Errorf("DecodeBody(%q) = %q, nil; want an error", enc, got)
 			continue
 		}
 		if !strings.Contains(err.Error(), "unsupported") {
-			t.Errorf("decodeBody(%q) error %q does not say unsupported", enc, err)
+			t.Errorf("DecodeBody(%q) error %q does not say unsupported", enc, err)
 		}
 		if got != nil {
-			t.Errorf("decodeBody(%q) returned %q with its error", enc, got)
+			t.Errorf("DecodeBody(%q) returned %q with its error", enc, got)
 		}
 	}
 }
 
 func TestDecodeBodyGarbage(t *testing.T) {
+	t.Parallel()
 	garbage := []byte("this is not compressed at all, it is plain text")
 	for _, enc := range []string{"gzip", "br", "zstd", "deflate"} {
-		got, err := decodeBody(enc, garbage, 1<<20)
+		got, err := DecodeBody(enc, garbage, 1<<20)
 		if err == nil {
-			t.Errorf("decodeBody(%q, plain text) = %q, nil; want an error", enc, got)
+			t.Errorf("DecodeBody(%q, plain text) = %q, nil; want an error", enc, got)
 		}
 	}
-	if _, err := decodeBody("gzip", nil, 1<<20); err == nil {
-		t.Error("decodeBody(gzip, empty) = nil error; want an error")
+	if _, err := DecodeBody("gzip", nil, 1<<20); err == nil {
+		t.Error("DecodeBody(gzip, empty) = nil error; want an error")
 	}
 }
 
 func TestDecodeBodyTruncatedGzipYieldsPrefix(t *testing.T) {
+	t.Parallel()
 	plain := decLongText(256 << 10)
 	enc := decGzip(t, plain)
 	for _, frac := range []float64{0.25, 0.5, 0.9, 0.999} {
 		cut := enc[:int(float64(len(enc))*frac)]
-		got, err := decodeBody("gzip", cut, 1<<20)
+		got, err := DecodeBody("gzip", cut, 1<<20)
 		if err != nil {
 			t.Fatalf("cut at %.1f%%: %v", frac*100, err)
 		}
@@ -202,19 +208,20 @@ func TestDecodeBodyTruncatedGzipYieldsPrefix(t *testing.T) {
 	}
 	// a truncated small error body: still classifiable text
 	small := decGzip(t, []byte(decErrorBody+strings.Repeat(" ", 4000)))
-	got, err := decodeBody("gzip", small[:len(small)-8], 1<<20) // trailer cut
+	got, err := DecodeBody("gzip", small[:len(small)-8], 1<<20) // trailer cut
 	if err != nil || !strings.HasPrefix(string(got), decErrorBody) {
 		t.Fatalf("gzip without trailer: %q, %v", got, err)
 	}
 }
 
 func TestDecodeBodyTruncatedOthersYieldPrefixOrError(t *testing.T) {
+	t.Parallel()
 	plain := decLongText(128 << 10)
 	for i, c := range decCodecs {
 		enc := c.encode(t, plain)
 		for _, frac := range []float64{0, 0.1, 0.5, 0.95} {
 			cut := enc[:int(float64(len(enc))*frac)]
-			got, err := decodeBody(c.encoding, cut, 1<<20)
+			got, err := DecodeBody(c.encoding, cut, 1<<20)
 			if err != nil {
 				if got != nil {
 					t.Errorf("%d %s cut %.0f%%: data %d bytes returned with error %v", i, c.encoding, frac*100, len(got), err)
@@ -229,11 +236,12 @@ func TestDecodeBodyTruncatedOthersYieldPrefixOrError(t *testing.T) {
 }
 
 func TestDecodeBodyLimit(t *testing.T) {
+	t.Parallel()
 	plain := decLongText(100 << 10)
 	for i, c := range decCodecs {
 		enc := c.encode(t, plain)
 		for _, limit := range []int{0, 1, 100, 64 << 10, len(plain) - 1, len(plain), len(plain) + 1} {
-			got, err := decodeBody(c.encoding, enc, limit)
+			got, err := DecodeBody(c.encoding, enc, limit)
 			if err != nil {
 				t.Errorf("%d %q limit %d: %v", i, c.encoding, limit, err)
 				continue
@@ -251,10 +259,11 @@ func TestDecodeBodyLimit(t *testing.T) {
 
 // A compression bomb is bounded by the limit, not by the decoded size.
 func TestDecodeBodyBombIsBounded(t *testing.T) {
+	t.Parallel()
 	zeros := make([]byte, 4<<20)
 	for _, c := range []decCodec{{"gzip", decGzip}, {"br", decBrotli}, {"zstd", decZstd}, {"deflate", decZlib}} {
 		enc := c.encode(t, zeros)
-		got, err := decodeBody(c.encoding, enc, 64<<10)
+		got, err := DecodeBody(c.encoding, enc, 64<<10)
 		if err != nil || len(got) != 64<<10 {
 			t.Errorf("%s bomb: got %d bytes, err %v; want 64KiB", c.encoding, len(got), err)
 		}

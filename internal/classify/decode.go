@@ -1,4 +1,4 @@
-package failover
+package classify
 
 import (
 	"bytes"
@@ -14,12 +14,12 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// decodeBody undoes a Content-Encoding so the classifier can read an error
+// DecodeBody undoes a Content-Encoding so the classifier can read an error
 // body. Clients such as Claude Code send Accept-Encoding: gzip, deflate, br,
 // zstd, so a provider may compress its error. At most limit decoded bytes
 // are returned; a body cut short (the hold limit, a dropped connection)
 // yields what could be decoded.
-func decodeBody(encoding string, body []byte, limit int) ([]byte, error) {
+func DecodeBody(encoding string, body []byte, limit int) ([]byte, error) {
 	encoding = strings.ToLower(strings.TrimSpace(encoding))
 	if encoding == "" || encoding == "identity" {
 		if len(body) > limit {

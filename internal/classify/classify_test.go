@@ -1,4 +1,4 @@
-package failover
+package classify
 
 import (
 	"encoding/json"
@@ -9,6 +9,11 @@ import (
 	"testing"
 	"time"
 )
+
+// classifyDefault classifies with the default cap on reset times.
+func classifyDefault(status int, h http.Header, body []byte, rules []Rule, now time.Time) Verdict {
+	return Response(status, h, body, rules, now, 0)
+}
 
 // clsNow is the fixed clock of the classifier tests (whole seconds, so
 // HTTP-dates and epoch seconds round-trip exactly).
@@ -92,12 +97,12 @@ func runClsCases(t *testing.T, cases []clsCase) {
 			if h == nil {
 				h = http.Header{}
 			}
-			v := Classify(tc.status, h, []byte(tc.body), tc.rules, clsNow)
+			v := classifyDefault(tc.status, h, []byte(tc.body), tc.rules, clsNow)
 			if v.Class != tc.want {
-				t.Errorf("Classify(%d, %q) class = %q, want %q", tc.status, tc.body, v.Class, tc.want)
+				t.Errorf("classifyDefault(%d, %q) class = %q, want %q", tc.status, tc.body, v.Class, tc.want)
 			}
 			if !v.ResetAt.Equal(tc.reset) {
-				t.Errorf("Classify(%d) ResetAt = %v, want %v", tc.status, v.ResetAt, tc.reset)
+				t.Errorf("classifyDefault(%d) ResetAt = %v, want %v", tc.status, v.ResetAt, tc.reset)
 			}
 			if tc.wantType != "" && v.ErrorType != tc.wantType {
 				t.Errorf("ErrorType = %q, want %q", v.ErrorType, tc.wantType)
@@ -118,31 +123,32 @@ var apiErrorCases = []struct {
 	message string
 	want    Class
 }{
-	{429, "rate_limit_error", clsRateMsg, ClassRateLimit},
-	{402, "billing_error", "Payment required", ClassQuota},
-	{400, "invalid_request_error", "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.", ClassQuota},
+	{429, "rate_limit_error", clsRateMsg, RateLimit},
+	{402, "billing_error", "Payment required", Quota},
+	{400, "invalid_request_error", "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.", Quota},
 	// billing wording is quota, not auth
-	{403, "permission_error", "Your organization has been disabled due to a Billing issue.", ClassQuota},
+	{403, "permission_error", "Your organization has been disabled due to a Billing issue.", Quota},
 	// usage-limit wording is quota, not auth
-	{401, "authentication_error", "You have reached your USAGE LIMIT for this period.", ClassQuota},
-	{529, "overloaded_error", "Overloaded", ClassOverloaded},
+	{401, "authentication_error", "You have reached your USAGE LIMIT for this period.", Quota},
+	{529, "overloaded_error", "Overloaded", Overloaded},
 	// the type outranks the status
-	{500, "overloaded_error", "Overloaded", ClassOverloaded},
-	{401, "authentication_error", "invalid x-api-key", ClassAuth},
-	{401, "authentication_error", "OAuth token has expired. Please obtain a new token or refresh your existing token.", ClassAuth},
-	{403, "permission_error", "Your API key does not have permission to use the specified resource.", ClassAuth},
-	{500, "api_error", "Internal server error", ClassServerError},
-	{501, "api_error", "Not Implemented", ClassUnsupported},
-	{400, "invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum", ClassContextWindow},
-	{400, "invalid_request_error", "input length and `max_tokens` exceed context limit: 188000 + 32000 > 200000, decrease input length or `max_tokens` and try again", ClassContextWindow},
-	{400, "invalid_request_error", "messages.1.content.0.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'", ClassRepairable},
-	{400, "invalid_request_error", "messages.1.content.0: Invalid `signature` in `thinking` block", ClassRepairable},
-	{400, "invalid_request_error", "max_tokens: Field required", ClassClientError},
-	{404, "not_found_error", "model: claude-nope", ClassClientError},
-	{413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", ClassClientError},
+	{500, "overloaded_error", "Overloaded", Overloaded},
+	{401, "authentication_error", "invalid x-api-key", Auth},
+	{401, "authentication_error", "OAuth token has expired. Please obtain a new token or refresh your existing token.", Auth},
+	{403, "permission_error", "Your API key does not have permission to use the specified resource.", Auth},
+	{500, "api_error", "Internal server error", ServerError},
+	{501, "api_error", "Not Implemented", Unsupported},
+	{400, "invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum", ContextWindow},
+	{400, "invalid_request_error", "input length and `max_tokens` exceed context limit: 188000 + 32000 > 200000, decrease input length or `max_tokens` and try again", ContextWindow},
+	{400, "invalid_request_error", "messages.1.content.0.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'", Repairable},
+	{400, "invalid_request_error", "messages.1.content.0: Invalid `signature` in `thinking` block", Repairable},
+	{400, "invalid_request_error", "max_tokens: Field required", ClientError},
+	{404, "not_found_error", "model: claude-nope", ClientError},
+	{413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", ClientError},
 }
 
 func TestClassifyAPIErrors(t *testing.T) {
+	t.Parallel()
 	var cases []clsCase
 	for _, c := range apiErrorCases {
 		cases = append(cases, clsCase{name: fmt.Sprintf("%d %s: %.30s", c.status, c.errType, c.message), status: c.status,
@@ -152,22 +158,23 @@ func TestClassifyAPIErrors(t *testing.T) {
 }
 
 func TestClassifyClasses(t *testing.T) {
+	t.Parallel()
 	cases := []clsCase{
 		// rate_limit
-		{name: "429 empty body", status: 429, want: ClassRateLimit},
-		{name: "429 OpenAI rate_limit_exceeded", status: 429, body: clsOpenAIRate, want: ClassRateLimit},
+		{name: "429 empty body", status: 429, want: RateLimit},
+		{name: "429 OpenAI rate_limit_exceeded", status: 429, body: clsOpenAIRate, want: RateLimit},
 		{name: "429 unified allowed_warning is not quota", status: 429,
 			header: clsHeader("anthropic-ratelimit-unified-status", "allowed_warning"),
-			body:   clsAnthropic("rate_limit_error", "Rate limited"), want: ClassRateLimit},
+			body:   clsAnthropic("rate_limit_error", "Rate limited"), want: RateLimit},
 
 		// quota
 		{name: "429 unified rejected with reset", status: 429,
 			header: clsUnified("rejected", clsNow.Add(3*time.Hour)),
 			body:   clsAnthropic("rate_limit_error", "Rate limited"),
-			want:   ClassQuota, reset: clsNow.Add(3 * time.Hour), wantType: "rate_limit_error"},
+			want:   Quota, reset: clsNow.Add(3 * time.Hour), wantType: "rate_limit_error"},
 		{name: "429 unified rejected case-insensitive value", status: 429,
 			header: clsUnified("Rejected", clsNow.Add(time.Hour)),
-			want:   ClassQuota, reset: clsNow.Add(time.Hour)},
+			want:   Quota, reset: clsNow.Add(time.Hour)},
 		{name: "429 unified 5h window rejected, 7d allowed", status: 429,
 			header: clsHeader(
 				"anthropic-ratelimit-unified-status", "allowed",
@@ -177,140 +184,141 @@ func TestClassifyClasses(t *testing.T) {
 				"anthropic-ratelimit-unified-7d-reset", clsEpoch(clsNow.Add(5*24*time.Hour)),
 			),
 			body: clsAnthropic("rate_limit_error", "Rate limited"),
-			want: ClassQuota, reset: clsNow.Add(2 * time.Hour)},
+			want: Quota, reset: clsNow.Add(2 * time.Hour)},
 		{name: "429 unified rejected and 5h rejected: latest reset", status: 429,
 			header: clsMerge(clsUnified("rejected", clsNow.Add(2*time.Hour)), clsHeader(
 				"anthropic-ratelimit-unified-5h-status", "rejected",
 				"anthropic-ratelimit-unified-5h-reset", clsEpoch(clsNow.Add(4*time.Hour)))),
-			want: ClassQuota, reset: clsNow.Add(4 * time.Hour)},
+			want: Quota, reset: clsNow.Add(4 * time.Hour)},
 		{name: "429 unified rejected without reset uses Retry-After", status: 429,
 			header: clsHeader(
 				"anthropic-ratelimit-unified-status", "rejected",
 				"retry-after", "600",
 			),
-			want: ClassQuota, reset: clsNow.Add(600 * time.Second)},
+			want: Quota, reset: clsNow.Add(600 * time.Second)},
 		{name: "429 unified rejected without any hint", status: 429,
 			header: clsHeader("anthropic-ratelimit-unified-status", "rejected"),
-			want:   ClassQuota},
-		{name: "402 empty", status: 402, want: ClassQuota},
+			want:   Quota},
+		{name: "402 empty", status: 402, want: Quota},
 		{name: "403 quota wording (numeric code)", status: 403,
 			body: `{"error":{"code":403,"message":"Quota exceeded for this project","status":"PERMISSION_DENIED"}}`,
-			want: ClassQuota},
+			want: Quota},
 		{name: "429 usage limit reached (z.ai style)", status: 429,
 			body: `{"type":"error","error":{"type":"1308","message":"Usage limit reached for 5 hour. Your limit will reset at 2026-03-01 17:00:00"}}`,
-			want: ClassQuota},
+			want: Quota},
 		{name: "429 OpenAI insufficient_quota", status: 429, body: clsOpenAIQuota,
-			want: ClassQuota, wantType: "insufficient_quota"},
+			want: Quota, wantType: "insufficient_quota"},
 		{name: "429 code insufficient_quota only", status: 429,
-			body: `{"error":{"message":"nope","type":"requests","code":"insufficient_quota"}}`, want: ClassQuota},
+			body: `{"error":{"message":"nope","type":"requests","code":"insufficient_quota"}}`, want: Quota},
 
 		// overloaded
-		{name: "529 empty", status: 529, want: ClassOverloaded},
-		{name: "503 empty", status: 503, want: ClassOverloaded},
-		{name: "503 HTML", status: 503, body: clsHTML503, want: ClassOverloaded},
+		{name: "529 empty", status: 529, want: Overloaded},
+		{name: "503 empty", status: 503, want: Overloaded},
+		{name: "503 HTML", status: 503, body: clsHTML503, want: Overloaded},
 
 		// auth
-		{name: "401 empty", status: 401, want: ClassAuth},
-		{name: "403 HTML", status: 403, body: clsHTML403, want: ClassAuth},
-		{name: "401 truncated JSON", status: 401, body: `{"type":"error","error":{"type":"authenticat`, want: ClassAuth},
+		{name: "401 empty", status: 401, want: Auth},
+		{name: "403 HTML", status: 403, body: clsHTML403, want: Auth},
+		{name: "401 truncated JSON", status: 401, body: `{"type":"error","error":{"type":"authenticat`, want: Auth},
 
 		// server_error
-		{name: "500 empty", status: 500, want: ClassServerError},
-		{name: "502 HTML", status: 502, body: clsHTML502, want: ClassServerError},
-		{name: "504 empty", status: 504, want: ClassServerError},
-		{name: "501 empty", status: 501, want: ClassUnsupported},
-		{name: "505 empty", status: 505, want: ClassUnsupported},
-		{name: "504 garbage", status: 504, body: "upstream request timeout", want: ClassServerError},
-		{name: "500 binary garbage", status: 500, body: "\x00\xff\xfe{\x01", want: ClassServerError},
+		{name: "500 empty", status: 500, want: ServerError},
+		{name: "502 HTML", status: 502, body: clsHTML502, want: ServerError},
+		{name: "504 empty", status: 504, want: ServerError},
+		{name: "501 empty", status: 501, want: Unsupported},
+		{name: "505 empty", status: 505, want: Unsupported},
+		{name: "504 garbage", status: 504, body: "upstream request timeout", want: ServerError},
+		{name: "500 binary garbage", status: 500, body: "\x00\xff\xfe{\x01", want: ServerError},
 
 		// context_window
-		{name: "400 OpenAI context_length_exceeded", status: 400, body: clsOpenAICtx, want: ClassContextWindow},
+		{name: "400 OpenAI context_length_exceeded", status: 400, body: clsOpenAICtx, want: ContextWindow},
 
 		// repairable
 
 		// client_error
-		{name: "400 empty", status: 400, want: ClassClientError},
-		{name: "404 HTML", status: 404, body: clsHTML404, want: ClassClientError},
-		{name: "422 garbage", status: 422, body: "}}}not json", want: ClassClientError},
-		{name: "400 JSON string body", status: 400, body: `"just a string"`, want: ClassClientError},
-		{name: "418 empty", status: 418, want: ClassClientError},
+		{name: "400 empty", status: 400, want: ClientError},
+		{name: "404 HTML", status: 404, body: clsHTML404, want: ClientError},
+		{name: "422 garbage", status: 422, body: "}}}not json", want: ClientError},
+		{name: "400 JSON string body", status: 400, body: `"just a string"`, want: ClientError},
+		{name: "418 empty", status: 418, want: ClientError},
 
 		// garbage bodies fall back to the status
-		{name: "429 HTML", status: 429, body: "<html><body>Too Many Requests</body></html>", want: ClassRateLimit},
-		{name: "429 not JSON", status: 429, body: "not json {{{", want: ClassRateLimit},
-		{name: "503 JSON array body", status: 503, body: `[1,2,3]`, want: ClassOverloaded},
-		{name: "402 garbage", status: 402, body: "\xff\xfe", want: ClassQuota},
+		{name: "429 HTML", status: 429, body: "<html><body>Too Many Requests</body></html>", want: RateLimit},
+		{name: "429 not JSON", status: 429, body: "not json {{{", want: RateLimit},
+		{name: "503 JSON array body", status: 503, body: `[1,2,3]`, want: Overloaded},
+		{name: "402 garbage", status: 402, body: "\xff\xfe", want: Quota},
 
 		// success: nothing to do, whatever the body says
-		{name: "200", status: 200, body: `{"type":"message"}`, want: ClassNone},
+		{name: "200", status: 200, body: `{"type":"message"}`, want: None},
 		{name: "200 with error-looking body", status: 200,
 			body:   clsAnthropic("overloaded_error", "Overloaded"),
 			header: clsHeader("retry-after", "30", "anthropic-ratelimit-unified-status", "rejected"),
-			want:   ClassNone},
-		{name: "204", status: 204, want: ClassNone},
-		{name: "304", status: 304, want: ClassNone},
-		{name: "399", status: 399, body: clsAnthropic("rate_limit_error", "x"), want: ClassNone},
+			want:   None},
+		{name: "204", status: 204, want: None},
+		{name: "304", status: 304, want: None},
+		{name: "399", status: 399, body: clsAnthropic("rate_limit_error", "x"), want: None},
 	}
 	runClsCases(t, cases)
 }
 
 func TestClassifyResetHints(t *testing.T) {
+	t.Parallel()
 	rfc := func(d time.Duration) string { return clsNow.Add(d).Format(time.RFC3339) }
 	cases := []clsCase{
 		{name: "Retry-After seconds", status: 429, header: clsHeader("retry-after", "120"),
-			body: clsAnthropic("rate_limit_error", "slow down"), want: ClassRateLimit, reset: clsNow.Add(120 * time.Second)},
+			body: clsAnthropic("rate_limit_error", "slow down"), want: RateLimit, reset: clsNow.Add(120 * time.Second)},
 		{name: "Retry-After with spaces", status: 429, header: clsHeader("retry-after", " 7 "),
-			want: ClassRateLimit, reset: clsNow.Add(7 * time.Second)},
+			want: RateLimit, reset: clsNow.Add(7 * time.Second)},
 		{name: "Retry-After HTTP-date", status: 429,
 			header: clsHeader("retry-after", clsNow.Add(90*time.Second).Format(http.TimeFormat)),
-			want:   ClassRateLimit, reset: clsNow.Add(90 * time.Second)},
+			want:   RateLimit, reset: clsNow.Add(90 * time.Second)},
 		{name: "Retry-After HTTP-date in the past ignored", status: 429,
 			header: clsHeader("retry-after", clsNow.Add(-time.Minute).Format(http.TimeFormat)),
-			want:   ClassRateLimit},
-		{name: "Retry-After zero ignored", status: 429, header: clsHeader("retry-after", "0"), want: ClassRateLimit},
-		{name: "Retry-After negative ignored", status: 429, header: clsHeader("retry-after", "-5"), want: ClassRateLimit},
-		{name: "Retry-After garbage ignored", status: 429, header: clsHeader("retry-after", "soon"), want: ClassRateLimit},
-		{name: "Retry-After NaN ignored", status: 429, header: clsHeader("retry-after", "NaN"), want: ClassRateLimit},
+			want:   RateLimit},
+		{name: "Retry-After zero ignored", status: 429, header: clsHeader("retry-after", "0"), want: RateLimit},
+		{name: "Retry-After negative ignored", status: 429, header: clsHeader("retry-after", "-5"), want: RateLimit},
+		{name: "Retry-After garbage ignored", status: 429, header: clsHeader("retry-after", "soon"), want: RateLimit},
+		{name: "Retry-After NaN ignored", status: 429, header: clsHeader("retry-after", "NaN"), want: RateLimit},
 		{name: "Retry-After absurdly far capped", status: 429, header: clsHeader("retry-after", "99999999999"),
-			want: ClassRateLimit, reset: clsNow.Add(DefaultMaxReset)},
+			want: RateLimit, reset: clsNow.Add(DefaultMaxReset)},
 		{name: "Retry-After on 529", status: 529, header: clsHeader("retry-after", "30"),
-			body: clsAnthropic("overloaded_error", "Overloaded"), want: ClassOverloaded, reset: clsNow.Add(30 * time.Second)},
+			body: clsAnthropic("overloaded_error", "Overloaded"), want: Overloaded, reset: clsNow.Add(30 * time.Second)},
 		{name: "Retry-After on 503", status: 503, header: clsHeader("retry-after", "15"),
-			want: ClassOverloaded, reset: clsNow.Add(15 * time.Second)},
+			want: Overloaded, reset: clsNow.Add(15 * time.Second)},
 		{name: "Retry-After on 500", status: 500, header: clsHeader("retry-after", "5"),
-			want: ClassServerError, reset: clsNow.Add(5 * time.Second)},
+			want: ServerError, reset: clsNow.Add(5 * time.Second)},
 		{name: "Retry-After on 402", status: 402, header: clsHeader("retry-after", "3600"),
-			want: ClassQuota, reset: clsNow.Add(time.Hour)},
+			want: Quota, reset: clsNow.Add(time.Hour)},
 		{name: "auth takes no reset hint", status: 401, header: clsHeader("retry-after", "120"),
-			want: ClassAuth},
+			want: Auth},
 		{name: "client_error takes no reset hint", status: 400, header: clsHeader("retry-after", "120"),
-			want: ClassClientError},
+			want: ClientError},
 		{name: "context_window takes no reset hint", status: 400, header: clsHeader("retry-after", "120"),
 			body: clsAnthropic("invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum"),
-			want: ClassContextWindow},
+			want: ContextWindow},
 		{name: "requests-reset RFC 3339 with remaining 0", status: 429,
 			header: clsMerge(clsHeader("anthropic-ratelimit-requests-limit", "50"), clsExhausted("requests", rfc(40*time.Second))),
-			body:   clsAnthropic("rate_limit_error", clsRateMsg), want: ClassRateLimit, reset: clsNow.Add(40 * time.Second)},
+			body:   clsAnthropic("rate_limit_error", clsRateMsg), want: RateLimit, reset: clsNow.Add(40 * time.Second)},
 		{name: "the exhausted limit's reset wins over a later non-exhausted one", status: 429,
 			header: clsMerge(clsExhausted("requests", rfc(20*time.Second)),
 				clsHeader("anthropic-ratelimit-tokens-remaining", "12000", "anthropic-ratelimit-tokens-reset", rfc(50*time.Second))),
-			want: ClassRateLimit, reset: clsNow.Add(20 * time.Second)},
+			want: RateLimit, reset: clsNow.Add(20 * time.Second)},
 		{name: "latest of several exhausted limits", status: 429,
 			header: clsMerge(clsExhausted("input-tokens", rfc(30*time.Second)), clsExhausted("output-tokens", rfc(45*time.Second)),
 				clsHeader("anthropic-ratelimit-requests-remaining", "10", "anthropic-ratelimit-requests-reset", rfc(5*time.Second))),
-			want: ClassRateLimit, reset: clsNow.Add(45 * time.Second)},
+			want: RateLimit, reset: clsNow.Add(45 * time.Second)},
 		{name: "ratelimit reset in the past ignored", status: 429,
 			header: clsExhausted("requests", rfc(-30*time.Second)),
-			want:   ClassRateLimit},
+			want:   RateLimit},
 		{name: "ratelimit reset not RFC 3339 ignored", status: 429,
 			header: clsExhausted("requests", "in a minute"),
-			want:   ClassRateLimit},
+			want:   RateLimit},
 		{name: "Retry-After wins over ratelimit reset", status: 429,
 			header: clsMerge(clsHeader("retry-after", "5"), clsExhausted("requests", rfc(60*time.Second))),
-			want:   ClassRateLimit, reset: clsNow.Add(5 * time.Second)},
+			want:   RateLimit, reset: clsNow.Add(5 * time.Second)},
 		{name: "unified reset wins over Retry-After for quota", status: 429,
 			header: clsMerge(clsHeader("retry-after", "5"), clsUnified("rejected", clsNow.Add(5*time.Hour))),
-			want:   ClassQuota, reset: clsNow.Add(5 * time.Hour)},
+			want:   Quota, reset: clsNow.Add(5 * time.Hour)},
 		{name: "unified window reset ignored when that window is not rejected", status: 429,
 			header: clsHeader(
 				"anthropic-ratelimit-unified-5h-status", "rejected",
@@ -318,79 +326,82 @@ func TestClassifyResetHints(t *testing.T) {
 				"anthropic-ratelimit-unified-7d-status", "allowed_warning",
 				"anthropic-ratelimit-unified-7d-reset", clsEpoch(clsNow.Add(72*time.Hour)),
 			),
-			want: ClassQuota, reset: clsNow.Add(time.Hour)},
+			want: Quota, reset: clsNow.Add(time.Hour)},
 		{name: "unified reset not a number ignored", status: 429,
 			header: clsHeader("anthropic-ratelimit-unified-status", "rejected", "anthropic-ratelimit-unified-reset", "tomorrow"),
-			want:   ClassQuota},
+			want:   Quota},
 		// A past unified reset says nothing about the future; the
 		// provider's Retry-After must then be used.
 		{name: "unified reset in the past ignored", status: 429,
 			header: clsMerge(clsUnified("rejected", clsNow.Add(-2*time.Hour)), clsHeader("retry-after", "600")),
-			want:   ClassQuota, reset: clsNow.Add(600 * time.Second)},
+			want:   Quota, reset: clsNow.Add(600 * time.Second)},
 	}
 	runClsCases(t, cases)
 }
 
 func TestClassifyRules(t *testing.T) {
+	t.Parallel()
 	cases := []clsCase{
 		{name: "status and substring, case-insensitive both ways", status: 400,
 			body:  clsAnthropic("invalid_request_error", "The MODEL IS BUSY right now"),
-			rules: []Rule{{Status: 400, BodyContains: "Model Is Busy", Class: ClassOverloaded}},
-			want:  ClassOverloaded},
+			rules: []Rule{{Status: 400, BodyContains: "Model Is Busy", Class: Overloaded}},
+			want:  Overloaded},
 		{name: "status 0 matches any error status (503)", status: 503, body: "upstream connect error or disconnect",
-			rules: []Rule{{BodyContains: "Upstream Connect Error", Class: ClassUnreachable}},
-			want:  ClassUnreachable},
+			rules: []Rule{{BodyContains: "Upstream Connect Error", Class: Unreachable}},
+			want:  Unreachable},
 		{name: "status 0 matches any error status (418)", status: 418, body: "upstream connect error or disconnect",
-			rules: []Rule{{BodyContains: "upstream connect error", Class: ClassUnreachable}},
-			want:  ClassUnreachable},
+			rules: []Rule{{BodyContains: "upstream connect error", Class: Unreachable}},
+			want:  Unreachable},
 		{name: "status mismatch: built-in classification", status: 400, body: "busy",
-			rules: []Rule{{Status: 500, BodyContains: "busy", Class: ClassOverloaded}},
-			want:  ClassClientError},
+			rules: []Rule{{Status: 500, BodyContains: "busy", Class: Overloaded}},
+			want:  ClientError},
 		{name: "substring mismatch: built-in classification", status: 500, body: "boom",
-			rules: []Rule{{Status: 500, BodyContains: "busy", Class: ClassOverloaded}},
-			want:  ClassServerError},
+			rules: []Rule{{Status: 500, BodyContains: "busy", Class: Overloaded}},
+			want:  ServerError},
 		{name: "rule before built-in status rule", status: 429, body: clsAnthropic("rate_limit_error", "x"),
-			rules: []Rule{{Status: 429, Class: ClassServerError}},
-			want:  ClassServerError},
+			rules: []Rule{{Status: 429, Class: ServerError}},
+			want:  ServerError},
 		{name: "rule before built-in body rule", status: 403,
 			body:  clsAnthropic("permission_error", "credit balance too low"),
-			rules: []Rule{{Status: 403, Class: ClassAuth}},
-			want:  ClassAuth},
+			rules: []Rule{{Status: 403, Class: Auth}},
+			want:  Auth},
 		{name: "rule before unified rejected", status: 429,
 			header: clsHeader("anthropic-ratelimit-unified-status", "rejected"),
-			rules:  []Rule{{Status: 429, Class: ClassRateLimit}},
-			want:   ClassRateLimit},
+			rules:  []Rule{{Status: 429, Class: RateLimit}},
+			want:   RateLimit},
 		{name: "first matching rule wins", status: 500, body: "xyz",
-			rules: []Rule{{Status: 501, Class: ClassAuth}, {BodyContains: "y", Class: ClassQuota}, {BodyContains: "x", Class: ClassAuth}},
-			want:  ClassQuota},
+			rules: []Rule{{Status: 501, Class: Auth}, {BodyContains: "y", Class: Quota}, {BodyContains: "x", Class: Auth}},
+			want:  Quota},
 		{name: "empty rule matches any error", status: 500,
-			rules: []Rule{{Class: ClassClientError}}, want: ClassClientError},
+			rules: []Rule{{Class: ClientError}}, want: ClientError},
 		{name: "rules do not apply to a success", status: 200, body: "anything",
-			rules: []Rule{{Class: ClassServerError}}, want: ClassNone},
+			rules: []Rule{{Class: ServerError}}, want: None},
 		{name: "class from a rule still reads reset hints", status: 500, header: clsHeader("retry-after", "30"),
-			rules: []Rule{{Status: 500, Class: ClassRateLimit}},
-			want:  ClassRateLimit, reset: clsNow.Add(30 * time.Second)},
+			rules: []Rule{{Status: 500, Class: RateLimit}},
+			want:  RateLimit, reset: clsNow.Add(30 * time.Second)},
 		{name: "rule to context_window takes no reset", status: 500, header: clsHeader("retry-after", "30"),
-			rules: []Rule{{Status: 500, Class: ClassContextWindow}},
-			want:  ClassContextWindow},
+			rules: []Rule{{Status: 500, Class: ContextWindow}},
+			want:  ContextWindow},
 	}
 	runClsCases(t, cases)
 }
 
 func TestClassifyLargeBody(t *testing.T) {
+	t.Parallel()
 	// a large error body is still read at its start
 	body := clsAnthropic("invalid_request_error", "Your credit balance is too low") + strings.Repeat(" ", 1<<20)
-	if v := Classify(400, http.Header{}, []byte(body), nil, clsNow); v.Class != ClassQuota {
+	if v := classifyDefault(400, http.Header{}, []byte(body), nil, clsNow); v.Class != Quota {
 		t.Fatalf("class = %q, want quota", v.Class)
 	}
 }
 
 func TestClassifyDoesNotModifyInputs(t *testing.T) {
+	t.Parallel()
 	body := []byte(clsAnthropic("rate_limit_error", "Slow Down"))
 	orig := string(body)
 	h := clsHeader("retry-after", "10", "anthropic-ratelimit-unified-status", "rejected")
-	rules := []Rule{{Status: 418, BodyContains: "TEAPOT", Class: ClassQuota}}
-	Classify(429, h, body, rules, clsNow)
+	rules := []Rule{{Status: 418, BodyContains: "TEAPOT", Class: Quota}}
+	classifyDefault(429, h, body, rules, clsNow)
 	if string(body) != orig {
 		t.Errorf("body modified: %q", body)
 	}
@@ -403,23 +414,24 @@ func TestClassifyDoesNotModifyInputs(t *testing.T) {
 }
 
 func TestClassFailsOverAndCools(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		c             Class
 		failsOver     bool
 		cools         bool
 		parseableName bool
 	}{
-		{ClassRateLimit, true, true, true},
-		{ClassQuota, true, true, true},
-		{ClassOverloaded, true, true, true},
-		{ClassAuth, true, true, true},
-		{ClassServerError, true, true, true},
-		{ClassUnreachable, true, true, true},
-		{ClassContextWindow, true, false, true},
-		{ClassUnsupported, true, false, true},
-		{ClassRepairable, false, false, true},
-		{ClassClientError, false, false, true},
-		{ClassNone, false, false, false},
+		{RateLimit, true, true, true},
+		{Quota, true, true, true},
+		{Overloaded, true, true, true},
+		{Auth, true, true, true},
+		{ServerError, true, true, true},
+		{Unreachable, true, true, true},
+		{ContextWindow, true, false, true},
+		{Unsupported, true, false, true},
+		{Repairable, false, false, true},
+		{ClientError, false, false, true},
+		{None, false, false, false},
 		{Class("bogus"), false, false, false},
 	}
 	for _, tc := range cases {
@@ -429,55 +441,56 @@ func TestClassFailsOverAndCools(t *testing.T) {
 		if got := tc.c.Cools(); got != tc.cools {
 			t.Errorf("%q.Cools() = %v, want %v", tc.c, got, tc.cools)
 		}
-		got, ok := ParseClass(string(tc.c))
+		got, ok := Parse(string(tc.c))
 		if ok != tc.parseableName {
-			t.Errorf("ParseClass(%q) ok = %v, want %v", tc.c, ok, tc.parseableName)
+			t.Errorf("Parse(%q) ok = %v, want %v", tc.c, ok, tc.parseableName)
 		}
 		if ok && got != tc.c {
-			t.Errorf("ParseClass(%q) = %q", tc.c, got)
+			t.Errorf("Parse(%q) = %q", tc.c, got)
 		}
-		if !ok && got != ClassNone {
-			t.Errorf("ParseClass(%q) = %q on failure, want ClassNone", tc.c, got)
+		if !ok && got != None {
+			t.Errorf("Parse(%q) = %q on failure, want None", tc.c, got)
 		}
 	}
 	seen := map[Class]bool{}
-	for _, c := range AllClasses {
-		if seen[c] || c == ClassNone {
-			t.Errorf("AllClasses: %q duplicated or empty", c)
+	for _, c := range All {
+		if seen[c] || c == None {
+			t.Errorf("All: %q duplicated or empty", c)
 		}
 		seen[c] = true
 	}
 	for _, s := range []string{"", "none", "RATE_LIMIT", "rate_limit ", " quota", "rate-limit"} {
-		if c, ok := ParseClass(s); ok {
-			t.Errorf("ParseClass(%q) = %q, true; want false", s, c)
+		if c, ok := Parse(s); ok {
+			t.Errorf("Parse(%q) = %q, true; want false", s, c)
 		}
 	}
 }
 
 func TestClassOfErrorType(t *testing.T) {
+	t.Parallel()
 	cases := map[string]Class{
-		"rate_limit_error":      ClassRateLimit,
-		"rate_limit_exceeded":   ClassRateLimit,
-		"overloaded_error":      ClassOverloaded,
-		"authentication_error":  ClassAuth,
-		"permission_error":      ClassAuth,
-		"invalid_api_key":       ClassAuth,
-		"billing_error":         ClassQuota,
-		"insufficient_quota":    ClassQuota,
-		"api_error":             ClassServerError,
-		"timeout_error":         ClassServerError,
-		"internal_server_error": ClassServerError,
-		"invalid_request_error": ClassClientError,
-		"not_found_error":       ClassClientError,
-		"request_too_large":     ClassClientError,
+		"rate_limit_error":      RateLimit,
+		"rate_limit_exceeded":   RateLimit,
+		"overloaded_error":      Overloaded,
+		"authentication_error":  Auth,
+		"permission_error":      Auth,
+		"invalid_api_key":       Auth,
+		"billing_error":         Quota,
+		"insufficient_quota":    Quota,
+		"api_error":             ServerError,
+		"timeout_error":         ServerError,
+		"internal_server_error": ServerError,
+		"invalid_request_error": ClientError,
+		"not_found_error":       ClientError,
+		"request_too_large":     ClientError,
 		// unknown: worth another provider
-		"":                 ClassServerError,
-		"something_new":    ClassServerError,
-		"Overloaded_Error": ClassServerError,
+		"":                 ServerError,
+		"something_new":    ServerError,
+		"Overloaded_Error": ServerError,
 	}
 	for typ, want := range cases {
-		if got := ClassOfErrorType(typ); got != want {
-			t.Errorf("ClassOfErrorType(%q) = %q, want %q", typ, got, want)
+		if got := OfErrorType(typ); got != want {
+			t.Errorf("OfErrorType(%q) = %q, want %q", typ, got, want)
 		}
 	}
 }
