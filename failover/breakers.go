@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/capacity"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -228,7 +229,7 @@ func (s *breakerSet) snapshotFor(now time.Time, clientKey string, perClient bool
 // capacityFor returns the latest capacity report the provider made to the
 // client (to every client when not perClient), or nil. It makes no
 // per-client breaker.
-func (s *breakerSet) capacityFor(clientKey string, perClient bool) *Capacity {
+func (s *breakerSet) capacityFor(clientKey string, perClient bool) *capacity.Report {
 	if !perClient {
 		return s.whole.capacity.p.Load()
 	}
@@ -240,7 +241,7 @@ func (s *breakerSet) capacityFor(clientKey string, perClient bool) *Capacity {
 
 // eachCapacity calls fn with every capacity report kept: the shared
 // breaker's, then when perClient each client's.
-func (s *breakerSet) eachCapacity(now time.Time, perClient bool, fn func(*Capacity)) {
+func (s *breakerSet) eachCapacity(now time.Time, perClient bool, fn func(*capacity.Report)) {
 	if c := s.whole.capacity.p.Load(); c != nil {
 		fn(c)
 	}
@@ -256,9 +257,9 @@ func (s *breakerSet) eachCapacity(now time.Time, perClient bool, fn func(*Capaci
 
 // latestCapacity returns the most recently learned capacity report among
 // those eachCapacity walks, or nil.
-func (s *breakerSet) latestCapacity(now time.Time, perClient bool) *Capacity {
-	var latest *Capacity
-	s.eachCapacity(now, perClient, func(c *Capacity) {
+func (s *breakerSet) latestCapacity(now time.Time, perClient bool) *capacity.Report {
+	var latest *capacity.Report
+	s.eachCapacity(now, perClient, func(c *capacity.Report) {
 		if latest == nil || c.Learned.After(latest.Learned) {
 			latest = c
 		}

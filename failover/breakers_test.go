@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/capacity"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -193,12 +194,12 @@ func TestBreakerSetResetAndCoolAll(t *testing.T) {
 	}
 }
 
-// Capacity reads make no per-client breaker; the latest report is the most
+// capacity.Report reads make no per-client breaker; the latest report is the most
 // recently learned among the shared and the clients' ones.
 func TestBreakerSetCapacity(t *testing.T) {
 	var s breakerSet
 	now := brkT0
-	old := &Capacity{Learned: now, Status: "shared"}
+	old := &capacity.Report{Learned: now, Status: "shared"}
 	s.whole.capacity.p.Store(old)
 	if c := s.capacityFor("a", true); c != nil {
 		t.Fatalf("capacity for unknown client a = %+v, want none", c)
@@ -209,9 +210,9 @@ func TestBreakerSetCapacity(t *testing.T) {
 	if c := s.capacityFor("a", false); c != old {
 		t.Fatalf("capacity without per-client breakers = %+v, want the shared one", c)
 	}
-	newer := &Capacity{Learned: now.Add(time.Second), Status: "a"}
+	newer := &capacity.Report{Learned: now.Add(time.Second), Status: "a"}
 	s.client("a", now).capacity.p.Store(newer)
-	s.client("b", now).capacity.p.Store(&Capacity{Learned: now.Add(-time.Second), Status: "b"})
+	s.client("b", now).capacity.p.Store(&capacity.Report{Learned: now.Add(-time.Second), Status: "b"})
 	s.client("c", now) // reports nothing
 	if c := s.capacityFor("a", true); c != newer {
 		t.Fatalf("capacity for a = %+v, want a's own", c)
@@ -223,7 +224,7 @@ func TestBreakerSetCapacity(t *testing.T) {
 		t.Fatalf("latest capacity without per-client breakers = %+v, want the shared one", c)
 	}
 	var seen []string
-	s.eachCapacity(now, true, func(c *Capacity) { seen = append(seen, c.Status) })
+	s.eachCapacity(now, true, func(c *capacity.Report) { seen = append(seen, c.Status) })
 	if strings.Join(seen, ",") != "shared,b,a" {
 		t.Fatalf("eachCapacity walked %v, want shared then each client reporting, most recent use first", seen)
 	}

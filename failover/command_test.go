@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
@@ -273,4 +274,26 @@ func FuzzMergeBaseURL(f *testing.F) {
 			t.Fatalf("keys changed:\nbefore %v\nafter  %v", before, after)
 		}
 	})
+}
+
+func TestFormatUsage(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	u := &UsageStatus{Binding: "5h", Windows: map[string]WindowStatus{
+		"7d": {Utilization: f(0.41), ResetsInSeconds: 3 * 86400},
+		"5h": {Utilization: f(0.87), ResetsInSeconds: 72 * 60},
+	}}
+	if got := formatUsage(u); got != "5h 87% · resets in 1h12m | 7d 41%" {
+		t.Fatalf("got %q", got)
+	}
+	if got := formatUsage(nil); got != "-" {
+		t.Fatalf("nil: %q", got)
+	}
+	for d, want := range map[time.Duration]string{
+		30 * time.Second: "30s", 4 * time.Minute: "4m", time.Hour: "1h", 73 * time.Minute: "1h13m",
+		50 * time.Hour: "2d2h", 48 * time.Hour: "2d",
+	} {
+		if got := compactDuration(d); got != want {
+			t.Errorf("%v: %q want %q", d, got, want)
+		}
+	}
 }

@@ -13,17 +13,20 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/capacity"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // Usage-aware routing: what providers report about their own capacity
-// (capacity.go) is kept per breaker, so per client for passthrough
+// (internal/capacity) is kept per breaker, so per client for passthrough
 // providers, and used to move before a limit hits (max_utilization), to
 // place new conversations where there is headroom (policy spread), and to
 // give an honest Retry-After when nothing admits.
 
 // capacityCell holds a breaker's latest capacity report.
-type capacityCell struct{ p atomic.Pointer[Capacity] }
+type capacityCell struct {
+	p atomic.Pointer[capacity.Report]
+}
 
 // validateUsageRouting checks the usage-routing options, so JSON config
 // gets the checks the Caddyfile parser makes.
@@ -65,18 +68,18 @@ func (h *Handler) learnCapacity(a *attempt, hdr http.Header) {
 	if a.b == nil || hdr == nil {
 		return
 	}
-	c, ok := ParseCapacity(hdr, timeNow(), h.capacityMaxReset())
+	c, ok := capacity.Parse(hdr, timeNow(), h.capacityMaxReset())
 	if !ok {
 		return
 	}
-	kept := new(Capacity) // only now: &c would put c on the heap for every response
+	kept := new(capacity.Report) // only now: &c would put c on the heap for every response
 	*kept = c
 	a.b.capacity.p.Store(kept)
 }
 
 // capacityFor returns the latest capacity report of the provider for a
 // client, or nil. It creates no per-client state.
-func (p *Provider) capacityFor(clientKey string) *Capacity {
+func (p *Provider) capacityFor(clientKey string) *capacity.Report {
 	return p.state.breakers.capacityFor(clientKey, p.passthrough)
 }
 
@@ -175,7 +178,7 @@ type WindowStatus struct {
 
 // usageStatus reports the provider's latest capacity: for a passthrough
 // provider, the most recently learned among its clients.
-func (p *Provider) usageStatus(now time.Time) (*UsageStatus, *Capacity) {
+func (p *Provider) usageStatus(now time.Time) (*UsageStatus, *capacity.Report) {
 	c := p.state.breakers.latestCapacity(now, p.passthrough)
 	if c == nil {
 		return nil, nil
@@ -195,7 +198,7 @@ func (p *Provider) usageStatus(now time.Time) (*UsageStatus, *Capacity) {
 		ws := WindowStatus{Status: w.Status}
 		if w.HasUtilization {
 			util := math.Round(w.Utilization*10000) / 10000
-			if !w.live(now) {
+			if !w.Live(now) {
 				util = 0
 			}
 			ws.Utilization = &util
@@ -247,7 +250,7 @@ func formatUsage(u *UsageStatus) string {
 		names = append(names, name)
 	}
 	slices.SortFunc(names, func(a, b string) int {
-		if ra, rb := windowRank(a), windowRank(b); ra != rb {
+		if ra, rb := capacity.Rank(a), capacity.Rank(b); ra != rb {
 			return ra - rb
 		}
 		return strings.Compare(a, b)
@@ -295,8 +298,8 @@ func compactDuration(d time.Duration) string {
 
 // utilizationCollector reports providers' utilization at scrape time, so
 // a window that is no longer reported disappears. Its window label comes
-// from a capped set (ParseCapacity keeps at most maxExtraWindows names
-// beyond the known ones).
+// from a capped set (capacity.Parse keeps a few names beyond the known
+// ones).
 type utilizationCollector struct{ desc *prometheus.Desc }
 
 func newUtilizationCollector() *utilizationCollector {
@@ -312,13 +315,13 @@ func (c *utilizationCollector) Collect(ch chan<- prometheus.Metric) {
 	now := timeNow()
 	for _, p := range liveProviders() {
 		byWindow := make(map[string]float64)
-		p.state.breakers.eachCapacity(now, p.passthrough, func(cp *Capacity) {
+		p.state.breakers.eachCapacity(now, p.passthrough, func(cp *capacity.Report) {
 			for _, w := range cp.Windows {
 				if !w.HasUtilization {
 					continue
 				}
 				util := w.Utilization
-				if !w.live(now) {
+				if !w.Live(now) {
 					util = 0
 				}
 				if old, ok := byWindow[w.Name]; !ok || util > old {

@@ -1,16 +1,5 @@
-package failover
-
-import (
-	"math"
-	"net/http"
-	"slices"
-	"strconv"
-	"strings"
-	"time"
-)
-
-// Providers report their own capacity on every response. A subscription
-// sends the unified headers:
+// Package capacity reads what providers report about their own capacity
+// on every response. A subscription sends the unified headers:
 //
 //	anthropic-ratelimit-unified-status                 allowed | allowed_warning | rejected
 //	anthropic-ratelimit-unified-reset                  epoch seconds
@@ -21,16 +10,26 @@ import (
 //	anthropic-ratelimit-unified-overage-status
 //
 // and an API key sends anthropic-ratelimit-{requests,tokens,input-tokens,
-// output-tokens}-{limit,remaining,reset} (reset in RFC 3339). This file
+// output-tokens}-{limit,remaining,reset} (reset in RFC 3339). This package
 // reads them, pure and bounded: an upstream decides the header names, so
 // unknown windows beyond maxExtraWindows are ignored, numbers are clamped
 // and resets are capped.
+package capacity
 
-// Capacity status values, as the unified headers spell them.
+import (
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Status values, as the unified headers spell them.
 const (
-	capacityAllowed        = "allowed"
-	capacityAllowedWarning = "allowed_warning"
-	capacityRejected       = "rejected"
+	StatusAllowed        = "allowed"
+	StatusAllowedWarning = "allowed_warning"
+	StatusRejected       = "rejected"
 )
 
 // Bounds on what an upstream can make the proxy keep.
@@ -45,8 +44,8 @@ const (
 	saturationRecheck = 5 * time.Minute
 )
 
-// Capacity is what a provider last said about its own capacity.
-type Capacity struct {
+// Report is what a provider last said about its own capacity.
+type Report struct {
 	// Learned is when the response that said it arrived.
 	Learned time.Time
 	// Status and Reset are the subscription's overall unified status and
@@ -58,11 +57,11 @@ type Capacity struct {
 	OverageStatus       string
 	// Windows are the subscription's windows (5h, 7d, ...) and an API
 	// key's limits (requests, tokens, input_tokens, output_tokens).
-	Windows []WindowUsage
+	Windows []Window
 }
 
-// WindowUsage is one usage window or rate limit of a provider.
-type WindowUsage struct {
+// Window is one usage window or rate limit of a provider.
+type Window struct {
 	Name string
 	// Utilization is the fraction of the window used, 0..1; meaningful
 	// when HasUtilization. For an API-key limit it is 1-remaining/limit.
@@ -81,22 +80,22 @@ const (
 	unifiedRest     = "Unified-"
 )
 
-// ParseCapacity reads the capacity headers of one response. Resets later
+// Parse reads the capacity headers of one response. Resets later
 // than now+maxReset are cut to it. It reports false when the response
 // carries none.
-func ParseCapacity(h http.Header, now time.Time, maxReset time.Duration) (Capacity, bool) {
+func Parse(h http.Header, now time.Time, maxReset time.Duration) (Report, bool) {
 	var p capacityParser
 	for k, vs := range h {
 		if len(vs) == 0 || len(k) <= len(ratelimitPrefix) || !strings.EqualFold(k[:len(ratelimitPrefix)], ratelimitPrefix) {
 			continue
 		}
 		if p.c.Windows == nil {
-			p.c.Windows = make([]WindowUsage, 0, 4)
+			p.c.Windows = make([]Window, 0, 4)
 		}
 		p.header(k[len(ratelimitPrefix):], strings.TrimSpace(vs[0]), now, maxReset)
 	}
 	if !p.found {
-		return Capacity{}, false
+		return Report{}, false
 	}
 	p.c.Learned = now
 	// API-key limits: utilization from what is left
@@ -109,8 +108,8 @@ func ParseCapacity(h http.Header, now time.Time, maxReset time.Duration) (Capaci
 			}
 		}
 	}
-	slices.SortFunc(p.c.Windows, func(a, b WindowUsage) int {
-		if ra, rb := windowRank(a.Name), windowRank(b.Name); ra != rb {
+	slices.SortFunc(p.c.Windows, func(a, b Window) int {
+		if ra, rb := Rank(a.Name), Rank(b.Name); ra != rb {
 			return ra - rb
 		}
 		return strings.Compare(a.Name, b.Name)
@@ -118,9 +117,9 @@ func ParseCapacity(h http.Header, now time.Time, maxReset time.Duration) (Capaci
 	return p.c, true
 }
 
-// windowRank orders windows for display: 5h, 7d, other subscription
+// Rank orders windows for display: 5h, 7d, other subscription
 // windows, then an API key's limits.
-func windowRank(name string) int {
+func Rank(name string) int {
 	switch name {
 	case "5h":
 		return 0
@@ -139,7 +138,7 @@ func windowRank(name string) int {
 }
 
 type capacityParser struct {
-	c      Capacity
+	c      Report
 	found  bool
 	extras int
 }
@@ -251,19 +250,19 @@ func (p *capacityParser) unified(u, v string, now time.Time, maxReset time.Durat
 // API-key limits at most maxExtraWindows names are kept: the
 // alphabetically first ones, so the choice does not depend on the order
 // the headers are read in. It returns nil for a name that is not kept.
-func (p *capacityParser) window(name string, apiKey bool) *WindowUsage {
+func (p *capacityParser) window(name string, apiKey bool) *Window {
 	for i := range p.c.Windows {
 		if p.c.Windows[i].Name == name {
 			return &p.c.Windows[i]
 		}
 	}
 	if apiKey || name == "5h" || name == "7d" {
-		p.c.Windows = append(p.c.Windows, WindowUsage{Name: name})
+		p.c.Windows = append(p.c.Windows, Window{Name: name})
 		return &p.c.Windows[len(p.c.Windows)-1]
 	}
 	if p.extras < maxExtraWindows {
 		p.extras++
-		p.c.Windows = append(p.c.Windows, WindowUsage{Name: name})
+		p.c.Windows = append(p.c.Windows, Window{Name: name})
 		return &p.c.Windows[len(p.c.Windows)-1]
 	}
 	// full: this name replaces the alphabetically last extra window if it
@@ -277,11 +276,11 @@ func (p *capacityParser) window(name string, apiKey bool) *WindowUsage {
 	if last < 0 || name > p.c.Windows[last].Name {
 		return nil
 	}
-	p.c.Windows[last] = WindowUsage{Name: name}
+	p.c.Windows[last] = Window{Name: name}
 	return &p.c.Windows[last]
 }
 
-func isExtraWindow(name string) bool { return windowRank(name) == 2 }
+func isExtraWindow(name string) bool { return Rank(name) == 2 }
 
 // cutLast splits "7d-utilization" into "7d" and "utilization".
 func cutLast(s string) (string, string, bool) {
@@ -307,7 +306,7 @@ func validWindowName(s string) bool {
 }
 
 func capacityStatus(v string) (string, bool) {
-	for _, s := range [...]string{capacityAllowed, capacityAllowedWarning, capacityRejected} {
+	for _, s := range [...]string{StatusAllowed, StatusAllowedWarning, StatusRejected} {
 		if strings.EqualFold(v, s) {
 			return s, true
 		}
@@ -334,23 +333,23 @@ func capReset(t, now time.Time, maxReset time.Duration) time.Time {
 	return t
 }
 
-// live reports whether the window's figures still hold at now: past its
+// Live reports whether the window's figures still hold at now: past its
 // reset the window has started over and its utilization says nothing.
-func (w WindowUsage) live(now time.Time) bool {
+func (w Window) Live(now time.Time) bool {
 	return w.Reset.IsZero() || now.Before(w.Reset)
 }
 
 // Binding returns the window that limits the provider most at now: the
 // highest utilization among live windows (ties: the later reset, which
 // binds longer). It reports false when no window has a utilization.
-func (c *Capacity) Binding(now time.Time) (WindowUsage, bool) {
-	var best WindowUsage
+func (c *Report) Binding(now time.Time) (Window, bool) {
+	var best Window
 	found := false
 	for _, w := range c.Windows {
 		if !w.HasUtilization {
 			continue
 		}
-		if !w.live(now) {
+		if !w.Live(now) {
 			w.Utilization = 0
 		}
 		if !found || w.Utilization > best.Utilization ||
@@ -373,7 +372,7 @@ type Saturation struct {
 // windows, or Learned+saturationRecheck when no reset is known. When a
 // provider sends no utilization at all, an allowed_warning status counts.
 // maxUtil <= 0 never saturates.
-func (c *Capacity) Saturated(now time.Time, maxUtil float64) (Saturation, bool) {
+func (c *Report) Saturated(now time.Time, maxUtil float64) (Saturation, bool) {
 	if maxUtil <= 0 || c == nil {
 		return Saturation{}, false
 	}
@@ -381,10 +380,10 @@ func (c *Capacity) Saturated(now time.Time, maxUtil float64) (Saturation, bool) 
 	anyUtilization := false
 	for _, w := range c.Windows {
 		anyUtilization = anyUtilization || w.HasUtilization
-		if !w.live(now) {
+		if !w.Live(now) {
 			continue
 		}
-		if (w.HasUtilization && w.Utilization >= maxUtil) || w.Status == capacityRejected {
+		if (w.HasUtilization && w.Utilization >= maxUtil) || w.Status == StatusRejected {
 			until := w.Reset
 			if until.IsZero() {
 				until = c.Learned.Add(saturationRecheck)
@@ -394,7 +393,7 @@ func (c *Capacity) Saturated(now time.Time, maxUtil float64) (Saturation, bool) 
 			}
 		}
 	}
-	if s.Window == "" && !anyUtilization && (c.Status == capacityAllowedWarning || c.Status == capacityRejected) {
+	if s.Window == "" && !anyUtilization && (c.Status == StatusAllowedWarning || c.Status == StatusRejected) {
 		until := c.Reset
 		if until.IsZero() || !until.After(now) {
 			until = c.Learned.Add(saturationRecheck)
@@ -409,18 +408,18 @@ func (c *Capacity) Saturated(now time.Time, maxUtil float64) (Saturation, bool) 
 // ExhaustedUntil is when a provider whose windows are used up (status
 // rejected, or utilization 1) admits work again by its own account; zero
 // when none is.
-func (c *Capacity) ExhaustedUntil(now time.Time) time.Time {
+func (c *Report) ExhaustedUntil(now time.Time) time.Time {
 	if c == nil {
 		return time.Time{}
 	}
 	var until time.Time
 	for _, w := range c.Windows {
-		if w.live(now) && !w.Reset.IsZero() &&
-			(w.Status == capacityRejected || (w.HasUtilization && w.Utilization >= 1)) && w.Reset.After(until) {
+		if w.Live(now) && !w.Reset.IsZero() &&
+			(w.Status == StatusRejected || (w.HasUtilization && w.Utilization >= 1)) && w.Reset.After(until) {
 			until = w.Reset
 		}
 	}
-	if c.Status == capacityRejected && c.Reset.After(now) && c.Reset.After(until) {
+	if c.Status == StatusRejected && c.Reset.After(now) && c.Reset.After(until) {
 		until = c.Reset
 	}
 	return until

@@ -1,9 +1,11 @@
-package failover
+package capacity
 
 import (
+	"bufio"
 	"fmt"
 	"math"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,25 +28,26 @@ func epoch(d time.Duration) string { return strconv.FormatInt(capNow.Add(d).Unix
 
 // mustParseCapacity reads h at capNow, and fails t unless it finds a
 // capacity.
-func mustParseCapacity(t *testing.T, h http.Header) Capacity {
+func mustParseCapacity(t *testing.T, h http.Header) Report {
 	t.Helper()
-	c, ok := ParseCapacity(h, capNow, classify.DefaultMaxReset)
+	c, ok := Parse(h, capNow, classify.DefaultMaxReset)
 	if !ok {
 		t.Fatalf("no capacity read from %v", h)
 	}
 	return c
 }
 
-func windowNamed(c Capacity, name string) (WindowUsage, bool) {
+func windowNamed(c Report, name string) (Window, bool) {
 	for _, w := range c.Windows {
 		if w.Name == name {
 			return w, true
 		}
 	}
-	return WindowUsage{}, false
+	return Window{}, false
 }
 
 func TestParseCapacitySubscription(t *testing.T) {
+	t.Parallel()
 	h := capHeader(
 		"anthropic-ratelimit-unified-status", "allowed_warning",
 		"anthropic-ratelimit-unified-reset", epoch(72*time.Minute),
@@ -87,6 +90,7 @@ func TestParseCapacitySubscription(t *testing.T) {
 }
 
 func TestParseCapacityAPIKey(t *testing.T) {
+	t.Parallel()
 	reset := capNow.Add(40 * time.Second).Format(time.RFC3339)
 	h := capHeader(
 		"anthropic-ratelimit-requests-limit", "50",
@@ -118,6 +122,7 @@ func TestParseCapacityAPIKey(t *testing.T) {
 }
 
 func TestParseCapacityNothing(t *testing.T) {
+	t.Parallel()
 	for _, h := range []http.Header{
 		nil,
 		capHeader("Content-Type", "application/json", "Retry-After", "30"),
@@ -127,7 +132,7 @@ func TestParseCapacityNothing(t *testing.T) {
 		capHeader("anthropic-ratelimit-unified-a%b-utilization", "0.5"),
 		capHeader("anthropic-ratelimit-unified-"+strings.Repeat("x", 40)+"-utilization", "0.5"),
 	} {
-		if c, ok := ParseCapacity(h, capNow, classify.DefaultMaxReset); ok {
+		if c, ok := Parse(h, capNow, classify.DefaultMaxReset); ok {
 			t.Errorf("%v: read %+v", h, c)
 		}
 	}
@@ -136,6 +141,7 @@ func TestParseCapacityNothing(t *testing.T) {
 // A hostile upstream: utilization outside 0..1, resets years away, a flood
 // of window names.
 func TestParseCapacityClampsHostileValues(t *testing.T) {
+	t.Parallel()
 	h := capHeader(
 		"anthropic-ratelimit-unified-5h-utilization", "87",
 		"anthropic-ratelimit-unified-7d-utilization", "-3",
@@ -180,7 +186,8 @@ func TestParseCapacityClampsHostileValues(t *testing.T) {
 }
 
 func TestCapacitySaturated(t *testing.T) {
-	c, _ := ParseCapacity(capHeader(
+	t.Parallel()
+	c, _ := Parse(capHeader(
 		"anthropic-ratelimit-unified-5h-utilization", "0.92",
 		"anthropic-ratelimit-unified-5h-reset", epoch(time.Hour),
 		"anthropic-ratelimit-unified-7d-utilization", "0.5",
@@ -205,30 +212,31 @@ func TestCapacitySaturated(t *testing.T) {
 	}
 
 	// only a status: allowed_warning saturates until the unified reset
-	w, _ := ParseCapacity(capHeader("anthropic-ratelimit-unified-status", "allowed_warning",
+	w, _ := Parse(capHeader("anthropic-ratelimit-unified-status", "allowed_warning",
 		"anthropic-ratelimit-unified-reset", epoch(30*time.Minute)), capNow, classify.DefaultMaxReset)
 	if s, ok := w.Saturated(capNow, 0.9); !ok || !s.Until.Equal(capNow.Add(30*time.Minute)) {
 		t.Fatalf("allowed_warning: %+v %v", s, ok)
 	}
 	// without a reset: until a recheck
-	w, _ = ParseCapacity(capHeader("anthropic-ratelimit-unified-status", "allowed_warning"), capNow, classify.DefaultMaxReset)
+	w, _ = Parse(capHeader("anthropic-ratelimit-unified-status", "allowed_warning"), capNow, classify.DefaultMaxReset)
 	if s, ok := w.Saturated(capNow, 0.9); !ok || !s.Until.Equal(capNow.Add(saturationRecheck)) {
 		t.Fatalf("allowed_warning without reset: %+v %v", s, ok)
 	}
 	// utilization figures win over the status
-	u, _ := ParseCapacity(capHeader("anthropic-ratelimit-unified-status", "allowed_warning",
+	u, _ := Parse(capHeader("anthropic-ratelimit-unified-status", "allowed_warning",
 		"anthropic-ratelimit-unified-5h-utilization", "0.3"), capNow, classify.DefaultMaxReset)
 	if _, ok := u.Saturated(capNow, 0.9); ok {
 		t.Fatal("allowed_warning with low utilization saturated")
 	}
-	var nilCap *Capacity
+	var nilCap *Report
 	if _, ok := nilCap.Saturated(capNow, 0.9); ok || !nilCap.ExhaustedUntil(capNow).IsZero() {
 		t.Fatal("nil capacity")
 	}
 }
 
 func TestCapacityExhaustedUntil(t *testing.T) {
-	c, _ := ParseCapacity(capHeader(
+	t.Parallel()
+	c, _ := Parse(capHeader(
 		"anthropic-ratelimit-unified-5h-utilization", "1",
 		"anthropic-ratelimit-unified-5h-reset", epoch(2*time.Hour),
 		"anthropic-ratelimit-unified-7d-status", "rejected",
@@ -244,29 +252,7 @@ func TestCapacityExhaustedUntil(t *testing.T) {
 	}
 }
 
-func TestFormatUsage(t *testing.T) {
-	f := func(v float64) *float64 { return &v }
-	u := &UsageStatus{Binding: "5h", Windows: map[string]WindowStatus{
-		"7d": {Utilization: f(0.41), ResetsInSeconds: 3 * 86400},
-		"5h": {Utilization: f(0.87), ResetsInSeconds: 72 * 60},
-	}}
-	if got := formatUsage(u); got != "5h 87% · resets in 1h12m | 7d 41%" {
-		t.Fatalf("got %q", got)
-	}
-	if got := formatUsage(nil); got != "-" {
-		t.Fatalf("nil: %q", got)
-	}
-	for d, want := range map[time.Duration]string{
-		30 * time.Second: "30s", 4 * time.Minute: "4m", time.Hour: "1h", 73 * time.Minute: "1h13m",
-		50 * time.Hour: "2d2h", 48 * time.Hour: "2d",
-	} {
-		if got := compactDuration(d); got != want {
-			t.Errorf("%v: %q want %q", d, got, want)
-		}
-	}
-}
-
-// ParseCapacity never panics, keeps what it returns inside its bounds,
+// Parse never panics, keeps what it returns inside its bounds,
 // and reads the same capacity whatever the header order.
 func FuzzParseCapacity(f *testing.F) {
 	for _, lines := range [][]string{ // a seed's header lines
@@ -283,7 +269,7 @@ func FuzzParseCapacity(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		h := fzHeader(s)
-		c, ok := ParseCapacity(h, capNow, classify.DefaultMaxReset)
+		c, ok := Parse(h, capNow, classify.DefaultMaxReset)
 		if !ok {
 			if len(c.Windows) != 0 || c.Status != "" {
 				t.Fatalf("not ok but read %+v", c)
@@ -314,7 +300,7 @@ func FuzzParseCapacity(f *testing.F) {
 		_, _ = c.Saturated(capNow, 0.9)
 		_ = c.ExhaustedUntil(capNow)
 		// the same headers in another map order read the same
-		again, _ := ParseCapacity(h.Clone(), capNow, classify.DefaultMaxReset)
+		again, _ := Parse(h.Clone(), capNow, classify.DefaultMaxReset)
 		if fmt.Sprint(again) != fmt.Sprint(c) {
 			t.Fatalf("order-dependent:\n%+v\n%+v", c, again)
 		}
@@ -341,27 +327,20 @@ func BenchmarkParseCapacity(b *testing.B) {
 	b.Run("subscription", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			_, _ = ParseCapacity(sub, capNow, classify.DefaultMaxReset)
+			_, _ = Parse(sub, capNow, classify.DefaultMaxReset)
 		}
 	})
 	b.Run("no_headers", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			_, _ = ParseCapacity(plain, capNow, classify.DefaultMaxReset)
+			_, _ = Parse(plain, capNow, classify.DefaultMaxReset)
 		}
 	})
 }
 
-// fzHeader parses "Name: value" lines into a header, the way a response's
-// header would arrive (names canonicalized).
-func fzHeader(s string) http.Header {
-	h := make(http.Header)
-	for _, line := range strings.Split(s, "\n") {
-		name, value, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		h.Add(strings.TrimSpace(name), strings.TrimSpace(value))
-	}
-	return h
+// fzHeader reads "Name: value" lines as a response's header arrives (names
+// canonicalized); reading stops at the first malformed line.
+func fzHeader(lines string) http.Header {
+	h, _ := textproto.NewReader(bufio.NewReader(strings.NewReader(lines + "\r\n\r\n"))).ReadMIMEHeader()
+	return http.Header(h)
 }
