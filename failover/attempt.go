@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 	"github.com/caddy-llm-failover/caddy-llm-failover/repair"
 	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
@@ -40,8 +41,8 @@ type attemptState struct {
 	// mode the wrapped reverse_proxy's selector sets them (wrap.go)
 	// before any response arrives; p stays nil when it picks nothing.
 	p   *Provider
-	b   *Breaker
-	adm Admission
+	b   *providerBreaker
+	adm breaker.Admission
 	idx int // index in Handler.Providers; not set in wrap mode
 
 	number           int    // the request's attempt count when this one was sent
@@ -78,7 +79,7 @@ func (a *attempt) release() {
 // returns true when the client has its answer. A refusal the request can be
 // repaired of, or a refused credential the source renewed, gets one more
 // try on the same provider.
-func (h *Handler) tryProvider(w http.ResponseWriter, req *llmRequest, i int, adm Admission) bool {
+func (h *Handler) tryProvider(w http.ResponseWriter, req *llmRequest, i int, adm breaker.Admission) bool {
 	for {
 		answered, again := h.tryOnce(w, req, i, adm)
 		if answered {
@@ -97,11 +98,11 @@ func (h *Handler) tryProvider(w http.ResponseWriter, req *llmRequest, i int, adm
 
 // tryOnce is one attempt at provider i. again asks for one more try at
 // the same provider (a repair is pending, or the credential was renewed).
-func (h *Handler) tryOnce(w http.ResponseWriter, req *llmRequest, i int, adm Admission) (answered, again bool) {
+func (h *Handler) tryOnce(w http.ResponseWriter, req *llmRequest, i int, adm breaker.Admission) (answered, again bool) {
 	p := h.Providers[i]
 	a := h.newAttempt(req)
 	defer a.release()
-	a.p, a.b, a.adm, a.idx = p, p.breaker(req.clientKey), adm, i
+	a.p, a.b, a.adm, a.idx = p, p.breakerFor(req.clientKey), adm, i
 
 	var cred credsource.Credential
 	if p.source != nil && !p.passthrough {
@@ -296,10 +297,11 @@ func (a *attempt) verdictFor(status int, hdr http.Header, body []byte) classify.
 // error can.
 func (a *attempt) committing(hdr http.Header) {
 	h := a.h
-	if a.req.kind != kindOther && a.b.Success() {
+	now := timeNow()
+	if a.req.kind != kindOther && a.b.Success(now) {
 		h.share.kick() // a probe closed the breaker: close it everywhere
 	}
-	h.learnCapacity(a, hdr)
+	h.learnCapacity(a, hdr, now)
 	h.rememberConversation(a.req, a.p)
 	// what Set would store (canonical keys), with one allocation for both
 	vals := []string{a.p.Name, strconv.Itoa(a.number)}

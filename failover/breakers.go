@@ -3,8 +3,10 @@ package failover
 import (
 	"container/list"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/capacity"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
@@ -26,7 +28,7 @@ type breakerSet struct {
 	// whole is the shared breaker: the provider's only one, or for a
 	// passthrough provider the one opened only by hand (admin API) or by
 	// another instance, which then drains it for every client.
-	whole Breaker
+	whole providerBreaker
 
 	mu        sync.Mutex               // guards the per-client fields below
 	byClient  map[string]*list.Element // of *clientEntry
@@ -45,28 +47,36 @@ const (
 	clientSweepInterval = time.Minute
 )
 
+// providerBreaker is one breaker of a provider, with what the provider last
+// reported about its own capacity to the requests the breaker governs
+// (headroom.go): per client for a passthrough provider.
+type providerBreaker struct {
+	breaker.Breaker
+	reported atomic.Pointer[capacity.Report]
+}
+
 type clientEntry struct {
 	key  string
-	b    *Breaker
+	b    *providerBreaker
 	used time.Time
 }
 
 // breakerCounts are a breaker's request counters.
 type breakerCounts struct{ requests, successes, failovers uint64 }
 
-func (c *breakerCounts) add(s BreakerSnapshot) {
+func (c *breakerCounts) add(s breaker.Snapshot) {
 	c.requests += s.Requests
 	c.successes += s.Successes
 	c.failovers += s.Failovers
 }
 
 // shared returns the shared breaker.
-func (s *breakerSet) shared() *Breaker { return &s.whole }
+func (s *breakerSet) shared() *providerBreaker { return &s.whole }
 
 // governing returns the breaker that governs a request from the client:
 // its own when perClient (made if needed, and marked used), else the
 // shared one.
-func (s *breakerSet) governing(clientKey string, perClient bool, now time.Time) *Breaker {
+func (s *breakerSet) governing(clientKey string, perClient bool, now time.Time) *providerBreaker {
 	if !perClient {
 		return &s.whole
 	}
@@ -75,7 +85,7 @@ func (s *breakerSet) governing(clientKey string, perClient bool, now time.Time) 
 
 // client returns the client's breaker, making it if needed, and marks it
 // used.
-func (s *breakerSet) client(key string, now time.Time) *Breaker {
+func (s *breakerSet) client(key string, now time.Time) *providerBreaker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if el, ok := s.byClient[key]; ok {
@@ -91,14 +101,14 @@ func (s *breakerSet) client(key string, now time.Time) *Breaker {
 	for s.lru.Len() >= maxClientBreakers {
 		s.removeLocked(s.lru.Back())
 	}
-	e := &clientEntry{key: key, b: new(Breaker), used: now}
+	e := &clientEntry{key: key, b: new(providerBreaker), used: now}
 	s.byClient[key] = s.lru.PushFront(e)
 	return e.b
 }
 
 // knownClient returns the client's breaker, or nil, without making one or
 // marking it used.
-func (s *breakerSet) knownClient(key string) *Breaker {
+func (s *breakerSet) knownClient(key string) *providerBreaker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if el, ok := s.byClient[key]; ok {
@@ -107,13 +117,13 @@ func (s *breakerSet) knownClient(key string) *Breaker {
 	return nil
 }
 
-// peek answers like Breaker.peek for the client: the shared breaker first,
+// peek answers like Breaker.Peek for the client: the shared breaker first,
 // which drains every client when open, then the client's own.
-func (s *breakerSet) peek(now time.Time, clientKey string, perClient bool) Admission {
-	if adm := s.whole.peek(now); !adm.OK || !perClient {
+func (s *breakerSet) peek(now time.Time, clientKey string, perClient bool) breaker.Admission {
+	if adm := s.whole.Peek(now); !adm.OK || !perClient {
 		return adm
 	}
-	return s.client(clientKey, now).peek(now)
+	return s.client(clientKey, now).Peek(now)
 }
 
 // sweepLocked drops idle per-client breakers that cool nothing, at most
@@ -131,7 +141,7 @@ func (s *breakerSet) sweepLocked(now time.Time, force bool) {
 			break
 		}
 		prev := el.Prev()
-		if e.b.idle(now) {
+		if e.b.Idle(now) {
 			s.removeLocked(el)
 		}
 		el = prev
@@ -147,7 +157,7 @@ func (s *breakerSet) removeLocked(el *list.Element) {
 // eachClient calls fn for every per-client breaker, with its client
 // credential fingerprint, once idle ones are swept, without holding the
 // set's lock while fn runs.
-func (s *breakerSet) eachClient(now time.Time, fn func(fingerprint string, b *Breaker)) {
+func (s *breakerSet) eachClient(now time.Time, fn func(fingerprint string, b *providerBreaker)) {
 	s.mu.Lock()
 	s.sweepLocked(now, false)
 	entries := make([]*clientEntry, 0, s.lru.Len())
@@ -170,19 +180,19 @@ func (s *breakerSet) clientsKept() (int, breakerCounts) {
 
 // resetAll closes every breaker (admin API).
 func (s *breakerSet) resetAll(now time.Time) {
-	s.whole.Reset()
-	s.eachClient(now, func(_ string, b *Breaker) { b.Reset() })
+	s.whole.Reset(now)
+	s.eachClient(now, func(_ string, b *providerBreaker) { b.Reset(now) })
 }
 
 // coolAll opens every breaker by hand until now+d (admin API: drain).
 func (s *breakerSet) coolAll(now time.Time, d time.Duration) {
 	s.whole.CoolFor(now, d, classify.Manual)
-	s.eachClient(now, func(_ string, b *Breaker) { b.CoolFor(now, d, classify.Manual) })
+	s.eachClient(now, func(_ string, b *providerBreaker) { b.CoolFor(now, d, classify.Manual) })
 }
 
 // breakerSummary is a provider's breakers as its status reports them.
 type breakerSummary struct {
-	BreakerSnapshot
+	breaker.Snapshot
 	// Clients and ClientsCooling count the per-client breakers kept, and
 	// those of them open.
 	Clients, ClientsCooling int
@@ -192,15 +202,15 @@ type breakerSummary struct {
 // counters of every per-client breaker (dropped ones included) added and
 // the most recent failure among them.
 func (s *breakerSet) summary(now time.Time, perClient bool) breakerSummary {
-	sum := breakerSummary{BreakerSnapshot: s.whole.Snapshot(now)}
+	sum := breakerSummary{Snapshot: s.whole.Snapshot(now)}
 	if !perClient {
 		return sum
 	}
 	var counts breakerCounts
-	s.eachClient(now, func(_ string, b *Breaker) {
+	s.eachClient(now, func(_ string, b *providerBreaker) {
 		cs := b.Snapshot(now)
 		counts.add(cs)
-		if cs.State == StateOpen {
+		if cs.State == breaker.Open {
 			sum.ClientsCooling++
 		}
 		if cs.LastFailure.After(sum.LastFailure) {
@@ -218,9 +228,9 @@ func (s *breakerSet) summary(now time.Time, perClient bool) breakerSummary {
 // snapshotFor returns the state a client meets: the shared breaker's when
 // it is open (it drains every client) or not perClient, else the client's
 // own.
-func (s *breakerSet) snapshotFor(now time.Time, clientKey string, perClient bool) BreakerSnapshot {
+func (s *breakerSet) snapshotFor(now time.Time, clientKey string, perClient bool) breaker.Snapshot {
 	snap := s.whole.Snapshot(now)
-	if perClient && snap.State != StateOpen {
+	if perClient && snap.State != breaker.Open {
 		snap = s.client(clientKey, now).Snapshot(now)
 	}
 	return snap
@@ -231,10 +241,10 @@ func (s *breakerSet) snapshotFor(now time.Time, clientKey string, perClient bool
 // per-client breaker.
 func (s *breakerSet) capacityFor(clientKey string, perClient bool) *capacity.Report {
 	if !perClient {
-		return s.whole.capacity.p.Load()
+		return s.whole.reported.Load()
 	}
 	if b := s.knownClient(clientKey); b != nil {
-		return b.capacity.p.Load()
+		return b.reported.Load()
 	}
 	return nil
 }
@@ -242,14 +252,14 @@ func (s *breakerSet) capacityFor(clientKey string, perClient bool) *capacity.Rep
 // eachCapacity calls fn with every capacity report kept: the shared
 // breaker's, then when perClient each client's.
 func (s *breakerSet) eachCapacity(now time.Time, perClient bool, fn func(*capacity.Report)) {
-	if c := s.whole.capacity.p.Load(); c != nil {
+	if c := s.whole.reported.Load(); c != nil {
 		fn(c)
 	}
 	if !perClient {
 		return
 	}
-	s.eachClient(now, func(_ string, b *Breaker) {
-		if c := b.capacity.p.Load(); c != nil {
+	s.eachClient(now, func(_ string, b *providerBreaker) {
+		if c := b.reported.Load(); c != nil {
 			fn(c)
 		}
 	})

@@ -10,9 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/capacity"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
+
+// setT0 is the fixed clock of the breaker set tests.
+var setT0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // sweep sweeps the set's idle per-client breakers now (force: whenever
 // the last sweep was).
@@ -26,7 +30,7 @@ func (s *breakerSet) sweep(now time.Time, force bool) {
 // its counters stay in the provider's totals.
 func TestBreakerSetCapped(t *testing.T) {
 	var s breakerSet
-	now := brkT0
+	now := setT0
 	first := s.client("client-0", now)
 	first.Admit(now, "")
 	s.client("client-1", now).Admit(now, "")
@@ -56,16 +60,16 @@ func TestBreakerSetCapped(t *testing.T) {
 // use, is kept; the counters of dropped ones are kept.
 func TestBreakerSetSwept(t *testing.T) {
 	var s breakerSet
-	now := brkT0
+	now := setT0
 	closed := s.client("closed", now)
 	closed.Admit(now, "")
-	closed.Success()
+	closed.Success(now)
 	cooling := s.client("cooling", now)
 	cooling.Admit(now, "")
-	cooling.Failure(now, Failure{Class: classify.Quota, Cooldown: clientIdle + 5*time.Minute, MaxCooldown: time.Hour, FailedOver: true})
+	cooling.Failure(now, breaker.Failure{Class: classify.Quota, Cooldown: clientIdle + 5*time.Minute, MaxCooldown: time.Hour, FailedOver: true})
 	ended := s.client("ended", now)
 	ended.Admit(now, "")
-	ended.Failure(now, Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour, FailedOver: true})
+	ended.Failure(now, breaker.Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour, FailedOver: true})
 
 	s.sweep(now.Add(clientIdle-time.Second), true)
 	if n, _ := s.clientsKept(); n != 3 {
@@ -89,7 +93,7 @@ func TestBreakerSetSwept(t *testing.T) {
 
 func keysOf(s *breakerSet, now time.Time) []string {
 	var out []string
-	s.eachClient(now, func(k string, _ *Breaker) { out = append(out, k) })
+	s.eachClient(now, func(k string, _ *providerBreaker) { out = append(out, k) })
 	return out
 }
 
@@ -98,15 +102,15 @@ func keysOf(s *breakerSet, now time.Time) []string {
 // per-client breakers it is the shared breaker's own.
 func TestBreakerSetSummary(t *testing.T) {
 	var s breakerSet
-	now := brkT0
+	now := setT0
 	s.whole.Admit(now, "")
-	s.whole.Failure(now, Failure{Class: classify.Overloaded, Cooldown: time.Second, MaxCooldown: time.Hour, Error: "shared"})
+	s.whole.Failure(now, breaker.Failure{Class: classify.Overloaded, Cooldown: time.Second, MaxCooldown: time.Hour, Error: "shared"})
 	a := s.client("a", now)
 	a.Admit(now, "")
-	a.Failure(now.Add(time.Second), Failure{Class: classify.Quota, Cooldown: time.Hour, MaxCooldown: time.Hour, FailedOver: true, Error: "a quota"})
+	a.Failure(now.Add(time.Second), breaker.Failure{Class: classify.Quota, Cooldown: time.Hour, MaxCooldown: time.Hour, FailedOver: true, Error: "a quota"})
 	b := s.client("b", now)
 	b.Admit(now, "")
-	b.Success()
+	b.Success(now)
 	s.client("gone", now).Admit(now, "")
 	s.sweep(now.Add(clientIdle), true) // drops gone and b; a still cools
 
@@ -122,7 +126,7 @@ func TestBreakerSetSummary(t *testing.T) {
 		t.Fatalf("summary %+v: want the most recent failure, a's quota", sum)
 	}
 	// the shared breaker's cooldown has ended: it reads half-open
-	if sum.State != StateHalfOpen {
+	if sum.State != breaker.HalfOpen {
 		t.Fatalf("state %s, want the shared breaker's half_open", sum.State)
 	}
 	shared := s.summary(at, false)
@@ -135,17 +139,17 @@ func TestBreakerSetSummary(t *testing.T) {
 // else its own; peek answers the same way without counting.
 func TestBreakerSetSnapshotForAndPeek(t *testing.T) {
 	var s breakerSet
-	now := brkT0
+	now := setT0
 	own := s.client("a", now)
 	own.Admit(now, "")
-	until := own.Failure(now, Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour})
-	if snap := s.snapshotFor(now, "a", true); snap.State != StateOpen || !snap.Until.Equal(until) {
+	until := own.Failure(now, breaker.Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour})
+	if snap := s.snapshotFor(now, "a", true); snap.State != breaker.Open || !snap.Until.Equal(until) {
 		t.Fatalf("client a sees %+v, want its own open breaker", snap)
 	}
-	if snap := s.snapshotFor(now, "b", true); snap.State != StateClosed {
+	if snap := s.snapshotFor(now, "b", true); snap.State != breaker.Closed {
 		t.Fatalf("client b sees %+v, want its own closed breaker", snap)
 	}
-	if snap := s.snapshotFor(now, "a", false); snap.State != StateClosed {
+	if snap := s.snapshotFor(now, "a", false); snap.State != breaker.Closed {
 		t.Fatalf("without per-client breakers a sees %+v, want the shared closed one", snap)
 	}
 	if adm := s.peek(now, "a", true); adm.OK || !adm.RetryAt.Equal(until) {
@@ -156,7 +160,7 @@ func TestBreakerSetSnapshotForAndPeek(t *testing.T) {
 	}
 
 	s.whole.CoolFor(now, time.Hour, classify.Manual)
-	if snap := s.snapshotFor(now, "b", true); snap.State != StateOpen || snap.LastClass != classify.Manual {
+	if snap := s.snapshotFor(now, "b", true); snap.State != breaker.Open || snap.LastClass != classify.Manual {
 		t.Fatalf("client b sees %+v, want the shared breaker drained by hand", snap)
 	}
 	if adm := s.peek(now, "b", true); adm.OK || adm.Class != classify.Manual {
@@ -170,15 +174,15 @@ func TestBreakerSetSnapshotForAndPeek(t *testing.T) {
 // Reset and cool-all reach the shared breaker and every client's.
 func TestBreakerSetResetAndCoolAll(t *testing.T) {
 	var s breakerSet
-	now := brkT0
+	now := setT0
 	for _, k := range []string{"a", "b"} {
 		b := s.client(k, now)
 		b.Admit(now, "")
-		b.Failure(now, Failure{Class: classify.Quota, Cooldown: time.Hour, MaxCooldown: time.Hour})
+		b.Failure(now, breaker.Failure{Class: classify.Quota, Cooldown: time.Hour, MaxCooldown: time.Hour})
 	}
 	s.whole.CoolFor(now, time.Hour, classify.Manual)
 	s.resetAll(now)
-	if st := s.whole.Snapshot(now).State; st != StateClosed {
+	if st := s.whole.Snapshot(now).State; st != breaker.Closed {
 		t.Fatalf("shared breaker %s after reset, want closed", st)
 	}
 	if sum := s.summary(now, true); sum.ClientsCooling != 0 || sum.Clients != 2 {
@@ -187,8 +191,8 @@ func TestBreakerSetResetAndCoolAll(t *testing.T) {
 
 	s.coolAll(now, 10*time.Minute)
 	want := now.Add(10 * time.Minute)
-	for _, b := range []*Breaker{s.shared(), s.knownClient("a"), s.knownClient("b")} {
-		if snap := b.Snapshot(now); snap.State != StateOpen || snap.LastClass != classify.Manual || !snap.Until.Equal(want) {
+	for _, b := range []*providerBreaker{s.shared(), s.knownClient("a"), s.knownClient("b")} {
+		if snap := b.Snapshot(now); snap.State != breaker.Open || snap.LastClass != classify.Manual || !snap.Until.Equal(want) {
 			t.Fatalf("after cool-all %+v, want open by hand until %v", snap, want)
 		}
 	}
@@ -198,9 +202,9 @@ func TestBreakerSetResetAndCoolAll(t *testing.T) {
 // recently learned among the shared and the clients' ones.
 func TestBreakerSetCapacity(t *testing.T) {
 	var s breakerSet
-	now := brkT0
+	now := setT0
 	old := &capacity.Report{Learned: now, Status: "shared"}
-	s.whole.capacity.p.Store(old)
+	s.whole.reported.Store(old)
 	if c := s.capacityFor("a", true); c != nil {
 		t.Fatalf("capacity for unknown client a = %+v, want none", c)
 	}
@@ -211,8 +215,8 @@ func TestBreakerSetCapacity(t *testing.T) {
 		t.Fatalf("capacity without per-client breakers = %+v, want the shared one", c)
 	}
 	newer := &capacity.Report{Learned: now.Add(time.Second), Status: "a"}
-	s.client("a", now).capacity.p.Store(newer)
-	s.client("b", now).capacity.p.Store(&capacity.Report{Learned: now.Add(-time.Second), Status: "b"})
+	s.client("a", now).reported.Store(newer)
+	s.client("b", now).reported.Store(&capacity.Report{Learned: now.Add(-time.Second), Status: "b"})
 	s.client("c", now) // reports nothing
 	if c := s.capacityFor("a", true); c != newer {
 		t.Fatalf("capacity for a = %+v, want a's own", c)
@@ -302,14 +306,14 @@ func TestPassthroughManyClientsBounded(t *testing.T) {
 		key := fmt.Sprintf("%016x", i)
 		now := timeNow()
 		adm := p.admit(t.Context(), now, key)
-		b := p.breaker(key)
+		b := p.breakerFor(key)
 		if !adm.OK {
 			t.Fatalf("client %d refused: %+v", i, adm)
 		}
 		if i%4 == 0 {
-			b.Failure(now, Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour, FailedOver: true})
+			b.Failure(now, breaker.Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour, FailedOver: true})
 		} else {
-			b.Success()
+			b.Success(now)
 		}
 	}
 	peak := heap()
@@ -317,7 +321,7 @@ func TestPassthroughManyClientsBounded(t *testing.T) {
 		t.Fatalf("%d breakers kept, want at most %d", kept, maxClientBreakers)
 	}
 	clock.Advance(clientIdle)
-	p.state.breakers.eachClient(timeNow(), func(string, *Breaker) {})
+	p.state.breakers.eachClient(timeNow(), func(string, *providerBreaker) {})
 	after := heap()
 	if kept, retired := p.state.breakers.clientsKept(); kept != 0 || retired.requests != n {
 		t.Fatalf("%d breakers kept after the cooldowns passed (%d requests counted), want 0 (%d)", kept, retired.requests, n)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 )
@@ -153,14 +154,14 @@ func printStatusTable(out io.Writer, providers []ProviderStatus) {
 			cred += " (" + strings.TrimSpace(p.CredentialReason) + ")"
 		}
 		state := string(p.State)
-		if p.ClientsCooling > 0 && p.State == StateClosed {
+		if p.ClientsCooling > 0 && p.State == breaker.Closed {
 			// a passthrough provider: its breakers are per client
 			state = fmt.Sprintf("%d client", p.ClientsCooling)
 			if p.ClientsCooling > 1 {
 				state += "s"
 			}
 			state += " cooling"
-		} else if p.Saturated != nil && p.State == StateClosed {
+		} else if p.Saturated != nil && p.State == breaker.Closed {
 			state = "saturated"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", p.Name, state, class, left,

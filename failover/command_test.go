@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -208,8 +209,8 @@ func TestLLMCommandErrorIsOneLine(t *testing.T) {
 func TestStatusTableShowsCoolingClients(t *testing.T) {
 	var out bytes.Buffer
 	printStatusTable(&out, []ProviderStatus{
-		{Name: "subscription", State: StateClosed, LastClass: classify.Quota, ClientsCooling: 2, Credential: "ok"},
-		{Name: "anthropic", State: StateClosed, Credential: "ok"},
+		{Name: "subscription", State: breaker.Closed, LastClass: classify.Quota, ClientsCooling: 2, Credential: "ok"},
+		{Name: "anthropic", State: breaker.Closed, Credential: "ok"},
 	})
 	lines := strings.Split(out.String(), "\n")
 	if !strings.Contains(lines[1], "2 clients cooling") || !strings.Contains(lines[1], "quota") {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -35,7 +36,7 @@ func TestRateLimitFailsOverAndCoolsDown(t *testing.T) {
 		t.Fatalf("X-LLM-Provider=%q X-LLM-Attempts=%q, want b and 2",
 			raw.Header.Get("X-LLM-Provider"), raw.Header.Get("X-LLM-Attempts"))
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.RateLimit {
+	if s := snapshot(t, "a"); s.State != breaker.Open || s.LastClass != classify.RateLimit {
 		t.Fatalf("a: state %s class %s, want open rate_limit", s.State, s.LastClass)
 	}
 
@@ -61,7 +62,7 @@ func TestRateLimitFailsOverAndCoolsDown(t *testing.T) {
 	if err != nil || textOf(msg) != "hello from a" {
 		t.Fatalf("after the cooldown: %v %v, want a's answer", textOf(msg), err)
 	}
-	if s := snapshot(t, "a"); s.State != StateClosed {
+	if s := snapshot(t, "a"); s.State != breaker.Closed {
 		t.Fatalf("a after a successful probe: %s, want closed", s.State)
 	}
 }
@@ -97,7 +98,7 @@ func TestClassesThatFailOver(t *testing.T) {
 			if s.LastClass != tt.class {
 				t.Fatalf("class = %q, want %q", s.LastClass, tt.class)
 			}
-			if tt.cools != (s.State == StateOpen) {
+			if tt.cools != (s.State == breaker.Open) {
 				t.Fatalf("state = %s, cools = %v", s.State, tt.cools)
 			}
 			// a second request: a is contacted again only if nothing cooled
@@ -140,8 +141,8 @@ func TestClientErrorPassesThrough(t *testing.T) {
 	if apiErr.Response.Header.Get("Request-Id") != "req_a400" || apiErr.Response.Header.Get("X-LLM-Provider") != "a" {
 		t.Fatalf("headers not a's: %v", apiErr.Response.Header)
 	}
-	wantHitsAndState(t, b, 0, StateClosed, "a client error bothers no other provider")
-	if s := snapshot(t, "a"); s.State != StateClosed {
+	wantHitsAndState(t, b, 0, breaker.Closed, "a client error bothers no other provider")
+	if s := snapshot(t, "a"); s.State != breaker.Closed {
 		t.Fatalf("a state %s after a client error, want closed", s.State)
 	}
 }
@@ -158,7 +159,7 @@ func TestDialFailureIsUnreachable(t *testing.T) {
 	if err != nil || textOf(msg) != "from b" {
 		t.Fatalf("got %v %v", msg, err)
 	}
-	if s := snapshot(t, "dead"); s.State != StateOpen || s.LastClass != classify.Unreachable {
+	if s := snapshot(t, "dead"); s.State != breaker.Open || s.LastClass != classify.Unreachable {
 		t.Fatalf("dead: %s %s, want open unreachable", s.State, s.LastClass)
 	}
 }
@@ -281,7 +282,7 @@ func TestHalfOpenAdmitsOneProbe(t *testing.T) {
 	if a.Hits() != 2 || fromA != 1 {
 		t.Fatalf("a hits=%d answers from a=%d; want 2 hits (failure + one probe) and 1 answer", a.Hits(), fromA)
 	}
-	if s := snapshot(t, "a"); s.State != StateClosed {
+	if s := snapshot(t, "a"); s.State != breaker.Closed {
 		t.Fatalf("after the probe succeeded: %s", s.State)
 	}
 }
@@ -340,7 +341,7 @@ func TestReloadKeepsCooldown(t *testing.T) {
 	if res.Header.Get("X-Reloaded") != "yes" {
 		t.Fatal("the new config is not serving")
 	}
-	wantHitsAndState(t, a, 1, StateOpen, "contacted after the reload: cooldown lost")
+	wantHitsAndState(t, a, 1, breaker.Open, "contacted after the reload: cooldown lost")
 }
 
 // Every provider receives the client's body byte for byte (only the model

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 )
 
 // Metrics, logs and headers count only what happened: a retry with a
@@ -38,7 +40,7 @@ func TestCredRenewedRetryIsNotAFailover(t *testing.T) {
 			t.Errorf("caddy_llm_attempts_total{rn_sub,%s} = %q, want %s", outcome, v, want)
 		}
 	}
-	if s := snapshot(t, "rn_sub"); s.Failovers != 0 || s.State != StateClosed || s.ConsecutiveFailures != 0 {
+	if s := snapshot(t, "rn_sub"); s.Failovers != 0 || s.State != breaker.Closed || s.ConsecutiveFailures != 0 {
 		t.Errorf("rn_sub: %+v, want closed with no failover", s)
 	}
 	logs := readFileString(t, logFile)

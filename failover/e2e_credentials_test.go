@@ -18,6 +18,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -188,7 +189,7 @@ func (c *claudeSub) wantSubAlone(t *testing.T) {
 	if n := c.backup.Hits(); n != 0 {
 		t.Fatalf("backup contacted %d times", n)
 	}
-	if s := snapshot(t, c.sub.name); s.State != StateClosed {
+	if s := snapshot(t, c.sub.name); s.State != breaker.Closed {
 		t.Fatalf("%s: %+v, want closed", c.sub.name, s)
 	}
 }
@@ -536,7 +537,7 @@ func TestCredClaudeRefreshFailureWithExpiredTokenFailsOver(t *testing.T) {
 		t.Fatalf("token endpoint hits = %d, want 1", tokens.Hits())
 	}
 	s := snapshot(t, "sub")
-	if s.State != StateOpen || s.LastClass != classify.Auth {
+	if s.State != breaker.Open || s.LastClass != classify.Auth {
 		t.Fatalf("sub: %+v, want open auth", s)
 	}
 	if !strings.Contains(s.LastError, "expired") || strings.Contains(s.LastError, expired) {
@@ -609,7 +610,7 @@ func TestCredClaudeRefreshedTokenRefusedAgainFailsOver(t *testing.T) {
 	if raw.Header.Get("X-LLM-Provider") != "backup" || raw.Header.Get("X-LLM-Attempts") != "3" {
 		t.Fatalf("X-LLM-Provider %q X-LLM-Attempts %q, want backup 3", raw.Header.Get("X-LLM-Provider"), raw.Header.Get("X-LLM-Attempts"))
 	}
-	if s := snapshot(t, "sub"); s.State != StateOpen || s.LastClass != classify.Auth {
+	if s := snapshot(t, "sub"); s.State != breaker.Open || s.LastClass != classify.Auth {
 		t.Fatalf("sub: %+v, want open auth", s)
 	}
 	// the next request skips sub: no request, no refresh
@@ -671,7 +672,7 @@ func TestCredFileRotationEndsAuthCooldown(t *testing.T) {
 	if msg, err := client.Messages.New(context.Background(), userMessage("hi")); err != nil || textOf(msg) != "from b" {
 		t.Fatalf("first: %v %v; want b's answer", msg, err)
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.Auth || !s.Until.Equal(start.Add(30*time.Minute)) {
+	if s := snapshot(t, "a"); s.State != breaker.Open || s.LastClass != classify.Auth || !s.Until.Equal(start.Add(30*time.Minute)) {
 		t.Fatalf("a: %+v, want open auth for 30m", s)
 	}
 	// same file: a keeps cooling
@@ -690,7 +691,7 @@ func TestCredFileRotationEndsAuthCooldown(t *testing.T) {
 	if a.Hits() != 2 || a.lastHeader().Get("X-Api-Key") != "sk-file-key-rotated" || raw.Header.Get("X-LLM-Attempts") != "1" {
 		t.Fatalf("a hits %d, x-api-key %q, attempts %q", a.Hits(), a.lastHeader().Get("X-Api-Key"), raw.Header.Get("X-LLM-Attempts"))
 	}
-	if s := snapshot(t, "a"); s.State != StateClosed {
+	if s := snapshot(t, "a"); s.State != breaker.Closed {
 		t.Fatalf("a after the rotated key worked: %+v, want closed", s)
 	}
 	if !clock.Now().Equal(start) {
@@ -711,7 +712,7 @@ func TestCredFileAppearingEndsAuthCooldown(t *testing.T) {
 	if msg, err := client.Messages.New(context.Background(), userMessage("hi")); err != nil || textOf(msg) != "from b" {
 		t.Fatalf("first: %v %v; want b's answer", msg, err)
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.Auth || !strings.Contains(s.LastError, keyFile) {
+	if s := snapshot(t, "a"); s.State != breaker.Open || s.LastClass != classify.Auth || !strings.Contains(s.LastError, keyFile) {
 		t.Fatalf("a: %+v, want open auth naming the file", s)
 	}
 	writeSecretFile(t, keyFile, "sk-file-key-arrived")
@@ -753,7 +754,7 @@ func TestCredCommand(t *testing.T) {
 			t.Fatalf("a contacted %d times without a credential", a.Hits())
 		}
 		s := snapshot(t, "a")
-		if s.State != StateOpen || s.LastClass != classify.Auth {
+		if s.State != breaker.Open || s.LastClass != classify.Auth {
 			t.Fatalf("a: %+v, want open auth", s)
 		}
 		if !strings.Contains(s.LastError, "exit status 3") || !strings.Contains(s.LastError, "vault is sealed") {
@@ -1108,7 +1109,7 @@ func TestMissingCredentialFailsOver(t *testing.T) {
 		t.Fatal("a was contacted without a credential")
 	}
 	s := snapshot(t, "a")
-	if s.LastClass != classify.Auth || s.State != StateOpen || !strings.Contains(s.LastError, "LLMF_TEST_UNSET_VAR") {
+	if s.LastClass != classify.Auth || s.State != breaker.Open || !strings.Contains(s.LastError, "LLMF_TEST_UNSET_VAR") {
 		t.Fatalf("a: %+v", s)
 	}
 }

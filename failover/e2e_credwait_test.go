@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -96,7 +97,7 @@ func TestCredHungCommandHelperDoesNotHoldRequests(t *testing.T) {
 		t.Fatalf("hw_a was sent %d requests without a credential", a.Hits())
 	}
 	// passed over, not charged: its credential is on its way
-	if s := snapshot(t, "hw_a"); s.State != StateClosed || s.Failovers != 0 {
+	if s := snapshot(t, "hw_a"); s.State != breaker.Closed || s.Failovers != 0 {
 		t.Fatalf("hw_a: %+v, want closed and not charged", s)
 	}
 }
@@ -237,7 +238,7 @@ func TestCredPanickingSourceFailsOver(t *testing.T) {
 	if a.Hits() != 0 {
 		t.Fatalf("pn_a was sent %d requests", a.Hits())
 	}
-	if s := snapshot(t, "pn_a"); s.State != StateOpen || s.LastClass != classify.Auth {
+	if s := snapshot(t, "pn_a"); s.State != breaker.Open || s.LastClass != classify.Auth {
 		t.Fatalf("pn_a: %+v, want open auth", s)
 	}
 }
@@ -249,19 +250,23 @@ func TestCredPanickingSourceFailsOver(t *testing.T) {
 func TestAdmitSurvivesPanickingSource(t *testing.T) {
 	p := &Provider{Name: "adm_panic", source: panicSource{}, state: new(providerState)}
 	b := p.state.breakers.shared()
-	until := b.Failure(brkT0, Failure{Class: classify.Auth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
+	until := b.Failure(setT0, breaker.Failure{Class: classify.Auth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
 	func() {
 		defer func() { _ = recover() }()
-		if a := p.admit(context.Background(), brkT0.Add(time.Minute), ""); a.OK || !a.RetryAt.Equal(until) {
+		if a := p.admit(context.Background(), setT0.Add(time.Minute), ""); a.OK || !a.RetryAt.Equal(until) {
 			t.Errorf("Admit = %+v, want refused until %v", a, until)
 		}
 	}()
-	if !b.mu.TryLock() {
+	// a breaker left locked would block Snapshot for ever
+	snap := make(chan breaker.Snapshot, 1)
+	go func() { snap <- b.Snapshot(setT0.Add(time.Minute)) }()
+	select {
+	case s := <-snap:
+		if s.State != breaker.Open {
+			t.Fatalf("after a panicking source: %+v", s)
+		}
+	case <-time.After(5 * time.Second):
 		t.Fatal("the breaker is left locked")
-	}
-	b.mu.Unlock()
-	if s := b.Snapshot(brkT0.Add(time.Minute)); s.State != StateOpen {
-		t.Fatalf("after a panicking source: %+v", s)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/option"
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -55,7 +56,7 @@ func TestDemoCaddyfile(t *testing.T) {
 	site := "http://" + addrs["4181"]
 
 	headRoot(t, site)
-	if s := snapshot(t, "limited"); s.State != StateClosed {
+	if s := snapshot(t, "limited"); s.State != breaker.Closed {
 		t.Fatalf("limited after HEAD /: %s, want closed", s.State)
 	}
 
@@ -71,7 +72,7 @@ func TestDemoCaddyfile(t *testing.T) {
 				res.Header.Get("X-LLM-Provider"), res.Header.Get("X-LLM-Attempts"), wantAttempts)
 		}
 	}
-	if s := snapshot(t, "limited"); s.State != StateOpen || s.LastClass != classify.RateLimit {
+	if s := snapshot(t, "limited"); s.State != breaker.Open || s.LastClass != classify.RateLimit {
 		t.Fatalf("limited: %s %s", s.State, s.LastClass)
 	}
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go/option"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -51,7 +52,7 @@ func TestBrokenSuccessBodyFailsOver(t *testing.T) {
 	if textOf(msg) != "whole answer from b" || raw.Header.Get("X-LLM-Provider") != "b" {
 		t.Fatalf("answer %q from %q", textOf(msg), raw.Header.Get("X-LLM-Provider"))
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.ServerError {
+	if s := snapshot(t, "a"); s.State != breaker.Open || s.LastClass != classify.ServerError {
 		t.Fatalf("a: %s %s, want open server_error", s.State, s.LastClass)
 	}
 }
@@ -73,7 +74,7 @@ func TestStalledSuccessBodyFailsOver(t *testing.T) {
 	if err != nil || textOf(msg) != "from b" {
 		t.Fatalf("SDK: %v %q", err, textOf(msg))
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.Unreachable {
+	if s := snapshot(t, "a"); s.State != breaker.Open || s.LastClass != classify.Unreachable {
 		t.Fatalf("a: %s %s, want open unreachable", s.State, s.LastClass)
 	}
 }
@@ -163,7 +164,7 @@ func TestLongSSELineAfterCommit(t *testing.T) {
 	if want := strings.Join(streamEvents("m", "short ", huge, " end"), ""); raw != want {
 		t.Fatalf("the stream changed on its way: %d bytes, want %d; ends %q", len(raw), len(want), raw[max(0, len(raw)-200):])
 	}
-	if s := snapshot(t, "a"); s.State != StateClosed || s.LastClass != "" {
+	if s := snapshot(t, "a"); s.State != breaker.Closed || s.LastClass != "" {
 		t.Fatalf("a healthy provider was charged: %+v", s)
 	}
 	msg, _, err := streamRequest(t, sdkClient(p))
@@ -217,7 +218,7 @@ func TestInStreamInvalidRequestPassesThrough(t *testing.T) {
 	if b.Hits() != 0 {
 		t.Fatalf("b was tried %d times for the request's own fault", b.Hits())
 	}
-	if s := snapshot(t, "a"); s.State != StateClosed || s.LastClass != "" {
+	if s := snapshot(t, "a"); s.State != breaker.Closed || s.LastClass != "" {
 		t.Fatalf("a was cooled for the request's fault: %+v", s)
 	}
 }

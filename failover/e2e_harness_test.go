@@ -26,6 +26,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/testport"
 )
 
@@ -163,9 +164,9 @@ func resetProviderStates() {
 }
 
 // snapshot reads the shared breaker of a provider.
-func snapshot(t *testing.T, name string) BreakerSnapshot {
+func snapshot(t *testing.T, name string) breaker.Snapshot {
 	t.Helper()
-	var out BreakerSnapshot
+	var out breaker.Snapshot
 	found := false
 	providerStates.Range(func(key, value any) bool {
 		if key == name {
@@ -433,7 +434,7 @@ func startPair(t *testing.T, aName string, aHandle func(w http.ResponseWriter, r
 
 // wantHitsAndState fails t unless u was sent hits requests and its breaker
 // stands in state; why says what a wrong count means.
-func wantHitsAndState(t *testing.T, u *fakeUpstream, hits int, state BreakerState, why string) {
+func wantHitsAndState(t *testing.T, u *fakeUpstream, hits int, state breaker.State, why string) {
 	t.Helper()
 	if n := u.Hits(); n != hits {
 		t.Fatalf("%s was sent %d requests, want %d: %s", u.name, n, hits, why)

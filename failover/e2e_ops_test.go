@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/option"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 )
 
 func adminGet(t *testing.T, p *proxy, path string) (int, string) {
@@ -403,7 +404,7 @@ func TestLLMCommand(t *testing.T) {
 	if code, err := runLLMCommand(&out, p.AdminAddr, "", "", []string{"reset", "cmd_a"}); err != nil || code != 0 {
 		t.Fatalf("reset: %d %v", code, err)
 	}
-	if s := snapshot(t, "cmd_a"); s.State != StateClosed {
+	if s := snapshot(t, "cmd_a"); s.State != breaker.Closed {
 		t.Fatalf("after caddy llm reset: %s", s.State)
 	}
 	if _, err := runLLMCommand(&out, p.AdminAddr, "", "", []string{"reset", "nope"}); err == nil || !strings.Contains(err.Error(), "nope") {

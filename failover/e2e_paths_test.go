@@ -11,6 +11,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -46,7 +47,7 @@ func TestNonModelRequestCoolsNothing(t *testing.T) {
 	if res.StatusCode != http.StatusNotImplemented || b.Hits() != 0 {
 		t.Fatalf("POST /v1/messages/batches: %d, b hits %d; want a's 501 and no failover", res.StatusCode, b.Hits())
 	}
-	if s := snapshot(t, "a"); s.State != StateClosed || s.LastClass != classify.None || s.Requests != 0 {
+	if s := snapshot(t, "a"); s.State != breaker.Closed || s.LastClass != classify.None || s.Requests != 0 {
 		t.Fatalf("a after non-model requests: %+v, want closed, untouched", s)
 	}
 	// counted for what they were: error answers passed through, not successes
@@ -84,7 +85,7 @@ func TestNonModelRequestSkipsUnreachable(t *testing.T) {
 	if res.StatusCode != http.StatusNoContent || res.Header.Get("X-LLM-Provider") != "b" {
 		t.Fatalf("HEAD /: %d from %q, want b's 204", res.StatusCode, res.Header.Get("X-LLM-Provider"))
 	}
-	if s := snapshot(t, "dead"); s.State != StateClosed {
+	if s := snapshot(t, "dead"); s.State != breaker.Closed {
 		t.Fatalf("dead after a non-model request: %s, want closed", s.State)
 	}
 }
@@ -100,7 +101,7 @@ func TestNotImplementedFailsOverWithoutCooling(t *testing.T) {
 			t.Fatalf("request %d: %v %v, want b's answer", i, msg, err)
 		}
 	}
-	wantHitsAndState(t, a, 2, StateClosed, "a 501 must not cool a")
+	wantHitsAndState(t, a, 2, breaker.Closed, "a 501 must not cool a")
 }
 
 // count_tokens and models: a provider that lacks the endpoint (404, 405,
@@ -131,7 +132,7 @@ func TestOptionalEndpointFailsOver(t *testing.T) {
 	if err != nil || count.InputTokens != 42 {
 		t.Fatalf("count_tokens: %v %v, want b's 42", count, err)
 	}
-	if s := snapshot(t, "a"); s.State != StateClosed {
+	if s := snapshot(t, "a"); s.State != breaker.Closed {
 		t.Fatalf("a after lacking count_tokens: %s, want closed", s.State)
 	}
 	if msg, err := client.Messages.New(context.Background(), userMessage("hi")); err != nil || textOf(msg) != "hello from a" {
@@ -150,7 +151,7 @@ func TestOptionalEndpointFailsOver(t *testing.T) {
 		t.Fatalf("err = %v, want a's 404 after 2 attempts", err)
 	}
 	for _, name := range []string{"a", "b"} {
-		if s := snapshot(t, name); s.State != StateClosed {
+		if s := snapshot(t, name); s.State != breaker.Closed {
 			t.Fatalf("%s: %s, want closed", name, s.State)
 		}
 	}
@@ -177,7 +178,7 @@ func TestModelsListFailsOver(t *testing.T) {
 	if raw.Header.Get("X-LLM-Provider") != "b" || raw.Header.Get("X-LLM-Attempts") != "2" {
 		t.Fatalf("provider %q attempts %q, want b after 2", raw.Header.Get("X-LLM-Provider"), raw.Header.Get("X-LLM-Attempts"))
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.RateLimit {
+	if s := snapshot(t, "a"); s.State != breaker.Open || s.LastClass != classify.RateLimit {
 		t.Fatalf("a: %s %s, want open rate_limit: /v1/models feeds the breakers", s.State, s.LastClass)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 )
 
 var anthropicIDPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
@@ -236,7 +238,7 @@ func runAgentSession(t *testing.T, strictRules ...string) (*fakeUpstream, *stric
 		}
 		s.add(t, []byte(out))
 	}
-	if s := snapshot(t, "strict"); s.State != StateClosed {
+	if s := snapshot(t, "strict"); s.State != breaker.Closed {
 		t.Fatalf("strict: %s, want closed: a repairable refusal cools nothing", s.State)
 	}
 	return strict, sp
@@ -358,7 +360,7 @@ func TestRepairRetriesOnceNeverLoops(t *testing.T) {
 	if strings.Contains(string(a.bodies[1]), "functions.Bash:0") {
 		t.Fatalf("retry was not repaired: %s", a.bodies[1])
 	}
-	if s := snapshot(t, "a"); s.State != StateClosed {
+	if s := snapshot(t, "a"); s.State != breaker.Closed {
 		t.Fatalf("a: %s, want closed", s.State)
 	}
 	// the same refusal once more, for a request with nothing to repair:

@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -135,7 +136,7 @@ func startFleet(t *testing.T, n int, share string, blocks ...string) []*instance
 }
 
 // waitState polls an instance's status until the provider is in state.
-func waitState(t *testing.T, in *instance, provider string, state BreakerState, within time.Duration) map[string]any {
+func waitState(t *testing.T, in *instance, provider string, state breaker.State, within time.Duration) map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -195,7 +196,7 @@ func TestRedisShareFleet(t *testing.T) {
 	}
 	decided := time.Now()
 	for _, in := range fleet[1:] {
-		st := waitState(t, in, "rf_sub", StateOpen, 2*time.Second)
+		st := waitState(t, in, "rf_sub", breaker.Open, 2*time.Second)
 		t.Logf("instance %s adopted the cooldown %s after A answered (source %v)", in.name, time.Since(decided), st["source"])
 		if st["source"] == "local" {
 			t.Fatalf("instance %s: the cooldown is not A's: %v", in.name, st)
@@ -216,19 +217,19 @@ func TestRedisShareFleet(t *testing.T) {
 		t.Fatalf("%d %s", code, body)
 	}
 	for _, in := range fleet {
-		waitState(t, in, "rf_sub", StateClosed, 2*time.Second)
+		waitState(t, in, "rf_sub", breaker.Closed, 2*time.Second)
 	}
 	sendOK0 = post(t, fleet[1].URL+"/v1/messages", simpleRequest)
 	if got := readAll(t, sendOK0); !strings.Contains(got, "from key") || sub.Hits() != 2 {
 		t.Fatalf("B: %s, sub hits %d", got, sub.Hits())
 	}
 	for _, in := range []*instance{fleet[0], fleet[2]} {
-		waitState(t, in, "rf_sub", StateOpen, 2*time.Second)
+		waitState(t, in, "rf_sub", breaker.Open, 2*time.Second)
 	}
 
 	// the cooldown ends: every instance asks at once, the provider gets
 	// one probe, which is held until all have asked
-	waitState(t, fleet[0], "rf_sub", StateHalfOpen, 5*time.Second)
+	waitState(t, fleet[0], "rf_sub", breaker.HalfOpen, 5*time.Second)
 	var wg sync.WaitGroup
 	answers := make(chan string, 3*len(fleet))
 	for _, in := range fleet {
@@ -263,7 +264,7 @@ func TestRedisShareFleet(t *testing.T) {
 		t.Fatalf("the probe was answered by %s", a)
 	}
 	for _, in := range fleet {
-		waitState(t, in, "rf_sub", StateClosed, 2*time.Second)
+		waitState(t, in, "rf_sub", breaker.Closed, 2*time.Second)
 		sendOK(t, in, "rf_sub")
 	}
 }
@@ -329,7 +330,7 @@ func TestRedisShareLaterEndWins(t *testing.T) {
 	c := r.client()
 	defer c.Close()
 	long := time.Now().Add(3 * time.Hour).Truncate(time.Millisecond)
-	other, _ := json.Marshal(redisDecision{Name: "rl_sub", State: StateOpen, Until: long.UnixMilli(),
+	other, _ := json.Marshal(redisDecision{Name: "rl_sub", State: breaker.Open, Until: long.UnixMilli(),
 		Decided: time.Now().Add(-time.Minute).UnixMicro(), Class: classify.Quota, Instance: "other", Token: "other/1"})
 	if err := c.Set(t.Context(), "llm_failover:breaker:rl_sub", other, 3*time.Hour).Err(); err != nil {
 		t.Fatal(err)
@@ -408,7 +409,7 @@ func TestRedisShareOutage(t *testing.T) {
 	r.start()
 	// A rewrites its decision into the empty Redis; B resubscribes and
 	// reads it
-	st := waitState(t, b, "ro_sub", StateOpen, 10*time.Second)
+	st := waitState(t, b, "ro_sub", breaker.Open, 10*time.Second)
 	t.Logf("after an outage of %s, B adopted A's cooldown %s after Redis was back (%v)", outage, time.Since(outageStart)-outage, st["source"])
 	outage = time.Since(outageStart) // the faults last until sharing resumes
 	sendOK(t, b, "ro_key")

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -35,10 +36,10 @@ func TestShareStorageLaterEndWins(t *testing.T) {
 	prefix := filepath.Join(storage, "llm_failover", "breakers")
 	now := time.Now()
 	long := now.Add(3 * time.Hour).Truncate(time.Second)
-	writeEntry(t, prefix, "long.json", sharedFile{Instance: "long", WrittenAt: now, Breakers: map[string]SharedState{
-		"sl_sub": {State: StateOpen, Until: long, Class: classify.Quota, DecidedAt: now.Add(-2 * time.Minute)}}})
-	writeEntry(t, prefix, "short.json", sharedFile{Instance: "short", WrittenAt: now, Breakers: map[string]SharedState{
-		"sl_sub": {State: StateOpen, Until: now.Add(30 * time.Second), Class: classify.RateLimit, DecidedAt: now.Add(-time.Minute)}}})
+	writeEntry(t, prefix, "long.json", sharedFile{Instance: "long", WrittenAt: now, Breakers: map[string]breaker.Decision{
+		"sl_sub": {State: breaker.Open, Until: long, Class: classify.Quota, DecidedAt: now.Add(-2 * time.Minute)}}})
+	writeEntry(t, prefix, "short.json", sharedFile{Instance: "short", WrittenAt: now, Breakers: map[string]breaker.Decision{
+		"sl_sub": {State: breaker.Open, Until: now.Add(30 * time.Second), Class: classify.RateLimit, DecidedAt: now.Add(-time.Minute)}}})
 	sub := newUpstream(t, "sl_sub", replyMessage("from sub"))
 	key := newUpstream(t, "sl_key", replyMessage("from key"))
 	p := newProxy(t)
@@ -53,18 +54,18 @@ func TestShareStorageLaterEndWins(t *testing.T) {
 
 	// the short cooldown's instance meets it again (and cools sl_key,
 	// which shows when its entry was read): still not shorter
-	writeEntry(t, prefix, "short.json", sharedFile{Instance: "short", WrittenAt: time.Now(), Breakers: map[string]SharedState{
-		"sl_sub": {State: StateOpen, Until: time.Now().Add(time.Minute), Class: classify.RateLimit, DecidedAt: time.Now()},
-		"sl_key": {State: StateOpen, Until: time.Now().Add(time.Minute), Class: classify.RateLimit, DecidedAt: time.Now()}}})
-	waitState(t, in, "sl_key", StateOpen, 3*time.Second)
+	writeEntry(t, prefix, "short.json", sharedFile{Instance: "short", WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{
+		"sl_sub": {State: breaker.Open, Until: time.Now().Add(time.Minute), Class: classify.RateLimit, DecidedAt: time.Now()},
+		"sl_key": {State: breaker.Open, Until: time.Now().Add(time.Minute), Class: classify.RateLimit, DecidedAt: time.Now()}}})
+	waitState(t, in, "sl_key", breaker.Open, 3*time.Second)
 	if s := snapshot(t, "sl_sub"); !s.Until.Equal(long) {
 		t.Fatalf("a later, shorter cooldown shortened the 3h one: %+v", s)
 	}
 
 	// a close decided after both ends the cooldown
-	writeEntry(t, prefix, "long.json", sharedFile{Instance: "long", WrittenAt: time.Now(), Breakers: map[string]SharedState{
-		"sl_sub": {State: StateClosed, DecidedAt: time.Now().Add(time.Second)}}})
-	waitState(t, in, "sl_sub", StateClosed, 3*time.Second)
+	writeEntry(t, prefix, "long.json", sharedFile{Instance: "long", WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{
+		"sl_sub": {State: breaker.Closed, DecidedAt: time.Now().Add(time.Second)}}})
+	waitState(t, in, "sl_sub", breaker.Closed, 3*time.Second)
 	sendOK(t, in, "sl_sub")
 }
 
@@ -76,11 +77,11 @@ func TestShareStoragePurgeAndNoExpiredEntries(t *testing.T) {
 	storage := t.TempDir()
 	prefix := filepath.Join(storage, "llm_failover", "breakers")
 	now, old := clock.Now(), time.Now().Add(-2*time.Hour)
-	writeEntry(t, prefix, "gone.json", sharedFile{Instance: "gone", WrittenAt: old, Breakers: map[string]SharedState{
-		"sp_key": {State: StateOpen, Until: now.Add(-time.Hour), Class: classify.RateLimit, DecidedAt: now.Add(-2 * time.Hour)}}})
-	writeEntry(t, prefix, "gone-cooling.json", sharedFile{Instance: "gone-cooling", WrittenAt: old, Breakers: map[string]SharedState{
-		"sp_other": {State: StateOpen, Until: now.Add(time.Hour), Class: classify.Quota, DecidedAt: now.Add(-2 * time.Hour)}}})
-	writeEntry(t, prefix, "alive.json", sharedFile{Instance: "alive", WrittenAt: time.Now(), Breakers: map[string]SharedState{}})
+	writeEntry(t, prefix, "gone.json", sharedFile{Instance: "gone", WrittenAt: old, Breakers: map[string]breaker.Decision{
+		"sp_key": {State: breaker.Open, Until: now.Add(-time.Hour), Class: classify.RateLimit, DecidedAt: now.Add(-2 * time.Hour)}}})
+	writeEntry(t, prefix, "gone-cooling.json", sharedFile{Instance: "gone-cooling", WrittenAt: old, Breakers: map[string]breaker.Decision{
+		"sp_other": {State: breaker.Open, Until: now.Add(time.Hour), Class: classify.Quota, DecidedAt: now.Add(-2 * time.Hour)}}})
+	writeEntry(t, prefix, "alive.json", sharedFile{Instance: "alive", WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{}})
 
 	sub := newUpstream(t, "sp_sub", replyError(429, "rate_limit_error", "limited", "Retry-After", "5"))
 	key := newUpstream(t, "sp_key", replyMessage("from key"))

@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/certmagic"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -134,7 +135,7 @@ func TestShareAcrossInstances(t *testing.T) {
 		t.Fatalf("hits %d", a.Hits())
 	}
 	waitFor(t, "B to adopt A's cooldown", 5*time.Second, func() bool {
-		return providerStatuses(t, child)["sh_sub"]["state"] == string(StateOpen)
+		return providerStatuses(t, child)["sh_sub"]["state"] == string(breaker.Open)
 	})
 	for range 5 {
 		res := post(t, childURL+"/v1/messages", simpleRequest)
@@ -166,7 +167,7 @@ func TestShareAcrossInstances(t *testing.T) {
 	// B adopts the 1s cooldown, which then ends: it was closed, so half
 	// open means both happened
 	waitFor(t, "B to adopt the 1s cooldown and see it end", 5*time.Second, func() bool {
-		return providerStatuses(t, child)["sh_sub"]["state"] == string(StateHalfOpen)
+		return providerStatuses(t, child)["sh_sub"]["state"] == string(breaker.HalfOpen)
 	})
 	if got := readAll(t, post(t, childURL+"/v1/messages", simpleRequest)); !strings.Contains(got, "from sub") {
 		t.Fatalf("B's probe: %s", got)
@@ -199,7 +200,7 @@ func TestShareSurvivesRestart(t *testing.T) {
 	p.load(cfg)
 	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest))
 	ownEntry(t, filepath.Join(storage, "llm_failover", "breakers"), func(f sharedFile) bool { // the prompt write
-		return f.Breakers["rs_sub"].State == StateOpen
+		return f.Breakers["rs_sub"].State == breaker.Open
 	})
 	if err := caddy.Stop(); err != nil {
 		t.Fatal(err)
@@ -230,8 +231,8 @@ func TestShareStorageFaults(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(prefix, "corrupt.json"), []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	good, _ := json.Marshal(sharedFile{Instance: "other", Breakers: map[string]SharedState{
-		"sf_sub": {State: StateOpen, Until: time.Now().Add(time.Hour), Class: classify.Quota, DecidedAt: time.Now()}}})
+	good, _ := json.Marshal(sharedFile{Instance: "other", Breakers: map[string]breaker.Decision{
+		"sf_sub": {State: breaker.Open, Until: time.Now().Add(time.Hour), Class: classify.Quota, DecidedAt: time.Now()}}})
 	if err := os.WriteFile(filepath.Join(prefix, "other.json"), good, 0o600); err != nil {
 		t.Fatal(err)
 	}

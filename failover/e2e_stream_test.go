@@ -16,6 +16,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/option"
 	"go.uber.org/goleak"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -70,7 +71,7 @@ func TestEarlyStreamErrorFailsOver(t *testing.T) {
 	if raw.Header.Get("X-LLM-Provider") != "b" || raw.Header.Get("X-LLM-Attempts") != "2" {
 		t.Fatalf("headers %v", raw.Header)
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.Overloaded {
+	if s := snapshot(t, "a"); s.State != breaker.Open || s.LastClass != classify.Overloaded {
 		t.Fatalf("a: %s %s, want open overloaded", s.State, s.LastClass)
 	}
 }
@@ -122,7 +123,7 @@ func TestLateStreamErrorPassesThroughAndCools(t *testing.T) {
 	if b.Hits() != 0 {
 		t.Fatal("a committed stream must not be replayed")
 	}
-	if s := snapshot(t, "a"); s.State != StateOpen || s.LastClass != classify.Overloaded {
+	if s := snapshot(t, "a"); s.State != breaker.Open || s.LastClass != classify.Overloaded {
 		t.Fatalf("a: %s %s", s.State, s.LastClass)
 	}
 	if msg, _, err := streamRequest(t, sdkClient(p)); err != nil || textOf(&msg) != "from b" {
@@ -356,7 +357,7 @@ func TestClientDisconnectLeavesNothingBehind(t *testing.T) {
 			t.Fatalf("%s: the upstream request was not cancelled", ph)
 		}
 		transport.CloseIdleConnections()
-		if s := snapshot(t, "a"); s.State != StateClosed || s.LastClass != "" {
+		if s := snapshot(t, "a"); s.State != breaker.Closed || s.LastClass != "" {
 			t.Fatalf("%s: a breaker charged for a client disconnect: %+v", ph, s)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -50,7 +51,7 @@ func TestWrapModeFailsOverAndCools(t *testing.T) {
 	if a.Hits() != 1 {
 		t.Fatalf("a contacted during its cooldown: %d hits", a.Hits())
 	}
-	if s := snapshot(t, hostPort(a)); s.State != StateOpen || s.LastClass != classify.RateLimit {
+	if s := snapshot(t, hostPort(a)); s.State != breaker.Open || s.LastClass != classify.RateLimit {
 		t.Fatalf("a: %+v", s)
 	}
 	// past the cooldown: probed once, and it answers now

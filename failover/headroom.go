@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -22,11 +21,6 @@ import (
 // providers, and used to move before a limit hits (max_utilization), to
 // place new conversations where there is headroom (policy spread), and to
 // give an honest Retry-After when nothing admits.
-
-// capacityCell holds a breaker's latest capacity report.
-type capacityCell struct {
-	p atomic.Pointer[capacity.Report]
-}
 
 // validateUsageRouting checks the usage-routing options, so JSON config
 // gets the checks the Caddyfile parser makes.
@@ -64,17 +58,17 @@ func (h *Handler) capacityMaxReset() time.Duration {
 
 // learnCapacity keeps what a response's headers say about the provider's
 // capacity, for the breaker (so the client) the attempt went through.
-func (h *Handler) learnCapacity(a *attempt, hdr http.Header) {
+func (h *Handler) learnCapacity(a *attempt, hdr http.Header, now time.Time) {
 	if a.b == nil || hdr == nil {
 		return
 	}
-	c, ok := capacity.Parse(hdr, timeNow(), h.capacityMaxReset())
+	c, ok := capacity.Parse(hdr, now, h.capacityMaxReset())
 	if !ok {
 		return
 	}
 	kept := new(capacity.Report) // only now: &c would put c on the heap for every response
 	*kept = c
-	a.b.capacity.p.Store(kept)
+	a.b.reported.Store(kept)
 }
 
 // capacityFor returns the latest capacity report of the provider for a

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -89,9 +90,9 @@ func (c *breakerCollector) Collect(ch chan<- prometheus.Metric) {
 		s := p.state.breakers.shared().Snapshot(now)
 		var state, left float64
 		switch s.State {
-		case StateHalfOpen:
+		case breaker.HalfOpen:
 			state = 1
-		case StateOpen:
+		case breaker.Open:
 			state = 2
 			left = s.Until.Sub(now).Seconds()
 		}

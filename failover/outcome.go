@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
 )
@@ -135,7 +136,8 @@ func (h *Handler) renewCredential(req *llmRequest, a *attempt) bool {
 // named in the answer (X-LLM-Provider, {llm.provider}).
 func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v classify.Verdict, sent bool) {
 	p := a.p
-	h.learnCapacity(a, res.header)
+	now := timeNow()
+	h.learnCapacity(a, res.header, now)
 	var until time.Time
 	if req.kind == kindOther || v.Class == classify.Unsupported {
 		// says nothing about the provider's health: charge nothing
@@ -143,7 +145,7 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v c
 	} else {
 		f := h.failure(p, v.Class, v.Message)
 		f.ResetAt, f.Credential, f.FailedOver = v.ResetAt, a.credVersion, true
-		until = a.b.Failure(timeNow(), f)
+		until = a.b.Failure(now, f)
 		if v.Class.Cools() {
 			h.share.kick()
 		}
@@ -163,7 +165,7 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v c
 			zap.Int("status", res.status), zap.Int("attempt", req.attempts),
 			zap.String("request_id", requestID(req.r))}
 		if !until.IsZero() {
-			fields = append(fields, zap.Time("cooldown_until", until), zap.Duration("cooldown", until.Sub(timeNow())))
+			fields = append(fields, zap.Time("cooldown_until", until), zap.Duration("cooldown", until.Sub(now)))
 		}
 		c.Write(fields...)
 	}
@@ -195,14 +197,14 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v c
 
 // failure is a failure of class at p, for its breaker: the provider's
 // cooldown for the class, doubled up to max_cooldown while probes fail.
-func (h *Handler) failure(p *Provider, class Class, msg string) Failure {
-	return Failure{Class: class, Cooldown: p.cooldownFor(class), MaxCooldown: time.Duration(h.MaxCooldown), Error: msg}
+func (h *Handler) failure(p *Provider, class Class, msg string) breaker.Failure {
+	return breaker.Failure{Class: class, Cooldown: p.cooldownFor(class), MaxCooldown: time.Duration(h.MaxCooldown), Error: msg}
 }
 
 // closeStream ends a committed event stream: one that broke or stalled
 // before its terminal event gets a well-formed error event instead of a
 // silent truncation, and an upstream error event feeds the breaker.
-func (h *Handler) closeStream(g *gate, p *Provider, b *Breaker, aborted, clientGone bool) {
+func (h *Handler) closeStream(g *gate, p *Provider, b *providerBreaker, aborted, clientGone bool) {
 	g.wmu.Lock()
 	defer g.wmu.Unlock()
 	_, failed := g.watch.Failed()

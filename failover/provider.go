@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -275,7 +276,7 @@ var providerStates = caddy.NewUsagePool()
 
 // breaker returns the breaker that governs a request from the client with
 // the given credential fingerprint.
-func (p *Provider) breaker(clientKey string) *Breaker {
+func (p *Provider) breakerFor(clientKey string) *providerBreaker {
 	return p.state.breakers.governing(clientKey, p.passthrough, timeNow())
 }
 
@@ -284,27 +285,27 @@ func (p *Provider) breaker(clientKey string) *Breaker {
 // hand (admin API), which then drains it for everyone. The credential
 // source is asked (without waiting, and without the breaker's lock held)
 // only when a new credential could end an auth cooldown early.
-func (p *Provider) admit(ctx context.Context, now time.Time, clientKey string) Admission {
+func (p *Provider) admit(ctx context.Context, now time.Time, clientKey string) breaker.Admission {
 	if p.passthrough {
-		if adm := p.state.breakers.shared().peek(now); !adm.OK {
+		if adm := p.state.breakers.shared().Peek(now); !adm.OK {
 			return adm
 		}
 	}
-	b := p.breaker(clientKey)
+	b := p.breakerFor(clientKey)
 	current := ""
-	if b.refusedCredential(now) != "" {
+	if b.RefusedCredential(now) != "" {
 		current = p.currentCredentialVersion(ctx)
 	}
 	adm := b.Admit(now, current)
 	if adm.Probe && p.owner != nil {
-		adm = p.owner.share.claimProbe(p, clientKey, b, adm)
+		adm = p.owner.share.claimProbe(p, clientKey, &b.Breaker, adm)
 	}
 	return adm
 }
 
 // peek answers like admit without taking a half-open probe or counting a
 // request, for requests that feed no breaker.
-func (p *Provider) peek(now time.Time, clientKey string) Admission {
+func (p *Provider) peek(now time.Time, clientKey string) breaker.Admission {
 	return p.state.breakers.peek(now, clientKey, p.passthrough)
 }
 

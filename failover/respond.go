@@ -11,6 +11,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -155,7 +156,7 @@ func (h *Handler) setAnswerHeaders(hdr http.Header, clientKey string, attempts i
 		s := p.state.breakers.snapshotFor(now, clientKey, p.passthrough)
 		b.WriteString(strconv.Quote(p.Name) + ";state=" + string(s.State))
 		class, status := Class(""), 0
-		if s.State != StateClosed {
+		if s.State != breaker.Closed {
 			class = s.LastClass
 		}
 		for _, f := range failed {
@@ -169,7 +170,7 @@ func (h *Handler) setAnswerHeaders(hdr http.Header, clientKey string, attempts i
 		if status != 0 {
 			b.WriteString(";status=" + strconv.Itoa(status))
 		}
-		if s.State == StateOpen {
+		if s.State == breaker.Open {
 			b.WriteString(";retry-after=" + strconv.Itoa(retryAfterSeconds(now, s.Until)))
 		}
 	}

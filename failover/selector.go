@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 )
 
 // Selection policies across providers.
@@ -63,7 +65,7 @@ func validPolicy(p string) error {
 // after the one the previous request got). A saturated provider
 // (max_utilization) is passed over while any other admits the request. It
 // returns -1 and why each provider was skipped when none admits.
-func (h *Handler) selectProvider(req *llmRequest) (int, Admission, []skipped) {
+func (h *Handler) selectProvider(req *llmRequest) (int, breaker.Admission, []skipped) {
 	now := timeNow()
 	var skips []skipped
 	var saturated []int // passed over, in preference order
@@ -103,11 +105,11 @@ func (h *Handler) selectProvider(req *llmRequest) (int, Admission, []skipped) {
 		skips = append(skips, skipped{name: p.Name, class: adm.Class,
 			retryAt: p.honestRetryAt(now, req.clientKey, adm.RetryAt)})
 	}
-	return -1, Admission{}, skips
+	return -1, breaker.Admission{}, skips
 }
 
 // admitRequest asks provider p whether it takes the request.
-func admitRequest(p *Provider, req *llmRequest, now time.Time) Admission {
+func admitRequest(p *Provider, req *llmRequest, now time.Time) breaker.Admission {
 	if req.kind == kindOther {
 		return p.peek(now, req.clientKey) // takes no probe, counts nothing
 	}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
@@ -274,11 +275,11 @@ func (s *sharer) kick() {
 // breakersOf lists the breakers of the handler's providers with their
 // shared names: the provider's name, and name + "#" + the client
 // fingerprint for per-client breakers.
-func (s *sharer) breakersOf(fn func(name string, b *Breaker)) {
+func (s *sharer) breakersOf(fn func(name string, b *breaker.Breaker)) {
 	now := timeNow()
 	for _, p := range s.h.Providers {
-		fn(p.Name, p.state.breakers.shared())
-		p.state.breakers.eachClient(now, func(fp string, b *Breaker) { fn(clientBreakerName(p.Name, fp), b) })
+		fn(p.Name, &p.state.breakers.shared().Breaker)
+		p.state.breakers.eachClient(now, func(fp string, b *providerBreaker) { fn(clientBreakerName(p.Name, fp), &b.Breaker) })
 	}
 }
 
@@ -288,35 +289,35 @@ func clientBreakerName(provider, fingerprint string) string { return provider + 
 // decisions lists this instance's decisions worth sharing as of now: a
 // cooldown that has not ended, or a close recent enough that others may
 // still hold the cooldown it ended. An expired decision is never written.
-func (s *sharer) decisions(now time.Time, fn func(name string, b *Breaker, st SharedState)) {
-	s.breakersOf(func(name string, b *Breaker) {
-		st, ok := b.export()
+func (s *sharer) decisions(now time.Time, fn func(name string, b *breaker.Breaker, st breaker.Decision)) {
+	s.breakersOf(func(name string, b *breaker.Breaker) {
+		st, ok := b.Export()
 		if ok && worthSharing(now, st) {
 			fn(name, b, st)
 		}
 	})
 }
 
-func worthSharing(now time.Time, st SharedState) bool {
-	if st.State == StateOpen {
+func worthSharing(now time.Time, st breaker.Decision) bool {
+	if st.State == breaker.Open {
 		return st.Until.After(now)
 	}
 	return now.Sub(st.DecidedAt) < keepClosedDecisionsFor
 }
 
 // apply adopts another instance's decision for the named breaker, by the
-// rule of Breaker.adopt. origin is the deciding instance's id.
-func (s *sharer) apply(now time.Time, name string, st SharedState, origin string) {
+// rule of Breaker.Adopt. origin is the deciding instance's id.
+func (s *sharer) apply(now time.Time, name string, st breaker.Decision, origin string) {
 	if origin == instanceID() {
 		origin = "" // our own decision, from before a restart
 	}
 	for _, p := range s.h.Providers {
 		switch {
 		case name == p.Name:
-			p.state.breakers.shared().adopt(now, st, origin)
+			p.state.breakers.shared().Adopt(now, st, origin)
 			return
 		case p.passthrough && strings.HasPrefix(name, clientBreakerName(p.Name, "")):
-			p.breaker(strings.TrimPrefix(name, clientBreakerName(p.Name, ""))).adopt(now, st, origin)
+			p.breakerFor(strings.TrimPrefix(name, clientBreakerName(p.Name, ""))).Adopt(now, st, origin)
 			return
 		}
 	}
@@ -325,7 +326,7 @@ func (s *sharer) apply(now time.Time, name string, st SharedState, origin string
 // claimProbe makes a half-open probe the fleet's only one where the
 // backend can: when another instance holds the probe, this request skips
 // the provider like a cooling one.
-func (s *sharer) claimProbe(p *Provider, clientKey string, b *Breaker, adm Admission) Admission {
+func (s *sharer) claimProbe(p *Provider, clientKey string, b *breaker.Breaker, adm breaker.Admission) breaker.Admission {
 	if s == nil || !adm.Probe {
 		return adm
 	}
@@ -338,7 +339,7 @@ func (s *sharer) claimProbe(p *Provider, clientKey string, b *Breaker, adm Admis
 		name = clientBreakerName(p.Name, clientKey)
 	}
 	if granted, until := c.claimProbe(name); !granted {
-		return b.yieldProbe(until)
+		return b.YieldProbe(until)
 	}
 	return adm
 }

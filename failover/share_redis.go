@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
@@ -22,7 +23,7 @@ import (
 //   - <prefix>:breaker:<name> holds a breaker's latest shared decision. A
 //     cooldown's key expires when the cooldown ends; a close is kept for a
 //     while so that an older cooldown written late cannot undo it. A Lua
-//     script writes it, so the rule of Breaker.adopt (the later cooldown
+//     script writes it, so the rule of Breaker.Adopt (the later cooldown
 //     end wins) holds in Redis atomically, and publishes what it wrote.
 //   - <prefix>:decisions is the channel every instance subscribes to: a
 //     decision reaches the fleet within milliseconds.
@@ -56,18 +57,18 @@ var (
 // milliseconds, the decision time in microseconds (two decisions a few
 // microseconds apart stay ordered, and Lua's numbers hold it exactly).
 type redisDecision struct {
-	Name     string       `json:"name"`
-	State    BreakerState `json:"state"`
-	Until    int64        `json:"until,omitempty"`
-	Decided  int64        `json:"decided_us"`
-	Class    Class        `json:"class,omitempty"`
-	Instance string       `json:"instance"`
-	Token    string       `json:"token"`
+	Name     string        `json:"name"`
+	State    breaker.State `json:"state"`
+	Until    int64         `json:"until,omitempty"`
+	Decided  int64         `json:"decided_us"`
+	Class    Class         `json:"class,omitempty"`
+	Instance string        `json:"instance"`
+	Token    string        `json:"token"`
 }
 
-func (d *redisDecision) shared() SharedState {
-	st := SharedState{State: d.State, Class: d.Class, DecidedAt: time.UnixMicro(d.Decided)}
-	if d.State == StateOpen {
+func (d *redisDecision) shared() breaker.Decision {
+	st := breaker.Decision{State: d.State, Class: d.Class, DecidedAt: time.UnixMicro(d.Decided)}
+	if d.State == breaker.Open {
 		st.Until = time.UnixMilli(d.Until)
 	}
 	return st
@@ -230,7 +231,7 @@ func (b *redisBackend) resync(ctx context.Context) {
 func (b *redisBackend) write(ctx context.Context) {
 	now := timeNow()
 	failed := false
-	b.s.decisions(now, func(name string, _ *Breaker, st SharedState) {
+	b.s.decisions(now, func(name string, _ *breaker.Breaker, st breaker.Decision) {
 		if failed {
 			return // retried in an interval
 		}
@@ -239,7 +240,7 @@ func (b *redisBackend) write(ctx context.Context) {
 		}
 		d := redisDecision{Name: name, State: st.State, Decided: st.DecidedAt.UnixMicro(),
 			Instance: instanceID(), Token: b.token}
-		if st.State == StateOpen {
+		if st.State == breaker.Open {
 			d.Until, d.Class = st.Until.UnixMilli(), st.Class
 		}
 		val, _ := json.Marshal(d)
@@ -335,7 +336,7 @@ func (b *redisBackend) subscribe(ctx context.Context) {
 // applyJSON adopts one stored or published decision.
 func (b *redisBackend) applyJSON(now time.Time, data string, skipOwn bool) {
 	var d redisDecision
-	if err := json.Unmarshal([]byte(data), &d); err != nil || d.Name == "" || (d.State != StateOpen && d.State != StateClosed) {
+	if err := json.Unmarshal([]byte(data), &d); err != nil || d.Name == "" || (d.State != breaker.Open && d.State != breaker.Closed) {
 		b.s.fault("a shared breaker entry in redis is corrupt", fmt.Errorf("%.100q", data), b.channel)
 		return
 	}

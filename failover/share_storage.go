@@ -12,15 +12,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 )
 
 // sharedFile is what one instance stores.
 type sharedFile struct {
-	Instance  string                 `json:"instance"`
-	WrittenAt time.Time              `json:"written_at"`
-	Breakers  map[string]SharedState `json:"breakers"`
+	Instance  string                      `json:"instance"`
+	WrittenAt time.Time                   `json:"written_at"`
+	Breakers  map[string]breaker.Decision `json:"breakers"`
 }
 
 // storageBackend shares decisions through Caddy's storage: one entry per
@@ -71,8 +72,8 @@ func (b *storageBackend) tick(ctx context.Context) {
 // its entry is not purged while it runs.
 func (b *storageBackend) write(ctx context.Context) {
 	now := timeNow()
-	f := sharedFile{Instance: instanceID(), WrittenAt: time.Now(), Breakers: map[string]SharedState{}}
-	b.s.decisions(now, func(name string, _ *Breaker, st SharedState) { f.Breakers[name] = st })
+	f := sharedFile{Instance: instanceID(), WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{}}
+	b.s.decisions(now, func(name string, _ *breaker.Breaker, st breaker.Decision) { f.Breakers[name] = st })
 	if len(f.Breakers) == 0 && b.wroteEmpty && time.Since(b.wroteAt) < b.s.purgeAfter/4 {
 		return
 	}
@@ -92,7 +93,7 @@ func (b *storageBackend) write(ctx context.Context) {
 // sharedDecision is one entry's decision for one breaker.
 type sharedDecision struct {
 	name   string
-	st     SharedState
+	st     breaker.Decision
 	origin string
 }
 
@@ -153,7 +154,7 @@ func (b *storageBackend) stale(now time.Time, f *sharedFile) bool {
 		return false
 	}
 	for _, st := range f.Breakers {
-		if st.State == StateOpen && st.Until.After(now) {
+		if st.State == breaker.Open && st.Until.After(now) {
 			return false
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 )
 
 // liveHandlers are the provisioned handlers, newest last, so the admin API
@@ -58,21 +60,21 @@ func liveByName[T any](items func(*Handler) []T, name func(T) string) []T {
 // ProviderStatus is one provider in GET /llm/providers. It never holds a
 // secret: the credential is a state such as ok, missing or expired.
 type ProviderStatus struct {
-	Name                string       `json:"name"`
-	Upstream            string       `json:"upstream"`
-	State               BreakerState `json:"state"`
-	LastClass           Class        `json:"last_class"`
-	LastFailure         string       `json:"last_failure"`
-	LastError           string       `json:"last_error,omitempty"`
-	CooldownUntil       string       `json:"cooldown_until"`
-	CooldownLeftSeconds float64      `json:"cooldown_left_seconds"`
-	CooldownLeft        string       `json:"cooldown_left"`
-	ConsecutiveFailures int          `json:"consecutive_failures"`
-	Requests            uint64       `json:"requests"`
-	Successes           uint64       `json:"successes"`
-	Failovers           uint64       `json:"failovers"`
-	Credential          string       `json:"credential"`
-	CredentialReason    string       `json:"credential_reason,omitempty"`
+	Name                string        `json:"name"`
+	Upstream            string        `json:"upstream"`
+	State               breaker.State `json:"state"`
+	LastClass           Class         `json:"last_class"`
+	LastFailure         string        `json:"last_failure"`
+	LastError           string        `json:"last_error,omitempty"`
+	CooldownUntil       string        `json:"cooldown_until"`
+	CooldownLeftSeconds float64       `json:"cooldown_left_seconds"`
+	CooldownLeft        string        `json:"cooldown_left"`
+	ConsecutiveFailures int           `json:"consecutive_failures"`
+	Requests            uint64        `json:"requests"`
+	Successes           uint64        `json:"successes"`
+	Failovers           uint64        `json:"failovers"`
+	Credential          string        `json:"credential"`
+	CredentialReason    string        `json:"credential_reason,omitempty"`
 	// Source is where the state came from: "local" (this instance) or the
 	// id of the instance that shared it (share).
 	Source string `json:"source"`
@@ -115,7 +117,7 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 		Clients:             s.Clients,
 	}
 	out.Source = "local"
-	if origin, _ := p.state.breakers.shared().provenance(); origin != "" {
+	if origin, _ := p.state.breakers.shared().Provenance(); origin != "" {
 		out.Source = origin
 	}
 	if p.owner != nil && p.owner.share != nil {
@@ -130,7 +132,7 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 	if !s.LastFailure.IsZero() {
 		out.LastFailure = s.LastFailure.UTC().Format(time.RFC3339)
 	}
-	if s.State == StateOpen {
+	if s.State == breaker.Open {
 		out.CooldownUntil = s.Until.UTC().Format(time.RFC3339)
 		left := s.Until.Sub(now)
 		out.CooldownLeftSeconds = math.Round(left.Seconds()*1000) / 1000

@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -68,10 +69,10 @@ func (UpstreamSelector) Select(pool reverseproxy.UpstreamPool, r *http.Request, 
 			continue
 		}
 		p := wa.h.wrapProvider(name)
-		b := p.breaker(wa.clientKey)
-		var adm Admission
+		b := p.breakerFor(wa.clientKey)
+		var adm breaker.Admission
 		if wa.kind == kindOther {
-			adm = b.peek(now) // feeds no breaker
+			adm = b.Peek(now) // feeds no breaker
 		} else {
 			adm = b.Admit(now, "")
 		}

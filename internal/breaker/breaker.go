@@ -1,4 +1,9 @@
-package failover
+// Package breaker is the state machine that decides whether a provider may
+// take a request: closed, open (cooling down) or half-open (one probe).
+// Pure: it reads no clock (every method that needs the time takes it) and
+// never asks a credential source, so nothing slow runs under its lock, and
+// tests drive it with a fake clock.
+package breaker
 
 import (
 	"sync"
@@ -7,14 +12,14 @@ import (
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
-// BreakerState is where a provider's breaker stands.
-type BreakerState string
+// State is where a provider's breaker stands.
+type State string
 
 // Breaker states.
 const (
-	StateClosed   BreakerState = "closed"    // admits every request
-	StateOpen     BreakerState = "open"      // cooling down: admits none
-	StateHalfOpen BreakerState = "half_open" // cooldown over: admits exactly one probe
+	Closed   State = "closed"    // admits every request
+	Open     State = "open"      // cooling down: admits none
+	HalfOpen State = "half_open" // cooldown over: admits exactly one probe
 )
 
 // Breaker decides whether a provider may take a request. Pure logic: the
@@ -26,9 +31,9 @@ const (
 type Breaker struct {
 	mu sync.Mutex
 
-	state       BreakerState
+	state       State
 	until       time.Time // end of the cooldown while open
-	lastClass   Class
+	lastClass   classify.Class
 	lastFailure time.Time
 	lastError   string
 	cooldown    time.Duration // the cooldown last applied, doubled by a failed probe
@@ -39,10 +44,6 @@ type Breaker struct {
 	failedCredential string
 
 	requests, successes, failovers uint64
-
-	// capacity is what the provider last reported about its own usage
-	// to requests through this breaker (headroom.go).
-	capacity capacityCell
 
 	// decidedAt is when the state was last decided (opened, closed by a
 	// probe, reset, drained), by origin: "" for this instance, else the
@@ -57,7 +58,7 @@ type Admission struct {
 	Probe bool // the request is the half-open probe; it must end with Success, Failure or Release
 	// RetryAt is when the provider may admit again (when !OK).
 	RetryAt time.Time
-	Class   Class // the class that opened the breaker (when !OK)
+	Class   classify.Class // the class that opened the breaker (when !OK)
 }
 
 // probeWait is how long other requests assume a probe in flight takes,
@@ -74,14 +75,14 @@ func (b *Breaker) Admit(now time.Time, credential string) Admission {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch b.state {
-	case "", StateClosed:
+	case "", Closed:
 		b.requests++
 		return Admission{OK: true}
-	case StateOpen:
+	case Open:
 		if now.Before(b.until) && !b.credentialRenewedLocked(credential) {
 			return Admission{RetryAt: b.until, Class: b.lastClass}
 		}
-		b.state = StateHalfOpen
+		b.state = HalfOpen
 		b.probing = false
 	}
 	// half-open
@@ -99,38 +100,38 @@ func (b *Breaker) credentialRenewedLocked(current string) bool {
 	return b.lastClass == classify.Auth && b.failedCredential != "" && credentialChanged(current, b.failedCredential)
 }
 
-// refusedCredential returns the version of the credential whose refusal
+// RefusedCredential returns the version of the credential whose refusal
 // keeps the breaker open now, or "" when no credential could end the
 // cooldown early: the caller looks the current version up only then.
-func (b *Breaker) refusedCredential(now time.Time) string {
+func (b *Breaker) RefusedCredential(now time.Time) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.state != StateOpen || b.lastClass != classify.Auth || !now.Before(b.until) {
+	if b.state != Open || b.lastClass != classify.Auth || !now.Before(b.until) {
 		return ""
 	}
 	return b.failedCredential
 }
 
-// peek answers like Admit for an open breaker, without taking a probe or
+// Peek answers like Admit for an open breaker, without taking a probe or
 // counting a request; any other state admits.
-func (b *Breaker) peek(now time.Time) Admission {
+func (b *Breaker) Peek(now time.Time) Admission {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.state == StateOpen && now.Before(b.until) {
+	if b.state == Open && now.Before(b.until) {
 		return Admission{RetryAt: b.until, Class: b.lastClass}
 	}
 	return Admission{OK: true}
 }
 
-// idle reports whether the breaker cools nothing now and no probe is in
+// Idle reports whether the breaker cools nothing now and no probe is in
 // flight: dropping it changes nothing for its client.
-func (b *Breaker) idle(now time.Time) bool {
+func (b *Breaker) Idle(now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch b.state {
-	case "", StateClosed:
+	case "", Closed:
 		return true
-	case StateOpen:
+	case Open:
 		return !now.Before(b.until)
 	}
 	return !b.probing // half-open
@@ -140,15 +141,15 @@ func credentialChanged(current, failed string) bool {
 	return current != "" && current != failed
 }
 
-// Success records a response that was delivered: the breaker closes. It
-// reports whether that changed the state (a probe succeeded).
-func (b *Breaker) Success() bool {
+// Success records a response that was delivered at now: the breaker
+// closes. It reports whether that changed the state (a probe succeeded).
+func (b *Breaker) Success(now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.successes++
-	changed := b.state == StateOpen || b.state == StateHalfOpen
+	changed := b.state == Open || b.state == HalfOpen
 	if changed {
-		b.decidedAt, b.origin = timeNow(), ""
+		b.decidedAt, b.origin = now, ""
 	}
 	b.closeLocked()
 	return changed
@@ -157,7 +158,7 @@ func (b *Breaker) Success() bool {
 // closeLocked closes the breaker and forgets its cooldown: what a success
 // and a reset both do.
 func (b *Breaker) closeLocked() {
-	b.state = StateClosed
+	b.state = Closed
 	b.until = time.Time{}
 	b.cooldown = 0
 	b.consecutive = 0
@@ -178,7 +179,7 @@ func (b *Breaker) Release(wasProbe bool) {
 
 // Failure is one failed attempt to feed into the breaker.
 type Failure struct {
-	Class Class
+	Class classify.Class
 	// Cooldown is the configured cooldown for Class.
 	Cooldown time.Duration
 	// MaxCooldown caps the doubled cooldown of failed probes.
@@ -202,12 +203,12 @@ func (b *Breaker) Failure(now time.Time, f Failure) time.Time {
 	if f.FailedOver {
 		b.failovers++
 	}
-	wasProbe := b.state == StateHalfOpen
+	wasProbe := b.state == HalfOpen
 	b.probing = false
 	if !f.Class.Cools() {
 		if wasProbe {
 			// the provider answered; the request was at fault
-			b.state = StateClosed
+			b.state = Closed
 		}
 		return time.Time{}
 	}
@@ -223,10 +224,10 @@ func (b *Breaker) Failure(now time.Time, f Failure) time.Time {
 		until = f.ResetAt
 	}
 	// a concurrent failure must not shorten a longer cooldown already set
-	if b.state == StateOpen && b.until.After(until) {
+	if b.state == Open && b.until.After(until) {
 		until = b.until
 	}
-	b.state = StateOpen
+	b.state = Open
 	b.until = until
 	b.decidedAt, b.origin = now, ""
 	if f.Class == classify.Auth {
@@ -235,19 +236,19 @@ func (b *Breaker) Failure(now time.Time, f Failure) time.Time {
 	return until
 }
 
-// Reset closes the breaker now (admin API).
-func (b *Breaker) Reset() {
+// Reset closes the breaker at now (admin API).
+func (b *Breaker) Reset(now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.decidedAt, b.origin = timeNow(), ""
+	b.decidedAt, b.origin = now, ""
 	b.closeLocked()
 }
 
 // CoolFor opens the breaker by hand until now+d (admin API: drain).
-func (b *Breaker) CoolFor(now time.Time, d time.Duration, class Class) {
+func (b *Breaker) CoolFor(now time.Time, d time.Duration, class classify.Class) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.state = StateOpen
+	b.state = Open
 	b.until = now.Add(d)
 	b.decidedAt, b.origin = now, ""
 	b.lastClass = class
@@ -256,11 +257,11 @@ func (b *Breaker) CoolFor(now time.Time, d time.Duration, class Class) {
 	b.probing = false
 }
 
-// BreakerSnapshot is a consistent copy of a breaker's state.
-type BreakerSnapshot struct {
-	State               BreakerState
+// Snapshot is a consistent copy of a breaker's state.
+type Snapshot struct {
+	State               State
 	Until               time.Time
-	LastClass           Class
+	LastClass           classify.Class
 	LastFailure         time.Time
 	LastError           string
 	ConsecutiveFailures int
@@ -271,83 +272,83 @@ type BreakerSnapshot struct {
 
 // Snapshot returns the breaker's state as of now: an open breaker whose
 // cooldown has passed reads as half-open.
-func (b *Breaker) Snapshot(now time.Time) BreakerSnapshot {
+func (b *Breaker) Snapshot(now time.Time) Snapshot {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := BreakerSnapshot{
+	s := Snapshot{
 		State: b.state, Until: b.until, LastClass: b.lastClass, LastFailure: b.lastFailure,
 		LastError: b.lastError, ConsecutiveFailures: b.consecutive,
 		Requests: b.requests, Successes: b.successes, Failovers: b.failovers,
 	}
 	if s.State == "" {
-		s.State = StateClosed
+		s.State = Closed
 	}
-	if s.State == StateOpen && !now.Before(b.until) {
-		s.State = StateHalfOpen
+	if s.State == Open && !now.Before(b.until) {
+		s.State = HalfOpen
 	}
-	if s.State != StateOpen {
+	if s.State != Open {
 		s.Until = time.Time{}
 	}
 	return s
 }
 
-// SharedState is the part of a breaker that instances share through
+// Decision is the part of a breaker that instances share through
 // storage: never a credential, never a request.
-type SharedState struct {
-	State     BreakerState `json:"state"` // open or closed
-	Until     time.Time    `json:"until,omitzero"`
-	Class     Class        `json:"class,omitempty"`
-	DecidedAt time.Time    `json:"decided_at"`
+type Decision struct {
+	State     State          `json:"state"` // open or closed
+	Until     time.Time      `json:"until,omitzero"`
+	Class     classify.Class `json:"class,omitempty"`
+	DecidedAt time.Time      `json:"decided_at"`
 }
 
-// export returns the breaker's last decision, if this instance made it.
-func (b *Breaker) export() (SharedState, bool) {
+// Export returns the breaker's last decision, if this instance made it.
+func (b *Breaker) Export() (Decision, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.decidedAt.IsZero() || b.origin != "" {
-		return SharedState{}, false
+		return Decision{}, false
 	}
-	st := SharedState{State: StateClosed, DecidedAt: b.decidedAt}
-	if b.state == StateOpen || b.state == StateHalfOpen {
-		st.State, st.Until, st.Class = StateOpen, b.until, b.lastClass
+	st := Decision{State: Closed, DecidedAt: b.decidedAt}
+	if b.state == Open || b.state == HalfOpen {
+		st.State, st.Until, st.Class = Open, b.until, b.lastClass
 	}
 	return st, true
 }
 
-// adopt takes another instance's decision. A cooldown never shortens one
+// Adopt takes another instance's decision. A cooldown never shortens one
 // that is running here: between two cooldowns the later end wins,
 // whichever was decided last. Otherwise the later decision wins, so a
 // close after a successful probe ends a cooldown here too. A cooldown
 // whose end has passed (on this clock) is ignored. It reports whether it
 // changed anything.
-func (b *Breaker) adopt(now time.Time, st SharedState, origin string) bool {
+func (b *Breaker) Adopt(now time.Time, st Decision, origin string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch st.State {
-	case StateOpen:
+	case Open:
 		if !st.Until.After(now) {
 			return false
 		}
-		if b.state == StateOpen || b.state == StateHalfOpen {
+		if b.state == Open || b.state == HalfOpen {
 			if !st.Until.After(b.until) {
 				return false
 			}
 		} else if !st.DecidedAt.After(b.decidedAt) {
 			return false
 		}
-		b.state, b.until, b.lastClass = StateOpen, st.Until, st.Class
+		b.state, b.until, b.lastClass = Open, st.Until, st.Class
 		b.lastFailure = st.DecidedAt
 		b.lastError = "shared by instance " + origin
 		b.probing = false
-	case StateClosed:
+	case Closed:
 		if !st.DecidedAt.After(b.decidedAt) {
 			return false
 		}
-		if b.state == StateClosed || b.state == "" {
+		if b.state == Closed || b.state == "" {
 			b.decidedAt, b.origin = st.DecidedAt, origin
 			return false
 		}
-		b.state, b.until, b.cooldown, b.consecutive, b.probing = StateClosed, time.Time{}, 0, 0, false
+		b.state, b.until, b.cooldown, b.consecutive, b.probing = Closed, time.Time{}, 0, 0, false
 	default:
 		return false
 	}
@@ -358,25 +359,25 @@ func (b *Breaker) adopt(now time.Time, st SharedState, origin string) bool {
 	return true
 }
 
-// yieldProbe gives up the half-open probe Admit just granted, because
+// YieldProbe gives up the half-open probe Admit just granted, because
 // another instance of the fleet holds it until the given time: until then,
 // or until that instance's result arrives, the breaker admits nothing.
 // Waiting for someone else's probe is no decision of this instance, so
 // nothing here is shared.
-func (b *Breaker) yieldProbe(until time.Time) Admission {
+func (b *Breaker) YieldProbe(until time.Time) Admission {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.state == StateHalfOpen && b.probing {
-		b.state, b.until, b.probing = StateOpen, until, false
+	if b.state == HalfOpen && b.probing {
+		b.state, b.until, b.probing = Open, until, false
 		b.requests--
 		b.lastError = "another instance is probing the provider"
 	}
 	return Admission{RetryAt: until, Class: b.lastClass}
 }
 
-// provenance says where the breaker's state came from: "" (this instance)
+// Provenance says where the breaker's state came from: "" (this instance)
 // or the instance that shared it, and when it was decided.
-func (b *Breaker) provenance() (string, time.Time) {
+func (b *Breaker) Provenance() (string, time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.origin, b.decidedAt

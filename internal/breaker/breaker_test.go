@@ -1,4 +1,4 @@
-package failover
+package breaker
 
 import (
 	"sync"
@@ -19,7 +19,7 @@ func brkMustAdmit(t *testing.T, b *Breaker, now time.Time, probe bool) {
 	}
 }
 
-func brkMustRefuse(t *testing.T, b *Breaker, now time.Time, retryAt time.Time, class Class) {
+func brkMustRefuse(t *testing.T, b *Breaker, now time.Time, retryAt time.Time, class classify.Class) {
 	t.Helper()
 	a := b.Admit(now, "")
 	if a.OK || a.Probe {
@@ -29,22 +29,24 @@ func brkMustRefuse(t *testing.T, b *Breaker, now time.Time, retryAt time.Time, c
 		t.Fatalf("Admit at %v: RetryAt = %v, want %v", now.Sub(brkT0), a.RetryAt.Sub(brkT0), retryAt.Sub(brkT0))
 	}
 	if a.Class != class {
-		t.Fatalf("Admit at %v: Class = %q, want %q", now.Sub(brkT0), a.Class, class)
+		t.Fatalf("Admit at %v: classify.Class = %q, want %q", now.Sub(brkT0), a.Class, class)
 	}
 }
 
 func TestBreakerClosedAdmits(t *testing.T) {
+	t.Parallel()
 	var b Breaker
 	for i := range 100 {
 		brkMustAdmit(t, &b, brkT0.Add(time.Duration(i)*time.Second), false)
 	}
 	s := b.Snapshot(brkT0)
-	if s.State != StateClosed || s.Requests != 100 || !s.Until.IsZero() {
+	if s.State != Closed || s.Requests != 100 || !s.Until.IsZero() {
 		t.Fatalf("snapshot = %+v, want closed with 100 requests", s)
 	}
 }
 
 func TestBreakerFailureOpensUntilCooldown(t *testing.T) {
+	t.Parallel()
 	var b Breaker
 	brkMustAdmit(t, &b, brkT0, false)
 	until := b.Failure(brkT0, Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: 30 * time.Minute, Error: "slow down", FailedOver: true})
@@ -55,7 +57,7 @@ func TestBreakerFailureOpensUntilCooldown(t *testing.T) {
 	brkMustRefuse(t, &b, brkT0.Add(59*time.Second), until, classify.RateLimit)
 	brkMustRefuse(t, &b, until.Add(-time.Nanosecond), until, classify.RateLimit)
 	s := b.Snapshot(brkT0.Add(time.Second))
-	if s.State != StateOpen || !s.Until.Equal(until) || s.LastClass != classify.RateLimit ||
+	if s.State != Open || !s.Until.Equal(until) || s.LastClass != classify.RateLimit ||
 		s.LastError != "slow down" || !s.LastFailure.Equal(brkT0) || s.ConsecutiveFailures != 1 ||
 		s.Failovers != 1 || s.Requests != 1 || s.Successes != 0 {
 		t.Fatalf("snapshot = %+v", s)
@@ -65,6 +67,7 @@ func TestBreakerFailureOpensUntilCooldown(t *testing.T) {
 }
 
 func TestBreakerResetAtWinsOverCooldown(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		resetAt time.Time
@@ -89,10 +92,11 @@ func TestBreakerResetAtWinsOverCooldown(t *testing.T) {
 }
 
 func TestBreakerHalfOpenAdmitsOneProbe(t *testing.T) {
+	t.Parallel()
 	var b Breaker
 	until := b.Failure(brkT0, Failure{Class: classify.Overloaded, Cooldown: 30 * time.Second, MaxCooldown: 30 * time.Minute})
 	now := until.Add(10 * time.Second)
-	if s := b.Snapshot(now); s.State != StateHalfOpen || !s.Until.IsZero() {
+	if s := b.Snapshot(now); s.State != HalfOpen || !s.Until.IsZero() {
 		t.Fatalf("snapshot after until = %+v, want half_open without Until", s)
 	}
 	brkMustAdmit(t, &b, now, true)
@@ -100,11 +104,11 @@ func TestBreakerHalfOpenAdmitsOneProbe(t *testing.T) {
 		at := now.Add(time.Duration(i) * time.Millisecond)
 		brkMustRefuse(t, &b, at, at.Add(probeWait), classify.Overloaded)
 	}
-	if s := b.Snapshot(now); s.State != StateHalfOpen {
+	if s := b.Snapshot(now); s.State != HalfOpen {
 		t.Fatalf("state while probing = %q, want half_open", s.State)
 	}
-	b.Success()
-	if s := b.Snapshot(now); s.State != StateClosed || s.ConsecutiveFailures != 0 || s.Successes != 1 || s.Requests != 1 {
+	b.Success(brkT0)
+	if s := b.Snapshot(now); s.State != Closed || s.ConsecutiveFailures != 0 || s.Successes != 1 || s.Requests != 1 {
 		t.Fatalf("after probe success: %+v", s)
 	}
 	for range 3 {
@@ -113,6 +117,7 @@ func TestBreakerHalfOpenAdmitsOneProbe(t *testing.T) {
 }
 
 func TestBreakerConcurrentAdmitOneProbe(t *testing.T) {
+	t.Parallel()
 	for round := range 20 {
 		var b Breaker
 		until := b.Failure(brkT0, Failure{Class: classify.ServerError, Cooldown: 10 * time.Second, MaxCooldown: time.Minute})
@@ -151,6 +156,7 @@ func TestBreakerConcurrentAdmitOneProbe(t *testing.T) {
 }
 
 func TestBreakerProbeFailureDoublesCooldown(t *testing.T) {
+	t.Parallel()
 	var b Breaker
 	f := Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: 5 * time.Minute}
 	now := brkT0
@@ -173,13 +179,14 @@ func TestBreakerProbeFailureDoublesCooldown(t *testing.T) {
 	// a success resets the doubling
 	now = until
 	brkMustAdmit(t, &b, now, true)
-	b.Success()
+	b.Success(brkT0)
 	if got := b.Failure(now, f).Sub(now); got != time.Minute {
 		t.Fatalf("cooldown after a success = %v, want the class cooldown 1m", got)
 	}
 }
 
 func TestBreakerProbeCooldownNeverBelowClass(t *testing.T) {
+	t.Parallel()
 	// MaxCooldown below the class cooldown: the class cooldown holds
 	t.Run("max below class", func(t *testing.T) {
 		var b Breaker
@@ -209,6 +216,7 @@ func TestBreakerProbeCooldownNeverBelowClass(t *testing.T) {
 }
 
 func TestBreakerProbeResetAtInsteadOfDoubling(t *testing.T) {
+	t.Parallel()
 	var b Breaker
 	f := Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: 30 * time.Minute}
 	until := b.Failure(brkT0, f)
@@ -228,6 +236,7 @@ func TestBreakerProbeResetAtInsteadOfDoubling(t *testing.T) {
 }
 
 func TestBreakerReleaseFreesProbe(t *testing.T) {
+	t.Parallel()
 	var b Breaker
 	until := b.Failure(brkT0, Failure{Class: classify.Overloaded, Cooldown: 30 * time.Second, MaxCooldown: time.Hour})
 	now := until
@@ -239,7 +248,7 @@ func TestBreakerReleaseFreesProbe(t *testing.T) {
 	brkMustAdmit(t, &b, now, true)
 	brkMustRefuse(t, &b, now, now.Add(probeWait), classify.Overloaded)
 	// a released probe counts no success and no failure
-	if s := b.Snapshot(now); s.State != StateHalfOpen || s.Successes != 0 || s.ConsecutiveFailures != 1 {
+	if s := b.Snapshot(now); s.State != HalfOpen || s.Successes != 0 || s.ConsecutiveFailures != 1 {
 		t.Fatalf("snapshot = %+v", s)
 	}
 	// Release on a closed breaker is harmless
@@ -251,7 +260,8 @@ func TestBreakerReleaseFreesProbe(t *testing.T) {
 }
 
 func TestBreakerNonCoolingClasses(t *testing.T) {
-	for _, class := range []Class{classify.ContextWindow, classify.ClientError, classify.Repairable, classify.None} {
+	t.Parallel()
+	for _, class := range []classify.Class{classify.ContextWindow, classify.ClientError, classify.Repairable, classify.None} {
 		t.Run(string(class), func(t *testing.T) {
 			var b Breaker
 			brkMustAdmit(t, &b, brkT0, false)
@@ -262,7 +272,7 @@ func TestBreakerNonCoolingClasses(t *testing.T) {
 			}
 			brkMustAdmit(t, &b, brkT0, false)
 			s := b.Snapshot(brkT0)
-			if s.State != StateClosed || s.ConsecutiveFailures != 0 || s.LastClass != class {
+			if s.State != Closed || s.ConsecutiveFailures != 0 || s.LastClass != class {
 				t.Fatalf("snapshot = %+v", s)
 			}
 		})
@@ -278,13 +288,14 @@ func TestBreakerNonCoolingClasses(t *testing.T) {
 }
 
 func TestBreakerAuthEndsEarlyOnNewCredential(t *testing.T) {
+	t.Parallel()
 	var b Breaker
 	until := b.Failure(brkT0, Failure{Class: classify.Auth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
 	now := brkT0.Add(time.Minute)
-	if got := b.refusedCredential(now); got != "v1" {
+	if got := b.RefusedCredential(now); got != "v1" {
 		t.Fatalf("refusedCredential = %q, want v1", got)
 	}
-	if got := b.refusedCredential(until); got != "" {
+	if got := b.RefusedCredential(until); got != "" {
 		t.Fatalf("refusedCredential after the cooldown = %q, want none", got)
 	}
 	for _, v := range []string{"v1", ""} {
@@ -301,16 +312,17 @@ func TestBreakerAuthEndsEarlyOnNewCredential(t *testing.T) {
 	if a := b.Admit(now, "v2"); a.OK {
 		t.Fatalf("second request with the new credential: Admit = %+v, want refused", a)
 	}
-	b.Success()
+	b.Success(brkT0)
 	brkMustAdmit(t, &b, now, false)
 }
 
 func TestBreakerAuthWithoutCredentialVersion(t *testing.T) {
+	t.Parallel()
 	// an auth failure whose refused credential is unknown ends only with
 	// its cooldown
 	var b Breaker
 	until := b.Failure(brkT0, Failure{Class: classify.Auth, Cooldown: 30 * time.Minute, MaxCooldown: time.Hour})
-	if got := b.refusedCredential(brkT0.Add(time.Minute)); got != "" {
+	if got := b.RefusedCredential(brkT0.Add(time.Minute)); got != "" {
 		t.Fatalf("refusedCredential = %q, want none", got)
 	}
 	if a := b.Admit(brkT0.Add(time.Minute), "v2"); a.OK {
@@ -320,9 +332,10 @@ func TestBreakerAuthWithoutCredentialVersion(t *testing.T) {
 }
 
 func TestBreakerNonAuthIgnoresCredential(t *testing.T) {
+	t.Parallel()
 	var b Breaker
 	until := b.Failure(brkT0, Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour, Credential: "v1"})
-	if got := b.refusedCredential(brkT0.Add(time.Second)); got != "" {
+	if got := b.RefusedCredential(brkT0.Add(time.Second)); got != "" {
 		t.Fatalf("refusedCredential of a rate_limit cooldown = %q, want none", got)
 	}
 	a := b.Admit(brkT0.Add(time.Second), "v2")
@@ -332,14 +345,15 @@ func TestBreakerNonAuthIgnoresCredential(t *testing.T) {
 }
 
 func TestBreakerReset(t *testing.T) {
+	t.Parallel()
 	var b Breaker
 	f := Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour}
 	until := b.Failure(brkT0, f)
 	brkMustAdmit(t, &b, until, true)
 	b.Failure(until, f) // doubled to 2m
-	b.Reset()
+	b.Reset(brkT0)
 	now := brkT0.Add(90 * time.Second)
-	if s := b.Snapshot(now); s.State != StateClosed || !s.Until.IsZero() || s.ConsecutiveFailures != 0 {
+	if s := b.Snapshot(now); s.State != Closed || !s.Until.IsZero() || s.ConsecutiveFailures != 0 {
 		t.Fatalf("after Reset: %+v", s)
 	}
 	brkMustAdmit(t, &b, now, false)
@@ -352,25 +366,26 @@ func TestBreakerReset(t *testing.T) {
 	var c Breaker
 	u := c.Failure(brkT0, f)
 	brkMustAdmit(t, &c, u, true)
-	c.Reset()
+	c.Reset(brkT0)
 	brkMustAdmit(t, &c, u, false)
 	brkMustAdmit(t, &c, u, false)
 }
 
 func TestBreakerCoolFor(t *testing.T) {
+	t.Parallel()
 	var b Breaker
 	brkMustAdmit(t, &b, brkT0, false)
 	b.CoolFor(brkT0, 10*time.Minute, classify.Overloaded)
 	until := brkT0.Add(10 * time.Minute)
 	brkMustRefuse(t, &b, brkT0.Add(time.Minute), until, classify.Overloaded)
-	if s := b.Snapshot(brkT0.Add(time.Minute)); s.State != StateOpen || !s.Until.Equal(until) || s.LastClass != classify.Overloaded {
+	if s := b.Snapshot(brkT0.Add(time.Minute)); s.State != Open || !s.Until.Equal(until) || s.LastClass != classify.Overloaded {
 		t.Fatalf("snapshot = %+v", s)
 	}
-	if s := b.Snapshot(until); s.State != StateHalfOpen {
+	if s := b.Snapshot(until); s.State != HalfOpen {
 		t.Fatalf("snapshot at until = %+v, want half_open", s)
 	}
 	brkMustAdmit(t, &b, until, true)
-	b.Success()
+	b.Success(brkT0)
 	brkMustAdmit(t, &b, until, false)
 	// CoolFor replaces a longer cooldown (an admin's decision)
 	var c Breaker
@@ -381,22 +396,23 @@ func TestBreakerCoolFor(t *testing.T) {
 }
 
 func TestBreakerSnapshot(t *testing.T) {
+	t.Parallel()
 	var b Breaker
-	if s := b.Snapshot(brkT0); s.State != StateClosed || s.Requests != 0 || !s.Until.IsZero() {
+	if s := b.Snapshot(brkT0); s.State != Closed || s.Requests != 0 || !s.Until.IsZero() {
 		t.Fatalf("zero breaker snapshot = %+v", s)
 	}
 	brkMustAdmit(t, &b, brkT0, false)
 	brkMustAdmit(t, &b, brkT0, false)
-	b.Success()
+	b.Success(brkT0)
 	until := b.Failure(brkT0, Failure{Class: classify.ServerError, Cooldown: 10 * time.Second, MaxCooldown: time.Minute, Error: "boom", FailedOver: true})
 	s := b.Snapshot(brkT0.Add(5 * time.Second))
-	want := BreakerSnapshot{State: StateOpen, Until: until, LastClass: classify.ServerError, LastFailure: brkT0,
+	want := Snapshot{State: Open, Until: until, LastClass: classify.ServerError, LastFailure: brkT0,
 		LastError: "boom", ConsecutiveFailures: 1, Requests: 2, Successes: 1, Failovers: 1}
 	if s != want {
 		t.Fatalf("open snapshot = %+v\nwant %+v", s, want)
 	}
 	s = b.Snapshot(until)
-	want.State, want.Until = StateHalfOpen, time.Time{}
+	want.State, want.Until = HalfOpen, time.Time{}
 	if s != want {
 		t.Fatalf("snapshot at until = %+v\nwant %+v", s, want)
 	}
@@ -411,6 +427,7 @@ func TestBreakerSnapshot(t *testing.T) {
 }
 
 func TestBreakerShorterFailureKeepsLongerCooldown(t *testing.T) {
+	t.Parallel()
 	var b Breaker
 	// two requests in flight when the provider runs out of quota
 	brkMustAdmit(t, &b, brkT0, false)
@@ -434,6 +451,7 @@ func TestBreakerShorterFailureKeepsLongerCooldown(t *testing.T) {
 }
 
 func TestBreakerConcurrentFailuresAndAdmits(t *testing.T) {
+	t.Parallel()
 	// run under -race: no data race, and the breaker ends consistent
 	var b Breaker
 	var wg sync.WaitGroup
@@ -447,7 +465,7 @@ func TestBreakerConcurrentFailuresAndAdmits(t *testing.T) {
 				case j%3 == 0:
 					b.Failure(now, Failure{Class: classify.ServerError, Cooldown: time.Millisecond, MaxCooldown: 10 * time.Millisecond})
 				case j%3 == 1:
-					b.Success()
+					b.Success(brkT0)
 				default:
 					b.Release(a.Probe)
 				}
@@ -456,6 +474,41 @@ func TestBreakerConcurrentFailuresAndAdmits(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	b.Reset()
+	b.Reset(brkT0)
 	brkMustAdmit(t, &b, brkT0, false)
+}
+
+// Every decision carries the time the caller passed, never a clock of the
+// breaker's own: what is shared says when it was decided.
+func TestBreakerDecisionsCarryTheCallersTime(t *testing.T) {
+	t.Parallel()
+	var b Breaker
+	if _, ok := b.Export(); ok {
+		t.Fatal("a new breaker exports a decision")
+	}
+	f := Failure{Class: classify.Overloaded, Cooldown: time.Minute, MaxCooldown: time.Hour}
+	t1 := brkT0.Add(time.Hour)
+	until := b.Failure(t1, f)
+	if d, ok := b.Export(); !ok || d.State != Open || !d.DecidedAt.Equal(t1) || !d.Until.Equal(until) {
+		t.Fatalf("after Failure at t1: %+v %v", d, ok)
+	}
+	brkMustAdmit(t, &b, until, true)
+	t2 := until.Add(time.Second)
+	if !b.Success(t2) {
+		t.Fatal("a successful probe did not change the state")
+	}
+	if d, ok := b.Export(); !ok || d.State != Closed || !d.DecidedAt.Equal(t2) {
+		t.Fatalf("after Success at t2: %+v %v", d, ok)
+	}
+	if b.Success(t2.Add(time.Second)) {
+		t.Fatal("a success of a closed breaker changed the state")
+	}
+	if d, _ := b.Export(); !d.DecidedAt.Equal(t2) {
+		t.Fatalf("a success that changed nothing moved the decision to %v", d.DecidedAt)
+	}
+	t3 := t2.Add(time.Hour)
+	b.Reset(t3)
+	if d, ok := b.Export(); !ok || d.State != Closed || !d.DecidedAt.Equal(t3) {
+		t.Fatalf("after Reset at t3: %+v %v", d, ok)
+	}
 }
