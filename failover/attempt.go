@@ -299,7 +299,7 @@ func (a *attempt) committing(hdr http.Header) {
 	h := a.h
 	now := timeNow()
 	if a.req.kind != kindOther && a.b.Success(now) {
-		h.share.kick() // a probe closed the breaker: close it everywhere
+		h.sharer.Kick() // a probe closed the breaker: close it everywhere
 	}
 	h.learnCapacity(a, hdr, now)
 	h.rememberConversation(a.req, a.p)
@@ -318,7 +318,7 @@ func (a *attempt) streamFailed(ei streaminspect.ErrorInfo) {
 		return // the request's fault (invalid_request_error): not the provider's
 	}
 	a.b.Failure(timeNow(), h.failure(a.p, class, ei.Message))
-	h.share.kick()
+	h.sharer.Kick()
 	h.logger.Warn("upstream error event after the stream was committed; passed to the client",
 		zap.String("provider", a.p.Name), zap.String("class", string(class)),
 		zap.String("error_type", ei.Type), zap.String("request_id", requestID(a.req.r)))

@@ -13,6 +13,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/share"
 )
 
 func init() {
@@ -190,6 +191,49 @@ func (h *Handler) unmarshalShare(d *caddyfile.Dispenser) error {
 		}
 		return err
 	})
+}
+
+// unmarshalShareOption parses the share subdirectives of the Redis
+// backend and the purge age:
+//
+//	redis redis://127.0.0.1:6379/0
+//	password env REDIS_PASSWORD
+//	purge_after 24h
+//	probe_lease 30s
+//	probe_wait 10ms
+func unmarshalShareOption(d *caddyfile.Dispenser, c *ShareConfig) error {
+	switch d.Val() {
+	case "redis":
+		u, err := parsedArg(d, "", func(s string) (string, error) { return s, share.ValidRedisURL(s) })
+		if err != nil {
+			return err
+		}
+		c.Redis = u
+	case "password":
+		if !d.NextArg() {
+			return d.Err("share: password needs a credential source: env, file, command, ...")
+		}
+		raw, err := unmarshalCredentialSource(d)
+		if err != nil {
+			return err
+		}
+		c.PasswordRaw = raw
+	default:
+		opt := d.Val()
+		dur, err := parseDurationArg(d)
+		if err != nil {
+			return err
+		}
+		switch opt {
+		case "purge_after":
+			c.PurgeAfter = dur
+		case "probe_lease":
+			c.ProbeLease = dur
+		case "probe_wait":
+			c.ProbeWait = dur
+		}
+	}
+	return nil
 }
 
 func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {

@@ -11,9 +11,10 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 )
 
 func init() {

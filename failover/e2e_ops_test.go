@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/option"
+
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 )
 

@@ -5,19 +5,18 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/share"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/testredis"
 )
 
 // The Redis backend is tested against a real redis-server on a free
@@ -25,67 +24,6 @@ import (
 // child processes (the test binary itself, see TestMain), each with its
 // own Caddy data directory and so its own instance id. Caddy's config is
 // process-global, so a fleet needs processes, as in production.
-
-// redisServer is a redis-server the test starts, stops and restarts.
-type redisServer struct {
-	t    testing.TB
-	bin  string
-	port int
-	dir  string
-	cmd  *exec.Cmd
-	URL  string
-}
-
-func startRedis(t testing.TB) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server is not installed, so the Redis backend is not tested here " +
-			"(Debian: apt-get install redis-server; .ci/run installs it)")
-	}
-	r := &redisServer{t: t, bin: bin, port: freePort(t), dir: t.TempDir()}
-	r.URL = fmt.Sprintf("redis://127.0.0.1:%d/0", r.port)
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *redisServer) start() {
-	r.t.Helper()
-	r.cmd = exec.Command(r.bin, "--port", itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir)
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	c := r.client()
-	defer c.Close()
-	for deadline := time.Now().Add(10 * time.Second); c.Ping(r.t.Context()).Err() != nil; {
-		if time.Now().After(deadline) {
-			r.t.Fatal("redis-server did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (r *redisServer) stop() {
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = r.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = r.cmd.Process.Kill()
-		<-done
-	}
-	r.cmd = nil
-}
-
-func (r *redisServer) client() *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", r.port), DisableIdentity: true})
-}
 
 // fleetCaddyfile is a Caddyfile whose llm_failover block shares through
 // the given share block.
@@ -107,7 +45,7 @@ func fleetCaddyfile(adminAddr, siteURL, share string, extraGlobal string, blocks
 // redisShare is the share block of a fleet on r. probe_wait is raised
 // from its 10ms default so that a loaded test machine does not make an
 // instance give up the lease call and probe on its own.
-func redisShare(r *redisServer) string {
+func redisShare(r *testredis.Server) string {
 	return "\t\tshare {\n\t\t\tredis " + r.URL + "\n\t\t\tread_interval 200ms\n\t\t\tprobe_wait 500ms\n\t\t}\n"
 }
 
@@ -169,7 +107,7 @@ func sendOK(t *testing.T, in *instance, wantProvider string) {
 // instance); when a cooldown ends the whole fleet sends exactly one probe;
 // its success closes the provider everywhere.
 func TestRedisShareFleet(t *testing.T) {
-	r := startRedis(t)
+	r := testredis.Start(t)
 	release := make(chan struct{})
 	var releaseOnce sync.Once
 	releaseProbe := func() { releaseOnce.Do(func() { close(release) }) }
@@ -272,7 +210,7 @@ func TestRedisShareFleet(t *testing.T) {
 // A restarted instance remembers a subscription's reset three hours away:
 // it reads Redis before its first request.
 func TestRedisShareSurvivesRestart(t *testing.T) {
-	r := startRedis(t)
+	r := testredis.Start(t)
 	reset := time.Now().Add(3 * time.Hour)
 	sub := newUpstream(t, "rr_sub", replyError(429, "rate_limit_error", "usage", "anthropic-ratelimit-unified-status", "rejected",
 		"anthropic-ratelimit-unified-reset", fmt.Sprint(reset.Unix())))
@@ -286,7 +224,7 @@ func TestRedisShareSurvivesRestart(t *testing.T) {
 	readAll(t, sendOK0)
 
 	// the cooldown is a Redis key that expires with it
-	c := r.client()
+	c := r.Client()
 	defer c.Close()
 	var ttl time.Duration
 	for deadline := time.Now().Add(2 * time.Second); ; {
@@ -318,7 +256,7 @@ func TestRedisShareSurvivesRestart(t *testing.T) {
 // Retry-After does not shorten the longer cooldown another instance
 // stored, and adopts that one instead.
 func TestRedisShareLaterEndWins(t *testing.T) {
-	r := startRedis(t)
+	r := testredis.Start(t)
 	sub := newUpstream(t, "rl_sub", replyError(429, "rate_limit_error", "limited", "Retry-After", "30"))
 	key := newUpstream(t, "rl_key", replyMessage("from key"))
 	p := newProxy(t)
@@ -327,10 +265,10 @@ func TestRedisShareLaterEndWins(t *testing.T) {
 
 	// another instance's 3h cooldown, stored while this one was not
 	// listening (its message was lost)
-	c := r.client()
+	c := r.Client()
 	defer c.Close()
 	long := time.Now().Add(3 * time.Hour).Truncate(time.Millisecond)
-	other, _ := json.Marshal(redisDecision{Name: "rl_sub", State: breaker.Open, Until: long.UnixMilli(),
+	other, _ := json.Marshal(share.RedisDecision{Name: "rl_sub", State: breaker.Open, Until: long.UnixMilli(),
 		Decided: time.Now().Add(-time.Minute).UnixMicro(), Class: classify.Quota, Instance: "other", Token: "other/1"})
 	if err := c.Set(t.Context(), "llm_failover:breaker:rl_sub", other, 3*time.Hour).Err(); err != nil {
 		t.Fatal(err)
@@ -347,7 +285,7 @@ func TestRedisShareLaterEndWins(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	var stored redisDecision
+	var stored share.RedisDecision
 	if err := json.Unmarshal([]byte(c.Get(t.Context(), "llm_failover:breaker:rl_sub").Val()), &stored); err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +302,7 @@ func TestRedisShareLaterEndWins(t *testing.T) {
 // back (empty, as after a restart) sharing resumes: a cooldown decided
 // during the outage reaches the other instance.
 func TestRedisShareOutage(t *testing.T) {
-	r := startRedis(t)
+	r := testredis.Start(t)
 	sub := newUpstream(t, "ro_sub", replyMessage("from sub"))
 	key := newUpstream(t, "ro_key", replyMessage("from key"))
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
@@ -381,7 +319,7 @@ func TestRedisShareOutage(t *testing.T) {
 	sendOK(t, a, "ro_sub")
 	sendOK(t, b, "ro_sub")
 
-	r.stop()
+	r.Stop()
 	outageStart := time.Now()
 	// requests keep being served, each well within a bound no Redis
 	// timeout fits in
@@ -406,7 +344,7 @@ func TestRedisShareOutage(t *testing.T) {
 	outage := time.Since(outageStart)
 	hitsBefore := sub.Hits()
 
-	r.start()
+	r.Restart()
 	// A rewrites its decision into the empty Redis; B resubscribes and
 	// reads it
 	st := waitState(t, b, "ro_sub", breaker.Open, 10*time.Second)

@@ -10,11 +10,12 @@ import (
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/share"
 )
 
 // writeEntry stores another instance's entry the way the storage backend
 // does.
-func writeEntry(t *testing.T, dir, file string, f sharedFile) {
+func writeEntry(t *testing.T, dir, file string, f share.StorageEntry) {
 	t.Helper()
 	data, err := json.Marshal(f)
 	if err != nil {
@@ -36,9 +37,9 @@ func TestShareStorageLaterEndWins(t *testing.T) {
 	prefix := filepath.Join(storage, "llm_failover", "breakers")
 	now := time.Now()
 	long := now.Add(3 * time.Hour).Truncate(time.Second)
-	writeEntry(t, prefix, "long.json", sharedFile{Instance: "long", WrittenAt: now, Breakers: map[string]breaker.Decision{
+	writeEntry(t, prefix, "long.json", share.StorageEntry{Instance: "long", WrittenAt: now, Breakers: map[string]breaker.Decision{
 		"sl_sub": {State: breaker.Open, Until: long, Class: classify.Quota, DecidedAt: now.Add(-2 * time.Minute)}}})
-	writeEntry(t, prefix, "short.json", sharedFile{Instance: "short", WrittenAt: now, Breakers: map[string]breaker.Decision{
+	writeEntry(t, prefix, "short.json", share.StorageEntry{Instance: "short", WrittenAt: now, Breakers: map[string]breaker.Decision{
 		"sl_sub": {State: breaker.Open, Until: now.Add(30 * time.Second), Class: classify.RateLimit, DecidedAt: now.Add(-time.Minute)}}})
 	sub := newUpstream(t, "sl_sub", replyMessage("from sub"))
 	key := newUpstream(t, "sl_key", replyMessage("from key"))
@@ -54,7 +55,7 @@ func TestShareStorageLaterEndWins(t *testing.T) {
 
 	// the short cooldown's instance meets it again (and cools sl_key,
 	// which shows when its entry was read): still not shorter
-	writeEntry(t, prefix, "short.json", sharedFile{Instance: "short", WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{
+	writeEntry(t, prefix, "short.json", share.StorageEntry{Instance: "short", WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{
 		"sl_sub": {State: breaker.Open, Until: time.Now().Add(time.Minute), Class: classify.RateLimit, DecidedAt: time.Now()},
 		"sl_key": {State: breaker.Open, Until: time.Now().Add(time.Minute), Class: classify.RateLimit, DecidedAt: time.Now()}}})
 	waitState(t, in, "sl_key", breaker.Open, 3*time.Second)
@@ -63,7 +64,7 @@ func TestShareStorageLaterEndWins(t *testing.T) {
 	}
 
 	// a close decided after both ends the cooldown
-	writeEntry(t, prefix, "long.json", sharedFile{Instance: "long", WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{
+	writeEntry(t, prefix, "long.json", share.StorageEntry{Instance: "long", WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{
 		"sl_sub": {State: breaker.Closed, DecidedAt: time.Now().Add(time.Second)}}})
 	waitState(t, in, "sl_sub", breaker.Closed, 3*time.Second)
 	sendOK(t, in, "sl_sub")
@@ -77,11 +78,11 @@ func TestShareStoragePurgeAndNoExpiredEntries(t *testing.T) {
 	storage := t.TempDir()
 	prefix := filepath.Join(storage, "llm_failover", "breakers")
 	now, old := clock.Now(), time.Now().Add(-2*time.Hour)
-	writeEntry(t, prefix, "gone.json", sharedFile{Instance: "gone", WrittenAt: old, Breakers: map[string]breaker.Decision{
+	writeEntry(t, prefix, "gone.json", share.StorageEntry{Instance: "gone", WrittenAt: old, Breakers: map[string]breaker.Decision{
 		"sp_key": {State: breaker.Open, Until: now.Add(-time.Hour), Class: classify.RateLimit, DecidedAt: now.Add(-2 * time.Hour)}}})
-	writeEntry(t, prefix, "gone-cooling.json", sharedFile{Instance: "gone-cooling", WrittenAt: old, Breakers: map[string]breaker.Decision{
+	writeEntry(t, prefix, "gone-cooling.json", share.StorageEntry{Instance: "gone-cooling", WrittenAt: old, Breakers: map[string]breaker.Decision{
 		"sp_other": {State: breaker.Open, Until: now.Add(time.Hour), Class: classify.Quota, DecidedAt: now.Add(-2 * time.Hour)}}})
-	writeEntry(t, prefix, "alive.json", sharedFile{Instance: "alive", WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{}})
+	writeEntry(t, prefix, "alive.json", share.StorageEntry{Instance: "alive", WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{}})
 
 	sub := newUpstream(t, "sp_sub", replyError(429, "rate_limit_error", "limited", "Retry-After", "5"))
 	key := newUpstream(t, "sp_key", replyMessage("from key"))
@@ -105,7 +106,7 @@ func TestShareStoragePurgeAndNoExpiredEntries(t *testing.T) {
 	if got := readAll(t, res); !strings.Contains(got, "from key") {
 		t.Fatal(got)
 	}
-	own := ownEntry(t, prefix, func(f sharedFile) bool { return len(f.Breakers) == 1 })
+	own := ownEntry(t, prefix, func(f share.StorageEntry) bool { return len(f.Breakers) == 1 })
 	var clientName string
 	for name := range own.Breakers {
 		clientName = name
@@ -120,17 +121,17 @@ func TestShareStoragePurgeAndNoExpiredEntries(t *testing.T) {
 	if code, body := adminPost(t, p, "/llm/providers/sp_key/cooldown", `{"duration":"1h"}`); code != 200 {
 		t.Fatalf("%d %s", code, body)
 	}
-	own = ownEntry(t, prefix, func(f sharedFile) bool { _, ok := f.Breakers["sp_key"]; return ok })
+	own = ownEntry(t, prefix, func(f share.StorageEntry) bool { _, ok := f.Breakers["sp_key"]; return ok })
 	if _, ok := own.Breakers[clientName]; ok {
 		t.Fatalf("the expired client cooldown was written: %+v", own.Breakers)
 	}
 }
 
 // ownEntry polls this instance's storage entry until ok accepts it.
-func ownEntry(t *testing.T, prefix string, ok func(sharedFile) bool) sharedFile {
+func ownEntry(t *testing.T, prefix string, ok func(share.StorageEntry) bool) share.StorageEntry {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
-	var last sharedFile
+	var last share.StorageEntry
 	for {
 		matches, _ := filepath.Glob(filepath.Join(prefix, instanceID()+"-*.json"))
 		for _, m := range matches {
@@ -138,7 +139,7 @@ func ownEntry(t *testing.T, prefix string, ok func(sharedFile) bool) sharedFile 
 			if err != nil {
 				continue
 			}
-			var f sharedFile
+			var f share.StorageEntry
 			if json.Unmarshal(data, &f) == nil {
 				last = f
 				if ok(f) {

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -15,41 +14,13 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/certmagic"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/share"
 )
-
-// A second Caddy instance runs in a child process: the test binary itself,
-// started with LLMF_CHILD_CADDYFILE. Caddy's config is process-global, so
-// two instances need two processes, as in a real fleet.
-func TestMain(m *testing.M) {
-	if cfg := os.Getenv("LLMF_CHILD_CADDYFILE"); cfg != "" {
-		runChildInstance(cfg)
-		return
-	}
-	os.Exit(m.Run())
-}
-
-func runChildInstance(caddyfileText string) {
-	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfileText), nil)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "child: adapt:", err)
-		os.Exit(2)
-	}
-	if err := caddy.Load(cfg, true); err != nil {
-		fmt.Fprintln(os.Stderr, "child: load:", err)
-		os.Exit(2)
-	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt)
-	<-sig
-	_ = caddy.Stop()
-	os.Exit(0)
-}
 
 // shareSite is a Caddyfile with file-system storage in dir and an
 // llm_failover block that shares its breakers.
@@ -199,7 +170,7 @@ func TestShareSurvivesRestart(t *testing.T) {
 	cfg := shareCaddyfile(p.AdminAddr, p.URL, storage, a.providerBlock(), b.providerBlock())
 	p.load(cfg)
 	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest))
-	ownEntry(t, filepath.Join(storage, "llm_failover", "breakers"), func(f sharedFile) bool { // the prompt write
+	ownEntry(t, filepath.Join(storage, "llm_failover", "breakers"), func(f share.StorageEntry) bool { // the prompt write
 		return f.Breakers["rs_sub"].State == breaker.Open
 	})
 	if err := caddy.Stop(); err != nil {
@@ -231,7 +202,7 @@ func TestShareStorageFaults(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(prefix, "corrupt.json"), []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	good, _ := json.Marshal(sharedFile{Instance: "other", Breakers: map[string]breaker.Decision{
+	good, _ := json.Marshal(share.StorageEntry{Instance: "other", Breakers: map[string]breaker.Decision{
 		"sf_sub": {State: breaker.Open, Until: time.Now().Add(time.Hour), Class: classify.Quota, DecidedAt: time.Now()}}})
 	if err := os.WriteFile(filepath.Join(prefix, "other.json"), good, 0o600); err != nil {
 		t.Fatal(err)

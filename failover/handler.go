@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/share"
 )
 
 func init() {
@@ -111,7 +112,7 @@ type Handler struct {
 	// request.
 	AffinityOff bool `json:"affinity_off,omitempty"`
 
-	share          *sharer
+	sharer         *share.Sharer
 	tiers          []*providerTier
 	spread         bool
 	stream         StreamConfig // Stream with its defaults
@@ -219,8 +220,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return err
 		}
-		h.share = s
-		h.share.start(ctx)
+		h.sharer = s
+		h.sharer.Start(ctx)
 	}
 	return nil
 }
@@ -228,7 +229,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // Cleanup releases the providers' proxies and breaker references.
 func (h *Handler) Cleanup() error {
 	unregisterHandler(h)
-	h.share.stop()
+	h.sharer.Stop()
 	h.cleanupClients()
 	h.cleanupAffinity()
 	for _, p := range h.Providers {

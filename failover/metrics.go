@@ -4,8 +4,9 @@ import (
 	"errors"
 	"sync"
 
-	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 )
 
 // metrics are registered in Caddy's own registry (ctx.GetMetricsRegistry),

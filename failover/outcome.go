@@ -147,7 +147,7 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v c
 		f.ResetAt, f.Credential, f.FailedOver = v.ResetAt, a.credVersion, true
 		until = a.b.Failure(now, f)
 		if v.Class.Cools() {
-			h.share.kick()
+			h.sharer.Kick()
 		}
 	}
 	fs := req.failures()
@@ -221,7 +221,7 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *providerBreaker, aborted,
 		msg = "llm_failover: the upstream connection broke mid-stream"
 	}
 	b.Failure(timeNow(), h.failure(p, class, msg))
-	h.share.kick()
+	h.sharer.Kick()
 	if !atBoundary {
 		// an event too large to keep back was cut: end it, so the error
 		// event is at least read as an event of its own

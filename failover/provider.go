@@ -298,7 +298,7 @@ func (p *Provider) admit(ctx context.Context, now time.Time, clientKey string) b
 	}
 	adm := b.Admit(now, current)
 	if adm.Probe && p.owner != nil {
-		adm = p.owner.share.claimProbe(p, clientKey, &b.Breaker, adm)
+		adm = p.owner.sharer.ClaimProbe(p.sharedName(clientKey), &b.Breaker, adm)
 	}
 	return adm
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/testredis"
 )
 
 // Run with: go test -run '^$' -bench BenchmarkShare -benchtime 20x ./failover/
@@ -86,7 +88,7 @@ func BenchmarkSharePropagation(b *testing.B) {
 		b.Run(backend, func(b *testing.B) {
 			share, global := "\t\tshare\n", "\tstorage file_system "+b.TempDir()+"\n"
 			if backend == "redis" {
-				r := startRedis(b)
+				r := testredis.Start(b)
 				share, global = "\t\tshare {\n\t\t\tredis "+r.URL+"\n\t\t}\n", ""
 			}
 			block := "\t\tprovider bp_sub {\n\t\t\tupstream http://127.0.0.1:9\n\t\t}\n"
@@ -130,7 +132,7 @@ func BenchmarkShareRedisOutage(b *testing.B) {
 		replyMessage("ok")(w, r, nil)
 	}))
 	b.Cleanup(up.Close)
-	running, stopped := startRedis(b), startRedis(b)
+	running, stopped := testredis.Start(b), testredis.Start(b)
 	modes := []string{"no_share", "redis_up", "redis_down"}
 	shares := []string{"", "\t\tshare {\n\t\t\tredis " + running.URL + "\n\t\t}\n",
 		"\t\tshare {\n\t\t\tredis " + stopped.URL + "\n\t\t}\n"}
@@ -143,7 +145,7 @@ func BenchmarkShareRedisOutage(b *testing.B) {
 			"\t\tprovider bo_"+mode+" {\n\t\t\tupstream "+up.URL+"\n\t\t}\n", shares[i]))
 	}
 	loadTB(b, cfg.String())
-	stopped.stop() // after the site connected, as in an outage
+	stopped.Stop() // after the site connected, as in an outage
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 	send := func(site string) time.Duration {
 		start := time.Now()

@@ -120,9 +120,9 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 	if origin, _ := p.state.breakers.shared().Provenance(); origin != "" {
 		out.Source = origin
 	}
-	if p.owner != nil && p.owner.share != nil {
-		if ns := p.owner.share.syncedAt.Load(); ns != 0 {
-			out.SyncedAt = time.Unix(0, ns).UTC().Format(time.RFC3339)
+	if p.owner != nil && p.owner.sharer != nil {
+		if at := p.owner.sharer.SyncedAt(); !at.IsZero() {
+			out.SyncedAt = at.UTC().Format(time.RFC3339)
 		}
 	}
 	p.fillUsage(&out, now)
@@ -156,6 +156,6 @@ func (p *Provider) coolFor(now time.Time, d time.Duration) {
 // shareNow shares a decision made by hand at once.
 func (p *Provider) shareNow() {
 	if p.owner != nil {
-		p.owner.share.kick()
+		p.owner.sharer.Kick()
 	}
 }

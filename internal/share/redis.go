@@ -1,4 +1,4 @@
-package failover
+package share
 
 import (
 	"context"
@@ -11,11 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
-	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 	"go.uber.org/zap"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // redisBackend shares decisions through Redis:
@@ -34,39 +35,38 @@ import (
 // Every key expires, so nothing is left to purge. Every call but the probe
 // claim runs in the background; the claim is bounded by probe_wait.
 type redisBackend struct {
-	s           *sharer
-	client      *redis.Client
-	prefix      string
-	channel     string
-	token       string // this process and handler: tells our own messages and leases apart
-	lease       time.Duration
-	probeWait   time.Duration
-	down        atomic.Bool // the last call failed: the request path does not ask Redis
-	resyncCh    chan struct{}
-	written     map[string]time.Time // breaker name -> decided_at last written; loop goroutine only
-	subscribeMu sync.Mutex
+	s         *Sharer
+	client    *redis.Client
+	prefix    string
+	channel   string
+	token     string // this process and handler: tells our own messages and leases apart
+	lease     time.Duration
+	probeWait time.Duration
+	down      atomic.Bool // the last call failed: the request path does not ask Redis
+	resyncCh  chan struct{}
+	written   map[string]time.Time // breaker name -> decided_at last written; loop goroutine only
 }
 
 var (
-	_ shareBackend = (*redisBackend)(nil)
+	_ backend      = (*redisBackend)(nil)
 	_ probeClaimer = (*redisBackend)(nil)
 )
 
-// redisDecision is a breaker decision as Redis stores and publishes it.
+// RedisDecision is a breaker decision as Redis stores and publishes it.
 // The write script compares its times: the cooldown end in Unix
 // milliseconds, the decision time in microseconds (two decisions a few
 // microseconds apart stay ordered, and Lua's numbers hold it exactly).
-type redisDecision struct {
-	Name     string        `json:"name"`
-	State    breaker.State `json:"state"`
-	Until    int64         `json:"until,omitempty"`
-	Decided  int64         `json:"decided_us"`
-	Class    Class         `json:"class,omitempty"`
-	Instance string        `json:"instance"`
-	Token    string        `json:"token"`
+type RedisDecision struct {
+	Name     string         `json:"name"`
+	State    breaker.State  `json:"state"`
+	Until    int64          `json:"until,omitempty"`
+	Decided  int64          `json:"decided_us"`
+	Class    classify.Class `json:"class,omitempty"`
+	Instance string         `json:"instance"`
+	Token    string         `json:"token"`
 }
 
-func (d *redisDecision) shared() breaker.Decision {
+func (d *RedisDecision) decision() breaker.Decision {
 	st := breaker.Decision{State: d.State, Class: d.Class, DecidedAt: time.UnixMicro(d.Decided)}
 	if d.State == breaker.Open {
 		st.Until = time.UnixMilli(d.Until)
@@ -118,28 +118,29 @@ end
 return redis.call('PTTL', KEYS[1])
 `)
 
-var redisLoggerOnce sync.Once
+var (
+	redisLoggerOnce sync.Once
+	// redisLog is where go-redis's own lines go: the logger of the latest
+	// Sharer with a Redis backend (go-redis has one process-wide logger).
+	redisLog atomic.Pointer[zap.Logger]
+)
 
-func newRedisBackend(ctx caddy.Context, s *sharer, cfg *ShareConfig) (*redisBackend, error) {
+func newRedisBackend(s *Sharer, cfg Config) (*redisBackend, error) {
 	opt, err := redis.ParseURL(cfg.Redis)
 	if err != nil {
 		return nil, fmt.Errorf("share: redis URL: %v", err)
 	}
-	if cfg.PasswordRaw != nil {
-		src, err := loadCredentialSource(ctx, cfg, "PasswordRaw", "share", "loading the redis password source")
-		if err != nil {
-			return nil, err
-		}
-		username := opt.Username
+	if cfg.Password != nil {
+		username, password := opt.Username, cfg.Password
 		opt.CredentialsProviderContext = func(ctx context.Context) (string, string, error) {
-			c, err := src.Credential(ctx)
+			secret, err := password(ctx)
 			if err != nil {
 				return "", "", fmt.Errorf("redis password: %v", err)
 			}
-			return username, c.Secret, nil
+			return username, secret, nil
 		}
 	}
-	// Faults are retried on the sharer's own schedule, never inside a
+	// Faults are retried on the Sharer's own schedule, never inside a
 	// call: each call is bounded by its context.
 	opt.MaxRetries = -1
 	opt.DialerRetries = 1
@@ -151,26 +152,27 @@ func newRedisBackend(ctx caddy.Context, s *sharer, cfg *ShareConfig) (*redisBack
 	opt.DisableIdentity = true
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	opt.PoolSize = 4
+	redisLog.Store(s.logger.Named("redis"))
 	redisLoggerOnce.Do(func() { redis.SetLogger(redisLogger{}) })
 
 	b := &redisBackend{
 		s:         s,
 		client:    redis.NewClient(opt),
 		prefix:    cfg.Prefix,
-		token:     instanceID() + "/" + randomToken(),
-		lease:     time.Duration(cfg.ProbeLease),
-		probeWait: time.Duration(cfg.ProbeWait),
+		token:     s.instance + "/" + RandomToken(),
+		lease:     cfg.ProbeLease,
+		probeWait: cfg.ProbeWait,
 		resyncCh:  make(chan struct{}, 1),
 		written:   make(map[string]time.Time),
 	}
 	if b.prefix == "" {
-		b.prefix = defaultRedisPrefix
+		b.prefix = DefaultRedisPrefix
 	}
 	if b.lease <= 0 {
-		b.lease = defaultProbeLease
+		b.lease = DefaultProbeLease
 	}
 	if b.probeWait <= 0 {
-		b.probeWait = defaultProbeWait
+		b.probeWait = DefaultProbeWait
 	}
 	b.channel = b.prefix + ":decisions"
 	return b, nil
@@ -229,17 +231,17 @@ func (b *redisBackend) resync(ctx context.Context) {
 
 // write stores the decisions made here since the last write.
 func (b *redisBackend) write(ctx context.Context) {
-	now := timeNow()
+	now := b.s.now()
 	failed := false
-	b.s.decisions(now, func(name string, _ *breaker.Breaker, st breaker.Decision) {
+	b.s.decisions(now, func(name string, st breaker.Decision) {
 		if failed {
 			return // retried in an interval
 		}
 		if w, ok := b.written[name]; ok && w.Equal(st.DecidedAt) {
 			return
 		}
-		d := redisDecision{Name: name, State: st.State, Decided: st.DecidedAt.UnixMicro(),
-			Instance: instanceID(), Token: b.token}
+		d := RedisDecision{Name: name, State: st.State, Decided: st.DecidedAt.UnixMicro(),
+			Instance: b.s.instance, Token: b.token}
 		if st.State == breaker.Open {
 			d.Until, d.Class = st.Until.UnixMilli(), st.Class
 		}
@@ -276,7 +278,7 @@ func (b *redisBackend) read(ctx context.Context) error {
 	if err := iter.Err(); err != nil {
 		return err
 	}
-	now := timeNow()
+	now := b.s.now()
 	for len(keys) > 0 {
 		batch := keys[:min(len(keys), 256)]
 		keys = keys[len(batch):]
@@ -290,7 +292,7 @@ func (b *redisBackend) read(ctx context.Context) error {
 			}
 		}
 	}
-	b.s.syncedAt.Store(time.Now().UnixNano())
+	b.s.synced()
 	return nil
 }
 
@@ -327,15 +329,15 @@ func (b *redisBackend) subscribe(ctx context.Context) {
 				}
 			}
 		case *redis.Message:
-			b.applyJSON(timeNow(), m.Payload, true)
-			b.s.syncedAt.Store(time.Now().UnixNano())
+			b.applyJSON(b.s.now(), m.Payload, true)
+			b.s.synced()
 		}
 	}
 }
 
 // applyJSON adopts one stored or published decision.
 func (b *redisBackend) applyJSON(now time.Time, data string, skipOwn bool) {
-	var d redisDecision
+	var d RedisDecision
 	if err := json.Unmarshal([]byte(data), &d); err != nil || d.Name == "" || (d.State != breaker.Open && d.State != breaker.Closed) {
 		b.s.fault("a shared breaker entry in redis is corrupt", fmt.Errorf("%.100q", data), b.channel)
 		return
@@ -343,7 +345,7 @@ func (b *redisBackend) applyJSON(now time.Time, data string, skipOwn bool) {
 	if skipOwn && d.Token == b.token {
 		return
 	}
-	b.s.apply(now, d.Name, d.shared(), d.Instance)
+	b.s.apply(now, d.Name, d.decision(), d.Instance)
 }
 
 // claimProbe takes the fleet's probe lease of a breaker. It is the one
@@ -364,7 +366,7 @@ func (b *redisBackend) claimProbe(name string) (bool, time.Time) {
 	if left < 0 {
 		return true, time.Time{}
 	}
-	return false, timeNow().Add(time.Duration(left) * time.Millisecond)
+	return false, b.s.now().Add(time.Duration(left) * time.Millisecond)
 }
 
 func (b *redisBackend) failed(msg string, err error) {
@@ -379,11 +381,15 @@ func (b *redisBackend) up() {
 }
 
 // redisLogger sends go-redis's own log lines to Caddy's log at debug
-// level: the sharer logs faults itself, once per interval.
+// level: the Sharer logs faults itself, once per interval.
 type redisLogger struct{}
 
 func (redisLogger) Printf(_ context.Context, format string, v ...any) {
-	if c := caddy.Log().Named("redis").Check(zap.DebugLevel, "go-redis"); c != nil {
+	logger := redisLog.Load()
+	if logger == nil {
+		return
+	}
+	if c := logger.Check(zap.DebugLevel, "go-redis"); c != nil {
 		c.Write(zap.String("message", strings.TrimSpace(fmt.Sprintf(format, v...))))
 	}
 }

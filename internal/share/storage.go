@@ -1,35 +1,42 @@
-package failover
+package share
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"hash/fnv"
-	"os"
+	"io/fs"
 	"path"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/certmagic"
 )
 
-// sharedFile is what one instance stores.
-type sharedFile struct {
+// Storage is the part of a key-value storage the storage backend uses;
+// Caddy's configured storage (certmagic.Storage) is one.
+type Storage interface {
+	Store(ctx context.Context, key string, value []byte) error
+	Load(ctx context.Context, key string) ([]byte, error)
+	Delete(ctx context.Context, key string) error
+	List(ctx context.Context, path string, recursive bool) ([]string, error)
+}
+
+// StorageEntry is what one instance stores in a Storage: its decisions by
+// breaker name.
+type StorageEntry struct {
 	Instance  string                      `json:"instance"`
 	WrittenAt time.Time                   `json:"written_at"`
 	Breakers  map[string]breaker.Decision `json:"breakers"`
 }
 
-// storageBackend shares decisions through Caddy's storage: one entry per
+// storageBackend shares decisions through a Storage: one entry per
 // instance and handler, rewritten every interval and at once after a
 // decision; the others' entries are read every interval.
 type storageBackend struct {
-	s       *sharer
-	storage certmagic.Storage
+	s       *Sharer
+	storage Storage
 	prefix  string
 	key     string // this instance's entry
 
@@ -37,20 +44,16 @@ type storageBackend struct {
 	wroteEmpty bool
 }
 
-var _ shareBackend = (*storageBackend)(nil)
+var _ backend = (*storageBackend)(nil)
 
-func newStorageBackend(ctx caddy.Context, s *sharer, cfg *ShareConfig) *storageBackend {
-	b := &storageBackend{s: s, storage: ctx.Storage(), prefix: cfg.Prefix}
+func newStorageBackend(s *Sharer, cfg Config) *storageBackend {
+	b := &storageBackend{s: s, storage: cfg.Storage, prefix: cfg.Prefix}
 	if b.prefix == "" {
-		b.prefix = defaultStoragePrefix
+		b.prefix = DefaultStoragePrefix
 	}
-	// one entry per instance and handler (its providers' names), so two
-	// handlers of one instance do not overwrite each other
-	names := make([]string, 0, len(s.h.Providers))
-	for _, p := range s.h.Providers {
-		names = append(names, p.Name)
-	}
-	b.key = path.Join(b.prefix, instanceID()+"-"+nameHash(strings.Join(names, "\x00"))+".json")
+	// one entry per instance and handler, so two handlers of one instance
+	// do not overwrite each other
+	b.key = path.Join(b.prefix, s.instance+"-"+cfg.Key+".json")
 	return b
 }
 
@@ -71,9 +74,9 @@ func (b *storageBackend) tick(ctx context.Context) {
 // to share writes its empty entry once, then only now and then, so that
 // its entry is not purged while it runs.
 func (b *storageBackend) write(ctx context.Context) {
-	now := timeNow()
-	f := sharedFile{Instance: instanceID(), WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{}}
-	b.s.decisions(now, func(name string, _ *breaker.Breaker, st breaker.Decision) { f.Breakers[name] = st })
+	now := b.s.now()
+	f := StorageEntry{Instance: b.s.instance, WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{}}
+	b.s.decisions(now, func(name string, d breaker.Decision) { f.Breakers[name] = d })
 	if len(f.Breakers) == 0 && b.wroteEmpty && time.Since(b.wroteAt) < b.s.purgeAfter/4 {
 		return
 	}
@@ -93,7 +96,7 @@ func (b *storageBackend) write(ctx context.Context) {
 // sharedDecision is one entry's decision for one breaker.
 type sharedDecision struct {
 	name   string
-	st     breaker.Decision
+	d      breaker.Decision
 	origin string
 }
 
@@ -112,7 +115,7 @@ func (b *storageBackend) read(ctx context.Context) {
 		}
 		return
 	}
-	now := timeNow()
+	now := b.s.now()
 	var all []sharedDecision
 	for _, key := range keys {
 		// this instance's own entry too: after a restart it holds what
@@ -125,7 +128,7 @@ func (b *storageBackend) read(ctx context.Context) {
 			b.s.fault("reading a shared breaker entry", err, key)
 			continue
 		}
-		var f sharedFile
+		var f StorageEntry
 		if err := json.Unmarshal(data, &f); err != nil || f.Instance == "" {
 			b.s.fault("a shared breaker entry is corrupt", fmt.Errorf("%v", err), key)
 			continue
@@ -136,25 +139,25 @@ func (b *storageBackend) read(ctx context.Context) {
 			}
 			continue
 		}
-		for name, st := range f.Breakers {
-			all = append(all, sharedDecision{name, st, f.Instance})
+		for name, d := range f.Breakers {
+			all = append(all, sharedDecision{name, d, f.Instance})
 		}
 	}
-	sort.SliceStable(all, func(i, j int) bool { return all[i].st.DecidedAt.Before(all[j].st.DecidedAt) })
+	sort.SliceStable(all, func(i, j int) bool { return all[i].d.DecidedAt.Before(all[j].d.DecidedAt) })
 	for _, d := range all {
-		b.s.apply(now, d.name, d.st, d.origin)
+		b.s.apply(now, d.name, d.d, d.origin)
 	}
-	b.s.syncedAt.Store(time.Now().UnixNano())
+	b.s.synced()
 }
 
 // stale reports whether an entry's instance stopped writing longer than
 // purge_after ago and none of its cooldowns is still running.
-func (b *storageBackend) stale(now time.Time, f *sharedFile) bool {
+func (b *storageBackend) stale(now time.Time, f *StorageEntry) bool {
 	if f.WrittenAt.IsZero() || time.Since(f.WrittenAt) < b.s.purgeAfter {
 		return false
 	}
-	for _, st := range f.Breakers {
-		if st.State == breaker.Open && st.Until.After(now) {
+	for _, d := range f.Breakers {
+		if d.State == breaker.Open && d.Until.After(now) {
 			return false
 		}
 	}
@@ -162,13 +165,6 @@ func (b *storageBackend) stale(now time.Time, f *sharedFile) bool {
 }
 
 func isNotExist(err error) bool {
-	return err != nil && (os.IsNotExist(err) || strings.Contains(err.Error(), "not exist") ||
+	return err != nil && (errors.Is(err, fs.ErrNotExist) || strings.Contains(err.Error(), "not exist") ||
 		strings.Contains(err.Error(), "no such file"))
-}
-
-// nameHash is a short stable hash of a handler's provider names.
-func nameHash(s string) string {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(s))
-	return hex.EncodeToString(h.Sum(nil))
 }

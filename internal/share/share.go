@@ -1,0 +1,345 @@
+// Package share shares breaker decisions (never credentials, never
+// requests) between instances of the proxy, so that one instance's
+// discovery spares the others and a restart remembers a reset hours away.
+//
+// Two backends keep the decisions: a storage (one entry per instance,
+// polled; Caddy's configured storage in practice) and Redis (a cooldown is
+// a key that expires with it, decisions are published, a half-open probe
+// is a lease). Either way the later cooldown end wins: a short Retry-After
+// seen by one instance never shortens a longer cooldown another one shared,
+// and a close after a successful probe closes the provider everywhere.
+// Faults of the store never fail or slow a request: requests use local
+// state.
+//
+// The package knows breakers only through Breakers, so it imports nothing
+// of the handler.
+package share
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
+)
+
+// Breakers is what a Sharer shares: the breakers of one handler, each
+// under its shared name.
+type Breakers interface {
+	// Each calls fn for every breaker with its shared name. fn may call
+	// Named: Each must not hold a lock Named takes while fn runs.
+	Each(fn func(name string, b *breaker.Breaker))
+	// Named returns the breaker of a shared name, made if the name is a
+	// client's breaker of a provider here; nil when no provider here has
+	// that name.
+	Named(name string) *breaker.Breaker
+}
+
+// ClientName is the shared name of a provider's breaker for one client
+// credential (its fingerprint, never the credential).
+func ClientName(provider, fingerprint string) string { return provider + "#" + fingerprint }
+
+// Config says where and how decisions are shared.
+type Config struct {
+	// Redis is the URL of a Redis server; empty: Storage is used.
+	Redis string
+	// Password returns the Redis password, asked at each new connection;
+	// nil: none.
+	Password func(ctx context.Context) (string, error)
+	// Storage keeps the decisions when Redis is empty.
+	Storage Storage
+	// Key names this handler's entry in Storage among the instance's
+	// (a hash of its providers' names).
+	Key string
+
+	// Instance names this instance in shared state; it survives restarts.
+	Instance string
+	// Now is the clock decisions are compared on.
+	Now func() time.Time
+	// Logger receives fault lines, at most one per Interval.
+	Logger *zap.Logger
+
+	// Interval, Prefix, Timeout, PurgeAfter, ProbeLease and ProbeWait are
+	// described on the handler's share config; zero takes the default.
+	Interval, Timeout, PurgeAfter, ProbeLease, ProbeWait time.Duration
+	Prefix                                               string
+}
+
+// Defaults of Config.
+const (
+	DefaultInterval       = 2 * time.Second
+	DefaultPurgeAfter     = 24 * time.Hour
+	DefaultProbeLease     = 30 * time.Second
+	DefaultProbeWait      = 10 * time.Millisecond
+	DefaultStorageTimeout = 5 * time.Second
+	DefaultRedisTimeout   = time.Second
+	DefaultStoragePrefix  = "llm_failover/breakers"
+	DefaultRedisPrefix    = "llm_failover"
+	// keepClosedDecisionsFor is how long a close is shared, so that an
+	// older cooldown written late cannot undo it.
+	keepClosedDecisionsFor = 10 * time.Minute
+)
+
+// ValidRedisURL checks a Redis URL: redis:// or rediss://, a host, and no
+// password (a password in a URL ends up in logs and configs).
+func ValidRedisURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("share: redis URL: %v", err)
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return fmt.Errorf("share: redis URL %q: scheme must be redis or rediss", u.Redacted())
+	}
+	if u.Host == "" {
+		return fmt.Errorf("share: redis URL %q: no host", u.Redacted())
+	}
+	if _, ok := u.User.Password(); ok {
+		return fmt.Errorf("share: redis URL %q carries a password; give it with `password <credential source>` instead", u.Redacted())
+	}
+	return nil
+}
+
+// backend is where shared decisions are kept: a Storage (storage.go) or
+// Redis (redis.go).
+type backend interface {
+	// load reads the shared decisions once, bounded by the timeout, so a
+	// restarted instance does not retry a provider hours from its reset.
+	load(ctx context.Context)
+	// run writes this instance's decisions when kicked and applies the
+	// others', until ctx ends.
+	run(ctx context.Context)
+}
+
+// probeClaimer is a backend that grants a half-open provider's probe to
+// one instance of the fleet.
+type probeClaimer interface {
+	// claimProbe takes the probe of the named breaker, bounded to a few
+	// milliseconds. When another instance holds it, it returns false and
+	// when the lease lapses.
+	claimProbe(name string) (granted bool, until time.Time)
+}
+
+// Sharer shares one handler's breakers in the background. Requests never
+// wait on it, save the bounded probe claim.
+type Sharer struct {
+	breakers   Breakers
+	backend    backend
+	instance   string
+	now        func() time.Time
+	interval   time.Duration
+	timeout    time.Duration
+	purgeAfter time.Duration
+	logger     *zap.Logger
+	kickCh     chan struct{}
+	done       chan struct{} // closed when the backend's run has returned
+
+	syncedAt  atomic.Int64 // unix nanos of the last successful read
+	faultMu   sync.Mutex
+	lastFault time.Time
+	faulty    bool // the last operation failed; guarded by faultMu
+}
+
+// New makes a Sharer of breakers; Start starts it.
+func New(cfg Config, breakers Breakers) (*Sharer, error) {
+	s := &Sharer{
+		breakers:   breakers,
+		instance:   cfg.Instance,
+		now:        cfg.Now,
+		interval:   cfg.Interval,
+		timeout:    cfg.Timeout,
+		purgeAfter: cfg.PurgeAfter,
+		logger:     cfg.Logger,
+		kickCh:     make(chan struct{}, 1),
+		done:       make(chan struct{}),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.logger == nil {
+		s.logger = zap.NewNop()
+	}
+	if s.instance == "" {
+		s.instance = RandomToken()
+	}
+	if s.interval <= 0 {
+		s.interval = DefaultInterval
+	}
+	if s.purgeAfter <= 0 {
+		s.purgeAfter = DefaultPurgeAfter
+	}
+	if cfg.Redis != "" {
+		if err := ValidRedisURL(cfg.Redis); err != nil {
+			return nil, err
+		}
+		if s.timeout <= 0 {
+			s.timeout = DefaultRedisTimeout
+		}
+		b, err := newRedisBackend(s, cfg)
+		if err != nil {
+			return nil, err
+		}
+		s.backend = b
+		return s, nil
+	}
+	if cfg.Storage == nil {
+		return nil, fmt.Errorf("share: no storage and no redis URL")
+	}
+	if s.timeout <= 0 {
+		s.timeout = DefaultStorageTimeout
+	}
+	s.backend = newStorageBackend(s, cfg)
+	return s, nil
+}
+
+// RandomToken is 16 random hex digits.
+func RandomToken() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Start reads the shared state once, then syncs in the background until
+// ctx ends.
+func (s *Sharer) Start(ctx context.Context) {
+	s.backend.load(ctx)
+	go func() {
+		defer close(s.done)
+		s.backend.run(ctx)
+	}()
+}
+
+// Stop waits, bounded, for the background loop to return once the context
+// given to Start has ended: a write still in flight would otherwise land
+// after its config is gone.
+func (s *Sharer) Stop() {
+	if s == nil {
+		return
+	}
+	select {
+	case <-s.done:
+	case <-time.After(s.timeout + time.Second):
+		s.logger.Warn("shared state: the background loop did not stop in time")
+	}
+}
+
+// SyncedAt is when the shared state was last read whole; zero before the
+// first read.
+func (s *Sharer) SyncedAt() time.Time {
+	if s == nil {
+		return time.Time{}
+	}
+	if ns := s.syncedAt.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+func (s *Sharer) synced() { s.syncedAt.Store(time.Now().UnixNano()) }
+
+// loop is a backend's schedule until ctx ends: write on every kick, tick
+// every interval, and resync on every signal of resyncs (nil: never).
+func (s *Sharer) loop(ctx context.Context, write, tick func(context.Context), resyncs <-chan struct{}, resync func(context.Context)) {
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kickCh:
+			write(ctx)
+		case <-resyncs:
+			resync(ctx)
+		case <-t.C:
+			tick(ctx)
+		}
+	}
+}
+
+// Kick asks for a write now: a decision hours long is worth one write.
+func (s *Sharer) Kick() {
+	if s == nil {
+		return
+	}
+	select {
+	case s.kickCh <- struct{}{}:
+	default:
+	}
+}
+
+// decisions lists this instance's decisions worth sharing as of now: a
+// cooldown that has not ended, or a close recent enough that others may
+// still hold the cooldown it ended. An expired decision is never written.
+func (s *Sharer) decisions(now time.Time, fn func(name string, d breaker.Decision)) {
+	s.breakers.Each(func(name string, b *breaker.Breaker) {
+		d, ok := b.Export()
+		if ok && worthSharing(now, d) {
+			fn(name, d)
+		}
+	})
+}
+
+func worthSharing(now time.Time, d breaker.Decision) bool {
+	if d.State == breaker.Open {
+		return d.Until.After(now)
+	}
+	return now.Sub(d.DecidedAt) < keepClosedDecisionsFor
+}
+
+// apply adopts another instance's decision for the named breaker, by the
+// rule of Breaker.Adopt. origin is the deciding instance's id.
+func (s *Sharer) apply(now time.Time, name string, d breaker.Decision, origin string) {
+	if origin == s.instance {
+		origin = "" // our own decision, from before a restart
+	}
+	if b := s.breakers.Named(name); b != nil {
+		b.Adopt(now, d, origin)
+	}
+}
+
+// ClaimProbe makes a half-open probe the fleet's only one where the
+// backend can: when another instance holds the probe of the named
+// breaker, b yields it and the request skips the provider like a cooling
+// one. A nil Sharer grants every probe.
+func (s *Sharer) ClaimProbe(name string, b *breaker.Breaker, adm breaker.Admission) breaker.Admission {
+	if s == nil || !adm.Probe {
+		return adm
+	}
+	c, ok := s.backend.(probeClaimer)
+	if !ok {
+		return adm
+	}
+	if granted, until := c.claimProbe(name); !granted {
+		return b.YieldProbe(until)
+	}
+	return adm
+}
+
+// fault logs a store problem at most once per interval: store faults never
+// fail or slow a request, and must not flood the log either.
+func (s *Sharer) fault(msg string, err error, key string) {
+	s.faultMu.Lock()
+	defer s.faultMu.Unlock()
+	s.faulty = true
+	if time.Since(s.lastFault) < s.interval {
+		return
+	}
+	s.lastFault = time.Now()
+	s.logger.Warn(msg+"; carrying on with local state", zap.String("key", key), zap.Error(err))
+}
+
+// recovered logs once that the store answers again after a fault.
+func (s *Sharer) recovered() {
+	s.faultMu.Lock()
+	defer s.faultMu.Unlock()
+	if s.faulty {
+		s.faulty = false
+		s.logger.Info("shared breaker state reachable again; sharing resumed")
+	}
+}
