@@ -15,32 +15,9 @@ import (
 // to someone's bill, so by default it serves only clients on this machine;
 // a gateway shared by a team names its clients and gives each a key.
 
-// clientAccess is the access part of the handler's config. Its exported
-// fields are the handler's own JSON fields (Handler embeds it).
+// clientAccess is what provisioning works out of the handler's access
+// options (Clients, ClientKeyHeader, AllowRemote).
 type clientAccess struct {
-	// Clients, when any is configured, are the only ones that may use the
-	// handler: every request must present one client's key (see
-	// ClientKeyHeader), from any address. A missing or unknown key is
-	// answered with 401 authentication_error and no provider is contacted.
-	Clients []*Client `json:"clients,omitempty"`
-
-	// ClientKeyHeader is the request header that carries the client key.
-	// Default: `x-api-key`, or `Authorization: Bearer <key>`. Whichever
-	// header carries the key is removed before the request goes on, so a
-	// key is never forwarded to a provider. Set it (for example to
-	// `X-LLM-Key`) to leave the client's own credential for `passthrough`
-	// providers; Claude Code sends extra headers with
-	// ANTHROPIC_CUSTOM_HEADERS.
-	ClientKeyHeader string `json:"client_key_header,omitempty"`
-
-	// AllowRemote serves clients from any address without client keys.
-	// Without it, and without clients, a handler with a provider whose
-	// credential the proxy holds (anything but `passthrough`) refuses a
-	// client whose address is not loopback with 403 permission_error. The
-	// address is Caddy's resolved client IP, which honours the server's
-	// `trusted_proxies`.
-	AllowRemote bool `json:"allow_remote,omitempty"`
-
 	// localOnly: refuse non-loopback clients (no clients, no allow_remote,
 	// a credential the proxy holds).
 	localOnly bool
@@ -52,9 +29,9 @@ type clientAccess struct {
 // whether it may use the handler. It returns the client that presented its
 // key (nil when no clients are configured), or false after answering the
 // request itself.
-func (a *clientAccess) admitClient(w http.ResponseWriter, r *http.Request) (*Client, bool) {
-	if len(a.Clients) == 0 {
-		if a.localOnly {
+func (h *Handler) admitClient(w http.ResponseWriter, r *http.Request) (*Client, bool) {
+	if len(h.Clients) == 0 {
+		if h.access.localOnly {
 			if ip := clientIP(r); !isLoopback(ip) {
 				writeAnthropicError(w, http.StatusForbidden, "permission_error", remoteRefusal(ip))
 				return nil, false
@@ -62,13 +39,13 @@ func (a *clientAccess) admitClient(w http.ResponseWriter, r *http.Request) (*Cli
 		}
 		return nil, true
 	}
-	key, where := takeClientKey(r.Header, a.keyHeader)
+	key, where := takeClientKey(r.Header, h.access.keyHeader)
 	if key == "" {
 		writeAnthropicError(w, http.StatusUnauthorized, "authentication_error",
 			"llm_failover: this gateway requires a client key; send it in "+where)
 		return nil, false
 	}
-	c := a.match(key)
+	c := h.match(key)
 	if c == nil {
 		writeAnthropicError(w, http.StatusUnauthorized, "authentication_error",
 			"llm_failover: the client key sent in "+where+" is not valid")
@@ -166,21 +143,20 @@ func holdsCredential(providers []*Provider) bool {
 // provisionAccess sets up the clients and the local-only rule, after the
 // providers are provisioned.
 func (h *Handler) provisionAccess(ctx caddy.Context) error {
-	a := &h.clientAccess
-	if a.ClientKeyHeader != "" {
-		if len(a.Clients) == 0 {
-			return fmt.Errorf("client_key_header %q: no client is configured to send a key", a.ClientKeyHeader)
+	if h.ClientKeyHeader != "" {
+		if len(h.Clients) == 0 {
+			return fmt.Errorf("client_key_header %q: no client is configured to send a key", h.ClientKeyHeader)
 		}
-		if !validHeaderName(a.ClientKeyHeader) {
-			return fmt.Errorf("client_key_header %q is not a valid header name", a.ClientKeyHeader)
+		if !validHeaderName(h.ClientKeyHeader) {
+			return fmt.Errorf("client_key_header %q is not a valid header name", h.ClientKeyHeader)
 		}
-		a.keyHeader = http.CanonicalHeaderKey(a.ClientKeyHeader)
+		h.access.keyHeader = http.CanonicalHeaderKey(h.ClientKeyHeader)
 	}
 	if err := provisionClients(ctx, h); err != nil {
 		return err
 	}
-	a.localOnly = len(a.Clients) == 0 && !a.AllowRemote && holdsCredential(h.Providers)
-	if a.AllowRemote && len(a.Clients) == 0 {
+	h.access.localOnly = len(h.Clients) == 0 && !h.AllowRemote && holdsCredential(h.Providers)
+	if h.AllowRemote && len(h.Clients) == 0 {
 		h.logger.Warn("allow_remote: any client that can reach this proxy may use its providers' credentials; " +
 			"configure client keys to say who may")
 	}

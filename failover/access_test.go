@@ -80,7 +80,7 @@ func TestClientMatch(t *testing.T) {
 		}
 		return c
 	}
-	a := clientAccess{Clients: []*Client{mk("alice", "alice-key"), mk("nokey", ""), mk("bob", "bob-key")}}
+	a := &Handler{Clients: []*Client{mk("alice", "alice-key"), mk("nokey", ""), mk("bob", "bob-key")}}
 	for key, want := range map[string]string{"alice-key": "alice", "bob-key": "bob", "bob-key ": "", "": "", "alice": ""} {
 		if got := a.match(key).label(); got != want {
 			t.Errorf("match(%q) = %q, want %q", key, got, want)

@@ -441,23 +441,23 @@ func unmarshalCredentialOnce(d *caddyfile.Dispenser, set json.RawMessage, who, s
 //	}
 //	client_key_header <header>
 //	allow_remote
-func (a *clientAccess) unmarshalAccess(d *caddyfile.Dispenser) error {
+func (h *Handler) unmarshalAccess(d *caddyfile.Dispenser) error {
 	var err error
 	switch d.Val() {
 	case "allow_remote":
 		if d.NextArg() {
 			return d.ArgErr()
 		}
-		a.AllowRemote = true
+		h.AllowRemote = true
 	case "client_key_header":
-		a.ClientKeyHeader, err = parsedArg(d, "client_key_header: ", func(s string) (string, error) {
+		h.ClientKeyHeader, err = parsedArg(d, "client_key_header: ", func(s string) (string, error) {
 			if !validHeaderName(s) {
 				return "", fmt.Errorf("%q is not a valid header name", s)
 			}
 			return s, nil
 		})
 	case "client":
-		a.Clients, err = appendNamed(d, a.Clients, "client", unmarshalClient,
+		h.Clients, err = appendNamed(d, h.Clients, "client", unmarshalClient,
 			func(c *Client) string { return c.Name })
 	}
 	return err

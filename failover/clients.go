@@ -131,8 +131,8 @@ func (c *Client) restrictTo(providers []*Provider) error {
 }
 
 // cleanupClients releases the clients' usage records.
-func (a *clientAccess) cleanupClients() {
-	for _, c := range a.Clients {
+func (h *Handler) cleanupClients() {
+	for _, c := range h.Clients {
 		if c != nil && c.usage != nil {
 			_, _ = clientUsages.Delete(c.Name)
 		}
@@ -182,10 +182,10 @@ func (c *Client) readKey(ctx context.Context, logger *zap.Logger) {
 
 // match returns the client whose key is key, comparing SHA-256 digests in
 // constant time; nil when none matches.
-func (a *clientAccess) match(key string) *Client {
+func (h *Handler) match(key string) *Client {
 	d := sha256.Sum256([]byte(key))
 	var found *Client
-	for _, c := range a.Clients {
+	for _, c := range h.Clients {
 		k := c.digest.Load()
 		if k != nil && subtle.ConstantTimeCompare(k[:], d[:]) == 1 && found == nil {
 			found = c

@@ -94,9 +94,28 @@ type Handler struct {
 	// tier; failover to the next tier when a whole tier is cooling).
 	Policy string `json:"policy,omitempty"`
 
-	// clientAccess holds clients, client_key_header and allow_remote
-	// (access.go): who may use the handler.
-	clientAccess
+	// Clients, when any is configured, are the only ones that may use the
+	// handler: every request must present one client's key (see
+	// ClientKeyHeader), from any address. A missing or unknown key is
+	// answered with 401 authentication_error and no provider is contacted.
+	Clients []*Client `json:"clients,omitempty"`
+
+	// ClientKeyHeader is the request header that carries the client key.
+	// Default: `x-api-key`, or `Authorization: Bearer <key>`. Whichever
+	// header carries the key is removed before the request goes on, so a
+	// key is never forwarded to a provider. Set it (for example to
+	// `X-LLM-Key`) to leave the client's own credential for `passthrough`
+	// providers; Claude Code sends extra headers with
+	// ANTHROPIC_CUSTOM_HEADERS.
+	ClientKeyHeader string `json:"client_key_header,omitempty"`
+
+	// AllowRemote serves clients from any address without client keys.
+	// Without it, and without clients, a handler with a provider whose
+	// credential the proxy holds (anything but `passthrough`) refuses a
+	// client whose address is not loopback with 403 permission_error. The
+	// address is Caddy's resolved client IP, which honours the server's
+	// `trusted_proxies`.
+	AllowRemote bool `json:"allow_remote,omitempty"`
 
 	// MaxUtilization is the default of each provider's max_utilization.
 	MaxUtilization float64 `json:"max_utilization,omitempty"`
@@ -113,6 +132,7 @@ type Handler struct {
 	AffinityOff bool `json:"affinity_off,omitempty"`
 
 	sharer         *share.Sharer
+	access         clientAccess // worked out of Clients, ClientKeyHeader and AllowRemote
 	tiers          []*providerTier
 	spread         bool
 	stream         StreamConfig // Stream with its defaults
