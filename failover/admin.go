@@ -38,11 +38,6 @@ func (a adminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{{Pattern: "/llm/", Handler: caddy.AdminHandlerFunc(a.serve)}}
 }
 
-// StatusResponse is the body of GET /llm/providers.
-type StatusResponse struct {
-	Providers []ProviderStatus `json:"providers"`
-}
-
 func (adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	path := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/llm/"), "/")
 	if path == "providers" {

@@ -7,11 +7,13 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/share"
 )
@@ -616,3 +618,46 @@ func classList() string {
 
 // Interface guard
 var _ caddyfile.Unmarshaler = (*Handler)(nil)
+
+// parseMaxUtilization reads `max_utilization <percent>` (90% or 90) as a
+// fraction.
+func parseMaxUtilization(d *caddyfile.Dispenser) (float64, error) {
+	if !d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	v := d.Val()
+	f, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
+	if err != nil || !(f > 0 && f <= 100) {
+		return 0, d.Errf("max_utilization: want a percent above 0 and at most 100, such as 90%%, got %q", v)
+	}
+	if d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	return f / 100, nil
+}
+
+// parseAffinity reads `affinity header <Name>` or `affinity off`.
+func (h *Handler) parseAffinity(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	switch {
+	case len(args) == 1 && args[0] == "off":
+		h.AffinityOff = true
+	case len(args) == 2 && args[0] == "header" && validHeaderName(args[1]):
+		h.AffinityHeader = args[1]
+	default:
+		return d.Err("affinity: want `affinity header <Header-Name>` or `affinity off`")
+	}
+	return nil
+}
+
+// unmarshalCredentialSource reads `<source> [<args...>]` or
+// `<source> { ... }` at the dispenser's current argument (the source's
+// name) into the source's module JSON, named by its "source" key.
+func unmarshalCredentialSource(d *caddyfile.Dispenser) (json.RawMessage, error) {
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, credsource.Namespace+"."+name)
+	if err != nil {
+		return nil, err
+	}
+	return caddyconfig.JSONModuleObject(unm, "source", name, nil), nil
+}

@@ -5,16 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/capacity"
 )
 
 func init() {
@@ -169,4 +174,65 @@ func printStatusTable(out io.Writer, providers []ProviderStatus) {
 			p.Requests, p.Successes, p.Failovers, cred, formatUsage(p.Usage))
 	}
 	_ = tw.Flush()
+}
+
+// formatUsage is the usage column of `caddy llm`:
+// "5h 87% · resets in 1h12m | 7d 41%". The binding window says when it
+// resets.
+func formatUsage(u *UsageStatus) string {
+	if u == nil || len(u.Windows) == 0 {
+		if u != nil && u.Status != "" {
+			return u.Status
+		}
+		return "-"
+	}
+	names := make([]string, 0, len(u.Windows))
+	for name := range u.Windows {
+		names = append(names, name)
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		if ra, rb := capacity.Rank(a), capacity.Rank(b); ra != rb {
+			return ra - rb
+		}
+		return strings.Compare(a, b)
+	})
+	parts := make([]string, 0, len(names))
+	for _, name := range names {
+		w := u.Windows[name]
+		if w.Utilization == nil {
+			continue
+		}
+		s := fmt.Sprintf("%s %d%%", name, int(math.Round(*w.Utilization*100)))
+		if name == u.Binding && w.ResetsInSeconds > 0 {
+			s += " · resets in " + compactDuration(time.Duration(w.ResetsInSeconds)*time.Second)
+		}
+		parts = append(parts, s)
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, " | ")
+}
+
+// compactDuration writes a duration as 3d4h, 1h12m, 4m or 30s: two units
+// at most, which is what a reset hours away needs.
+func compactDuration(d time.Duration) string {
+	d = d.Round(time.Second)
+	switch {
+	case d >= 24*time.Hour:
+		days, hours := d/(24*time.Hour), (d%(24*time.Hour))/time.Hour
+		if hours == 0 {
+			return strconv.Itoa(int(days)) + "d"
+		}
+		return fmt.Sprintf("%dd%dh", days, hours)
+	case d >= time.Hour:
+		hours, mins := d/time.Hour, (d%time.Hour)/time.Minute
+		if mins == 0 {
+			return strconv.Itoa(int(hours)) + "h"
+		}
+		return fmt.Sprintf("%dh%dm", hours, mins)
+	case d >= time.Minute:
+		return strconv.Itoa(int(d/time.Minute)) + "m"
+	}
+	return strconv.Itoa(int(d/time.Second)) + "s"
 }

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
 )
 
@@ -117,4 +120,37 @@ func (p *Provider) warmCredential(ctx context.Context) {
 		defer func() { _ = recover() }()
 		w.Warm(ctx)
 	}
+}
+
+// loadCredentialSource loads the credential source held in the field
+// named field of the struct owner points to. who names the owner in
+// errors ("provider a", "share"); loading says what failed to load.
+func loadCredentialSource(ctx caddy.Context, owner any, field, who, loading string) (credsource.Source, error) {
+	mod, err := ctx.LoadModule(owner, field)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %v", who, loading, err)
+	}
+	src, ok := mod.(credsource.Source)
+	if !ok {
+		return nil, fmt.Errorf("%s: module %T is not a credential source", who, mod)
+	}
+	return src, nil
+}
+
+// warnUnusableCredential logs, once at provision, a provider whose
+// credential cannot work on this machine (an unset variable, a missing
+// file, a Keychain without `security`), naming what to set. The provider
+// still starts: the credential may appear later, and until then requests
+// fail over past it.
+func warnUnusableCredential(logger *zap.Logger, p *Provider) error {
+	pf, ok := p.source.(credsource.Preflight)
+	if !ok {
+		return nil
+	}
+	err := pf.Preflight()
+	if err != nil {
+		logger.Warn("provider credential cannot work here; requests will fail over past this provider until it does",
+			zap.String("provider", p.Name), zap.String("problem", err.Error()))
+	}
+	return err
 }

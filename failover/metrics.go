@@ -3,10 +3,12 @@ package failover
 import (
 	"errors"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/capacity"
 )
 
 // metrics are registered in Caddy's own registry (ctx.GetMetricsRegistry),
@@ -109,4 +111,125 @@ func observeTiming(provider string, g *gate) {
 	if g.sawContent {
 		metrics.firstContent.WithLabelValues(provider).Observe(g.firstContent.Seconds())
 	}
+}
+
+// utilizationCollector reports providers' utilization at scrape time, so
+// a window that is no longer reported disappears. Its window label comes
+// from a capped set (capacity.Parse keeps a few names beyond the known
+// ones).
+type utilizationCollector struct{ desc *prometheus.Desc }
+
+func newUtilizationCollector() *utilizationCollector {
+	return &utilizationCollector{desc: prometheus.NewDesc(
+		prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "utilization_ratio"),
+		"Utilization of a provider's usage window (0-1) as the provider last reported it; for a passthrough provider, the highest among its clients.",
+		[]string{"provider", "window"}, nil)}
+}
+
+func (c *utilizationCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *utilizationCollector) Collect(ch chan<- prometheus.Metric) {
+	now := timeNow()
+	for _, p := range liveProviders() {
+		byWindow := make(map[string]float64)
+		p.state.breakers.eachCapacity(now, p.passthrough, func(cp *capacity.Report) {
+			for _, w := range cp.Windows {
+				if !w.HasUtilization {
+					continue
+				}
+				util := w.Utilization
+				if !w.Live(now) {
+					util = 0
+				}
+				if old, ok := byWindow[w.Name]; !ok || util > old {
+					byWindow[w.Name] = util
+				}
+			}
+		})
+		for w, util := range byWindow {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, util, p.Name, w)
+		}
+	}
+}
+
+// Bounds of the model label of caddy_llm_tokens_total: the model is
+// whatever the client sent, so without a bound every new name would be a
+// new series for as long as the process runs.
+const (
+	// maxModelLabels is how many distinct model names a provider gets as
+	// labels beyond the models its mappings send.
+	maxModelLabels = 32
+	// maxModelLabelLen cuts a longer model name (at a UTF-8 boundary).
+	maxModelLabelLen = 64
+	// otherModelLabel stands for every model past the first
+	// maxModelLabels.
+	otherModelLabel = "other"
+)
+
+// modelLabelSet is the set of model labels one provider has used.
+type modelLabelSet struct {
+	mu     sync.RWMutex
+	mapped map[string]bool // models the provider's mappings send: always labels
+	seen   map[string]bool // the first maxModelLabels others
+}
+
+// modelLabelSets holds a set per provider name. Like the metrics, it
+// outlives a config reload; provider names come from the configuration.
+var modelLabelSets sync.Map // provider name -> *modelLabelSet
+
+func modelLabelsFor(provider string) *modelLabelSet {
+	if s, ok := modelLabelSets.Load(provider); ok {
+		return s.(*modelLabelSet)
+	}
+	s, _ := modelLabelSets.LoadOrStore(provider, &modelLabelSet{mapped: map[string]bool{}, seen: map[string]bool{}})
+	return s.(*modelLabelSet)
+}
+
+// allowMappedModels makes the models a provider's mappings send labels of
+// their own, however many other names clients send.
+func allowMappedModels(provider string, rules []ModelRule) {
+	if len(rules) == 0 {
+		return
+	}
+	s := modelLabelsFor(provider)
+	s.mu.Lock()
+	for _, r := range rules {
+		s.mapped[cutModelLabel(r.Model)] = true
+	}
+	s.mu.Unlock()
+}
+
+// modelLabel is the label a model gets for a provider.
+func modelLabel(provider, model string) string {
+	model = cutModelLabel(model)
+	s := modelLabelsFor(provider)
+	s.mu.RLock()
+	known := s.mapped[model] || s.seen[model]
+	s.mu.RUnlock()
+	if known {
+		return model
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seen[model] {
+		return model
+	}
+	if len(s.seen) >= maxModelLabels {
+		return otherModelLabel
+	}
+	s.seen[model] = true
+	return model
+}
+
+// cutModelLabel cuts a model name to maxModelLabelLen bytes without
+// splitting a UTF-8 sequence.
+func cutModelLabel(model string) string {
+	if len(model) <= maxModelLabelLen {
+		return model
+	}
+	cut := maxModelLabelLen
+	for cut > 0 && !utf8.RuneStart(model[cut]) {
+		cut--
+	}
+	return model[:cut]
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/capacity"
 )
 
 // liveHandlers are the provisioned handlers, newest last, so the admin API
@@ -158,4 +159,93 @@ func (p *Provider) shareNow() {
 	if p.owner != nil {
 		p.owner.sharer.Kick()
 	}
+}
+
+// UsageStatus is a provider's capacity as it last reported it, in GET
+// /llm/providers.
+type UsageStatus struct {
+	// Windows maps a window (5h, 7d, ..., or an API key's requests,
+	// tokens, input_tokens, output_tokens) to its figures.
+	Windows map[string]WindowStatus `json:"windows"`
+	// Binding is the window that limits the provider most now.
+	Binding             string `json:"binding,omitempty"`
+	Status              string `json:"status,omitempty"`
+	Reset               string `json:"reset,omitempty"`
+	RepresentativeClaim string `json:"representative_claim,omitempty"`
+	OverageStatus       string `json:"overage_status,omitempty"`
+	LearnedAt           string `json:"learned_at"`
+}
+
+// WindowStatus is one window of UsageStatus.
+type WindowStatus struct {
+	Utilization     *float64 `json:"utilization,omitempty"`
+	Reset           string   `json:"reset,omitempty"`
+	ResetsInSeconds float64  `json:"resets_in_seconds,omitempty"`
+	Status          string   `json:"status,omitempty"`
+	Limit           *int64   `json:"limit,omitempty"`
+	Remaining       *int64   `json:"remaining,omitempty"`
+}
+
+// usageStatus reports the provider's latest capacity: for a passthrough
+// provider, the most recently learned among its clients.
+func (p *Provider) usageStatus(now time.Time) (*UsageStatus, *capacity.Report) {
+	c := p.state.breakers.latestCapacity(now, p.passthrough)
+	if c == nil {
+		return nil, nil
+	}
+	u := &UsageStatus{
+		Windows: make(map[string]WindowStatus, len(c.Windows)), Status: c.Status,
+		RepresentativeClaim: c.RepresentativeClaim, OverageStatus: c.OverageStatus,
+		LearnedAt: c.Learned.UTC().Format(time.RFC3339),
+	}
+	if !c.Reset.IsZero() {
+		u.Reset = c.Reset.UTC().Format(time.RFC3339)
+	}
+	if w, ok := c.Binding(now); ok {
+		u.Binding = w.Name
+	}
+	for _, w := range c.Windows {
+		ws := WindowStatus{Status: w.Status}
+		if w.HasUtilization {
+			util := math.Round(w.Utilization*10000) / 10000
+			if !w.Live(now) {
+				util = 0
+			}
+			ws.Utilization = &util
+		}
+		if !w.Reset.IsZero() {
+			ws.Reset = w.Reset.UTC().Format(time.RFC3339)
+			ws.ResetsInSeconds = max(0, math.Round(w.Reset.Sub(now).Seconds()))
+		}
+		if w.HasLimit {
+			limit, remaining := w.Limit, w.Remaining
+			ws.Limit, ws.Remaining = &limit, &remaining
+		}
+		u.Windows[w.Name] = ws
+	}
+	return u, c
+}
+
+// fillUsage adds the provider's usage and saturation to its status.
+func (p *Provider) fillUsage(out *ProviderStatus, now time.Time) {
+	u, c := p.usageStatus(now)
+	out.Usage = u
+	out.MaxUtilization = p.maxUtil
+	if s, ok := c.Saturated(now, p.maxUtil); ok {
+		out.Saturated = &SaturationStatus{Window: s.Window, Until: s.Until.UTC().Format(time.RFC3339),
+			LeftSeconds: math.Round(s.Until.Sub(now).Seconds())}
+	}
+}
+
+// SaturationStatus says that a provider is at or above its
+// max_utilization: other providers are preferred until Until.
+type SaturationStatus struct {
+	Window      string  `json:"window"`
+	Until       string  `json:"until"`
+	LeftSeconds float64 `json:"left_seconds"`
+}
+
+// StatusResponse is the body of GET /llm/providers.
+type StatusResponse struct {
+	Providers []ProviderStatus `json:"providers"`
 }

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -209,3 +210,28 @@ func (o onceInBlock) check(d *caddyfile.Dispenser, where string) error {
 
 // Interface guards
 var _ caddy.Validator = (*Handler)(nil)
+
+// validateUsageRouting checks the usage-routing options, so JSON config
+// gets the checks the Caddyfile parser makes.
+func (h *Handler) validateUsageRouting() error {
+	if err := validMaxUtilization(h.MaxUtilization); err != nil {
+		return err
+	}
+	for _, p := range h.Providers {
+		if err := validMaxUtilization(p.MaxUtilization); err != nil {
+			return fmt.Errorf("provider %s: %v", p.Name, err)
+		}
+	}
+	if h.AffinityHeader != "" && !validHeaderName(h.AffinityHeader) {
+		return fmt.Errorf("affinity_header: %q is not a header name: write one such as X-Conversation-Id", h.AffinityHeader)
+	}
+	return nil
+}
+
+// validMaxUtilization checks a max_utilization fraction from JSON config.
+func validMaxUtilization(f float64) error {
+	if f < 0 || f > 1 || math.IsNaN(f) {
+		return fmt.Errorf("max_utilization: want a fraction in (0, 1], got %v", f)
+	}
+	return nil
+}
