@@ -534,3 +534,59 @@ func TestUsageRoutingValidateJSON(t *testing.T) {
 		t.Fatalf("valid options refused: %v", err)
 	}
 }
+
+// selections reads the "selected provider" debug lines of a JSON log.
+func selections(t *testing.T, logFile string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(readFileString(t, logFile), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "selected provider" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Each provider choice is logged at debug level with why it was made and
+// which providers were passed over as cooling: declaration order, then
+// failover, then a cooling provider skipped; with spread, rotation and a
+// conversation kept on its provider.
+func TestSelectionIsLoggedWithItsReason(t *testing.T) {
+	logFile := filepath.Join(t.TempDir(), "debug.log")
+	a := newUpstream(t, "sel_a", replyError(429, "rate_limit_error", "limited", "Retry-After", "600"))
+	b := newUpstream(t, "sel_b", replyMessage("from b"))
+	p, _ := startProxyWithGlobals(t, debugLogTo(logFile), failoverSite(a.providerBlock(), b.providerBlock()))
+	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest))
+	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest))
+	var got []string
+	for _, s := range selections(t, logFile) {
+		got = append(got, fmt.Sprintf("%v %v attempt=%v tier=%v cooling=%v", s["provider"], s["reason"], s["attempt"], s["tier"], s["skipped_cooling"]))
+	}
+	want := []string{
+		"sel_a declaration order attempt=1 tier=0 cooling=<nil>",
+		"sel_b declaration order attempt=2 tier=0 cooling=<nil>",
+		"sel_b declaration order attempt=1 tier=0 cooling=[sel_a (rate_limit)]",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("selection lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	// spread: a new conversation by rotation, its next request by affinity
+	c := newUpstream(t, "sel_c", replyMessage("from c"))
+	d := newUpstream(t, "sel_d", replyMessage("from d"))
+	spread := p.caddyfile(failoverSite(c.providerBlock(), d.providerBlock(), "\t\tpolicy spread\n"))
+	p.load("{\n" + debugLogTo(logFile) + spread[len("{\n"):])
+	first := answeredBy(t, p, "conv-1")
+	if again := answeredBy(t, p, "conv-1"); again != first {
+		t.Fatalf("the conversation moved from %s to %s", first, again)
+	}
+	all := selections(t, logFile)
+	if len(all) < 2 {
+		t.Fatalf("%d selection lines", len(all))
+	}
+	last2 := all[len(all)-2:]
+	if last2[0]["reason"] != "rotation" || last2[1]["reason"] != "conversation affinity" || last2[1]["provider"] != first {
+		t.Fatalf("spread selections: %v", last2)
+	}
+}

@@ -75,21 +75,22 @@ func (p *Provider) honestRetryAt(now time.Time, clientKey string, retryAt time.T
 // headroomOrder reorders the candidate positions of a spread tier (in
 // rotation order) by headroom: lowest utilization of the binding window
 // first, ties to the window that resets soonest (its unused quota is lost
-// first). When a candidate reports nothing the rotation order stays.
-// Insertion sort: tiers are small and this allocates nothing.
-func (h *Handler) headroomOrder(tier *providerTier, order []int, req *llmRequest, now time.Time) {
+// first). When a candidate reports nothing the rotation order stays, and
+// it reports false. Insertion sort: tiers are small and this allocates
+// nothing.
+func (h *Handler) headroomOrder(tier *providerTier, order []int, req *llmRequest, now time.Time) bool {
 	var keys [maxSortedTier]headroom
 	if len(order) > len(keys) {
-		return
+		return false
 	}
 	for j, k := range order {
 		c := h.Providers[tier.indices[k]].capacityFor(req.clientKey)
 		if c == nil {
-			return
+			return false
 		}
 		w, ok := c.Binding(now)
 		if !ok {
-			return
+			return false
 		}
 		keys[j] = headroom{util: w.Utilization, reset: w.Reset}
 	}
@@ -99,6 +100,7 @@ func (h *Handler) headroomOrder(tier *providerTier, order []int, req *llmRequest
 			order[m], order[m-1] = order[m-1], order[m]
 		}
 	}
+	return true
 }
 
 // maxSortedTier bounds the tiers headroomOrder sorts; a larger tier keeps

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Selection policies across providers.
@@ -26,6 +28,7 @@ const (
 
 // providerTier is a group of providers at one priority.
 type providerTier struct {
+	level   int           // the providers' `tier`
 	indices []int         // into Handler.Providers, in declaration order
 	cursor  atomic.Uint32 // spread: where the next request starts
 }
@@ -37,7 +40,7 @@ func buildTiers(providers []*Provider) []*providerTier {
 	for i, p := range providers {
 		t, ok := byTier[p.Tier]
 		if !ok {
-			t = new(providerTier)
+			t = &providerTier{level: p.Tier}
 			byTier[p.Tier] = t
 			levels = append(levels, p.Tier)
 		}
@@ -71,8 +74,8 @@ func (h *Handler) selectProvider(req *llmRequest) (int, breaker.Admission, []ski
 	var saturated []int // passed over, in preference order
 	var buf [maxSortedTier]int
 	for _, tier := range h.tiers {
-		order := h.tierOrder(tier, req, now, buf[:0])
-		for _, k := range order {
+		order, why, pinned := h.tierOrder(tier, req, now, buf[:0])
+		for j, k := range order {
 			i := tier.indices[k]
 			if req.tried[i] {
 				continue
@@ -89,6 +92,10 @@ func (h *Handler) selectProvider(req *llmRequest) (int, breaker.Admission, []ski
 					// provider's share goes evenly to the others
 					tier.cursor.Store(uint32(k + 1))
 				}
+				if pinned && j == 0 {
+					why = orderAffinity
+				}
+				h.logSelection(req, p, tier.level, why, skips, saturated)
 				return i, adm, nil
 			}
 			skips = append(skips, skipped{name: p.Name, class: adm.Class,
@@ -100,6 +107,7 @@ func (h *Handler) selectProvider(req *llmRequest) (int, breaker.Admission, []ski
 		p := h.Providers[i]
 		adm := admitRequest(p, req, now)
 		if adm.OK {
+			h.logSelection(req, p, p.Tier, orderSaturated, skips, saturated)
 			return i, adm, nil
 		}
 		skips = append(skips, skipped{name: p.Name, class: adm.Class,
@@ -116,32 +124,84 @@ func admitRequest(p *Provider, req *llmRequest, now time.Time) breaker.Admission
 	return p.admit(req.r.Context(), now, req.clientKey)
 }
 
-// tierOrder returns the positions in tier, in the order they are tried:
-// declaration order; with spread, rotation from the cursor, reordered by
-// headroom when every provider reports its usage, and the provider that
-// served the request's conversation last first.
-func (h *Handler) tierOrder(tier *providerTier, req *llmRequest, now time.Time, buf []int) []int {
+// orderReason says why a provider came first in its tier's order, for the
+// debug line of each selection.
+type orderReason uint8
+
+const (
+	orderDeclaration orderReason = iota // priority: declaration order
+	orderRotation                       // spread: round robin
+	orderHeadroom                       // spread: most headroom by usage headers
+	orderAffinity                       // spread: the conversation's provider
+	orderSaturated                      // at max_utilization, taken since nothing else admits
+)
+
+func (r orderReason) String() string {
+	return [...]string{"declaration order", "rotation", "headroom", "conversation affinity", "saturated; nothing else admits"}[r]
+}
+
+// tierOrder returns the positions in tier, in the order they are tried,
+// and what ordered them: declaration order; with spread, rotation from the
+// cursor, reordered by headroom when every provider reports its usage, and
+// (pinned) the provider that served the request's conversation last put
+// first.
+func (h *Handler) tierOrder(tier *providerTier, req *llmRequest, now time.Time, buf []int) (order []int, why orderReason, pinned bool) {
 	n := len(tier.indices)
 	start := 0
 	if h.spread {
 		start = int(tier.cursor.Load() % uint32(n))
 	}
-	order := buf
+	order = buf
 	for off := range n {
 		order = append(order, (start+off)%n)
 	}
-	if !h.spread || n < 2 {
-		return order
+	if !h.spread {
+		return order, orderDeclaration, false
 	}
-	h.headroomOrder(tier, order, req, now)
-	if pinned := h.pinnedProvider(req, now); pinned >= 0 {
+	if n < 2 {
+		return order, orderRotation, false
+	}
+	why = orderRotation
+	if h.headroomOrder(tier, order, req, now) {
+		why = orderHeadroom
+	}
+	if conv := h.pinnedProvider(req, now); conv >= 0 {
 		for j, k := range order {
-			if tier.indices[k] == pinned {
+			if tier.indices[k] == conv {
 				copy(order[1:j+1], order[:j])
 				order[0] = k
+				pinned = true
 				break
 			}
 		}
 	}
-	return order
+	return order, why, pinned
+}
+
+// logSelection writes the debug line of a selection, as reverse_proxy
+// logs "selected upstream": which provider, in which tier, why, and which
+// were passed over as cooling or saturated. Nothing is built unless debug
+// logging is on.
+func (h *Handler) logSelection(req *llmRequest, p *Provider, tier int, why orderReason, cooling []skipped, saturated []int) {
+	c := h.logger.Check(zapcore.DebugLevel, "selected provider")
+	if c == nil {
+		return
+	}
+	fields := []zap.Field{zap.String("provider", p.Name), zap.Int("tier", tier), zap.Stringer("reason", why),
+		zap.Int("attempt", req.attempts+1), zap.String("request_id", requestID(req.r))}
+	if len(cooling) > 0 {
+		names := make([]string, len(cooling))
+		for i, s := range cooling {
+			names[i] = s.name + " (" + string(s.class) + ")"
+		}
+		fields = append(fields, zap.Strings("skipped_cooling", names))
+	}
+	if len(saturated) > 0 && why != orderSaturated {
+		names := make([]string, len(saturated))
+		for i, k := range saturated {
+			names[i] = h.Providers[k].Name
+		}
+		fields = append(fields, zap.Strings("skipped_saturated", names))
+	}
+	c.Write(fields...)
 }
