@@ -35,6 +35,7 @@ func bigConversation(foreignIDs, thinking bool) []byte {
 }
 
 func TestBigConversation(t *testing.T) {
+	t.Parallel()
 	for _, f := range []bool{false, true} {
 		b := bigConversation(f, true)
 		if len(b) < 1e6 || len(b) > 1<<20+8<<10 {

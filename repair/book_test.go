@@ -8,6 +8,7 @@ import (
 )
 
 func TestSignatureBookForeign(t *testing.T) {
+	t.Parallel()
 	body := build(styles[0], conversation())
 	// Turn 1's block came from "anthropic", turn 3's from "zai"; the
 	// redacted block (3,0) and turn 5's and 7's blocks were never recorded.
@@ -60,6 +61,7 @@ func TestSignatureBookForeign(t *testing.T) {
 }
 
 func TestSignatureBookEmptyAndBad(t *testing.T) {
+	t.Parallel()
 	b := NewSignatureBook(10)
 	if !b.Foreign([]byte(`not json`), "x").Empty() {
 		t.Error("empty book selected something")
@@ -75,6 +77,7 @@ func TestSignatureBookEmptyAndBad(t *testing.T) {
 }
 
 func TestSignatureBookBounded(t *testing.T) {
+	t.Parallel()
 	b := NewSignatureBook(100)
 	for i := range 250 {
 		b.Record("p", [][]byte{fmt.Appendf(nil, "sig-%d", i)})
@@ -96,6 +99,7 @@ func TestSignatureBookBounded(t *testing.T) {
 }
 
 func TestSignatureBookSignersBounded(t *testing.T) {
+	t.Parallel()
 	b := NewSignatureBook(10)
 	for i := range maxSigners + 2 {
 		b.Record(fmt.Sprint("p", i), [][]byte{[]byte("s")})
@@ -108,6 +112,7 @@ func TestSignatureBookSignersBounded(t *testing.T) {
 }
 
 func TestSignatureBookConcurrent(t *testing.T) {
+	t.Parallel()
 	b := NewSignatureBook(64)
 	body := build(styles[0], conversation())
 	var wg sync.WaitGroup

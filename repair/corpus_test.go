@@ -13,6 +13,7 @@ import (
 // TestWriteFuzzCorpus regenerates testdata/fuzz from the fixtures when
 // REPAIR_WRITE_CORPUS=1; otherwise it checks the corpus is there.
 func TestWriteFuzzCorpus(t *testing.T) {
+	t.Parallel()
 	type entry struct {
 		target string
 		values []string // "go test fuzz v1" lines

@@ -7,6 +7,7 @@ import (
 )
 
 func TestDropFieldsConversation(t *testing.T) {
+	t.Parallel()
 	for _, st := range styles {
 		in := build(st, conversation())
 		out, n, err := DropFields(in, []string{"context_management", "metadata", "container"})
@@ -34,6 +35,7 @@ func TestDropFieldsConversation(t *testing.T) {
 }
 
 func TestDropFieldsTable(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, in string
 		names    []string
@@ -79,6 +81,7 @@ func TestDropFieldsTable(t *testing.T) {
 }
 
 func TestDropFieldsErrors(t *testing.T) {
+	t.Parallel()
 	for _, in := range malformed {
 		out, n, err := DropFields([]byte(in), []string{"context_management", "a"})
 		var se *SyntaxError

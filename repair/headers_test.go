@@ -3,6 +3,7 @@ package repair
 import "testing"
 
 func TestDropBetas(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in   string
 		drop []string
@@ -27,6 +28,7 @@ func TestDropBetas(t *testing.T) {
 }
 
 func TestDropQuery(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in    string
 		names []string

@@ -6,6 +6,7 @@ import (
 )
 
 func TestParseRefusal(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		msg  string
 		want Refusal
@@ -50,6 +51,7 @@ func TestParseRefusal(t *testing.T) {
 }
 
 func TestRefusalSelector(t *testing.T) {
+	t.Parallel()
 	r := ParseRefusal("messages.3.content.0: Invalid `signature` in `thinking` block")
 	if s := r.Selector(); !s.Selects(3, 0) || s.Selects(3, 1) || s.All() {
 		t.Errorf("selector %+v", s)

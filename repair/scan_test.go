@@ -12,6 +12,7 @@ import (
 // Every function refuses exactly what encoding/json refuses (for bodies
 // that are objects).
 func TestScannerAgreesWithEncodingJSON(t *testing.T) {
+	t.Parallel()
 	bodies := append([]string{
 		`{}`, ` {"a" : [ 1 , -0.5e+3 , true , false , null , "x" , { } , [ ] ] } `,
 		`{"a":"\ud83d\ude80 \u00e9 \/ \b\f\n\r\t \" \\"}`, "{\"a\":\"\xff\xfe\"}", `{"a":-0}`, `{"a":1E-7}`,
@@ -36,6 +37,7 @@ func TestScannerAgreesWithEncodingJSON(t *testing.T) {
 }
 
 func TestScannerDepth(t *testing.T) {
+	t.Parallel()
 	nest := func(n int) []byte {
 		return []byte(`{"a":` + strings.Repeat("[", n-2) + `{}` + strings.Repeat("]", n-2) + `}`)
 	}
@@ -52,6 +54,7 @@ func TestScannerDepth(t *testing.T) {
 }
 
 func TestSyntaxErrorOffset(t *testing.T) {
+	t.Parallel()
 	_, _, err := DropFields([]byte(`{"a":1,"b":tru}`), []string{"a"})
 	se, ok := err.(*SyntaxError)
 	if !ok || se.Offset != 11 || !strings.Contains(se.Error(), "byte 11") {

@@ -33,6 +33,7 @@ func withoutThinking(msgs []msg, keep func(m, b int) bool) []msg {
 }
 
 func TestStripThinkingConversation(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name  string
 		sel   Selector
@@ -110,6 +111,7 @@ func keptBlocksIdentical(t *testing.T, in, out []byte) {
 }
 
 func TestStripThinkingTable(t *testing.T) {
+	t.Parallel()
 	th := `{"type":"thinking","thinking":"t","signature":"c2ln"}`
 	rt := `{"type":"redacted_thinking","data":"ZGF0YQ=="}`
 	tx := `{"type":"text","text":"x"}`
@@ -168,6 +170,7 @@ func TestStripThinkingTable(t *testing.T) {
 }
 
 func TestStripThinkingErrors(t *testing.T) {
+	t.Parallel()
 	for _, in := range malformed {
 		out, n, err := StripThinking([]byte(in), SelectAll())
 		var se *SyntaxError
@@ -181,6 +184,7 @@ func TestStripThinkingErrors(t *testing.T) {
 }
 
 func TestSelector(t *testing.T) {
+	t.Parallel()
 	s := SelectBlocks(BlockRef{3, 1}, BlockRef{1, 0}, BlockRef{3, 1}, BlockRef{1, 2})
 	if got := len(s.Blocks()); got != 3 {
 		t.Errorf("%d blocks, want 3 (deduplicated)", got)
@@ -212,6 +216,7 @@ func TestSelector(t *testing.T) {
 }
 
 func TestThinkingSignatures(t *testing.T) {
+	t.Parallel()
 	for _, st := range styles {
 		sigs, err := ThinkingSignatures(build(st, conversation()))
 		if err != nil {

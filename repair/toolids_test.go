@@ -9,6 +9,7 @@ import (
 )
 
 func TestSanitizeToolIDsConversation(t *testing.T) {
+	t.Parallel()
 	ids := map[string]string{
 		"functions.Bash:0": wantID("functions.Bash:0"),
 		"call.abc":         wantID("call.abc"),
@@ -79,6 +80,7 @@ func one(messages string) string {
 }
 
 func TestSanitizeToolIDsTable(t *testing.T) {
+	t.Parallel()
 	q := strconv.Quote
 	long := strings.Repeat("x.", 50) // 100 bytes
 	tests := []struct {
@@ -183,6 +185,7 @@ func idWithHash(orig string, hexLen int) string {
 }
 
 func TestSanitizeToolIDsCollidingIDs(t *testing.T) {
+	t.Parallel()
 	// a.b, a:b and a_b differ only where a.b and a:b are invalid; a_b is
 	// valid. All three must stay distinct, each pair must still match.
 	ids := []string{"a.b", "a:b", "a_b", "a b", "a.b"}
@@ -222,6 +225,7 @@ func TestSanitizeToolIDsCollidingIDs(t *testing.T) {
 }
 
 func TestSanitizeToolIDsDeterministicAcrossTurns(t *testing.T) {
+	t.Parallel()
 	st := styles[0]
 	turn3 := conversation()[:5]
 	turn4 := append(conversation(),
@@ -260,6 +264,7 @@ func TestSanitizeToolIDsDeterministicAcrossTurns(t *testing.T) {
 }
 
 func TestSanitizeToolIDsNewIDCollision(t *testing.T) {
+	t.Parallel()
 	// Pathological: valid ids equal to the 8-, 16- and 64-digit forms.
 	l8, l16, l64 := idWithHash("a.b", 8), idWithHash("a.b", 16), idWithHash("a.b", 64)
 	in := []byte(one(`{"role":"assistant","content":[` +
@@ -276,6 +281,7 @@ func TestSanitizeToolIDsNewIDCollision(t *testing.T) {
 }
 
 func TestSanitizeToolIDsErrors(t *testing.T) {
+	t.Parallel()
 	for _, in := range malformed {
 		out, n, err := SanitizeToolIDs([]byte(in))
 		var se *SyntaxError
@@ -289,6 +295,7 @@ func TestSanitizeToolIDsErrors(t *testing.T) {
 }
 
 func TestSanitizeToolIDsHashCollision(t *testing.T) {
+	t.Parallel()
 	// Two ids with the same readable part whose SHA-256 share the first 8
 	// hex digits (found by a birthday search): the second must not get the
 	// first one's new id.

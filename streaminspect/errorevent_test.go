@@ -20,6 +20,7 @@ func validUTF8(s string) string {
 }
 
 func TestErrorEvent(t *testing.T) {
+	t.Parallel()
 	got := string(ErrorEvent("overloaded_error", "Overloaded"))
 	want := "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"
 	if got != want {

@@ -42,6 +42,7 @@ const (
 )
 
 func TestKindOf(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		typ, data string
 		want      Kind
@@ -113,6 +114,7 @@ func TestKindOfNoAllocs(t *testing.T) {
 }
 
 func TestParseError(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		data string
 		want ErrorInfo
@@ -142,6 +144,7 @@ func TestParseError(t *testing.T) {
 }
 
 func TestInspector(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		policy  Policy
@@ -202,6 +205,7 @@ func TestInspector(t *testing.T) {
 }
 
 func TestInspectorInvalidAndReset(t *testing.T) {
+	t.Parallel()
 	insp := Inspector{MaxLine: 64}
 	if v := insp.Feed([]byte("event: message_start\ndata: " + aMessageStart + "\n\n")); v != Invalid {
 		t.Fatalf("state %v, want invalid", v)
@@ -237,6 +241,7 @@ func TestInspectorNoAllocs(t *testing.T) {
 }
 
 func TestStrings(t *testing.T) {
+	t.Parallel()
 	if KindContent.String() != "content" || Kind(99).String() != "Kind(?)" ||
 		Failed.String() != "failed" || State(-1).String() != "State(?)" ||
 		HoldFirstEvent.String() != "first_event" || HoldFirstContent.String() != "first_content" || Policy(5).String() != "Policy(?)" {
@@ -258,6 +263,7 @@ func TestStrings(t *testing.T) {
 
 // Keys are read as decoders read them: an escaped spelling is the same key.
 func TestEscapedKeys(t *testing.T) {
+	t.Parallel()
 	info, ok := ParseError([]byte(`{"typ\u0065":"error","\u0065rror":{"type":"overloaded_error","m\u0065ssage":"Overloaded"}}`))
 	if !ok || info.Type != "overloaded_error" || info.Message != "Overloaded" {
 		t.Errorf("ParseError = %+v, %v", info, ok)

@@ -163,6 +163,7 @@ func refParse(s []byte, limit int) ([]rec, error) {
 }
 
 func TestParserRules(t *testing.T) {
+	t.Parallel()
 	ev := func(typ, data string) rec { return rec{typ, data, "", -1} }
 	tests := []struct {
 		name  string
@@ -285,6 +286,7 @@ var splitStreams = []string{
 // at every pair of boundaries for short ones, and byte by byte, with the
 // default and with a small limit, and expects the result of the whole feed.
 func TestParserSplitInvariance(t *testing.T) {
+	t.Parallel()
 	for si, s := range splitStreams {
 		in := []byte(s)
 		for _, limit := range []int{0, 24} {
@@ -316,6 +318,7 @@ func TestParserSplitInvariance(t *testing.T) {
 }
 
 func TestParserStopAndResume(t *testing.T) {
+	t.Parallel()
 	in := []byte("data: a\r\n\r\ndata: b\r\rdata: c\n\n")
 	var p Parser
 	var got []string
@@ -335,6 +338,7 @@ func TestParserStopAndResume(t *testing.T) {
 }
 
 func TestParserCRAcrossChunks(t *testing.T) {
+	t.Parallel()
 	var p Parser
 	var got []string
 	fn := func(ev *Event) bool { got = append(got, string(ev.Data)); return true }
@@ -352,6 +356,7 @@ func TestParserCRAcrossChunks(t *testing.T) {
 }
 
 func TestParserStateAccessorsAndReset(t *testing.T) {
+	t.Parallel()
 	p := Parser{MaxLine: 100}
 	if p.Retry() != -1 || p.LastEventID() != "" {
 		t.Fatal("zero parser has state")

@@ -3,6 +3,7 @@ package streaminspect
 import "testing"
 
 func TestUsageAdd(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		events [][2]string // type, data
@@ -67,6 +68,7 @@ func TestUsageAdd(t *testing.T) {
 }
 
 func TestUsageAddReportsFound(t *testing.T) {
+	t.Parallel()
 	var u Usage
 	if u.Add(&Event{Type: "content_block_delta", Data: []byte(aDelta)}) {
 		t.Error("content delta reported usage")

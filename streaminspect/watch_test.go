@@ -6,6 +6,7 @@ import (
 )
 
 func TestWatcher(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		stream   string
@@ -70,6 +71,7 @@ func TestWatcher(t *testing.T) {
 }
 
 func TestWatcherReset(t *testing.T) {
+	t.Parallel()
 	w := &Watcher{MaxLine: 4096}
 	if w.Feed([]byte(openAIStream)); !w.Terminal() {
 		t.Fatal("the stream did not end")
@@ -83,6 +85,7 @@ func TestWatcherReset(t *testing.T) {
 // An event with a line over MaxLine is skipped; the Watcher still sees the
 // events after it, whatever the chunking.
 func TestWatcherSkipsLongLines(t *testing.T) {
+	t.Parallel()
 	long := "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"" +
 		strings.Repeat("x", 3000) + "\"}}\n\n"
 	in := long + "event: ping\ndata: " + strings.Repeat("y", 600) + "\n" + "data: " + strings.Repeat("z", 600) + "\n\n" + anthropicStream
@@ -114,6 +117,7 @@ func TestWatcherNoAllocs(t *testing.T) {
 }
 
 func TestMarkers(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]bool{
 		`{"usage":null}`:                  false,
 		`{"usage" : null, "x":1}`:         false,
@@ -132,6 +136,7 @@ func TestMarkers(t *testing.T) {
 }
 
 func TestMarkersWords(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string][3]bool{
 		`{"error":{}}`:                          {true, false, false},
 		`{"error" :"x"}`:                        {true, false, false},

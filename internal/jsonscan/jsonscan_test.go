@@ -9,6 +9,7 @@ import (
 )
 
 func TestSkipString(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("x", 40)
 	for in, want := range map[string]int{
 		`""`:                               2,
@@ -36,6 +37,7 @@ func TestSkipString(t *testing.T) {
 }
 
 func TestSkipValue(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		`1,`:                     `1`,
 		`-1.5e3}`:                `-1.5e3`,
@@ -68,6 +70,7 @@ func TestSkipValue(t *testing.T) {
 }
 
 func TestLookup(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in, key, want string
 	}{
@@ -97,6 +100,7 @@ func TestLookup(t *testing.T) {
 }
 
 func TestMembersStart(t *testing.T) {
+	t.Parallel()
 	b := []byte(` { "a" : "x" , "model":  "m" }`)
 	it := Object(b)
 	var starts []int
@@ -113,6 +117,7 @@ func TestMembersStart(t *testing.T) {
 }
 
 func TestElements(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]int{
 		`[]`:                               0,
 		` [ 1 , "a,]" , {"x":[]}, [[]] ] `: 4,
@@ -132,6 +137,7 @@ func TestElements(t *testing.T) {
 }
 
 func TestKeyIs(t *testing.T) {
+	t.Parallel()
 	for raw, want := range map[string]bool{
 		`model`:                          true,
 		`mod\u0065l`:                     true,
@@ -153,6 +159,7 @@ func TestKeyIs(t *testing.T) {
 }
 
 func TestName(t *testing.T) {
+	t.Parallel()
 	var buf [8]byte
 	for raw, want := range map[string]string{
 		`type`: `type`, `t\u0079pe`: `type`, `\u00e9\u00e9\u00e9\u00e9\u00e9`: `ééééé`, `a\qb`: `a\qb`,
@@ -167,6 +174,7 @@ func TestName(t *testing.T) {
 }
 
 func TestUnquoteAgreesWithEncodingJSON(t *testing.T) {
+	t.Parallel()
 	for _, q := range []string{
 		`""`, `"plain"`, `"a\"b\\c\/d\be\ff\ng\rh\ti"`, `"\u00e9\u00E9"`, `"\ud83d\ude80"`, `"\ud83dx"`,
 		`"\ude80"`, `"\ud83d\u0041"`, `"\ud83d\ud83d\ude80"`, `"\u0000"`, `"模型"`,
@@ -182,6 +190,7 @@ func TestUnquoteAgreesWithEncodingJSON(t *testing.T) {
 }
 
 func TestText(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		``: ``, `null`: ``, `"a"`: `a`, `"a\nb\u00e9"`: "a\nb\u00e9", `429`: `429`, `"bad\x"`: `bad\x`, `"`: ``,
 	} {
@@ -192,6 +201,7 @@ func TestText(t *testing.T) {
 }
 
 func TestInt(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]int64{`0`: 0, `42`: 42, `-7`: -7, `123456789012345678`: 123456789012345678} {
 		if got, ok := Int([]byte(in)); !ok || got != want {
 			t.Errorf("Int(%s) = %d, %v", in, got, ok)
@@ -214,6 +224,7 @@ var validityCases = []string{
 }
 
 func TestValidAgreesWithEncodingJSON(t *testing.T) {
+	t.Parallel()
 	for _, b := range validityCases {
 		if got, want := Valid([]byte(b)), json.Valid([]byte(b)); got != want {
 			t.Errorf("Valid(%q) = %v, encoding/json %v", b, got, want)
@@ -222,6 +233,7 @@ func TestValidAgreesWithEncodingJSON(t *testing.T) {
 }
 
 func TestValidDepth(t *testing.T) {
+	t.Parallel()
 	nest := func(n int) []byte {
 		return []byte(strings.Repeat("[", n) + strings.Repeat("]", n))
 	}
@@ -237,6 +249,7 @@ func TestValidDepth(t *testing.T) {
 }
 
 func TestSyntaxErrorOffset(t *testing.T) {
+	t.Parallel()
 	s := Scanner{B: []byte(`{"a":1,"b":tru}`)}
 	s.Value(0)
 	if s.Err == nil || s.Err.Offset != 11 || !strings.Contains(s.Err.Error(), "byte 11") {
@@ -245,6 +258,7 @@ func TestSyntaxErrorOffset(t *testing.T) {
 }
 
 func TestSpanIs(t *testing.T) {
+	t.Parallel()
 	b := []byte(`{"r\u006fle":"assist\u0061nt"}`)
 	s := Scanner{B: b}
 	s.Enter('{', '}')
@@ -381,6 +395,7 @@ func check(t *testing.T, b []byte) {
 }
 
 func TestCheckCases(t *testing.T) {
+	t.Parallel()
 	for _, b := range append(validityCases, fuzzSeeds...) {
 		check(t, []byte(b))
 	}
