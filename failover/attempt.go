@@ -317,8 +317,7 @@ func (a *attempt) streamFailed(ei streaminspect.ErrorInfo) {
 	if !class.Cools() {
 		return // the request's fault (invalid_request_error): not the provider's
 	}
-	a.b.Failure(timeNow(), h.failure(a.p, class, ei.Message))
-	h.sharer.Kick()
+	h.charge(a.b, h.failure(a.p, class, ei.Message), timeNow())
 	h.logger.Warn("upstream error event after the stream was committed; passed to the client",
 		zap.String("provider", a.p.Name), zap.String("class", string(class)),
 		zap.String("error_type", ei.Type), zap.String("request_id", requestID(a.req.r)))

@@ -162,7 +162,8 @@ func TestReadmeFacts(t *testing.T) {
 	}
 }
 
-// ARCHITECTURE.md names every file of this package, so it stays current.
+// ARCHITECTURE.md names every file of this package and every internal
+// package, so it stays current.
 func TestArchitectureNamesEveryFile(t *testing.T) {
 	arch, err := os.ReadFile(filepath.Join("..", "ARCHITECTURE.md"))
 	if err != nil {
@@ -173,5 +174,14 @@ func TestArchitectureNamesEveryFile(t *testing.T) {
 		if !strings.HasSuffix(f, "_test.go") && !strings.Contains(string(arch), "`"+f+"`") {
 			t.Errorf("ARCHITECTURE.md does not name failover/%s: add it to the table of files", f)
 		}
+	}
+	internal, _ := filepath.Glob(filepath.Join("..", "internal", "*"))
+	for _, dir := range internal {
+		if name := "internal/" + filepath.Base(dir); !strings.Contains(string(arch), "`"+name+"`") {
+			t.Errorf("ARCHITECTURE.md does not name %s: add it to the table of packages", name)
+		}
+	}
+	if len(internal) < 3 {
+		t.Errorf("found %d internal packages; is the test run from failover/?", len(internal))
 	}
 }

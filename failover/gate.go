@@ -39,8 +39,10 @@ const maxHeldSuccess = 4 << 20
 // gate is the ResponseWriter a provider's reverse_proxy writes to. It holds
 // status, headers and body until a verdict: an error response is held
 // whole and classified; an event stream is held until its first events
-// prove it healthy; anything else is committed at once. A failed attempt
-// is discarded and the client never sees a byte of it.
+// prove it healthy; another success is held until its body is complete
+// (maxHeldSuccess at most), so one that breaks midway can still fail over;
+// a 101 and any other status is committed at once. A failed attempt is
+// discarded and the client never sees a byte of it.
 //
 // A hold timer commits from its own goroutine and an idle watch checks a
 // committed stream from another, so the gate locks. Two locks: mu guards

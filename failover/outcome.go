@@ -145,10 +145,7 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v c
 	} else {
 		f := h.failure(p, v.Class, v.Message)
 		f.ResetAt, f.Credential, f.FailedOver = v.ResetAt, a.credVersion, true
-		until = a.b.Failure(now, f)
-		if v.Class.Cools() {
-			h.sharer.Kick()
-		}
+		until = h.charge(a.b, f, now)
 	}
 	fs := req.failures()
 	fs.classes = append(fs.classes, v.Class)
@@ -201,6 +198,20 @@ func (h *Handler) failure(p *Provider, class Class, msg string) breaker.Failure 
 	return breaker.Failure{Class: class, Cooldown: p.cooldownFor(class), MaxCooldown: time.Duration(h.MaxCooldown), Error: msg}
 }
 
+// charge feeds a failure into the breaker that governed the attempt, and
+// shares the decision: every failure of this instance, before or after
+// commit, reaches a breaker here. The breaker works out the cooldown's
+// end (internal/breaker: the provider's own reset, else the class's
+// cooldown, doubled while probes fail); it returns it, zero when the
+// class cools nothing.
+func (h *Handler) charge(b *providerBreaker, f breaker.Failure, now time.Time) time.Time {
+	until := b.Failure(now, f)
+	if f.Class.Cools() {
+		h.sharer.Kick()
+	}
+	return until
+}
+
 // closeStream ends a committed event stream: one that broke or stalled
 // before its terminal event gets a well-formed error event instead of a
 // silent truncation, and an upstream error event feeds the breaker.
@@ -220,8 +231,7 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *providerBreaker, aborted,
 	} else if aborted {
 		msg = "llm_failover: the upstream connection broke mid-stream"
 	}
-	b.Failure(timeNow(), h.failure(p, class, msg))
-	h.sharer.Kick()
+	h.charge(b, h.failure(p, class, msg), timeNow())
 	if !atBoundary {
 		// an event too large to keep back was cut: end it, so the error
 		// event is at least read as an event of its own
