@@ -75,7 +75,8 @@ func TestClassesThatFailOver(t *testing.T) {
 		cools   bool
 	}{
 		{"401 is auth", replyError(401, "authentication_error", "invalid x-api-key"), classify.Auth, true},
-		{"403 with a quota body is quota", replyError(403, "permission_error", "Your credit balance is too low to access the Anthropic API."), classify.Quota, true},
+		{"400 credit balance too low is quota", replyError(400, "invalid_request_error", "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."), classify.Quota, true},
+		{"403 billing_error is quota", replyError(403, "billing_error", "This organization has been disabled."), classify.Quota, true},
 		{"529 is overloaded", replyError(529, "overloaded_error", "Overloaded"), classify.Overloaded, true},
 		{"503 is overloaded", replyError(503, "api_error", "upstream connect error"), classify.Overloaded, true},
 		{"500 is server_error", replyError(500, "api_error", "Internal server error"), classify.ServerError, true},

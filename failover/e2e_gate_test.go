@@ -330,7 +330,7 @@ func TestCompressedErrorBodyIsClassified(t *testing.T) {
 			_, _ = w.Write(buf.Bytes())
 		}
 	}
-	a := newUpstream(t, "a", gz(403, errorJSON("permission_error", "This organization has been disabled for billing reasons")))
+	a := newUpstream(t, "a", gz(403, errorJSON("billing_error", "This organization has been disabled for billing reasons")))
 	c := newUpstream(t, "c", gz(429, errorJSON("rate_limit_error", "slow down")))
 	b := newUpstream(t, "b", replyMessage("from b"))
 	p := startProxy(t, failoverSite(a.providerBlock(), c.providerBlock(), b.providerBlock()))

@@ -145,6 +145,7 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v c
 	} else {
 		f := h.failure(p, v.Class, v.Message)
 		f.ResetAt, f.Credential, f.FailedOver = v.ResetAt, a.credVersion, true
+		f.RequestOnly = v.Scope == classify.ScopeRequest
 		until = h.charge(a.b, f, now)
 	}
 	fs := req.failures()
@@ -206,7 +207,7 @@ func (h *Handler) failure(p *Provider, class Class, msg string) breaker.Failure 
 // class cools nothing.
 func (h *Handler) charge(b *providerBreaker, f breaker.Failure, now time.Time) time.Time {
 	until := b.Failure(now, f)
-	if f.Class.Cools() {
+	if f.Class.Cools() && !f.RequestOnly {
 		h.sharer.Kick()
 	}
 	return until

@@ -190,6 +190,9 @@ type Failure struct {
 	Credential string
 	Error      string
 	FailedOver bool
+	// RequestOnly marks a refusal of this request, not of the provider
+	// (classify.ScopeRequest): recorded, but nothing cools.
+	RequestOnly bool
 }
 
 // Failure records a failed attempt and returns the end of the cooldown
@@ -205,7 +208,7 @@ func (b *Breaker) Failure(now time.Time, f Failure) time.Time {
 	}
 	wasProbe := b.state == HalfOpen
 	b.probing = false
-	if !f.Class.Cools() {
+	if !f.Class.Cools() || f.RequestOnly {
 		if wasProbe {
 			// the provider answered; the request was at fault
 			b.state = Closed

@@ -287,6 +287,27 @@ func TestBreakerNonCoolingClasses(t *testing.T) {
 	brkMustAdmit(t, &b, until, false)
 }
 
+// A refusal of one request (a cooling class, request scope) is recorded
+// and cools nothing; a probe it answers closes the breaker.
+func TestBreakerRequestOnlyCoolsNothing(t *testing.T) {
+	t.Parallel()
+	var b Breaker
+	brkMustAdmit(t, &b, brkT0, false)
+	until := b.Failure(brkT0, Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour,
+		ResetAt: brkT0.Add(time.Hour), Error: "long context", FailedOver: true, RequestOnly: true})
+	if !until.IsZero() {
+		t.Fatalf("Failure = %v, want zero", until)
+	}
+	brkMustAdmit(t, &b, brkT0, false)
+	if s := b.Snapshot(brkT0); s.State != Closed || s.LastClass != classify.RateLimit || s.Failovers != 1 {
+		t.Fatalf("snapshot = %+v", s)
+	}
+	until = b.Failure(brkT0, Failure{Class: classify.ServerError, Cooldown: 10 * time.Second, MaxCooldown: time.Minute})
+	brkMustAdmit(t, &b, until, true)
+	b.Failure(until, Failure{Class: classify.Quota, Cooldown: time.Hour, RequestOnly: true})
+	brkMustAdmit(t, &b, until, false)
+}
+
 func TestBreakerAuthEndsEarlyOnNewCredential(t *testing.T) {
 	t.Parallel()
 	var b Breaker

@@ -76,11 +76,22 @@ type Verdict struct {
 	// for logs and the status endpoint.
 	ErrorType string
 	Message   string
+	// Scope is what the verdict cools: ScopeProvider (the whole provider,
+	// when the class cools), or ScopeRequest (this request fails over and
+	// nothing is benched: the provider refused what this request asks, not
+	// every request).
+	Scope string
 	// Retry holds a repairable refusal back from the client: the handler
 	// has a repair for the request and retries the same provider with it.
 	// Set by the handler, never by Classify.
 	Retry bool
 }
+
+// Scopes of a verdict.
+const (
+	ScopeProvider = ""        // the class cools the provider for every request
+	ScopeRequest  = "request" // this request fails over; nothing cools
+)
 
 // Rule maps an upstream response to a class; user rules from the Caddyfile
 // are checked before the built-in ones.
@@ -123,8 +134,10 @@ const MaxBody = 64 << 10
 const DefaultMaxReset = 8 * 24 * time.Hour
 
 // Response turns an upstream response (status, headers and the decoded
-// error body) into a verdict. Pure: it looks at nothing else. Body rules
-// come before status rules, so a 403 that speaks of quota is quota. A
+// error body) into a verdict. Pure: it looks at nothing else. User rules
+// come first, then structured signals (error type and code, the unified
+// limit headers), then the known messages (known.go), then the status; no
+// word a client could make the provider repeat decides a class. A
 // reset time the provider gives is cut to maxReset from now
 // (DefaultMaxReset when maxReset is not positive).
 func Response(status int, header http.Header, body []byte, rules []Rule, now time.Time, maxReset time.Duration) Verdict {
@@ -144,11 +157,12 @@ func Response(status int, header http.Header, body []byte, rules []Rule, now tim
 	if v.Message == "" {
 		v.Message = ue.Message
 	}
-	lower := bytes.ToLower(body)
-
-	v.Class = classOf(status, header, v.ErrorType, code, lower, rules)
+	v.Class, v.Scope = classOf(status, header, v.ErrorType, code, v.Message, body, rules)
 	switch v.Class {
 	case RateLimit, Quota, Overloaded, ServerError:
+		if v.Scope == ScopeRequest {
+			break // nothing cools, so no time to come back
+		}
 		if maxReset <= 0 {
 			maxReset = DefaultMaxReset
 		}
@@ -157,58 +171,54 @@ func Response(status int, header http.Header, body []byte, rules []Rule, now tim
 	return v
 }
 
-func classOf(status int, header http.Header, errType, code string, lower []byte, rules []Rule) Class {
-	for _, r := range rules {
-		if r.matches(status, lower) {
-			return r.Class
+func classOf(status int, header http.Header, errType, code, msg string, body []byte, rules []Rule) (Class, string) {
+	if len(rules) > 0 {
+		lower := bytes.ToLower(body)
+		for _, r := range rules {
+			if r.matches(status, lower) {
+				return r.Class, ScopeProvider
+			}
 		}
 	}
-	// Body rules.
+	// Structured signals.
 	if status == http.StatusTooManyRequests && unifiedRejected(header) {
-		return Quota
+		return Quota, ScopeProvider
 	}
 	if errType == "billing_error" || errType == "insufficient_quota" || code == "insufficient_quota" {
-		return Quota
+		return Quota, ScopeProvider
 	}
-	switch status {
-	case 400, 401, 402, 403, 429:
-		if containsAny(lower, quotaWords) {
-			return Quota
-		}
+	if code == "context_length_exceeded" && status < 500 {
+		return ContextWindow, ScopeRequest
 	}
-	if status == 400 || status == 413 || status == 422 {
-		if containsAny(lower, contextWindowWords) {
-			return ContextWindow
-		}
-		if containsAny(lower, repairableWords) {
-			return Repairable
-		}
+	// Known messages, matched whole.
+	if c, scope, ok := knownClass(status, msg); ok {
+		return c, scope
 	}
 	if status == http.StatusNotImplemented || status == http.StatusHTTPVersionNotSupported {
 		// the request is not supported here, which says nothing about the
 		// provider's health: another provider may support it
-		return Unsupported
+		return Unsupported, ScopeProvider
 	}
 	if c, ok := classOfErrorType(errType); ok {
 		if c == ServerError && (status == 503 || status == 529) {
-			return Overloaded // a generic api_error says less than the status
+			return Overloaded, ScopeProvider // a generic api_error says less than the status
 		}
-		return c
+		return c, ScopeProvider
 	}
 	// Status rules.
 	switch {
 	case status == 402:
-		return Quota
+		return Quota, ScopeProvider
 	case status == 429:
-		return RateLimit
+		return RateLimit, ScopeProvider
 	case status == 401 || status == 403:
-		return Auth
+		return Auth, ScopeProvider
 	case status == 529 || status == 503:
-		return Overloaded
+		return Overloaded, ScopeProvider
 	case status == 408 || status >= 500:
-		return ServerError
+		return ServerError, ScopeProvider
 	}
-	return ClientError
+	return ClientError, ScopeProvider
 }
 
 // OfErrorType maps an error.type (Anthropic's or OpenAI's), as found in
@@ -239,40 +249,6 @@ func classOfErrorType(t string) (Class, bool) {
 	return None, false
 }
 
-// Wording that means usage or credit is exhausted (checked on lower-cased
-// bodies of 400/401/402/403/429 responses).
-var quotaWords = [][]byte{
-	[]byte("insufficient_quota"), []byte("quota"), []byte("credit balance"),
-	[]byte("credits"), []byte("billing"), []byte("usage limit"),
-	[]byte("exceeded your current"), []byte("payment required"), []byte("insufficient balance"),
-}
-
-// Wording that means the prompt does not fit this model's context window.
-var contextWindowWords = [][]byte{
-	[]byte("prompt is too long"), []byte("context_length_exceeded"),
-	[]byte("context length"), []byte("context window"), []byte("maximum context"),
-	[]byte("exceed context limit"), []byte("too many tokens"),
-}
-
-// Wording of refusals of history another provider produced (see
-// the repair issue): bad tool ids and foreign thinking signatures.
-var repairableWords = [][]byte{
-	[]byte("tool_use.id: string should match pattern"),
-	[]byte("tool_use_id: string should match pattern"),
-	[]byte("invalid `signature` in `thinking` block"),
-	[]byte("invalid signature in thinking block"),
-	[]byte("thinking.signature: field required"),
-}
-
-func containsAny(b []byte, words [][]byte) bool {
-	for _, w := range words {
-		if bytes.Contains(b, w) {
-			return true
-		}
-	}
-	return false
-}
-
 func errorCode(raw json.RawMessage) string {
 	if len(raw) == 0 || raw[0] != '"' {
 		return ""
@@ -288,15 +264,24 @@ const unifiedPrefix = "Anthropic-Ratelimit-Unified-"
 
 // unifiedRejected reports whether a subscription's unified limit says
 // "rejected" (anthropic-ratelimit-unified-status or one of its windows,
-// such as -5h-status / -7d-status).
+// such as -5h-status / -7d-status). The overage (extra usage) and fallback
+// statuses are not the plan's limits: extra usage refused says only that
+// requests billed to it (long context) are refused.
 func unifiedRejected(h http.Header) bool {
 	for k, vs := range h {
 		if strings.HasPrefix(k, unifiedPrefix) && strings.HasSuffix(k, "-Status") &&
-			len(vs) > 0 && strings.EqualFold(vs[0], "rejected") {
+			len(vs) > 0 && strings.EqualFold(vs[0], "rejected") && !notPlanWindow(k) {
 			return true
 		}
 	}
 	return false
+}
+
+// notPlanWindow reports whether a unified header names the overage or
+// fallback status rather than a window of the plan.
+func notPlanWindow(k string) bool {
+	w := strings.TrimSuffix(strings.TrimPrefix(k, unifiedPrefix), "-Status")
+	return strings.EqualFold(w, "overage") || strings.EqualFold(w, "fallback")
 }
 
 // resetHint returns when the provider said to come back, or zero; never
@@ -366,6 +351,9 @@ func unifiedReset(h http.Header) time.Time {
 			continue
 		}
 		window := strings.TrimSuffix(k, "-Reset")
+		if notPlanWindow(window + "-Status") {
+			continue
+		}
 		if window+"-" != unifiedPrefix { // a window such as -5h: only when it is the rejected one
 			if !strings.EqualFold(h.Get(window+"-Status"), "rejected") {
 				continue

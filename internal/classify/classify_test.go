@@ -126,10 +126,22 @@ var apiErrorCases = []struct {
 	{429, "rate_limit_error", clsRateMsg, RateLimit},
 	{402, "billing_error", "Payment required", Quota},
 	{400, "invalid_request_error", "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.", Quota},
-	// billing wording is quota, not auth
-	{403, "permission_error", "Your organization has been disabled due to a Billing issue.", Quota},
-	// usage-limit wording is quota, not auth
-	{401, "authentication_error", "You have reached your USAGE LIMIT for this period.", Quota},
+	// free text decides nothing: billing or usage-limit wording in a
+	// message that is not a known one leaves the type and status to decide
+	{403, "permission_error", "Your organization has been disabled due to a Billing issue.", Auth},
+	{401, "authentication_error", "You have reached your USAGE LIMIT for this period.", Auth},
+	{400, "invalid_request_error", "Your credit balance is too low", ClientError},
+	{400, "invalid_request_error", "quota-x is not a valid model ID", ClientError},
+	{400, "invalid_request_error", "Unexpected value(s) `billing-2025` for the `anthropic-beta` header. Please consult our documentation at docs.anthropic.com or try again without the header.", ClientError},
+	{400, "invalid_request_error", "prompt is too long: 1 tokens > 0 maximum is not a valid model ID", ClientError},
+	// the subscription refusals
+	{400, "invalid_request_error", "You're out of extra usage. Add more at claude.ai/settings/usage and keep going.", Quota},
+	{400, "invalid_request_error", "You're out of extra usage. Ask your workspace admin to add more so you can keep going.", Quota},
+	{400, "invalid_request_error", "Third-party apps now draw from your extra usage, not your plan limits. We've added a $100 credit to get you started. Claim it at claude.ai/settings/usage and keep going.", Quota},
+	{400, "invalid_request_error", "Third-party apps now draw from your extra usage, not your plan limits. We've added a €17 credit to get you started. Claim it at claude.ai/settings/usage and keep going.", Quota},
+	{400, "invalid_request_error", "Third-party apps now draw from extra usage, not plan limits. We've added a credit to your organization to get you started. Ask your workspace admin to claim it and keep going.", Quota},
+	{400, "invalid_request_error", "Third-party apps now draw from your extra usage, not your plan limits. Add more at claude.ai/settings/usage and keep going.", Quota},
+	{429, "rate_limit_error", "Extra usage is required for long context requests.", RateLimit},
 	{529, "overloaded_error", "Overloaded", Overloaded},
 	// the type outranks the status
 	{500, "overloaded_error", "Overloaded", Overloaded},
@@ -200,9 +212,9 @@ func TestClassifyClasses(t *testing.T) {
 			header: clsHeader("anthropic-ratelimit-unified-status", "rejected"),
 			want:   Quota},
 		{name: "402 empty", status: 402, want: Quota},
-		{name: "403 quota wording (numeric code)", status: 403,
+		{name: "403 quota wording (numeric code) is not quota", status: 403,
 			body: `{"error":{"code":403,"message":"Quota exceeded for this project","status":"PERMISSION_DENIED"}}`,
-			want: Quota},
+			want: Auth},
 		{name: "429 usage limit reached (z.ai style)", status: 429,
 			body: `{"type":"error","error":{"type":"1308","message":"Usage limit reached for 5 hour. Your limit will reset at 2026-03-01 17:00:00"}}`,
 			want: Quota},
@@ -389,7 +401,7 @@ func TestClassifyRules(t *testing.T) {
 func TestClassifyLargeBody(t *testing.T) {
 	t.Parallel()
 	// a large error body is still read at its start
-	body := clsAnthropic("invalid_request_error", "Your credit balance is too low") + strings.Repeat(" ", 1<<20)
+	body := clsAnthropic("invalid_request_error", "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.") + strings.Repeat(" ", 1<<20)
 	if v := classifyDefault(400, http.Header{}, []byte(body), nil, clsNow); v.Class != Quota {
 		t.Fatalf("class = %q, want quota", v.Class)
 	}
