@@ -14,6 +14,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/budget"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/share"
 )
@@ -49,6 +50,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			drop_beta <value...>
 //			context_window <tokens>
 //			max_utilization <percent>
+//			price <model glob> input <$/Mtok> output <$/Mtok> [cache_read <$/Mtok>] [cache_write <$/Mtok>]
 //		}
 //		cooldown <class> <duration>
 //		max_cooldown <duration>
@@ -69,6 +71,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			purge_after <duration>
 //			probe_lease <duration>
 //			probe_wait <duration>
+//			fail_closed
 //		}]
 //		stream {
 //			hold first_content|first_event|off
@@ -79,9 +82,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		client <name> {
 //			key <source> [<args...>] [{ ... }]
 //			providers <name...>
+//			limit tokens|requests|spend <n> per <window>
 //		}
 //		client_key_header <header>
 //		allow_remote
+//		limit tokens|requests|spend <n> per <window>
 //	}
 //
 // Providers are tried in the order they are declared (lower tiers first).
@@ -110,6 +115,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // X-Claude-Code-Session-Id, or the header named by `affinity header`)
 // stays on the provider that served it last; `affinity off` rotates every
 // request.
+//
+// `limit` caps a client's (inside `client`) or all traffic's (at the top)
+// tokens, requests or spend (US dollars, at the serving provider's
+// `price` lines: dollars per million tokens, first matching glob wins;
+// cache prices default to 0.1× and 1.25× input) over a rolling window
+// from 1m to 31d (90m, 5h, 1d, 30d). A request over any limit is answered
+// 429 before any provider is asked. With `share { redis ... }` the counts
+// are the fleet's; `fail_closed` refuses limited requests while Redis is
+// unreachable instead of counting locally.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -161,6 +175,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = h.Stream.unmarshalCaddyfile(d)
 		case "client", "client_key_header", "allow_remote":
 			err = h.unmarshalAccess(d)
+		case "limit":
+			var l Limit
+			if l, err = parseLimitLine(d); err == nil {
+				h.Limits = append(h.Limits, l)
+			}
 		default:
 			err = d.Errf("unrecognized llm_failover subdirective %q", d.Val())
 		}
@@ -178,7 +197,7 @@ func (h *Handler) unmarshalShare(d *caddyfile.Dispenser) error {
 		return d.Err("share may appear only once")
 	}
 	h.Share = new(ShareConfig)
-	return unmarshalBlockOnce(d, "share: ", func(name string) (err error) {
+	err := unmarshalBlockOnce(d, "share: ", func(name string) (err error) {
 		switch name {
 		case "read_interval":
 			h.Share.ReadInterval, err = parseDurationArg(d)
@@ -188,11 +207,20 @@ func (h *Handler) unmarshalShare(d *caddyfile.Dispenser) error {
 			h.Share.Prefix, err = singleArg(d)
 		case "redis", "password", "purge_after", "probe_lease", "probe_wait":
 			err = unmarshalShareOption(d, h.Share)
+		case "fail_closed":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Share.FailClosed = true
 		default:
 			err = d.Errf("unrecognized share subdirective %q", name)
 		}
 		return err
 	})
+	if err == nil && h.Share.FailClosed && h.Share.Redis == "" {
+		err = d.Err("share: fail_closed is for redis (with storage sharing, limits are counted per instance); set redis or remove fail_closed")
+	}
+	return err
 }
 
 // unmarshalShareOption parses the share subdirectives of the Redis
@@ -311,6 +339,12 @@ func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
 			}
 		case "max_utilization":
 			p.MaxUtilization, err = parseMaxUtilization(d)
+		case "price":
+			var pr budget.Price
+			if pr, err = budget.ParsePrice(d.RemainingArgs()); err != nil {
+				return nil, d.Errf("%s: %v", who, err)
+			}
+			p.Prices = append(p.Prices, priceFrom(pr))
 		case "context_window":
 			p.ContextWindow, err = parsedArg(d, who+": context_window: ", parseTokenCount)
 		default:
@@ -486,6 +520,12 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 				return nil, d.Errf("%s: providers takes at least one provider name", who)
 			}
 			c.Providers = append(c.Providers, args...)
+		case "limit":
+			var l Limit
+			if l, err = parseLimitLine(d); err != nil {
+				return nil, d.Errf("%s: %v", who, err)
+			}
+			c.Limits = append(c.Limits, l)
 		default:
 			err = d.Errf("%s: unrecognized subdirective %q", who, d.Val())
 		}
@@ -497,6 +537,15 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 		return nil, d.Errf("%s: a key is required: key env VAR, key file PATH, ...", who)
 	}
 	return c, nil
+}
+
+// parseLimitLine reads `limit tokens|requests|spend N per DURATION`.
+func parseLimitLine(d *caddyfile.Dispenser) (Limit, error) {
+	l, err := budget.ParseLimit(d.RemainingArgs())
+	if err != nil {
+		return Limit{}, d.Err(err.Error())
+	}
+	return limitFrom(l), nil
 }
 
 // parseCooldown reads `cooldown <class> <duration>`.

@@ -338,6 +338,18 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"auth_header without value", inProvider("auth_header"), "wrong argument count"},
 		{"model with one argument", inProvider("model claude-*"), "model takes a pattern and a model name"},
 		{"model with three arguments", inProvider("model a b c"), "model takes a pattern and a model name"},
+		// Limits and prices.
+		{"limit without per", okProvider + "limit tokens 5 each 1h", "limit tokens 2000000 per 5h"},
+		{"limit of unknown kind", okProvider + "limit watts 5 per 1h", `unknown kind "watts"`},
+		{"limit window too short", okProvider + "limit requests 5 per 30s", "must be from 1m to 31d"},
+		{"limit window too long", okProvider + "limit requests 5 per 32d", "from 1m to 31d"},
+		{"limit of no tokens", okProvider + "limit tokens 0 per 1h", "whole number from 1"},
+		{"spend not dollars", okProvider + "limit spend $x per 1d", "amount of dollars"},
+		{"client limit", okProvider + "client c {\n key env K\n limit requests -1 per 1h\n}", "client c: limit requests"},
+		{"price without output", inProvider("price claude-* input 3 cache_read 1"), "input and output are required"},
+		{"price of unknown field", inProvider("price claude-* input 3 output 15 batch 1"), `unknown field "batch"`},
+		{"negative price", inProvider("price claude-* input -3 output 15"), "is not a price"},
+		{"fail_closed without redis", okProvider + "share {\n fail_closed\n}", "fail_closed is for redis"},
 		// Cooldowns, timeouts and the other limits.
 		{"bad class", okProvider + "cooldown ratelimit 1m", `cooldown: unknown class "ratelimit"`},
 		{"bad class in provider", inProvider("cooldown slow 1m"), `unknown class "slow"`},

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/budget"
 	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
 )
 
@@ -39,11 +40,17 @@ type Client struct {
 	// all.
 	Providers []string `json:"providers,omitempty"`
 
+	// Limits cap the client's tokens, requests or spend over rolling
+	// windows; any number. A request over one is answered with 429
+	// rate_limit_error before any provider is asked.
+	Limits []Limit `json:"limits,omitempty"`
+
 	source  credsource.Source
 	digest  atomic.Pointer[[sha256.Size]byte] // of the current key; nil while none could be read
 	keyErr  atomic.Bool                       // the last read failed
 	allowed []bool                            // per provider index; nil: all
 	usage   *clientUsage
+	budget  *budget.Budget // Limits with their counters (limits.go); nil without
 }
 
 // Bounds on reading client keys, which never happens on the request path.
@@ -229,6 +236,7 @@ type clientUsage struct {
 	requests                                atomic.Uint64
 	lastSeen                                atomic.Int64 // unix nanoseconds
 	input, output, cacheRead, cacheCreation atomic.Int64
+	spend                                   atomic.Int64 // micro-dollars, at the serving providers' prices
 }
 
 func (u *clientUsage) seen(now time.Time) {
@@ -250,6 +258,12 @@ type ClientStatus struct {
 	Requests  uint64      `json:"requests"`
 	Tokens    TokenCounts `json:"tokens"`
 	LastSeen  string      `json:"last_seen,omitempty"`
+	// SpendUSD is what the client's answers cost at the serving
+	// providers' prices, in US dollars, since this instance started.
+	SpendUSD float64 `json:"spend_usd"`
+	// Limits are the client's limits: used, limit, window, when it frees
+	// up.
+	Limits []budget.Status `json:"limits,omitempty"`
 }
 
 // TokenCounts are tokens by kind, as providers reported them.
@@ -263,6 +277,8 @@ type TokenCounts struct {
 // ClientsResponse is the body of GET /llm/clients.
 type ClientsResponse struct {
 	Clients []ClientStatus `json:"clients"`
+	// Limits are the handlers' own limits, on all traffic together.
+	Limits []budget.Status `json:"limits,omitempty"`
 }
 
 func (c *Client) status() ClientStatus {
@@ -278,6 +294,10 @@ func (c *Client) status() ClientStatus {
 	}
 	if c.digest.Load() == nil {
 		s.Key = "unavailable"
+	}
+	s.SpendUSD = dollars(c.usage.spend.Load())
+	if c.budget != nil {
+		s.Limits = c.budget.Statuses(timeNow())
 	}
 	if ns := c.usage.lastSeen.Load(); ns != 0 {
 		s.LastSeen = time.Unix(0, ns).UTC().Format(time.RFC3339)
@@ -299,6 +319,9 @@ func serveClients(w http.ResponseWriter, r *http.Request) error {
 	resp := ClientsResponse{Clients: []ClientStatus{}}
 	for _, c := range liveClients() {
 		resp.Clients = append(resp.Clients, c.status())
+	}
+	for _, b := range liveHandlerBudgets() {
+		resp.Limits = append(resp.Limits, b.Statuses(timeNow())...)
 	}
 	return writeJSON(w, http.StatusOK, resp)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/budget"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/capacity"
 )
 
@@ -76,6 +77,13 @@ func runLLMCommand(out io.Writer, address, configFile, adapter string, args []st
 			return 1, fmt.Errorf("reading /llm/providers: %v", err)
 		}
 		printStatusTable(out, status.Providers)
+		// clients with limits or spend, when the admin API has them
+		if resp, err := adminCall(addr, http.MethodGet, "/llm/clients"); err == nil {
+			var clients ClientsResponse
+			if json.Unmarshal(resp, &clients) == nil {
+				printClientsTable(out, clients)
+			}
+		}
 		return 0, nil
 	case action == "reset" && len(args) == 2:
 		if _, err := adminCall(addr, http.MethodPost, "/llm/providers/"+url.PathEscape(args[1])+"/reset"); err != nil {
@@ -145,7 +153,12 @@ func adminError(addr string, err error) error {
 
 func printStatusTable(out io.Writer, providers []ProviderStatus) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROVIDER\tSTATE\tLAST CLASS\tCOOLDOWN LEFT\tREQUESTS\tSUCCESSES\tFAILOVERS\tCREDENTIAL\tUSAGE")
+	spend := slices.ContainsFunc(providers, func(p ProviderStatus) bool { return p.SpendUSD > 0 })
+	header := "PROVIDER\tSTATE\tLAST CLASS\tCOOLDOWN LEFT\tREQUESTS\tSUCCESSES\tFAILOVERS\tCREDENTIAL\tUSAGE"
+	if spend {
+		header += "\tSPEND"
+	}
+	fmt.Fprintln(tw, header)
 	for _, p := range providers {
 		left := p.CooldownLeft
 		if left == "" {
@@ -170,8 +183,52 @@ func printStatusTable(out io.Writer, providers []ProviderStatus) {
 		} else if p.Saturated != nil && p.State == breaker.Closed {
 			state = "saturated"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", p.Name, state, class, left,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s", p.Name, state, class, left,
 			p.Requests, p.Successes, p.Failovers, cred, formatUsage(p.Usage))
+		if spend {
+			fmt.Fprint(tw, "\t"+budget.Dollars(int64(p.SpendUSD*1e6)))
+		}
+		fmt.Fprintln(tw)
+	}
+	_ = tw.Flush()
+}
+
+// printClientsTable lists, after the providers, the handlers' own limits
+// and the clients with limits or spend: per limit what is used of it and
+// when it frees up. Nothing when there are none.
+func printClientsTable(out io.Writer, cr ClientsResponse) {
+	rows := make([]ClientStatus, 0, len(cr.Clients)+1)
+	if len(cr.Limits) > 0 {
+		rows = append(rows, ClientStatus{Name: "(all clients)", Limits: cr.Limits})
+	}
+	for _, c := range cr.Clients {
+		if len(c.Limits) > 0 || c.SpendUSD > 0 {
+			rows = append(rows, c)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLIENT\tREQUESTS\tSPEND\tLIMITS")
+	for _, c := range rows {
+		limits := make([]string, 0, len(c.Limits))
+		for _, l := range c.Limits {
+			s := l.Text
+			switch {
+			case l.Reached:
+				s += ", reached, frees up in " + l.FreesUpIn
+			case l.FreesUpIn != "":
+				s += ", frees up in " + l.FreesUpIn
+			}
+			limits = append(limits, s)
+		}
+		lim := strings.Join(limits, " | ")
+		if lim == "" {
+			lim = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", c.Name, c.Requests, budget.Dollars(int64(c.SpendUSD*1e6)), lim)
 	}
 	_ = tw.Flush()
 }

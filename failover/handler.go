@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/budget"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/share"
 )
@@ -131,6 +132,13 @@ type Handler struct {
 	// request.
 	AffinityOff bool `json:"affinity_off,omitempty"`
 
+	// Limits cap all of the handler's traffic together, whoever sends it
+	// (a solo user's daily cap on an API key): tokens, requests or spend
+	// over rolling windows. A request over one is answered with 429
+	// rate_limit_error before any provider is asked. With `share` over
+	// Redis the counts are the fleet's.
+	Limits []Limit `json:"limits,omitempty"`
+
 	sharer         *share.Sharer
 	access         clientAccess // worked out of Clients, ClientKeyHeader and AllowRemote
 	tiers          []*providerTier
@@ -141,6 +149,10 @@ type Handler struct {
 	wrapped        *wrapProviders // wrap mode: the wrapped reverse_proxy's upstreams
 	affinity       *affinityTable // spread: conversation -> provider (affinity.go)
 	providerIndex  map[string]int // provider name -> index, for affinity
+	budget         *budget.Budget // Limits with their counters (limits.go); nil without
+	limitKeys      []string       // the limitCounters entries this handler holds
+	limitSync      *budget.Syncer // with share over redis: the fleet's counts
+	shareCfg       share.Config   // the sharer's config, for the limits' counter store
 	logger         *zap.Logger
 }
 
@@ -234,6 +246,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionAccess(ctx); err != nil {
 		return err
 	}
+	if err := h.provisionLimits(); err != nil {
+		return err
+	}
 	registerHandler(h)
 	if h.Share != nil {
 		s, err := newSharer(ctx, h, h.Share)
@@ -242,6 +257,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.sharer = s
 		h.sharer.Start(ctx)
+		if err := h.shareLimits(ctx); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -251,6 +269,7 @@ func (h *Handler) Cleanup() error {
 	unregisterHandler(h)
 	h.sharer.Stop()
 	h.cleanupClients()
+	h.cleanupLimits()
 	h.cleanupAffinity()
 	for _, p := range h.Providers {
 		p.cleanup()
@@ -283,7 +302,7 @@ func (h *Handler) cooldown(c Class) time.Duration {
 // gate, act on the verdict.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	client, ok := h.admitClient(w, r)
-	if !ok {
+	if !ok || !h.admitLimits(w, r, client) {
 		return nil
 	}
 	buf, res, err := h.readBody(w, r)

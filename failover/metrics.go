@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/budget"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/capacity"
 )
 
@@ -24,6 +25,7 @@ var metrics struct {
 	tokens        *prometheus.CounterVec
 	stateExporter *breakerCollector
 	utilization   *utilizationCollector
+	limits        *limitCollector
 }
 
 const metricsNamespace, metricsSubsystem = "caddy", "llm"
@@ -51,6 +53,10 @@ func initMetrics() {
 		Help: "Tokens reported by providers' usage, by provider, model (as sent upstream) and kind (input, output, cache_read, cache_creation) and client (empty without client keys).",
 	}, []string{"provider", "model", "kind", "client"})
 	metrics.utilization = newUtilizationCollector()
+	metrics.limits = &limitCollector{desc: prometheus.NewDesc(
+		prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "limit_used_ratio"),
+		"How full a limit's rolling window is (1: reached), by client (empty for the handler's own limits) and limit (kind per window, as configured).",
+		[]string{"client", "limit"}, nil)}
 	metrics.stateExporter = &breakerCollector{
 		state: prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "breaker_state"),
 			"Breaker state per provider: 0 closed, 1 half-open, 2 open.", []string{"provider"}, nil),
@@ -65,7 +71,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{metrics.attempts, metrics.failovers, metrics.firstEvent,
-		metrics.firstContent, metrics.tokens, metrics.stateExporter, metrics.utilization} {
+		metrics.firstContent, metrics.tokens, metrics.stateExporter, metrics.utilization, metrics.limits} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
@@ -148,6 +154,35 @@ func (c *utilizationCollector) Collect(ch chan<- prometheus.Metric) {
 		})
 		for w, util := range byWindow {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, util, p.Name, w)
+		}
+	}
+}
+
+// limitCollector reports how full each configured limit is at scrape
+// time; its labels come from the configuration only.
+type limitCollector struct{ desc *prometheus.Desc }
+
+func (c *limitCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *limitCollector) Collect(ch chan<- prometheus.Metric) {
+	now := timeNow()
+	// one series per client and label: two limits of one kind and window,
+	// or two handlers' own limits, report the first
+	seen := make(map[[2]string]bool)
+	emit := func(client string, b *budget.Budget) {
+		for _, st := range b.Statuses(now) {
+			if k := [2]string{client, st.Label}; !seen[k] {
+				seen[k] = true
+				ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, st.Ratio, client, st.Label)
+			}
+		}
+	}
+	for _, b := range liveHandlerBudgets() {
+		emit("", b)
+	}
+	for _, cl := range liveClients() {
+		if cl.budget != nil {
+			emit(cl.Name, cl.budget)
 		}
 	}
 }

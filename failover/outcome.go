@@ -41,6 +41,7 @@ func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, prox
 		if u, ok := g.usage(); ok {
 			req.usage = u
 			countTokens(p, a.model, req.client, u)
+			h.countSpend(p, a.model, req.client, u)
 		}
 		return true, res.verdict
 	}

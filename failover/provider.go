@@ -19,6 +19,7 @@ import (
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/budget"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -103,6 +104,11 @@ type Provider struct {
 	// a preference, never a cooldown. Default: the handler's; 0: never.
 	MaxUtilization float64 `json:"max_utilization,omitempty"`
 
+	// Prices say what the provider charges per model, for spend limits
+	// and the spend status reports; the first matching glob wins. Without
+	// prices (a subscription) the provider costs nothing.
+	Prices []Price `json:"prices,omitempty"`
+
 	owner       *Handler
 	upstreamURL *url.URL
 	basePath    string
@@ -118,6 +124,7 @@ type Provider struct {
 	maxUtil     float64
 	successes   atomic.Pointer[prometheus.Counter] // attempts_total{outcome="success"} without a client, once counted
 	lastTokens  atomic.Pointer[modelTokenCounters] // tokens_total series last counted (outcome.go)
+	prices      []budget.Price                     // Prices, checked (limits.go)
 }
 
 // provision sets up the provider's own reverse_proxy and credential source.
@@ -266,6 +273,7 @@ func newProviderProxy(ctx caddy.Context, p *Provider) (*reverseproxy.Handler, er
 // breakers. It lives in providerStates, keyed by provider name.
 type providerState struct {
 	breakers breakerSet
+	spend    atomic.Int64 // micro-dollars at the provider's prices (limits.go)
 }
 
 // Destruct implements caddy.Destructor.

@@ -75,6 +75,12 @@ type ShareConfig struct {
 	// probe lease, once per cooldown end. Past it the instance probes on
 	// its own. Default: 10ms.
 	ProbeWait caddy.Duration `json:"probe_wait,omitempty"`
+
+	// FailClosed refuses the model calls of limited clients (and of a
+	// handler with its own limits) with 503 while Redis cannot be reached,
+	// instead of counting them on this instance alone (the default, which
+	// logs once). Needs Redis.
+	FailClosed bool `json:"fail_closed,omitempty"`
 }
 
 // validate checks the configuration without connecting anywhere.
@@ -88,6 +94,9 @@ func (c *ShareConfig) validate() error {
 	if c.Redis == "" {
 		if c.PasswordRaw != nil {
 			return fmt.Errorf("share: password is for redis; no redis URL is set")
+		}
+		if c.FailClosed {
+			return fmt.Errorf("share: fail_closed is for redis (with storage sharing, limits are counted per instance); set redis or remove fail_closed")
 		}
 		return nil
 	}
@@ -134,6 +143,7 @@ func newSharer(ctx caddy.Context, h *Handler, cfg *ShareConfig) (*share.Sharer, 
 			return c.Secret, err
 		}
 	}
+	h.shareCfg = sc
 	return share.New(sc, sharedBreakers{h})
 }
 

@@ -96,6 +96,9 @@ type ProviderStatus struct {
 	// Saturated is set while the provider is at or above its
 	// max_utilization: the window and when it resets.
 	Saturated *SaturationStatus `json:"saturated,omitempty"`
+	// SpendUSD is what the provider's answers cost at its prices, in US
+	// dollars, since this instance started (0 without prices).
+	SpendUSD float64 `json:"spend_usd"`
 }
 
 // status reports a provider as of now.
@@ -116,6 +119,7 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 		CredentialReason:    cred.Reason,
 		ClientsCooling:      s.ClientsCooling,
 		Clients:             s.Clients,
+		SpendUSD:            dollars(p.state.spend.Load()),
 	}
 	out.Source = "local"
 	if origin, _ := p.state.breakers.shared().Provenance(); origin != "" {

@@ -85,30 +85,41 @@ func (b *Budget) Counts() bool {
 
 // Status is one limit as status reports it.
 type Status struct {
-	Kind       Kind    `json:"kind"`
-	Limit      int64   `json:"limit"`
-	Used       int64   `json:"used"`
-	Window     string  `json:"window"`
-	Ratio      float64 `json:"used_ratio"`
-	Describe   string  `json:"describe"`
-	FreesUpAt  string  `json:"frees_up_at,omitempty"`
-	FreesUpIn  string  `json:"frees_up_in,omitempty"`
-	LimitLabel string  `json:"label"`
+	// Label names the limit: "tokens per 5h".
+	Label string `json:"label"`
+	Kind  Kind   `json:"kind"`
+	// Limit and Used are tokens, requests, or US dollars for spend.
+	Limit  float64 `json:"limit"`
+	Used   float64 `json:"used"`
+	Window string  `json:"window"`
+	Ratio  float64 `json:"used_ratio"`
+	// Text says it in words: "1,200 tokens of 2,000,000 tokens per 5h".
+	Text string `json:"text"`
+	// FreesUpAt is when the limit admits again while it is reached, else
+	// when the oldest unit counted leaves the window; absent when the
+	// window is empty.
+	FreesUpAt string `json:"frees_up_at,omitempty"`
+	FreesUpIn string `json:"frees_up_in,omitempty"`
+	// Reached is set while the limit refuses requests.
+	Reached bool `json:"reached,omitempty"`
 }
 
-// Statuses reports every limit as of now. Spend amounts are micro-dollars.
-// FreesUp is when the limit admits again while it is reached, else when
-// the oldest counted unit leaves the window.
+// Statuses reports every limit as of now.
 func (b *Budget) Statuses(now time.Time) []Status {
 	out := make([]Status, 0, len(b.Meters))
 	for _, m := range b.Meters {
 		used, freeAt := m.Counter.Check(now, m.Max)
-		if freeAt.IsZero() && used > 0 {
+		reached := !freeAt.IsZero()
+		if !reached && used > 0 {
 			_, freeAt = m.Counter.Check(now, used)
 		}
-		s := Status{Kind: m.Kind, Limit: m.Max, Used: used, Window: FormatWindow(m.Window),
-			Ratio: float64(used) / float64(m.Max), LimitLabel: m.Label(),
-			Describe: m.Amount(used) + " of " + m.Limit.String()}
+		unit := 1.0
+		if m.Kind == Spend {
+			unit = 1e6
+		}
+		s := Status{Label: m.Label(), Kind: m.Kind, Limit: float64(m.Max) / unit, Used: float64(used) / unit,
+			Window: FormatWindow(m.Window), Ratio: float64(used) / float64(m.Max), Reached: reached,
+			Text: m.Amount(used) + " of " + m.Limit.String()}
 		if !freeAt.IsZero() {
 			s.FreesUpAt = freeAt.UTC().Format(time.RFC3339)
 			s.FreesUpIn = FormatWait(now, freeAt)

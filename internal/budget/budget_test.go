@@ -198,7 +198,7 @@ func TestBudgetCheck(t *testing.T) {
 		t.Errorf("over three limits, the refusal should name the one that frees up last: %v", r.Meter.Kind)
 	}
 	st := b.Statuses(now)
-	if len(st) != 3 || st[0].Used != 1000 || st[0].Ratio != 1 || st[0].FreesUpIn != "5h" || st[2].Describe != "$1 of $1 per 1d" {
+	if len(st) != 3 || st[0].Used != 1000 || st[0].Ratio != 1 || st[0].FreesUpIn != "5h" || st[2].Text != "$1 of $1 per 1d" || st[2].Used != 1 || !st[0].Reached {
 		t.Errorf("statuses %+v", st)
 	}
 }

@@ -126,32 +126,10 @@ var (
 )
 
 func newRedisBackend(s *Sharer, cfg Config) (*redisBackend, error) {
-	opt, err := redis.ParseURL(cfg.Redis)
+	opt, err := redisOptions(cfg, s.timeout)
 	if err != nil {
-		return nil, fmt.Errorf("share: redis URL: %v", err)
+		return nil, err
 	}
-	if cfg.Password != nil {
-		username, password := opt.Username, cfg.Password
-		opt.CredentialsProviderContext = func(ctx context.Context) (string, string, error) {
-			secret, err := password(ctx)
-			if err != nil {
-				return "", "", fmt.Errorf("redis password: %v", err)
-			}
-			return username, secret, nil
-		}
-	}
-	// Faults are retried on the Sharer's own schedule, never inside a
-	// call: each call is bounded by its context.
-	opt.MaxRetries = -1
-	opt.DialerRetries = 1
-	opt.DialTimeout = s.timeout
-	opt.ReadTimeout = s.timeout
-	opt.WriteTimeout = s.timeout
-	opt.PoolTimeout = s.timeout
-	opt.ContextTimeoutEnabled = true
-	opt.DisableIdentity = true
-	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	opt.PoolSize = 4
 	redisLog.Store(s.logger.Named("redis"))
 	redisLoggerOnce.Do(func() { redis.SetLogger(redisLogger{}) })
 
@@ -378,6 +356,37 @@ func (b *redisBackend) up() {
 	if b.down.Swap(false) {
 		b.s.recovered()
 	}
+}
+
+// redisOptions are the client options of cfg's Redis URL: every call
+// bounded by timeout, faults never retried inside a call (callers retry on
+// their own schedule), a small pool.
+func redisOptions(cfg Config, timeout time.Duration) (*redis.Options, error) {
+	opt, err := redis.ParseURL(cfg.Redis)
+	if err != nil {
+		return nil, fmt.Errorf("share: redis URL: %v", err)
+	}
+	if cfg.Password != nil {
+		username, password := opt.Username, cfg.Password
+		opt.CredentialsProviderContext = func(ctx context.Context) (string, string, error) {
+			secret, err := password(ctx)
+			if err != nil {
+				return "", "", fmt.Errorf("redis password: %v", err)
+			}
+			return username, secret, nil
+		}
+	}
+	opt.MaxRetries = -1
+	opt.DialerRetries = 1
+	opt.DialTimeout = timeout
+	opt.ReadTimeout = timeout
+	opt.WriteTimeout = timeout
+	opt.PoolTimeout = timeout
+	opt.ContextTimeoutEnabled = true
+	opt.DisableIdentity = true
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	opt.PoolSize = 4
+	return opt, nil
 }
 
 // redisLogger sends go-redis's own log lines to Caddy's log at debug
