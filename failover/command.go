@@ -32,7 +32,9 @@ func init() {
 Prints the status of every llm_failover provider of a running Caddy, as an
 aligned table read from the admin API (GET /llm/providers): its breaker state,
 the class of its last failure, the time left in its cooldown, its counters and
-the state of its credential (never the credential itself).
+the state of its credential (never the credential itself), and its spend when
+it has prices; then, from GET /llm/clients, each client with limits or spend:
+per limit what is used of it and when it frees up.
 
   caddy llm                          status (the default)
   caddy llm reset <provider>         close the provider's breaker now
