@@ -64,6 +64,8 @@ SITE_B=127.0.0.1:$((PORT_BASE + 2))
 SITE_C=127.0.0.1:$((PORT_BASE + 3))
 SITE_D=127.0.0.1:$((PORT_BASE + 4))
 SITE_E=127.0.0.1:$((PORT_BASE + 5))
+SITE_F=127.0.0.1:$((PORT_BASE + 6))
+SITE_G=127.0.0.1:$((PORT_BASE + 7))
 UP_OK=127.0.0.1:$((PORT_BASE + 100))
 UP_429=127.0.0.1:$((PORT_BASE + 101))
 UP_COOL=127.0.0.1:$((PORT_BASE + 102))
@@ -92,7 +94,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # every port must be free before the (long) build: name the one that is not
 port_taken() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
-for addr in "$ADMIN" "$SITE_A" "$SITE_B" "$SITE_C" "$SITE_D" "$SITE_E" "$UP_OK" "$UP_429" "$UP_COOL"; do
+for addr in "$ADMIN" "$SITE_A" "$SITE_B" "$SITE_C" "$SITE_D" "$SITE_E" "$SITE_F" "$SITE_G" "$UP_OK" "$UP_429" "$UP_COOL"; do
 	if port_taken "$addr"; then
 		echo "bench/run.sh: $addr is already in use; stop what listens there or set PORT_BASE (now $PORT_BASE)" >&2
 		exit 1
@@ -164,6 +166,34 @@ http://$SITE_E {
 		}
 	}
 }
+
+# (f) a client key (the one bench/load sends), no limits
+http://$SITE_F {
+	llm_failover {
+		provider healthy_f {
+			upstream http://$UP_OK
+		}
+		client bench {
+			key env LLMF_BENCH_CLIENT_KEY
+		}
+	}
+}
+
+# (g) the same client with three limits it never reaches, and prices
+http://$SITE_G {
+	llm_failover {
+		provider healthy_g {
+			upstream http://$UP_OK
+			price claude-* input 3 output 15
+		}
+		client bench {
+			key env LLMF_BENCH_CLIENT_KEY
+			limit tokens 1000000000000 per 5h
+			limit requests 1000000000000 per 1h
+			limit spend 1000000 per 1d
+		}
+	}
+}
 EOF
 
 log "starting the fake upstream"
@@ -175,9 +205,9 @@ log "starting the fake upstream"
 FAKE_PID=$!
 
 start_caddy() {
-	"$BIN/caddy" run --adapter caddyfile --config "$OUT/Caddyfile" >>"$OUT/caddy.log" 2>&1 &
+	LLMF_BENCH_CLIENT_KEY=sk-ant-bench-not-a-key "$BIN/caddy" run --adapter caddyfile --config "$OUT/Caddyfile" >>"$OUT/caddy.log" 2>&1 &
 	CADDY_PID=$!
-	"$LOAD" wait "$ADMIN" "$SITE_A" "$SITE_B" "$SITE_C" "$SITE_D" "$SITE_E"
+	"$LOAD" wait "$ADMIN" "$SITE_A" "$SITE_B" "$SITE_C" "$SITE_D" "$SITE_E" "$SITE_F" "$SITE_G"
 }
 stop_caddy() {
 	kill "$CADDY_PID" 2>/dev/null || true
@@ -212,6 +242,8 @@ log "scenario: failover (429 then healthy), 1 connection"
 	-target healthy=http://$UP_OK$M -target b=http://$SITE_B$M
 log "scenario: cooled provider skipped, 1 connection"
 "$LOAD" -scenario "cooled path" -kind cooled -c 1 "${COMMON[@]}" -pid "$CADDY_PID" -target d=http://$SITE_D$M -target e=http://$SITE_E$M
+log "scenario: a client with three limits vs without, 16 connections"
+"$LOAD" -scenario "limits" -c 16 "${COMMON[@]}" -pid "$CADDY_PID" -target f=http://$SITE_F$M -target g=http://$SITE_G$M
 
 if [[ $PROFILE == 1 ]]; then
 	PSECS=$((QUICK == 1 ? 5 : 10))
