@@ -125,6 +125,7 @@ func (h *Handler) tryOnce(w http.ResponseWriter, req *llmRequest, i int, adm bre
 			// helper's stderr or name a secret file) stays in the log
 			a.credVersion = missingCredential
 			h.recordFailure(req, a, gateResult{}, classify.Verdict{Class: classify.Auth, Message: "credential unavailable: " + err.Error()}, false)
+			h.logUnsent(req, p, classify.Auth)
 			h.logger.Error("provider credential unavailable; failing over",
 				zap.String("provider", p.Name), zap.Error(err), zap.String("request_id", requestID(req.r)))
 			return false, false
@@ -255,7 +256,10 @@ func (h *Handler) run(w http.ResponseWriter, a *attempt, ar *http.Request, cance
 	g.head = ar.Method == http.MethodHead
 	proxyErr, aborted := runUpstream(upstream, g, ar)
 	clientGone := a.req.r.Context().Err() != nil
-	return h.settle(w, a, g.finish(clientGone, aborted), proxyErr, aborted, clientGone)
+	res := g.finish(clientGone, aborted)
+	answered, v := h.settle(w, a, res, proxyErr, aborted, clientGone)
+	h.logAttempt(a, &res, v.Class)
+	return answered, v
 }
 
 // runUpstream hands the attempt to an upstream handler: a provider's own
@@ -303,6 +307,9 @@ func (a *attempt) committing(hdr http.Header) {
 	}
 	h.learnCapacity(a, hdr, now)
 	h.rememberConversation(a.req, a.p)
+	if h.requestLog != nil {
+		a.req.logged.firstByte = time.Since(a.req.logged.start)
+	}
 	// what Set would store (canonical keys), with one allocation for both
 	vals := []string{a.p.Name, strconv.Itoa(a.number)}
 	hdr["X-Llm-Provider"], hdr["X-Llm-Attempts"] = vals[:1:1], vals[1:2:2]

@@ -87,6 +87,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		client_key_header <header>
 //		allow_remote
 //		limit tokens|requests|spend <n> per <window>
+//		request_log <n>|off
 //	}
 //
 // Providers are tried in the order they are declared (lower tiers first).
@@ -179,6 +180,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var l Limit
 			if l, err = parseLimitLine(d); err == nil {
 				h.Limits = append(h.Limits, l)
+			}
+		case "request_log":
+			if err = once.check(d, ""); err == nil {
+				h.RequestLog, err = parseRequestLog(d)
 			}
 		default:
 			err = d.Errf("unrecognized llm_failover subdirective %q", d.Val())

@@ -139,6 +139,13 @@ type Handler struct {
 	// Redis the counts are the fleet's.
 	Limits []Limit `json:"limits,omitempty"`
 
+	// RequestLog is how many recent requests are kept in memory for GET
+	// /llm/requests and the dashboard: for each, its time, client, model,
+	// path, attempts, the provider that answered, status, timings and
+	// tokens; never its content or credentials. Default: 1000; -1 keeps
+	// none (`request_log off`). A reload starts an empty log.
+	RequestLog int `json:"request_log,omitempty"`
+
 	sharer         *share.Sharer
 	access         clientAccess // worked out of Clients, ClientKeyHeader and AllowRemote
 	tiers          []*providerTier
@@ -153,6 +160,7 @@ type Handler struct {
 	limitKeys      []string       // the limitCounters entries this handler holds
 	limitSync      *budget.Syncer // with share over redis: the fleet's counts
 	shareCfg       share.Config   // the sharer's config, for the limits' counter store
+	requestLog     *requestLog    // nil: request_log off (requestlog.go)
 	logger         *zap.Logger
 }
 
@@ -249,6 +257,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionLimits(); err != nil {
 		return err
 	}
+	h.provisionRequestLog()
 	registerHandler(h)
 	if h.Share != nil {
 		s, err := newSharer(ctx, h, h.Share)
@@ -326,6 +335,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		client:  client,
 	}
 	req.perProvider(len(h.Providers))
+	h.startLogging(req)
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		// added before any attempt starts a goroutine that may read the
 		// replacer: Map is not safe against concurrent reads
@@ -357,7 +367,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if i < 0 {
 			if req.fail == nil || len(req.fail.failed) == 0 {
 				h.setAnswerHeaders(w.Header(), req.clientKey, 0, nil)
-				writeAllCooling(w, skips, timeNow())
+				req.logged.status = writeAllCooling(w, skips, timeNow())
 				return nil
 			}
 			h.answerExhausted(w, req)
@@ -377,6 +387,7 @@ func (h *Handler) finishRequest(req *llmRequest) {
 		req.fail.last = nil
 	}
 	req.finished = true
+	h.finishLogging(req)
 }
 
 // Interface guards

@@ -1,6 +1,7 @@
 package failover
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -98,6 +99,7 @@ func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, prox
 // signatures the provider accepted.
 func (h *Handler) delivered(req *llmRequest, a *attempt, v classify.Verdict) {
 	req.answeredBy, req.sentModel = a.p.Name, a.model
+	req.logged.streamed, req.logged.status = a.gate.isStream, cmp.Or(a.gate.status, http.StatusOK)
 	outcome := outcomeSuccess
 	switch {
 	case v.Class != classify.None:
@@ -265,9 +267,11 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 		if fs.lastProvider != nil {
 			w.Header().Set("X-LLM-Provider", fs.lastProvider.Name)
 		}
+		req.logged.status = http.StatusBadGateway
 		writeAnthropicError(w, http.StatusBadGateway, "api_error", "llm_failover: "+msg)
 		return
 	}
+	req.logged.status = fs.last.status
 	writeHeldResponse(w, *fs.last, func(dst http.Header) {
 		dst.Set("X-LLM-Provider", fs.lastAnswer.provider.Name)
 		h.setAnswerHeaders(dst, req.clientKey, req.attempts, fs.failed)
@@ -297,6 +301,7 @@ func writeHeldResponse(w http.ResponseWriter, res gateResult, annotate func(http
 // countAttempt counts an attempt sent upstream, by provider, outcome and
 // client.
 func countAttempt(req *llmRequest, p *Provider, outcome string) {
+	req.logged.outcome = outcome
 	if outcome == outcomeSuccess && req.client == nil {
 		// the common case, without hashing the labels each time; the
 		// series appears with the first success, as the others do

@@ -41,6 +41,8 @@ type llmRequest struct {
 	sentModel  string
 	usage      streaminspect.Usage
 	finished   bool // the {llm.*} placeholders can be read
+
+	logged loggedRequest // for the request log (requestlog.go)
 }
 
 // failureState is what a request keeps once an attempt failed: for the

@@ -46,8 +46,9 @@ type skipped struct {
 
 // writeAllCooling answers a request no provider admits, without touching
 // an upstream: 429 when every provider cools for rate_limit or quota, 503
-// otherwise, with Retry-After until the soonest one admits again.
-func writeAllCooling(w http.ResponseWriter, skips []skipped, now time.Time) {
+// otherwise, with Retry-After until the soonest one admits again. It
+// returns the status.
+func writeAllCooling(w http.ResponseWriter, skips []skipped, now time.Time) int {
 	status, errType := http.StatusTooManyRequests, "rate_limit_error"
 	var soonest time.Time
 	parts := make([]string, 0, len(skips))
@@ -71,6 +72,7 @@ func writeAllCooling(w http.ResponseWriter, skips []skipped, now time.Time) {
 	setRetryHeaders(w.Header(), now, soonest)
 	writeAnthropicError(w, status, errType,
 		"llm_failover: no provider can take this request now ("+strings.Join(parts, "; ")+")")
+	return status
 }
 
 // shouldRetryWithin is how soon a provider must admit again for a client's

@@ -42,6 +42,9 @@ func (h *Handler) Validate() error {
 	if err := validCooldowns("cooldown", h.Cooldowns); err != nil {
 		return err
 	}
+	if err := validRequestLog(h.RequestLog); err != nil {
+		return err
+	}
 	if h.Share != nil {
 		if err := h.Share.validate(); err != nil {
 			return err

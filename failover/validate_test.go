@@ -17,6 +17,9 @@ var validateCases = []struct {
 	json      string // the handler's JSON; empty: Caddyfile only
 	want      string
 }{
+	{"request_log out of range", "",
+		`{"providers":[{"name":"a","upstream":"http://127.0.0.1:9001"}],"request_log":-2}`,
+		"request_log: -2 is out of range: write a number of requests from 1 to 100000, or off"},
 	{"provider name with a slash",
 		"provider a/b {\n upstream http://127.0.0.1:9001\n}",
 		`{"providers":[{"name":"a/b","upstream":"http://127.0.0.1:9001"}]}`,

@@ -162,7 +162,7 @@ func (h *Handler) serveWrapped(w http.ResponseWriter, req *llmRequest, next cadd
 			req.attempts-- // nothing was selected: no attempt was sent
 			if req.attempts == 0 {
 				h.setAnswerHeaders(w.Header(), req.clientKey, 0, nil)
-				writeAllCooling(w, wa.skips, timeNow())
+				req.logged.status = writeAllCooling(w, wa.skips, timeNow())
 			} else {
 				h.answerExhausted(w, req)
 			}
