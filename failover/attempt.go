@@ -304,6 +304,7 @@ func (a *attempt) committing(hdr http.Header) {
 	now := timeNow()
 	if a.req.kind != kindOther && a.b.Success(now) {
 		h.sharer.Kick() // a probe closed the breaker: close it everywhere
+		h.noteRecovered(a.p, a.b)
 	}
 	h.learnCapacity(a, hdr, now)
 	h.rememberConversation(a.req, a.p)
@@ -324,7 +325,7 @@ func (a *attempt) streamFailed(ei streaminspect.ErrorInfo) {
 	if !class.Cools() {
 		return // the request's fault (invalid_request_error): not the provider's
 	}
-	h.charge(a.b, h.failure(a.p, class, ei.Message), timeNow())
+	h.charge(a.p, a.b, h.failure(a.p, class, ei.Message), timeNow())
 	h.logger.Warn("upstream error event after the stream was committed; passed to the client",
 		zap.String("provider", a.p.Name), zap.String("class", string(class)),
 		zap.String("error_type", ei.Type), zap.String("request_id", requestID(a.req.r)))

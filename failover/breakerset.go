@@ -52,7 +52,8 @@ const (
 // (headroom.go): per client for a passthrough provider.
 type providerBreaker struct {
 	breaker.Breaker
-	reported atomic.Pointer[capacity.Report]
+	reported  atomic.Pointer[capacity.Report]
+	announced atomic.Bool // its cooling was announced as an event (events.go)
 }
 
 type clientEntry struct {

@@ -161,6 +161,7 @@ type Handler struct {
 	limitSync      *budget.Syncer // with share over redis: the fleet's counts
 	shareCfg       share.Config   // the sharer's config, for the limits' counter store
 	requestLog     *requestLog    // nil: request_log off (requestlog.go)
+	events         *handlerEvents // Caddy events (events.go)
 	logger         *zap.Logger
 }
 
@@ -258,6 +259,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.provisionRequestLog()
+	if err := h.provisionEvents(ctx); err != nil {
+		return err
+	}
 	registerHandler(h)
 	if h.Share != nil {
 		s, err := newSharer(ctx, h, h.Share)
@@ -368,6 +372,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			if req.fail == nil || len(req.fail.failed) == 0 {
 				h.setAnswerHeaders(w.Header(), req.clientKey, 0, nil)
 				req.logged.status = writeAllCooling(w, skips, timeNow())
+				h.noteExhausted(skips)
 				return nil
 			}
 			h.answerExhausted(w, req)

@@ -99,6 +99,7 @@ func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, prox
 // signatures the provider accepted.
 func (h *Handler) delivered(req *llmRequest, a *attempt, v classify.Verdict) {
 	req.answeredBy, req.sentModel = a.p.Name, a.model
+	h.noteAnswered()
 	req.logged.streamed, req.logged.status = a.gate.isStream, cmp.Or(a.gate.status, http.StatusOK)
 	outcome := outcomeSuccess
 	switch {
@@ -149,7 +150,7 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v c
 		f := h.failure(p, v.Class, v.Message)
 		f.ResetAt, f.Credential, f.FailedOver = v.ResetAt, a.credVersion, true
 		f.RequestOnly = v.Scope == classify.ScopeRequest
-		until = h.charge(a.b, f, now)
+		until = h.charge(p, a.b, f, now)
 	}
 	fs := req.failures()
 	fs.classes = append(fs.classes, v.Class)
@@ -207,11 +208,15 @@ func (h *Handler) failure(p *Provider, class Class, msg string) breaker.Failure 
 // commit, reaches a breaker here. The breaker works out the cooldown's
 // end (internal/breaker: the provider's own reset, else the class's
 // cooldown, doubled while probes fail); it returns it, zero when the
-// class cools nothing.
-func (h *Handler) charge(b *providerBreaker, f breaker.Failure, now time.Time) time.Time {
+// class cools nothing. A breaker that opens is announced (events.go).
+func (h *Handler) charge(p *Provider, b *providerBreaker, f breaker.Failure, now time.Time) time.Time {
 	until := b.Failure(now, f)
 	if f.Class.Cools() && !f.RequestOnly {
 		h.sharer.Kick()
+		h.noteCooled(p, b, f.Class, until)
+	} else if b.announced.Load() && b.Snapshot(now).State == breaker.Closed {
+		// a probe the request was at fault for closed the breaker
+		h.noteRecovered(p, b)
 	}
 	return until
 }
@@ -235,7 +240,7 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *providerBreaker, aborted,
 	} else if aborted {
 		msg = "llm_failover: the upstream connection broke mid-stream"
 	}
-	h.charge(b, h.failure(p, class, msg), timeNow())
+	h.charge(p, b, h.failure(p, class, msg), timeNow())
 	if !atBoundary {
 		// an event too large to keep back was cut: end it, so the error
 		// event is at least read as an event of its own

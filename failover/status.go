@@ -148,14 +148,17 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 
 // resetProvider closes every breaker of a provider.
 func (p *Provider) reset() {
-	p.state.breakers.resetAll(timeNow())
+	now := timeNow()
+	p.state.breakers.resetAll(now)
 	p.shareNow()
+	p.noteManual(now)
 }
 
 // coolFor drains a provider by hand: every breaker of it opens for d.
 func (p *Provider) coolFor(now time.Time, d time.Duration) {
 	p.state.breakers.coolAll(now, d)
 	p.shareNow()
+	p.noteManual(now)
 }
 
 // shareNow shares a decision made by hand at once.

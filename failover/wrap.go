@@ -163,6 +163,7 @@ func (h *Handler) serveWrapped(w http.ResponseWriter, req *llmRequest, next cadd
 			if req.attempts == 0 {
 				h.setAnswerHeaders(w.Header(), req.clientKey, 0, nil)
 				req.logged.status = writeAllCooling(w, wa.skips, timeNow())
+				h.noteExhausted(wa.skips)
 			} else {
 				h.answerExhausted(w, req)
 			}
