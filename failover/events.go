@@ -32,7 +32,8 @@ const (
 	eventRecovered = "llm_failover.recovered"
 	eventExhausted = "llm_failover.exhausted"
 
-	eventQueue = 64 // events waiting for their handlers
+	eventQueue    = 64              // events waiting for their handlers
+	eventStopWait = 2 * time.Second // a reload waits this long at most for a handler under way
 )
 
 type pendingEvent struct {
@@ -43,7 +44,9 @@ type pendingEvent struct {
 // handlerEvents is a handler's way to Caddy's events app.
 type handlerEvents struct {
 	queue     chan pendingEvent
-	exhausted atomic.Bool // announced, and no provider answered since
+	stop      chan struct{} // closed by Cleanup
+	stopped   chan struct{} // closed when the goroutine is done
+	exhausted atomic.Bool   // announced, and no provider answered since
 	dropped   atomic.Uint64
 }
 
@@ -55,19 +58,38 @@ func (h *Handler) provisionEvents(ctx caddy.Context) error {
 		return err
 	}
 	app := appIface.(*caddyevents.App)
-	queue := make(chan pendingEvent, eventQueue)
-	h.events = &handlerEvents{queue: queue}
+	ev := &handlerEvents{queue: make(chan pendingEvent, eventQueue), stop: make(chan struct{}), stopped: make(chan struct{})}
+	h.events = ev
 	go func() {
+		defer close(ev.stopped)
 		for {
 			select {
-			case e := <-queue:
+			case e := <-ev.queue:
+				select {
+				case <-ev.stop:
+					return // unloading: what is left is dropped
+				default:
+				}
 				app.Emit(ctx, e.name, e.data)
-			case <-ctx.Done():
+			case <-ev.stop:
 				return
 			}
 		}
 	}()
 	return nil
+}
+
+// stopEvents ends the emitting goroutine before the config's logs close
+// (Emit logs each event), waiting a little for an event being handled.
+func (h *Handler) stopEvents() {
+	if h.events == nil {
+		return
+	}
+	close(h.events.stop)
+	select {
+	case <-h.events.stopped:
+	case <-time.After(eventStopWait):
+	}
 }
 
 // emit queues an event without waiting.

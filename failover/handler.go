@@ -280,6 +280,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // Cleanup releases the providers' proxies and breaker references.
 func (h *Handler) Cleanup() error {
 	unregisterHandler(h)
+	h.stopEvents()
 	h.sharer.Stop()
 	h.cleanupClients()
 	h.cleanupLimits()
