@@ -306,6 +306,10 @@ func (a *attempt) committing(hdr http.Header) {
 		h.sharer.Kick() // a probe closed the breaker: close it everywhere
 		h.noteRecovered(a.p, a.b)
 	}
+	if fb := a.p.familyBreaker(classify.FamilyOf(a.model)); fb != nil && a.req.kind != kindOther && fb.Success(now) {
+		h.sharer.Kick() // the family's window reset: close its scope everywhere
+		h.noteRecovered(a.p, fb)
+	}
 	h.learnCapacity(a, hdr, now)
 	h.rememberConversation(a.req, a.p)
 	if h.requestLog != nil {

@@ -29,6 +29,10 @@ type breakerSet struct {
 	// passthrough provider the one opened only by hand (admin API) or by
 	// another instance, which then drains it for every client.
 	whole providerBreaker
+	// families are the provider's model-family scopes (classify.Families,
+	// by index): a subscription's per-model window that is spent benches
+	// only requests for that family. Fixed in number, so bounded.
+	families [maxFamilies]providerBreaker
 
 	mu        sync.Mutex               // guards the per-client fields below
 	byClient  map[string]*list.Element // of *clientEntry
@@ -38,6 +42,9 @@ type breakerSet struct {
 }
 
 const (
+	// maxFamilies bounds the family scopes of a provider
+	// (len(classify.Families), checked by a test).
+	maxFamilies = 4
 	// maxClientBreakers bounds the per-client breakers of one provider.
 	maxClientBreakers = 10000
 	// clientIdle is how long a per-client breaker that cools nothing is
@@ -73,6 +80,29 @@ func (c *breakerCounts) add(s breaker.Snapshot) {
 
 // shared returns the shared breaker.
 func (s *breakerSet) shared() *providerBreaker { return &s.whole }
+
+// family returns the breaker of a model family's scope, or nil for a
+// family that is not one of classify.Families.
+func (s *breakerSet) family(name string) *providerBreaker {
+	if name == "" {
+		return nil
+	}
+	for i, f := range classify.Families {
+		if f == name && i < maxFamilies {
+			return &s.families[i]
+		}
+	}
+	return nil
+}
+
+// eachFamily calls fn for every family scope, with its family's name.
+func (s *breakerSet) eachFamily(fn func(family string, b *providerBreaker)) {
+	for i, f := range classify.Families {
+		if i < maxFamilies {
+			fn(f, &s.families[i])
+		}
+	}
+}
 
 // governing returns the breaker that governs a request from the client:
 // its own when perClient (made if needed, and marked used), else the
@@ -182,6 +212,7 @@ func (s *breakerSet) clientsKept() (int, breakerCounts) {
 // resetAll closes every breaker (admin API).
 func (s *breakerSet) resetAll(now time.Time) {
 	s.whole.Reset(now)
+	s.eachFamily(func(_ string, b *providerBreaker) { b.Reset(now) })
 	s.eachClient(now, func(_ string, b *providerBreaker) { b.Reset(now) })
 }
 

@@ -191,6 +191,10 @@ func printStatusTable(out io.Writer, providers []ProviderStatus) {
 			fmt.Fprint(tw, "\t"+budget.Dollars(int64(p.SpendUSD*1e6)))
 		}
 		fmt.Fprintln(tw)
+		for _, sc := range p.Scopes {
+			// a cooldown of one model family: "subscription · sonnet"
+			fmt.Fprintf(tw, "%s · %s\t%s\t%s\t%s\t\t\t\t\t\n", p.Name, sc.Scope, breaker.Open, sc.Class, sc.CooldownLeft)
+		}
 	}
 	_ = tw.Flush()
 }

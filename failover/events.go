@@ -113,6 +113,15 @@ func scopeOf(p *Provider, b *providerBreaker) string {
 	if b == p.state.breakers.shared() {
 		return "provider"
 	}
+	family := ""
+	p.state.breakers.eachFamily(func(f string, fb *providerBreaker) {
+		if fb == b {
+			family = f
+		}
+	})
+	if family != "" {
+		return family // a model family's scope
+	}
 	return "client"
 }
 

@@ -62,6 +62,8 @@ func initMetrics() {
 			"Breaker state per provider: 0 closed, 1 half-open, 2 open.", []string{"provider"}, nil),
 		cooldown: prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "cooldown_seconds_left"),
 			"Seconds until a cooling provider admits a request again; 0 when closed.", []string{"provider"}, nil),
+		scope: prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "scope_cooldown_seconds_left"),
+			"Seconds until a provider admits requests for a model family again, per cooling family scope.", []string{"provider", "scope"}, nil),
 	}
 }
 
@@ -85,12 +87,13 @@ func registerMetrics(reg *prometheus.Registry) error {
 // breakerCollector reports breaker state at scrape time, from the live
 // providers, so a gauge never goes stale.
 type breakerCollector struct {
-	state, cooldown *prometheus.Desc
+	state, cooldown, scope *prometheus.Desc
 }
 
 func (c *breakerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.state
 	ch <- c.cooldown
+	ch <- c.scope
 }
 
 func (c *breakerCollector) Collect(ch chan<- prometheus.Metric) {
@@ -107,6 +110,11 @@ func (c *breakerCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, state, p.Name)
 		ch <- prometheus.MustNewConstMetric(c.cooldown, prometheus.GaugeValue, left, p.Name)
+		p.state.breakers.eachFamily(func(f string, b *providerBreaker) {
+			if fs := b.Snapshot(now); fs.State == breaker.Open && now.Before(fs.Until) {
+				ch <- prometheus.MustNewConstMetric(c.scope, prometheus.GaugeValue, fs.Until.Sub(now).Seconds(), p.Name, f)
+			}
+		})
 	}
 }
 

@@ -150,7 +150,14 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v c
 		f := h.failure(p, v.Class, v.Message)
 		f.ResetAt, f.Credential, f.FailedOver = v.ResetAt, a.credVersion, true
 		f.RequestOnly = v.Scope == classify.ScopeRequest
-		until = h.charge(p, a.b, f, now)
+		if fb := p.familyBreaker(v.Scope); fb != nil {
+			// a model family's window is spent: that family's scope cools,
+			// and the provider stays open to the other models
+			a.b.Release(a.adm.Probe)
+			until = h.charge(p, fb, f, now)
+		} else {
+			until = h.charge(p, a.b, f, now)
+		}
 	}
 	fs := req.failures()
 	fs.classes = append(fs.classes, v.Class)
@@ -168,6 +175,9 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v c
 			zap.String("request_id", requestID(req.r))}
 		if !until.IsZero() {
 			fields = append(fields, zap.Time("cooldown_until", until), zap.Duration("cooldown", until.Sub(now)))
+		}
+		if v.Scope != classify.ScopeProvider {
+			fields = append(fields, zap.String("scope", v.Scope))
 		}
 		c.Write(fields...)
 	}

@@ -311,6 +311,32 @@ func (p *Provider) admit(ctx context.Context, now time.Time, clientKey string) b
 	return adm
 }
 
+// familyScope returns the breaker of the model family a request is for at
+// p (its model after p's mapping), or nil: for a passthrough provider
+// (whose breakers are per client, a family-scoped failure cools the
+// client's breaker) and for a model of no known family.
+func (p *Provider) familyScope(req *llmRequest) *providerBreaker {
+	if p.passthrough || req.model == "" {
+		return nil
+	}
+	model := req.model
+	if len(p.Models) > 0 {
+		if m, ok := mapModel(p.Models, req.mappingFields().Model); ok {
+			model = m
+		}
+	}
+	return p.familyBreaker(classify.FamilyOf(model))
+}
+
+// familyBreaker returns the breaker of a family scope at p, or nil (a
+// passthrough provider, an unknown family).
+func (p *Provider) familyBreaker(family string) *providerBreaker {
+	if p.passthrough {
+		return nil
+	}
+	return p.state.breakers.family(family)
+}
+
 // peek answers like admit without taking a half-open probe or counting a
 // request, for requests that feed no breaker.
 func (p *Provider) peek(now time.Time, clientKey string) breaker.Admission {

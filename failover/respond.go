@@ -175,6 +175,14 @@ func (h *Handler) setAnswerHeaders(hdr http.Header, clientKey string, attempts i
 		if s.State == breaker.Open {
 			b.WriteString(";retry-after=" + strconv.Itoa(retryAfterSeconds(now, s.Until)))
 		}
+		if !p.passthrough {
+			// the model families this provider is benched for
+			p.state.breakers.eachFamily(func(f string, fb *providerBreaker) {
+				if fs := fb.Snapshot(now); fs.State == breaker.Open && now.Before(fs.Until) {
+					b.WriteString(";cooling=" + f)
+				}
+			})
+		}
 	}
 	hdr.Set("X-LLM-Providers", b.String())
 }

@@ -118,6 +118,13 @@ func (h *Handler) selectProvider(req *llmRequest) (int, breaker.Admission, []ski
 
 // admitRequest asks provider p whether it takes the request.
 func admitRequest(p *Provider, req *llmRequest, now time.Time) breaker.Admission {
+	if fb := p.familyScope(req); fb != nil {
+		// the model's family is benched here: skip without asking (no
+		// probe: the family's window resets at the time the provider gave)
+		if adm := fb.Peek(now); !adm.OK {
+			return adm
+		}
+	}
 	if req.kind == kindOther {
 		return p.peek(now, req.clientKey) // takes no probe, counts nothing
 	}

@@ -161,8 +161,9 @@ func (h *Handler) shareKey() string {
 }
 
 // sharedBreakers is the handler's breakers as the sharer sees them: each
-// provider's shared breaker under its name, and a passthrough provider's
-// per-client breakers under share.ClientName.
+// provider's shared breaker under its name, its model-family scopes under
+// share.FamilyName (a fixed few), and a passthrough provider's per-client
+// breakers under share.ClientName.
 type sharedBreakers struct{ h *Handler }
 
 var _ share.Breakers = sharedBreakers{}
@@ -171,6 +172,9 @@ func (v sharedBreakers) Each(fn func(name string, b *breaker.Breaker)) {
 	now := timeNow()
 	for _, p := range v.h.Providers {
 		fn(p.Name, &p.state.breakers.shared().Breaker)
+		if !p.passthrough {
+			p.state.breakers.eachFamily(func(f string, b *providerBreaker) { fn(share.FamilyName(p.Name, f), &b.Breaker) })
+		}
 		p.state.breakers.eachClient(now, func(fp string, b *providerBreaker) { fn(share.ClientName(p.Name, fp), &b.Breaker) })
 	}
 }
@@ -180,6 +184,11 @@ func (v sharedBreakers) Named(name string) *breaker.Breaker {
 		switch {
 		case name == p.Name:
 			return &p.state.breakers.shared().Breaker
+		case !p.passthrough && strings.HasPrefix(name, share.FamilyName(p.Name, "")):
+			if b := p.familyBreaker(strings.TrimPrefix(name, share.FamilyName(p.Name, ""))); b != nil {
+				return &b.Breaker
+			}
+			return nil
 		case p.passthrough && strings.HasPrefix(name, share.ClientName(p.Name, "")):
 			return &p.breakerFor(strings.TrimPrefix(name, share.ClientName(p.Name, ""))).Breaker
 		}

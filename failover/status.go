@@ -99,6 +99,40 @@ type ProviderStatus struct {
 	// SpendUSD is what the provider's answers cost at its prices, in US
 	// dollars, since this instance started (0 without prices).
 	SpendUSD float64 `json:"spend_usd"`
+	// Scopes are the provider's cooldowns scoped to a model family (a
+	// subscription's per-model window spent): requests for that family
+	// skip the provider, the others still go to it.
+	Scopes []ScopeStatus `json:"scopes,omitempty"`
+}
+
+// ScopeStatus is one running cooldown scoped to a model family.
+type ScopeStatus struct {
+	Scope               string  `json:"scope"`
+	Class               Class   `json:"class"`
+	CooldownUntil       string  `json:"cooldown_until"`
+	CooldownLeftSeconds float64 `json:"cooldown_left_seconds"`
+	CooldownLeft        string  `json:"cooldown_left"`
+	// Source is "local" or the id of the instance that shared it.
+	Source string `json:"source"`
+}
+
+// scopes reports the family scopes cooling now, in classify.Families order.
+func (p *Provider) scopes(now time.Time) []ScopeStatus {
+	var out []ScopeStatus
+	p.state.breakers.eachFamily(func(f string, b *providerBreaker) {
+		s := b.Snapshot(now)
+		if s.State != breaker.Open || !now.Before(s.Until) {
+			return
+		}
+		src := "local"
+		if origin, _ := b.Provenance(); origin != "" {
+			src = origin
+		}
+		out = append(out, ScopeStatus{Scope: f, Class: s.LastClass, CooldownUntil: s.Until.UTC().Format(time.RFC3339),
+			CooldownLeftSeconds: math.Round(s.Until.Sub(now).Seconds()*1000) / 1000, CooldownLeft: humanLeft(now, s.Until),
+			Source: src})
+	})
+	return out
 }
 
 // status reports a provider as of now.
@@ -131,6 +165,7 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 		}
 	}
 	p.fillUsage(&out, now)
+	out.Scopes = p.scopes(now)
 	if p.source == nil {
 		out.Credential, out.CredentialReason = "none", "the client's credential is removed and none is set"
 	}

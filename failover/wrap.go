@@ -71,7 +71,9 @@ func (UpstreamSelector) Select(pool reverseproxy.UpstreamPool, r *http.Request, 
 		p := wa.h.wrapProvider(name)
 		b := p.breakerFor(wa.clientKey)
 		var adm breaker.Admission
-		if wa.kind == kindOther {
+		if fb := wrapFamilyScope(p, wa.attempt); fb != nil && !fb.Peek(now).OK {
+			adm = fb.Peek(now) // the request's model family is benched here
+		} else if wa.kind == kindOther {
 			adm = b.Peek(now) // feeds no breaker
 		} else {
 			adm = b.Admit(now, "")
@@ -182,3 +184,11 @@ var (
 	_ reverseproxy.Selector = (*UpstreamSelector)(nil)
 	_ caddyfile.Unmarshaler = (*UpstreamSelector)(nil)
 )
+
+// wrapFamilyScope is the family scope of the wrapped request at p, or nil.
+func wrapFamilyScope(p *Provider, a *attempt) *providerBreaker {
+	if a == nil || a.req == nil {
+		return nil
+	}
+	return p.familyScope(a.req)
+}

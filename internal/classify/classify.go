@@ -77,9 +77,10 @@ type Verdict struct {
 	ErrorType string
 	Message   string
 	// Scope is what the verdict cools: ScopeProvider (the whole provider,
-	// when the class cools), or ScopeRequest (this request fails over and
+	// when the class cools), ScopeRequest (this request fails over and
 	// nothing is benched: the provider refused what this request asks, not
-	// every request).
+	// every request), or one of Families (a model-scoped subscription
+	// window is spent: requests for that family only).
 	Scope string
 	// Retry holds a repairable refusal back from the client: the handler
 	// has a repair for the request and retries the same provider with it.
@@ -182,7 +183,7 @@ func classOf(status int, header http.Header, errType, code, msg string, body []b
 	}
 	// Structured signals.
 	if status == http.StatusTooManyRequests && unifiedRejected(header) {
-		return Quota, ScopeProvider
+		return Quota, rejectedScope(header)
 	}
 	if errType == "billing_error" || errType == "insufficient_quota" || code == "insufficient_quota" {
 		return Quota, ScopeProvider
@@ -390,4 +391,82 @@ func retryAfter(v string, now time.Time, maxReset time.Duration) time.Time {
 		return t
 	}
 	return time.Time{}
+}
+
+// Families are the model families a subscription can limit apart from the
+// account (its per-model weekly windows, such as 7d_sonnet), in the order
+// they are shown. A cooldown scoped to a family benches only requests
+// whose model (after mapping) is of that family. The list is fixed, so the
+// scopes of a provider are bounded; a window of any other name is taken
+// for the whole account.
+var Families = []string{"opus", "sonnet", "haiku"}
+
+// FamilyOf returns the family a model name belongs to ("claude-sonnet-4-5"
+// is sonnet), or "" when it names none of Families.
+func FamilyOf(model string) string {
+	if len(model) > 256 {
+		return ""
+	}
+	for _, f := range Families {
+		if containsFold(model, f) {
+			return f
+		}
+	}
+	return ""
+}
+
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// windowFamily returns the family of a model-scoped window name (7d_sonnet,
+// seven_day_opus), or "" for an account-wide or unknown window.
+func windowFamily(name string) string {
+	_, f, ok := strings.Cut(strings.ToLower(name), "_")
+	for ok && strings.Contains(f, "_") {
+		_, f, ok = strings.Cut(f, "_") // seven_day_sonnet
+	}
+	if !ok {
+		return ""
+	}
+	for _, known := range Families {
+		if f == known {
+			return known
+		}
+	}
+	return ""
+}
+
+// rejectedScope returns the scope of a unified rejection: a family when
+// every window that says rejected is that family's (or, when only the
+// overall status says it, the representative claim names that family's
+// window); ScopeProvider when any account-wide or unknown window is
+// rejected.
+func rejectedScope(h http.Header) string {
+	family, windows := "", 0
+	for k, vs := range h {
+		if !strings.HasPrefix(k, unifiedPrefix) || !strings.HasSuffix(k, "-Status") || len(vs) == 0 ||
+			!strings.EqualFold(vs[0], "rejected") || notPlanWindow(k) {
+			continue
+		}
+		w := strings.TrimSuffix(strings.TrimPrefix(k, unifiedPrefix), "-Status")
+		if w == "" || k == unifiedPrefix+"Status" {
+			continue // the overall status: says which window below
+		}
+		windows++
+		f := windowFamily(w)
+		if f == "" || (family != "" && f != family) {
+			return ScopeProvider
+		}
+		family = f
+	}
+	if windows == 0 {
+		return windowFamily(h.Get(unifiedPrefix + "Representative-Claim"))
+	}
+	return family
 }

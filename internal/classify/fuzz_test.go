@@ -2,6 +2,7 @@ package classify
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +51,9 @@ func FuzzClassify(f *testing.F) {
 		{429, "", "anthropic-ratelimit-tokens-remaining: 0\nanthropic-ratelimit-tokens-reset: 9999-12-31T23:59:59Z", "", 0},
 		{529, clsAnthropic("overloaded_error", "Overloaded"), "anthropic-ratelimit-unified-status: allowed\nanthropic-ratelimit-unified-reset: 4102444800", "", 0},
 		{429, "", "anthropic-ratelimit-unified-status: rejected\nanthropic-ratelimit-unified-reset: 9223372036854775807", "", 0},
+		{429, "", "anthropic-ratelimit-unified-status: rejected\nanthropic-ratelimit-unified-7d_sonnet-status: rejected\nanthropic-ratelimit-unified-7d_sonnet-reset: 1772370000\nanthropic-ratelimit-unified-representative-claim: seven_day_sonnet", "", 0},
+		{429, "", "anthropic-ratelimit-unified-status: rejected\nanthropic-ratelimit-unified-representative-claim: seven_day_opus", "", 0},
+		{429, clsAnthropic("rate_limit_error", "Extra usage is required for long context requests."), "anthropic-ratelimit-unified-overage-status: rejected", "", 0},
 	} {
 		f.Add(s.status, []byte(s.body), s.header, s.ruleCond, s.ruleClass)
 	}
@@ -75,6 +79,9 @@ func FuzzClassify(f *testing.F) {
 				t.Fatalf("status %d: verdict %+v, want the zero verdict", status, v)
 			}
 			return
+		}
+		if v.Scope != ScopeProvider && v.Scope != ScopeRequest && !slices.Contains(Families, v.Scope) {
+			t.Fatalf("scope %q is neither provider, request nor a family", v.Scope)
 		}
 		if _, ok := Parse(string(v.Class)); !ok {
 			t.Fatalf("status %d: class %q is not one of All", status, v.Class)

@@ -120,3 +120,52 @@ func FuzzClientTextEchoed(f *testing.F) {
 		}
 	})
 }
+
+func TestUnifiedRejectionScope(t *testing.T) {
+	t.Parallel()
+	reset := clsNow.Add(48 * time.Hour)
+	cases := []struct {
+		name   string
+		header http.Header
+		scope  string
+	}{
+		{"7d_sonnet rejected", clsHeader(
+			"anthropic-ratelimit-unified-status", "rejected",
+			"anthropic-ratelimit-unified-7d_sonnet-status", "rejected",
+			"anthropic-ratelimit-unified-7d_sonnet-utilization", "1.0",
+			"anthropic-ratelimit-unified-7d_sonnet-reset", clsEpoch(reset),
+			"anthropic-ratelimit-unified-7d-status", "allowed",
+			"anthropic-ratelimit-unified-representative-claim", "seven_day_sonnet"), "sonnet"},
+		{"only the claim names opus", clsHeader(
+			"anthropic-ratelimit-unified-status", "rejected",
+			"anthropic-ratelimit-unified-reset", clsEpoch(reset),
+			"anthropic-ratelimit-unified-representative-claim", "seven_day_opus"), "opus"},
+		{"the claim names the account window", clsHeader(
+			"anthropic-ratelimit-unified-status", "rejected",
+			"anthropic-ratelimit-unified-representative-claim", "five_hour"), ScopeProvider},
+		{"7d and 7d_sonnet rejected", clsHeader(
+			"anthropic-ratelimit-unified-7d_sonnet-status", "rejected",
+			"anthropic-ratelimit-unified-7d-status", "rejected"), ScopeProvider},
+		{"two families", clsHeader(
+			"anthropic-ratelimit-unified-7d_sonnet-status", "rejected",
+			"anthropic-ratelimit-unified-7d_opus-status", "rejected"), ScopeProvider},
+		{"unknown family", clsHeader(
+			"anthropic-ratelimit-unified-7d_mythos-status", "rejected"), ScopeProvider},
+		{"5h rejected", clsHeader("anthropic-ratelimit-unified-5h-status", "rejected"), ScopeProvider},
+	}
+	for _, c := range cases {
+		v := classifyDefault(429, c.header, []byte(clsAnthropic("rate_limit_error", "Rate limited")), nil, clsNow)
+		if v.Class != Quota || v.Scope != c.scope {
+			t.Errorf("%s: %s/%q, want quota/%q", c.name, v.Class, v.Scope, c.scope)
+		}
+	}
+	if v := classifyDefault(429, cases[0].header, nil, nil, clsNow); !v.ResetAt.Equal(reset) {
+		t.Errorf("7d_sonnet: reset %v, want the window's %v", v.ResetAt, reset)
+	}
+	for model, want := range map[string]string{"claude-sonnet-4-5": "sonnet", "claude-3-5-Sonnet-20241022": "sonnet",
+		"claude-opus-4-1": "opus", "claude-haiku-4-5": "haiku", "glm-4.6": "", "": ""} {
+		if got := FamilyOf(model); got != want {
+			t.Errorf("FamilyOf(%q) = %q, want %q", model, got, want)
+		}
+	}
+}

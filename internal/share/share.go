@@ -46,6 +46,10 @@ type Breakers interface {
 // credential (its fingerprint, never the credential).
 func ClientName(provider, fingerprint string) string { return provider + "#" + fingerprint }
 
+// FamilyName is the shared name of a provider's cooldown scoped to a model
+// family (its per-model subscription window): "subscription@sonnet".
+func FamilyName(provider, family string) string { return provider + "@" + family }
+
 // Config says where and how decisions are shared.
 type Config struct {
 	// Redis is the URL of a Redis server; empty: Storage is used.
