@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/dustin/go-humanize"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
@@ -44,6 +45,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			tier <n>
 //			dial_timeout <duration>
 //			header_timeout <duration>
+//			transport http {
+//				<Caddy's reverse_proxy http transport options>
+//			}
 //			sanitize tool_ids|thinking ...
 //			drop_query <name...>
 //			drop_field <name...>
@@ -109,6 +113,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // tokens (200k, 1m, 200000): after a context_window refusal from a provider
 // with a declared window, only providers with a larger declared window (or
 // none declared) are tried.
+//
+// `transport http { ... }` is Caddy's own reverse_proxy http transport,
+// parsed by Caddy, every option as Caddy documents it (tls_trust_pool,
+// tls_client_auth, tls_server_name, network_proxy, keepalive, versions,
+// ...). `dial_timeout` and `header_timeout` set its dial_timeout and
+// response_header_timeout; set each in one place only.
 //
 // `max_utilization 90%` (for one provider, or the default for all) makes
 // a provider a last resort once a usage window it reports is that full.
@@ -286,7 +296,7 @@ func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
 	once := onceInBlock{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
-		case "upstream", "auth_header", "tier", "dial_timeout", "header_timeout", "context_window":
+		case "upstream", "auth_header", "tier", "dial_timeout", "header_timeout", "context_window", "transport":
 			if err := once.check(d, who+": "); err != nil {
 				return nil, err
 			}
@@ -317,6 +327,8 @@ func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
 			p.DialTimeout, err = parseDurationArg(d)
 		case "header_timeout":
 			p.HeaderTimeout, err = parseDurationArg(d)
+		case "transport":
+			p.Transport, err = unmarshalTransport(d, who)
 		case "sanitize":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
@@ -362,7 +374,23 @@ func unmarshalProvider(d *caddyfile.Dispenser) (*Provider, error) {
 	if p.Upstream == "" {
 		return nil, d.Errf("%s: upstream is required", who)
 	}
+	if err := p.validateTransport(); err != nil {
+		return nil, d.Err(err.Error())
+	}
 	return p, nil
+}
+
+// unmarshalTransport reads `transport http { ... }` with Caddy's own
+// reverse_proxy transport parser.
+func unmarshalTransport(d *caddyfile.Dispenser, who string) (*reverseproxy.HTTPTransport, error) {
+	if !d.NextArg() || d.Val() != "http" {
+		return nil, d.Errf("%s: transport: only Caddy's http transport is supported: transport http { tls_trust_pool file ca.pem }", who)
+	}
+	t := new(reverseproxy.HTTPTransport)
+	if err := t.UnmarshalCaddyfile(d.NewFromNextSegment()); err != nil {
+		return nil, d.Errf("%s: transport http: %v", who, err)
+	}
+	return t, nil
 }
 
 func (c *StreamConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {

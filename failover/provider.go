@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
@@ -59,14 +60,25 @@ type Provider struct {
 	// spread`, requests rotate among the providers of one tier. Default 0.
 	Tier int `json:"tier,omitempty"`
 
-	// DialTimeout bounds connecting to the provider. Default: 5s.
+	// DialTimeout bounds connecting to the provider. Default: 5s. The
+	// same as the transport's dial_timeout: set it in one place only.
 	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
 
 	// HeaderTimeout bounds the wait for response headers; past it the
 	// provider is `unreachable`. Default: none, because a non-streaming
 	// request's headers arrive only once the whole answer is generated,
-	// which can take minutes.
+	// which can take minutes. The same as the transport's
+	// response_header_timeout: set it in one place only.
 	HeaderTimeout caddy.Duration `json:"header_timeout,omitempty"`
+
+	// Transport is Caddy's reverse_proxy http transport for this provider,
+	// in Caddy's own JSON (and, in a Caddyfile, its own `transport http`
+	// syntax): a private CA (tls_trust_pool), a client certificate
+	// (tls_client_auth), the TLS server name, a forward proxy
+	// (network_proxy, forward_proxy_url), keep-alive, HTTP versions and
+	// the rest. Unset, the provider gets Caddy's defaults, TLS for an
+	// https upstream, and the dial and header timeouts above.
+	Transport *reverseproxy.HTTPTransport `json:"transport,omitempty"`
 
 	// Sanitize names repairs applied to every request before it is sent
 	// to this provider, so that history another provider produced is
@@ -246,15 +258,15 @@ func newProviderProxy(ctx caddy.Context, p *Provider) (*reverseproxy.Handler, er
 			port = "443"
 		}
 	}
-	transport := &reverseproxy.HTTPTransport{
-		DialTimeout:           p.DialTimeout,
-		ResponseHeaderTimeout: p.HeaderTimeout,
+	transport, err := providerTransport(p)
+	if err != nil {
+		return nil, err
 	}
-	if transport.DialTimeout == 0 {
-		transport.DialTimeout = caddy.Duration(5 * time.Second)
-	}
-	if u.Scheme == "https" {
-		transport.TLS = &reverseproxy.TLSConfig{ServerName: host}
+	if transport.TLS != nil && transport.TLS.InsecureSkipVerify {
+		ctx.Logger().Warn("provider transport skips TLS verification (tls_insecure_skip_verify): "+
+			"anyone on the network path can read and change its traffic, credentials included; "+
+			"trust the provider's CA with tls_trust_pool instead",
+			zap.String("provider", p.Name))
 	}
 	rp := &reverseproxy.Handler{
 		TransportRaw: caddyconfig.JSONModuleObject(transport, "protocol", "http", nil),
@@ -267,6 +279,41 @@ func newProviderProxy(ctx caddy.Context, p *Provider) (*reverseproxy.Handler, er
 	// so it never sits on a request object that reverse_proxy logs.
 	rp.Transport = &credentialTransport{base: rp.Transport}
 	return rp, nil
+}
+
+// providerTransport is the http transport a provider's reverse_proxy
+// gets: the configured one (a copy: provisioning never touches config),
+// with the provider's own timeouts, the 5s dial default, and TLS for an
+// https upstream.
+func providerTransport(p *Provider) (*reverseproxy.HTTPTransport, error) {
+	transport := new(reverseproxy.HTTPTransport)
+	if p.Transport != nil {
+		b, err := json.Marshal(p.Transport)
+		if err != nil {
+			return nil, fmt.Errorf("transport: %v", err)
+		}
+		if err := json.Unmarshal(b, transport); err != nil {
+			return nil, fmt.Errorf("transport: %v", err)
+		}
+	}
+	if p.DialTimeout != 0 {
+		transport.DialTimeout = p.DialTimeout
+	}
+	if p.HeaderTimeout != 0 {
+		transport.ResponseHeaderTimeout = p.HeaderTimeout
+	}
+	if transport.DialTimeout == 0 {
+		transport.DialTimeout = caddy.Duration(5 * time.Second)
+	}
+	if p.upstreamURL.Scheme == "https" {
+		if transport.TLS == nil {
+			transport.TLS = new(reverseproxy.TLSConfig)
+		}
+		if transport.TLS.ServerName == "" {
+			transport.TLS.ServerName = p.upstreamURL.Hostname()
+		}
+	}
+	return transport, nil
 }
 
 // providerState is the part of a provider that outlives a config: its

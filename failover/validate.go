@@ -106,7 +106,36 @@ func (p *Provider) Validate() error {
 			return fmt.Errorf("provider %s: %s %s is negative: write a positive duration such as 5s", p.Name, d.name, time.Duration(d.v))
 		}
 	}
+	if err := p.validateTransport(); err != nil {
+		return err
+	}
 	return validCooldowns("provider "+p.Name+": cooldown", p.Cooldowns)
+}
+
+// validateTransport refuses a transport that says what a provider option
+// already says, or TLS for a plain http upstream.
+func (p *Provider) validateTransport() error {
+	t := p.Transport
+	if t == nil {
+		return nil
+	}
+	for _, twice := range []struct {
+		provider, transport string
+		set                 bool
+	}{
+		{"dial_timeout", "dial_timeout", p.DialTimeout != 0 && t.DialTimeout != 0},
+		{"header_timeout", "response_header_timeout", p.HeaderTimeout != 0 && t.ResponseHeaderTimeout != 0},
+	} {
+		if twice.set {
+			return fmt.Errorf("provider %s: both %s and transport http's %s are set: they are the same timeout; keep one",
+				p.Name, twice.provider, twice.transport)
+		}
+	}
+	if strings.HasPrefix(p.Upstream, "http://") && t.TLSEnabled() {
+		return fmt.Errorf("provider %s: upstream %s is plain http but transport http sets TLS options: write https:// in upstream, or remove the tls options",
+			p.Name, p.Upstream)
+	}
+	return nil
 }
 
 func validCooldowns(what string, cooldowns map[Class]caddy.Duration) error {
