@@ -14,8 +14,9 @@ const (
 	// classified, failed over, fed to the breakers.
 	kindModel
 	// kindOptional is a model-API endpoint some providers lack
-	// (/v1/messages/count_tokens, /v1/models): a 404, 405 or 501 tries
-	// the next provider and cools nothing.
+	// (/v1/messages/count_tokens; /v1/models when models.go has no list
+	// to answer with): a 404, 405 or 501 tries the next provider and
+	// cools nothing.
 	kindOptional
 )
 

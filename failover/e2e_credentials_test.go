@@ -1090,7 +1090,8 @@ func TestCredentialsAndBasePath(t *testing.T) {
 			t.Fatalf("anthropic-beta = %q: the OAuth beta must go with the client's token", h.Get("Anthropic-Beta"))
 		}
 	}
-	if b.paths[0] != "/api/anthropic/v1/models?limit=5" {
+	// the proxy asks each provider for its whole list, then pages it
+	if b.paths[0] != "/api/anthropic/v1/models?limit=1000" {
 		t.Fatalf("b path %q", b.paths[0])
 	}
 }

@@ -152,6 +152,7 @@ type Handler struct {
 	spread         bool
 	stream         StreamConfig // Stream with its defaults
 	anyPassthrough bool
+	models         *modelsCache   // providers' model lists (models.go)
 	useBook        bool           // some provider has `sanitize thinking`: feed signatureBook
 	wrapped        *wrapProviders // wrap mode: the wrapped reverse_proxy's upstreams
 	affinity       *affinityTable // spread: conversation -> provider (affinity.go)
@@ -213,6 +214,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.wrapped = new(wrapProviders)
+	h.models = new(modelsCache)
 	// nothing is set up from a config that would not validate
 	if err := h.Validate(); err != nil {
 		return err
@@ -363,6 +365,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	req.clientCred = clientCred
 	clientCred.removeFrom(r.Header)
 	req.oauthBeta = hasOAuthBeta(r.Header)
+	if h.serveModels(w, req) {
+		return nil
+	}
 	for {
 		if req.attempts-req.retries >= h.MaxAttempts {
 			h.answerExhausted(w, req)
