@@ -171,3 +171,28 @@ func TestModelsListOnlyTheClientsProviders(t *testing.T) {
 		t.Fatalf("carol's claude-a: %v; a hit %d times more", err, a.Hits()-hitsA)
 	}
 }
+
+// A passthrough provider's list is asked for with the client's own
+// credential and kept per client credential: each client sees what its
+// own account offers.
+func TestModelsListPassthroughPerClient(t *testing.T) {
+	var lists atomic.Int32
+	up := newUpstream(t, "mp_pass", func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		lists.Add(1)
+		id := "claude-for-" + strings.TrimPrefix(r.Header.Get("X-Api-Key"), "sk-")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"data":[{"type":"model","id":"` + id + `","display_name":"x","created_at":"2025-01-01T00:00:00Z"}]}`))
+	})
+	p := startProxy(t, failoverSite(up.providerBlock("credential passthrough")))
+	for _, round := range []int{1, 2} {
+		for _, who := range []string{"one", "two"} {
+			got := listAll(t, sdkClient(p, option.WithAPIKey("sk-"+who)), anthropic.ModelListParams{})
+			if want := []string{"claude-for-" + who}; !reflect.DeepEqual(modelIDs(got), want) {
+				t.Fatalf("round %d, client %s sees %v, want %v", round, who, modelIDs(got), want)
+			}
+		}
+	}
+	if lists.Load() != 2 {
+		t.Fatalf("%d list requests, want one per client credential", lists.Load())
+	}
+}
