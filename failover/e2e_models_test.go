@@ -107,6 +107,11 @@ func TestModelsListIsTheChainsUnion(t *testing.T) {
 	if !reflect.DeepEqual(modelIDs(got), want) {
 		t.Fatalf("models %v, want %v", modelIDs(got), want)
 	}
+	// three pages were asked for; the providers' list requests are part
+	// of the first, not requests of their own in the request log
+	if n := len(requestLogEntries(t, p, "")); n != 3 {
+		t.Fatalf("request log holds %d entries, want the client's 3", n)
+	}
 	byID := map[string]anthropic.ModelInfo{}
 	for _, m := range got {
 		byID[m.ID] = m

@@ -393,12 +393,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // finishRequest releases what the request held and lets its {llm.*}
 // placeholders be read (placeholders.go).
 func (h *Handler) finishRequest(req *llmRequest) {
+	releaseFailed(req)
+	req.finished = true
+	h.finishLogging(req)
+}
+
+// releaseFailed gives back the held response of the request's last failed
+// attempt.
+func releaseFailed(req *llmRequest) {
 	if req.fail != nil && req.fail.last != nil {
 		releaseHeld(req.fail.last.body)
 		req.fail.last = nil
 	}
-	req.finished = true
-	h.finishLogging(req)
 }
 
 // Interface guards

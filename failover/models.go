@@ -203,7 +203,8 @@ func (h *Handler) fetchModels(ctx context.Context, req *llmRequest, i int) ([]mo
 	for k := range sub.tried {
 		sub.tried[k] = k != i
 	}
-	defer h.finishRequest(sub)
+	// part of the client's request: not a request of its own in the log
+	defer releaseFailed(sub)
 	rec := &listRecorder{header: make(http.Header)}
 	if !h.tryProvider(rec, sub, i, breaker.Admission{OK: true}) {
 		return nil, errModelsUnanswered
