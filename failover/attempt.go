@@ -311,7 +311,9 @@ func (a *attempt) committing(hdr http.Header) {
 		h.noteRecovered(a.p, fb)
 	}
 	h.learnCapacity(a, hdr, now)
-	h.rememberConversation(a.req, a.p)
+	if a.req.kind != kindOther {
+		h.rememberConversation(a.req, a.p)
+	}
 	if h.requestLog != nil {
 		a.req.logged.firstByte = time.Since(a.req.logged.start)
 	}

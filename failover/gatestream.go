@@ -22,10 +22,17 @@ func (g *gate) writeCommitted(p []byte) (int, error) {
 		}
 		return g.w.Write(p)
 	}
-	g.touch()
+	progress := g.watch.Progress()
 	g.watchStream(p)
 	if g.encoding != "" {
-		return g.w.Write(p) // compressed: no events to find
+		g.touch()           // compressed: any byte is a sign of life
+		return g.w.Write(p) // no events to find
+	}
+	if g.watch.Progress() != progress {
+		// the idle watch counts events as the client does: pings alone
+		// are silence, so a stream that only pings is ended before the
+		// client gives up on it
+		g.touch()
 	}
 	if err := g.writeEvents(p); err != nil {
 		return 0, err

@@ -246,7 +246,7 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *providerBreaker, aborted,
 	errType, class, msg := "api_error", classify.ServerError, "llm_failover: the upstream stream ended before its final event"
 	if g.stalled.Load() {
 		errType, class = "overloaded_error", classify.Overloaded
-		msg = fmt.Sprintf("llm_failover: the upstream sent nothing for %s", time.Duration(h.stream.IdleTimeout))
+		msg = fmt.Sprintf("llm_failover: the upstream sent no event but pings for %s", time.Duration(h.stream.IdleTimeout))
 	} else if aborted {
 		msg = "llm_failover: the upstream connection broke mid-stream"
 	}

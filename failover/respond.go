@@ -17,7 +17,10 @@ import (
 
 // writeAnthropicError answers in Anthropic's error format, which every
 // Messages-API client (Claude Code, the SDKs) understands and retries on
-// 429/503 with Retry-After.
+// 429/503 with Retry-After. A refusal that a retry cannot change (a
+// missing or unknown key, a remote client, a body too large) says
+// x-should-retry: false: without it Claude Code retries a 401 for three
+// minutes before it tells the user.
 func writeAnthropicError(w http.ResponseWriter, status int, errType, message string) {
 	body, _ := json.Marshal(struct {
 		Type  string `json:"type"`
@@ -30,11 +33,22 @@ func writeAnthropicError(w http.ResponseWriter, status int, errType, message str
 		Message string `json:"message"`
 	}{errType, message}})
 	h := w.Header()
+	if retryFutile(status) {
+		h.Set("X-Should-Retry", "false")
+	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Del("Content-Encoding")
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+// retryFutile reports whether the same request, sent again, must meet the
+// same refusal from the proxy: its own 4xx answers but a timeout (the
+// body may arrive faster next time) and the rate limits, which say when
+// to come back themselves.
+func retryFutile(status int) bool {
+	return status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
 }
 
 // skipped is a provider that did not admit a request.

@@ -87,9 +87,11 @@ func (h *Handler) selectProvider(req *llmRequest) (int, breaker.Admission, []ski
 			}
 			adm := admitRequest(p, req, now)
 			if adm.OK {
-				if h.spread {
+				if h.spread && req.kind != kindOther {
 					// the next request starts after this one, so a cooling
-					// provider's share goes evenly to the others
+					// provider's share goes evenly to the others; a request
+					// that is not a model call (Claude Code's HEAD / before
+					// each conversation) moves nothing placement uses
 					tier.cursor.Store(uint32(k + 1))
 				}
 				if pinned && j == 0 {

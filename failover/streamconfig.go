@@ -31,7 +31,7 @@ const (
 const (
 	defaultHoldBytes   = 64 << 10
 	defaultHoldWait    = 20 * time.Second
-	defaultIdleTimeout = 5 * time.Minute
+	defaultIdleTimeout = 90 * time.Second
 )
 
 // StreamConfig is the `stream` block: how a streamed (SSE) response is
@@ -49,12 +49,16 @@ type StreamConfig struct {
 	// HoldWait commits a held stream that waited this long without a
 	// decisive event. Default: 20s.
 	HoldWait caddy.Duration `json:"hold_wait,omitempty"`
-	// IdleTimeout ends a committed stream whose upstream sent nothing for
-	// this long, with an error event to the client. Default: 5m, far above
-	// the gaps of a healthy generation (Anthropic sends ping events while
-	// a model thinks) and below the 10-minute timeout of Anthropic's SDKs,
-	// so the client hears why. Negative (`off` in the Caddyfile) disables
-	// it.
+	// IdleTimeout ends a committed stream whose upstream sent no event
+	// but pings for this long, with an error event to the client, and
+	// cools the provider (overloaded), so the client's retry goes
+	// elsewhere. Pings do not count, as they do not for Claude Code,
+	// which ends a stream 300 s after its last other event (its HTTP
+	// client's own timeout fires from 244 s) and then retries the same
+	// proxy. Default: 90s: well before that, and far above the gaps
+	// between the events of a healthy generation, which streams text,
+	// thinking or tool input as it is produced. Negative (`off` in the
+	// Caddyfile) disables it.
 	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
 }
 

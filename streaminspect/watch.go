@@ -31,6 +31,7 @@ type Watcher struct {
 
 	p        Parser
 	events   int
+	progress int // events but pings
 	terminal bool
 	failed   bool
 	errInfo  ErrorInfo
@@ -46,6 +47,8 @@ func (w *Watcher) Feed(b []byte) {
 func (w *Watcher) onEvent(ev *Event) bool {
 	w.events++
 	switch ev.Type {
+	case "ping":
+		return true // keeps the connection open; says nothing of progress
 	case "message_stop":
 		w.terminal = true
 	case "message_start", "message_delta":
@@ -55,6 +58,7 @@ func (w *Watcher) onEvent(ev *Event) bool {
 	case "", "message":
 		w.untyped(ev.Data)
 	}
+	w.progress++
 	return true
 }
 
@@ -156,6 +160,12 @@ func (w *Watcher) Terminal() bool { return w.terminal }
 // details.
 func (w *Watcher) Failed() (ErrorInfo, bool) { return w.errInfo, w.failed }
 
+// Progress counts the events seen so far that are not pings, events too
+// long to read included: what a client takes for a sign of life (Claude
+// Code ends a stream 300 s after its last such event, whatever pings came
+// since).
+func (w *Watcher) Progress() int { return w.progress + w.p.Skipped() }
+
 // Usage returns the token usage reported so far.
 func (w *Watcher) Usage() Usage { return w.usage }
 
@@ -163,6 +173,7 @@ func (w *Watcher) Usage() Usage { return w.usage }
 func (w *Watcher) Reset() {
 	w.p.Reset()
 	w.events = 0
+	w.progress = 0
 	w.terminal = false
 	w.failed = false
 	w.errInfo = ErrorInfo{}

@@ -157,3 +157,27 @@ func TestMarkersWords(t *testing.T) {
 		}
 	}
 }
+
+// Progress counts events but pings: a stream that only pings makes none.
+func TestWatcherProgressIgnoresPings(t *testing.T) {
+	t.Parallel()
+	var w Watcher
+	w.Feed([]byte("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3}}}\n\n"))
+	if w.Progress() != 1 {
+		t.Fatalf("progress %d after message_start", w.Progress())
+	}
+	for range 5 {
+		w.Feed([]byte("event: ping\ndata: {\"type\": \"ping\"}\n\n"))
+	}
+	if w.Progress() != 1 {
+		t.Fatalf("progress %d after pings, want still 1", w.Progress())
+	}
+	w.Feed([]byte("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n"))
+	if w.Progress() != 2 {
+		t.Fatalf("progress %d after a delta", w.Progress())
+	}
+	w.Reset()
+	if w.Progress() != 0 {
+		t.Fatal("Reset kept progress")
+	}
+}

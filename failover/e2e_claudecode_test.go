@@ -1,0 +1,154 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anthropics/anthropic-sdk-go"
+	"github.com/anthropics/anthropic-sdk-go/option"
+)
+
+// Claude Code's behaviour toward a gateway, as measured with Claude Code
+// 2.1.197: before each conversation a HEAD / without credentials, then
+// POST /v1/messages?beta=true with its session id in
+// X-Claude-Code-Session-Id; it obeys x-should-retry, and ends a stream 300 s
+// after its last event other than ping, then sends the request again.
+
+// With policy spread, Claude Code's conversations are spread: its HEAD /
+// before each one moves neither the rotation nor anything else placement
+// uses, so each new conversation goes to the next provider.
+func TestSpreadSpreadsClaudeCodeConversations(t *testing.T) {
+	a := newUpstream(t, "ccs_a", replyMessage("from a"))
+	b := newUpstream(t, "ccs_b", replyMessage("from b"))
+	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock(), "\t\tpolicy spread\n"))
+	counts := map[string]int{}
+	for i := range 6 {
+		headRoot(t, p.URL)
+		counts[answeredBy(t, p, fmt.Sprintf("session-%d", i))]++
+	}
+	if counts["ccs_a"] != 3 || counts["ccs_b"] != 3 {
+		t.Fatalf("6 conversations, each after a HEAD /: %v, want 3 on each provider", counts)
+	}
+}
+
+// countingTransport counts the requests a client sends.
+type countingTransport struct{ n atomic.Int32 }
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// Every refusal the proxy writes itself where a retry cannot help says
+// x-should-retry: false, so a client stops at once: a wrong or missing
+// client key, a body over request_buffer. The official SDK, allowed two
+// retries, sends one request.
+func TestOwnRefusalsSayShouldNotRetry(t *testing.T) {
+	a := newUpstream(t, "ccr_a", replyMessage("from a"))
+	b := newUpstream(t, "ccr_b", replyMessage("from b"))
+	site, _ := clientKeySite(t, a, b, "\t\trequest_buffer 1KiB\n")
+	p := startProxy(t, site)
+
+	for _, tc := range []struct {
+		name   string
+		header []string
+		body   string
+		status int
+	}{
+		{"no key", nil, simpleRequest, 401},
+		{"wrong key", []string{"x-api-key", "not-a-client-key"}, simpleRequest, 401},
+		{"body too large", []string{"x-api-key", "alice-secret-key-1"}, `{"model":"m","pad":"` + strings.Repeat("x", 4096) + `"}`, 413},
+	} {
+		res := post(t, p.URL+"/v1/messages", tc.body, tc.header...)
+		readAll(t, res)
+		if res.StatusCode != tc.status || res.Header.Get("X-Should-Retry") != "false" {
+			t.Errorf("%s: %d with x-should-retry %q, want %d with false", tc.name, res.StatusCode, res.Header.Get("X-Should-Retry"), tc.status)
+		}
+	}
+
+	counter := new(countingTransport)
+	client := anthropic.NewClient(option.WithBaseURL(p.URL), option.WithAPIKey("not-a-client-key"),
+		option.WithMaxRetries(2), option.WithHTTPClient(&http.Client{Transport: counter}))
+	_, err := client.Messages.New(context.Background(), userMessage("hi"))
+	var apiErr *anthropic.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 401 {
+		t.Fatalf("SDK: %v, want a 401", err)
+	}
+	if n := counter.n.Load(); n != 1 {
+		t.Fatalf("the SDK sent %d requests for a wrong key, want 1 (no retries)", n)
+	}
+}
+
+// A provider whose stream goes quiet but for pings is ended by the proxy
+// before a client gives up on it (Claude Code: 300 s after the last other
+// event), with an error event, and cooled: the client's retry goes to the
+// healthy provider. Scaled down: idle_timeout 1s against a client that
+// would wait 5 s.
+func TestPingOnlyStreamEndsBeforeTheClientGivesUp(t *testing.T) {
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	pinging := newUpstream(t, "ccp_ping", func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		evs := streamEvents("m", "first words")
+		writeStream(w, evs[:4]) // message_start, ping, content_block_start, one delta: committed
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				if _, err := io.WriteString(w, sseEvent("ping", map[string]any{"type": "ping"})); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+			case <-r.Context().Done():
+				return
+			case <-stop:
+				return
+			}
+		}
+	})
+	healthy := newUpstream(t, "ccp_ok", replyEvents(streamEvents("m", "from the healthy one")))
+	p := startProxy(t, failoverSite(pinging.providerBlock(), healthy.providerBlock(),
+		"\t\tstream {\n\t\t\tidle_timeout 1s\n\t\t}\n"))
+
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // the client's own patience
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.URL+"/v1/messages", strings.NewReader(simpleRequest))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := freshConnClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatalf("the client gave up first (after %v): %v", time.Since(start), err)
+	}
+	if !strings.Contains(string(body), "first words") || !strings.Contains(string(body), "event: error") ||
+		!strings.Contains(string(body), "overloaded_error") {
+		t.Fatalf("stream:\n%s", body)
+	}
+	if s := snapshot(t, "ccp_ping"); s.LastClass != "overloaded" {
+		t.Fatalf("the pinging provider: %+v, want cooled as overloaded", s)
+	}
+	// the client's retry
+	if got := readAll(t, post(t, p.URL+"/v1/messages", simpleRequest)); !strings.Contains(got, "from the healthy one") {
+		t.Fatalf("retry answered by: %s", got)
+	}
+}
+
+// The default idle timeout fires well before Claude Code's own 300 s.
+func TestDefaultIdleTimeoutBeforeClaudeCode(t *testing.T) {
+	var c StreamConfig
+	c.applyDefaults()
+	if d := time.Duration(c.IdleTimeout); d <= 0 || d > 2*time.Minute {
+		t.Fatalf("default idle_timeout %v: want well under Claude Code's 300 s", d)
+	}
+}
