@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -150,5 +151,48 @@ func TestDefaultIdleTimeoutBeforeClaudeCode(t *testing.T) {
 	c.applyDefaults()
 	if d := time.Duration(c.IdleTimeout); d <= 0 || d > 2*time.Minute {
 		t.Fatalf("default idle_timeout %v: want well under Claude Code's 300 s", d)
+	}
+}
+
+// When every provider is out of quota for hours, the first request's
+// answer is already the proxy's own: 429 with every provider's reason,
+// Retry-After until the soonest reset and x-should-retry: false. Before,
+// the last provider's own 429 went through, and an SDK obeying its
+// Retry-After slept for hours before the user heard why.
+func TestAllOutLongAnswersAtOnce(t *testing.T) {
+	reset := time.Now().Add(3 * time.Hour)
+	quota := replyError(429, "rate_limit_error", "usage limit reached",
+		"anthropic-ratelimit-unified-status", "rejected",
+		"anthropic-ratelimit-unified-reset", epochSeconds(reset),
+		"Retry-After", "10800")
+	a := newUpstream(t, "cco_a", quota)
+	b := newUpstream(t, "cco_b", quota)
+	p := startProxy(t, failoverSite(a.providerBlock(), b.providerBlock()))
+
+	counter := new(countingTransport)
+	client := anthropic.NewClient(option.WithBaseURL(p.URL), option.WithAPIKey("dummy"),
+		option.WithMaxRetries(2), option.WithHTTPClient(&http.Client{Transport: counter}))
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second) // an SDK obeying Retry-After would sleep for hours
+	defer cancel()
+	var raw *http.Response
+	_, err := client.Messages.New(ctx, userMessage("hi"), option.WithResponseInto(&raw))
+	var apiErr *anthropic.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 429 {
+		t.Fatalf("SDK: %v, want a 429", err)
+	}
+	if n := counter.n.Load(); n != 1 || time.Since(start) > 10*time.Second {
+		t.Fatalf("the SDK sent %d requests in %v, want 1 at once", n, time.Since(start))
+	}
+	if raw.Header.Get("X-Should-Retry") != "false" {
+		t.Fatalf("x-should-retry %q, want false", raw.Header.Get("X-Should-Retry"))
+	}
+	if ra, _ := strconv.Atoi(raw.Header.Get("Retry-After")); ra < 3*3600-60 {
+		t.Fatalf("Retry-After %q, want until the reset about 3h away", raw.Header.Get("Retry-After"))
+	}
+	for _, want := range []string{"cco_a: quota", "cco_b: quota"} {
+		if !strings.Contains(apiErr.Error(), want) {
+			t.Errorf("the answer does not say %q: %s", want, apiErr.Error())
+		}
 	}
 }

@@ -179,7 +179,7 @@ func TestStalledStreamEndsWithError(t *testing.T) {
 	})
 	p := startProxy(t, failoverSite(a.providerBlock(), "\t\tstream {\n\t\t\tidle_timeout 300ms\n\t\t}\n"))
 	_, _, err := streamRequest(t, sdkClient(p))
-	if err == nil || !strings.Contains(err.Error(), "overloaded_error") || !strings.Contains(err.Error(), "sent nothing") {
+	if err == nil || !strings.Contains(err.Error(), "overloaded_error") || !strings.Contains(err.Error(), "sent no event but pings") {
 		t.Fatalf("err = %v, want the proxy's overloaded_error event", err)
 	}
 	if s := snapshot(t, "a"); s.LastClass != classify.Overloaded {

@@ -270,7 +270,9 @@ func (h *Handler) answerHeld(w http.ResponseWriter, a *attempt, res gateResult) 
 }
 
 // answerExhausted gives the client the last provider's real response when
-// every attempt failed, or a 502 when none answered at all.
+// every attempt failed, the proxy's own answer when every provider is out
+// for longer than a client should wait, or a 502 when none answered at
+// all.
 func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 	fs := req.failures()
 	if fs.last == nil {
@@ -286,11 +288,44 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 		writeAnthropicError(w, http.StatusBadGateway, "api_error", "llm_failover: "+msg)
 		return
 	}
+	now := timeNow()
+	if skips, ok := h.allOutLong(req, now); ok {
+		// every provider is out for longer than a client should wait: the
+		// proxy's own answer names them all and says not to retry, where
+		// the last provider's own answer (its Retry-After, no
+		// x-should-retry) would keep an SDK asleep for hours
+		h.setAnswerHeaders(w.Header(), req.clientKey, req.attempts, fs.failed)
+		req.logged.status = http.StatusTooManyRequests
+		writeAllCooling(w, skips, now)
+		return
+	}
 	req.logged.status = fs.last.status
 	writeHeldResponse(w, *fs.last, func(dst http.Header) {
 		dst.Set("X-LLM-Provider", fs.lastAnswer.provider.Name)
 		h.setAnswerHeaders(dst, req.clientKey, req.attempts, fs.failed)
 	})
+}
+
+// allOutLong reports whether every provider the client may use is cooling
+// now, the soonest of them for longer than shouldRetryWithin, and why each
+// is out. It takes no probe.
+func (h *Handler) allOutLong(req *llmRequest, now time.Time) ([]skipped, bool) {
+	skips := make([]skipped, 0, len(h.Providers))
+	for i, p := range h.Providers {
+		if c := req.client; c != nil && c.allowed != nil && (i >= len(c.allowed) || !c.allowed[i]) {
+			continue
+		}
+		adm := p.peek(now, req.clientKey)
+		if adm.OK {
+			return nil, false
+		}
+		s := skipped{name: p.Name, class: adm.Class, retryAt: p.honestRetryAt(now, req.clientKey, adm.RetryAt)}
+		if s.retryAt.Sub(now) <= shouldRetryWithin {
+			return nil, false
+		}
+		skips = append(skips, s)
+	}
+	return skips, len(skips) > 0
 }
 
 // writeHeldResponse writes a held response to the client: its headers (without
