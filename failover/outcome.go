@@ -295,8 +295,7 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 		// the last provider's own answer (its Retry-After, no
 		// x-should-retry) would keep an SDK asleep for hours
 		h.setAnswerHeaders(w.Header(), req.clientKey, req.attempts, fs.failed)
-		req.logged.status = http.StatusTooManyRequests
-		writeAllCooling(w, skips, now)
+		req.logged.status = writeAllCooling(w, skips, now)
 		return
 	}
 	req.logged.status = fs.last.status
