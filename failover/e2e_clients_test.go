@@ -257,7 +257,8 @@ func TestClientLimitedToProviders(t *testing.T) {
 	site, _ := clientKeySite(t, a, b, "")
 	p := startGateway(t, site)
 
-	// carol may use only b: b's refusal is her answer, a is never tried
+	// carol may use only b: b's refusal (ten minutes) makes her answer, a
+	// is never tried
 	res := post(t, p.URL+"/v1/messages", simpleRequest, "X-Api-Key", "carol-secret-key-1")
 	if body := readAll(t, res); res.StatusCode != http.StatusTooManyRequests || res.Header.Get("X-LLM-Provider") != "lim_b" {
 		t.Fatalf("carol: %d %s", res.StatusCode, body)

@@ -295,6 +295,7 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 		// the last provider's own answer (its Retry-After, no
 		// x-should-retry) would keep an SDK asleep for hours
 		h.setAnswerHeaders(w.Header(), req.clientKey, req.attempts, fs.failed)
+		w.Header().Set("X-LLM-Provider", fs.lastAnswer.provider.Name)
 		req.logged.status = writeAllCooling(w, skips, now)
 		return
 	}
