@@ -3,13 +3,12 @@ package failover
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/dustin/go-humanize"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
@@ -211,10 +210,28 @@ func retryAfterSeconds(now, at time.Time) int {
 	return int(max(secs, 1))
 }
 
-// humanLeft says how long until t in words ("4 minutes", "1 hour").
+// humanLeft is the time until t as a person reads it, rounded to the
+// nearest unit rather than down: "45 seconds", "10 minutes" (for 9m59s),
+// "2h58m", "3d4h".
 func humanLeft(now, t time.Time) string {
-	if !t.After(now) {
+	d := t.Sub(now)
+	switch {
+	case d <= 0:
 		return "no time"
+	case d < time.Minute:
+		return plural(int(math.Ceil(d.Seconds())), "second")
+	case d < time.Hour-30*time.Second:
+		return plural(int(d.Round(time.Minute)/time.Minute), "minute")
+	case d < 24*time.Hour-30*time.Second:
+		return compactDuration(d.Round(time.Minute))
 	}
-	return strings.TrimSpace(humanize.RelTime(now, t, "", ""))
+	return compactDuration(d.Round(time.Hour))
+}
+
+// plural writes "1 minute", "2 minutes".
+func plural(n int, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return strconv.Itoa(n) + " " + unit + "s"
 }
