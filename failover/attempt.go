@@ -310,7 +310,7 @@ func (a *attempt) committing(hdr http.Header) {
 		h.sharer.Kick() // the family's window reset: close its scope everywhere
 		h.noteRecovered(a.p, fb)
 	}
-	h.learnCapacity(a, hdr, now)
+	h.learnCapacity(a, hdr, now, true)
 	if a.req.kind != kindOther {
 		h.rememberConversation(a.req, a.p)
 	}

@@ -196,3 +196,38 @@ func TestAllOutLongAnswersAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// A window reset learned from usage headers stops counting once a newer
+// answer of the provider says otherwise, and the answer's Retry-After and
+// its X-LLM-Providers always agree: a provider that reported a spent 5h
+// window, then answered without usage headers, then met a 429 with
+// Retry-After: 60 is out for a minute, not until the old reset.
+func TestStaleUsageDoesNotStretchRetryAfter(t *testing.T) {
+	reset := time.Now().Add(3 * time.Hour)
+	var step atomic.Int32
+	a := newUpstream(t, "ccu_a", func(w http.ResponseWriter, r *http.Request, body []byte) {
+		switch step.Add(1) {
+		case 1: // a served request that says the 5h window is used up
+			setUnified(w.Header(), 1, reset)
+			replyMessage("spent")(w, r, body)
+		case 2: // served again, without usage headers
+			replyMessage("served")(w, r, body)
+		default:
+			replyError(429, "rate_limit_error", "slow down", "Retry-After", "60")(w, r, body)
+		}
+	})
+	p := startProxy(t, failoverSite(a.providerBlock()))
+	for range 3 {
+		readAll(t, post(t, p.URL+"/v1/messages", simpleRequest))
+	}
+	res := post(t, p.URL+"/v1/messages", simpleRequest)
+	readAll(t, res)
+	ra, _ := strconv.Atoi(res.Header.Get("Retry-After"))
+	if res.StatusCode != 429 || ra < 50 || ra > 61 || res.Header.Get("X-Should-Retry") != "true" {
+		t.Fatalf("%d, Retry-After %q, x-should-retry %q: want about 60 s and a retry", res.StatusCode,
+			res.Header.Get("Retry-After"), res.Header.Get("X-Should-Retry"))
+	}
+	if providers := res.Header.Get("X-LLM-Providers"); !strings.Contains(providers, "retry-after="+strconv.Itoa(ra)) {
+		t.Fatalf("X-LLM-Providers %q does not agree with Retry-After %d", providers, ra)
+	}
+}

@@ -33,12 +33,21 @@ func (h *Handler) capacityMaxReset() time.Duration {
 
 // learnCapacity keeps what a response's headers say about the provider's
 // capacity, for the breaker (so the client) the attempt went through.
-func (h *Handler) learnCapacity(a *attempt, hdr http.Header, now time.Time) {
+// committed says the response is being delivered: a success.
+func (h *Handler) learnCapacity(a *attempt, hdr http.Header, now time.Time, committed bool) {
 	if a.b == nil || hdr == nil {
 		return
 	}
 	c, ok := capacity.Parse(hdr, now, h.capacityMaxReset())
 	if !ok {
+		if committed {
+			// an answer delivered without usage headers is newer news
+			// than a report that said the provider was used up: drop
+			// that report, or it would keep a stale reset in Retry-After
+			if old := a.b.reported.Load(); old != nil && !old.ExhaustedUntil(now).IsZero() {
+				a.b.reported.CompareAndSwap(old, nil)
+			}
+		}
 		return
 	}
 	kept := new(capacity.Report) // only now: &c would put c on the heap for every response

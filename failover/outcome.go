@@ -141,7 +141,7 @@ func (h *Handler) renewCredential(req *llmRequest, a *attempt) bool {
 func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v classify.Verdict, sent bool) {
 	p := a.p
 	now := timeNow()
-	h.learnCapacity(a, res.header, now)
+	h.learnCapacity(a, res.header, now, false)
 	var until time.Time
 	if req.kind == kindOther || v.Class == classify.Unsupported {
 		// says nothing about the provider's health: charge nothing

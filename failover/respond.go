@@ -186,7 +186,12 @@ func (h *Handler) setAnswerHeaders(hdr http.Header, clientKey string, attempts i
 			b.WriteString(";status=" + strconv.Itoa(status))
 		}
 		if s.State == breaker.Open {
-			b.WriteString(";retry-after=" + strconv.Itoa(retryAfterSeconds(now, s.Until)))
+			// the same time the answer's Retry-After is worked out from
+			retryAt := s.Until
+			if len(h.Providers) > 0 {
+				retryAt = p.honestRetryAt(now, clientKey, s.Until)
+			}
+			b.WriteString(";retry-after=" + strconv.Itoa(retryAfterSeconds(now, retryAt)))
 		}
 		if !p.passthrough {
 			// the model families this provider is benched for
