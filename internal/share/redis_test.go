@@ -12,11 +12,13 @@ import (
 )
 
 // redisSharer is a running Sharer on r named instance, with its own
-// breakers, on the real clock.
+// breakers, on the real clock. probe_wait is long: on a loaded machine a
+// lease call past it lets the instance probe without the lease, by design,
+// which would make the lease tests flaky.
 func redisSharer(t *testing.T, r *testredis.Server, instance string, names ...string) (*Sharer, *fakeBreakers) {
 	t.Helper()
 	bs := newFakeBreakers(names...)
-	s, err := New(Config{Redis: r.URL, Instance: instance, Interval: 100 * time.Millisecond, ProbeWait: 500 * time.Millisecond}, bs)
+	s, err := New(Config{Redis: r.URL, Instance: instance, Interval: 100 * time.Millisecond, ProbeWait: 5 * time.Second}, bs)
 	if err != nil {
 		t.Fatal(err)
 	}
