@@ -95,6 +95,7 @@ func runClaudeCommand(out io.Writer, o claudeOptions) (int, error) {
 	}
 	if !changed {
 		fmt.Fprintf(out, "%s: env.ANTHROPIC_BASE_URL is already %s; nothing changed\n", path, url)
+		fmt.Fprint(out, claudeLoginNote)
 		return 0, nil
 	}
 	if old == "" {
@@ -102,8 +103,18 @@ func runClaudeCommand(out io.Writer, o claudeOptions) (int, error) {
 	}
 	fmt.Fprintf(out, "%s: env.ANTHROPIC_BASE_URL: %s -> %s\nbackup: %s (caddy llm claude --undo restores it)\n",
 		path, old, url, path+backupSuffix)
+	fmt.Fprint(out, claudeLoginNote)
 	return 0, nil
 }
+
+// claudeLoginNote: the base URL alone does not get Claude Code past its
+// start; with neither a login nor a key it says "Not logged in".
+const claudeLoginNote = `Claude Code still needs its own credential: log in (claude, then /login) to use
+a Claude subscription, or set ANTHROPIC_API_KEY: any value when the proxy holds
+the providers' keys, your client key when the proxy has client blocks (then also
+CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1, or Claude Code sends that key to
+api.anthropic.com as well).
+`
 
 // setClaudeBaseURL merges env.ANTHROPIC_BASE_URL into the settings file,
 // keeping every other key. The previous file goes to the backup (an empty

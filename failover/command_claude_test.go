@@ -55,6 +55,10 @@ func TestClaudeCommandMergesAndUndoes(t *testing.T) {
 	if !strings.Contains(out.String(), "env.ANTHROPIC_BASE_URL: http://old.example:1 -> http://127.0.0.1:4181") {
 		t.Fatalf("output %q does not say what changed", out.String())
 	}
+	if !strings.Contains(out.String(), "needs its own credential") || !strings.Contains(out.String(), "ANTHROPIC_API_KEY") ||
+		!strings.Contains(out.String(), "/login") {
+		t.Fatalf("output %q does not say Claude Code still needs a login or ANTHROPIC_API_KEY", out.String())
+	}
 	after := decodeJSONFile(t, path)
 	if got := after["env"].(map[string]any)["ANTHROPIC_BASE_URL"]; got != "http://127.0.0.1:4181" {
 		t.Fatalf("ANTHROPIC_BASE_URL = %v", got)
