@@ -125,7 +125,7 @@ func (c *Command) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // module name
 	c.Command = d.RemainingArgs()
 	if len(c.Command) == 0 {
-		return d.ArgErr()
+		return d.Err("command needs the program that prints the key, and its arguments: command pass show anthropic")
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {

@@ -69,11 +69,11 @@ func (e *Env) Refused(_ context.Context, version string) bool {
 func (e *Env) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // module name
 	if !d.NextArg() {
-		return d.ArgErr()
+		return d.Err("env needs the name of an environment variable: env ANTHROPIC_API_KEY")
 	}
 	e.Var = d.Val()
 	if d.NextArg() {
-		return d.ArgErr()
+		return d.Errf("env takes one variable name, got %q too: env ANTHROPIC_API_KEY", d.Val())
 	}
 	if d.NextBlock(d.Nesting()) {
 		return d.Errf("env credential takes no block")

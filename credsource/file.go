@@ -151,7 +151,7 @@ func (f *File) fileError(path string, err error) error {
 func (f *File) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // module name
 	if !d.NextArg() {
-		return d.ArgErr()
+		return d.Err("file needs the path of the file that holds the key: file /run/secrets/anthropic-key")
 	}
 	f.Path = d.Val()
 	if d.NextArg() {

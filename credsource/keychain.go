@@ -137,7 +137,7 @@ func readKeychainItem(ctx context.Context, service, account string) ([]byte, err
 func (k *Keychain) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // module name
 	if !d.NextArg() {
-		return d.ArgErr()
+		return d.Err("keychain needs the item's service name (and optionally its account): keychain anthropic-api-key")
 	}
 	k.Service = d.Val()
 	if d.NextArg() {

@@ -102,7 +102,7 @@ func TestClientMarkDisallowed(t *testing.T) {
 		t.Fatalf("limited to b: %v", got)
 	}
 	bad := &Client{Name: "c", Providers: []string{"zz"}}
-	if err := bad.restrictTo([]*Provider{{Name: "a"}}); err == nil || !strings.Contains(err.Error(), `no provider named "zz"`) {
+	if err := bad.restrictTo([]*Provider{{Name: "a"}}); err == nil || !strings.Contains(err.Error(), `no provider named "zz"; the providers are: a`) {
 		t.Fatalf("unknown provider: %v", err)
 	}
 }

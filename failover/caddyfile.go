@@ -202,6 +202,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
+	if len(h.Providers) > 0 {
+		// Said here, where the adapter names the line, rather than at the
+		// end of Caddy's chain of module errors at provisioning.
+		for _, c := range h.Clients {
+			if err := c.checkProviders(h.Providers); err != nil {
+				return d.Err(err.Error())
+			}
+		}
+	}
 	return nil
 }
 
@@ -737,9 +746,22 @@ func (h *Handler) parseAffinity(d *caddyfile.Dispenser) error {
 // name) into the source's module JSON, named by its "source" key.
 func unmarshalCredentialSource(d *caddyfile.Dispenser) (json.RawMessage, error) {
 	name := d.Val()
+	if _, err := caddy.GetModule(credsource.Namespace + "." + name); err != nil {
+		return nil, d.Errf("unknown credential source %q; the sources are: %s", name, credentialSourceNames())
+	}
 	unm, err := caddyfile.UnmarshalModule(d, credsource.Namespace+"."+name)
 	if err != nil {
 		return nil, err
 	}
 	return caddyconfig.JSONModuleObject(unm, "source", name, nil), nil
+}
+
+// credentialSourceNames lists the registered credential sources (plugins
+// may add their own), for an error that names what to write instead.
+func credentialSourceNames() string {
+	var names []string
+	for _, m := range caddy.GetModules(credsource.Namespace) {
+		names = append(names, m.ID.Name()) // sorted by GetModules
+	}
+	return strings.Join(names, ", ")
 }

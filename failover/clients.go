@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,13 +127,27 @@ func (c *Client) restrictTo(providers []*Provider) error {
 	if len(providers) == 0 {
 		return fmt.Errorf("client %s: providers needs provider blocks (wrap mode has none)", c.Name)
 	}
+	if err := c.checkProviders(providers); err != nil {
+		return err
+	}
 	c.allowed = make([]bool, len(providers))
 	for _, name := range c.Providers {
-		i := slices.IndexFunc(providers, func(p *Provider) bool { return p.Name == name })
-		if i < 0 {
-			return fmt.Errorf("client %s: no provider named %q", c.Name, name)
+		c.allowed[slices.IndexFunc(providers, func(p *Provider) bool { return p.Name == name })] = true
+	}
+	return nil
+}
+
+// checkProviders says which name of the client's providers line names no
+// provider, and which names there are to write instead.
+func (c *Client) checkProviders(providers []*Provider) error {
+	for _, name := range c.Providers {
+		if !slices.ContainsFunc(providers, func(p *Provider) bool { return p.Name == name }) {
+			names := make([]string, len(providers))
+			for i, p := range providers {
+				names[i] = p.Name
+			}
+			return fmt.Errorf("client %s: no provider named %q; the providers are: %s", c.Name, name, strings.Join(names, ", "))
 		}
-		c.allowed[i] = true
 	}
 	return nil
 }
