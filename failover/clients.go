@@ -101,7 +101,7 @@ func provisionClients(ctx caddy.Context, h *Handler) error {
 		logger := h.logger.With(zap.String("client", c.Name))
 		firstReads.Add(1)
 		go func() {
-			c.readKey(ctx, logger)
+			c.readKey(ctx, logger, true)
 			firstReads.Done()
 			c.refreshKey(ctx, logger)
 		}()
@@ -169,14 +169,17 @@ func (c *Client) refreshKey(ctx context.Context, logger *zap.Logger) {
 		case <-ctx.Done():
 			return
 		case <-time.After(clientKeyRefresh):
-			c.readKey(ctx, logger)
+			c.readKey(ctx, logger, false)
 		}
 	}
 }
 
 // readKey reads the key source once and puts its digest in force. What a
-// source reports on failure goes to the log only.
-func (c *Client) readKey(ctx context.Context, logger *zap.Logger) {
+// source reports on failure goes to the log only. The read at load is
+// also the one `caddy validate` makes (a key file may well not be there
+// yet): its failure is a warning that says what will happen; a failure
+// once running is an error, logged at the next read, a second later.
+func (c *Client) readKey(ctx context.Context, logger *zap.Logger, atLoad bool) {
 	rctx, cancel := context.WithTimeout(ctx, clientKeyReadTimeout)
 	cred, err := c.source.Credential(rctx)
 	cancel()
@@ -188,6 +191,10 @@ func (c *Client) readKey(ctx context.Context, logger *zap.Logger) {
 			return // unloading
 		}
 		c.digest.Store(nil)
+		if atLoad {
+			logger.Warn("client key not readable now; while it is not, this client's requests are refused with 401", zap.Error(err))
+			return
+		}
 		if !c.keyErr.Swap(true) {
 			logger.Error("client key unavailable; the client is refused until it can be read", zap.Error(err))
 		}

@@ -438,3 +438,61 @@ func TestTeamGatewayExampleValidates(t *testing.T) {
 		t.Fatalf("caddy validate: %v", err)
 	}
 }
+
+// `caddy validate` with a client key file that is not there yet (it will
+// be by the time the proxy runs): a warning that says what will happen at
+// run time, no error-level line.
+func TestValidateMissingClientKeyWarns(t *testing.T) {
+	dir := t.TempDir()
+	logFile := filepath.Join(dir, "caddy.log")
+	text := fmt.Sprintf(`{
+	admin off
+	storage file_system %s
+	log {
+		output file %s
+		format json
+		level DEBUG
+	}
+}
+http://127.0.0.1:%d {
+	llm_failover {
+		provider a {
+			upstream http://127.0.0.1:1
+			credential env LLMF_VALIDATE_KEY
+		}
+		client alice {
+			key file %s
+		}
+	}
+}
+`, dir, logFile, freePort(t), filepath.Join(dir, "not-yet", "alice.key"))
+	var cfg caddy.Config
+	if err := json.Unmarshal(adapt(t, text), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&cfg); err != nil {
+		t.Fatalf("caddy validate: %v", err)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the first background re-read, had the handler not stopped
+	raw, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var warned bool
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var e struct{ Level, Msg string }
+		if json.Unmarshal([]byte(line), &e) != nil {
+			continue
+		}
+		if e.Level == "error" {
+			t.Errorf("validate logged an error: %s", line)
+		}
+		if e.Level == "warn" && strings.Contains(e.Msg, "client key not readable now") && strings.Contains(e.Msg, "refused with 401") &&
+			strings.Contains(line, `"client":"alice"`) {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Errorf("no warning naming alice and what happens at run time:\n%s", raw)
+	}
+}
