@@ -1,6 +1,7 @@
 package failover
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,10 +15,12 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/budget"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/capacity"
@@ -26,7 +29,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "llm",
-		Usage: "[--address <admin-api>] [--config <path> [--adapter <name>]] [status | reset <provider> | cooldown <provider> <duration> | claude [--undo]]",
+		Usage: "[--address <admin-api>] [--config <path> [--adapter <name>]] [-v] [status | reset <provider> | cooldown <provider> <duration> | claude [--undo]]",
 		Short: "Shows and controls llm_failover providers of a running Caddy",
 		Long: `
 Prints the status of every llm_failover provider of a running Caddy, as an
@@ -34,7 +37,9 @@ aligned table read from the admin API (GET /llm/providers): its breaker state,
 the class of its last failure, the time left in its cooldown, its counters and
 the state of its credential (never the credential itself), and its spend when
 it has prices; then, from GET /llm/clients, each client with limits or spend:
-per limit what is used of it and when it frees up.
+per limit what is used of it and when it frees up. The table fits 100
+columns: usage, spend and a credential's trouble go on lines of their own
+under the provider; -v prints them as columns.
 
   caddy llm                          status (the default)
   caddy llm reset <provider>         close the provider's breaker now
@@ -47,9 +52,10 @@ admin address of --config, else the default (localhost:2019).`,
 			cmd.Flags().StringP("address", "", "", "The address of the running Caddy's admin API")
 			cmd.Flags().StringP("config", "c", "", "Configuration file, to find the admin address")
 			cmd.Flags().StringP("adapter", "a", "", "Name of the config adapter to apply (when --config is used)")
+			cmd.Flags().BoolP("verbose", "v", false, "Every column on one line per provider (wider than 100 columns)")
 			cmd.RunE = func(cmd *cobra.Command, args []string) error {
 				fl := caddycmd.Flags{FlagSet: cmd.Flags()}
-				exitOnError(runLLMCommand(os.Stdout, fl.String("address"), fl.String("config"), fl.String("adapter"), args))
+				exitOnError(runLLMCommand(os.Stdout, fl.String("address"), fl.String("config"), fl.String("adapter"), fl.Bool("verbose"), args))
 				return nil
 			}
 			cmd.AddCommand(claudeCommand())
@@ -59,7 +65,7 @@ admin address of --config, else the default (localhost:2019).`,
 
 // runLLMCommand runs `caddy llm` against the admin API; out receives the
 // table. It returns the process exit code.
-func runLLMCommand(out io.Writer, address, configFile, adapter string, args []string) (int, error) {
+func runLLMCommand(out io.Writer, address, configFile, adapter string, verbose bool, args []string) (int, error) {
 	addr, err := caddycmd.DetermineAdminAPIAddress(address, nil, configFile, adapter)
 	if err != nil {
 		return 1, fmt.Errorf("finding the admin API address: %v", err)
@@ -78,7 +84,11 @@ func runLLMCommand(out io.Writer, address, configFile, adapter string, args []st
 		if err := json.Unmarshal(resp, &status); err != nil {
 			return 1, fmt.Errorf("reading /llm/providers: %v", err)
 		}
-		printStatusTable(out, status.Providers)
+		if verbose {
+			printStatusTable(out, status.Providers)
+		} else {
+			printCompactStatusTable(out, status.Providers)
+		}
 		// clients with limits or spend, when the admin API has them
 		if resp, err := adminCall(addr, http.MethodGet, "/llm/clients"); err == nil {
 			var clients ClientsResponse
@@ -153,6 +163,109 @@ func adminError(addr string, err error) error {
 	return err
 }
 
+// tableWidth is what the default table fits in: a terminal of 100 columns.
+const tableWidth = 100
+
+// printCompactStatusTable is the default table: one row of short columns
+// per provider, and under it, indented and wrapped, what does not fit in
+// a column: usage, spend, a model family's cooldown, and the credential
+// when it needs someone to act (missing, expired, ...).
+func printCompactStatusTable(out io.Writer, providers []ProviderStatus) {
+	var rows bytes.Buffer
+	tw := tabwriter.NewWriter(&rows, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROVIDER\tSTATE\tLAST CLASS\tCOOLDOWN\tREQUESTS\tSUCCESSES\tFAILOVERS")
+	details := make([][]string, 1, 1+len(providers)) // per table line, the lines under it
+	for _, p := range providers {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\n", p.Name, stateText(p), dash(string(p.LastClass)), dash(p.CooldownLeft),
+			p.Requests, p.Successes, p.Failovers)
+		var d []string
+		for _, sc := range p.Scopes {
+			d = append(d, fmt.Sprintf("%s cooling: %s, %s left", sc.Scope, sc.Class, sc.CooldownLeft))
+		}
+		if u := formatUsage(p.Usage); u != "-" {
+			d = append(d, "usage: "+u)
+		}
+		if p.SpendUSD > 0 {
+			d = append(d, "spend: "+budget.Dollars(int64(p.SpendUSD*1e6)))
+		}
+		switch credsource.State(p.Credential) {
+		case credsource.StateOK, credsource.StatePassthrough, "none":
+		default:
+			d = append(d, "credential "+p.Credential+": "+dash(strings.TrimSpace(p.CredentialReason)))
+		}
+		details = append(details, d)
+	}
+	_ = tw.Flush()
+	lines := strings.Split(strings.TrimSuffix(rows.String(), "\n"), "\n")
+	for i, line := range lines {
+		fmt.Fprintln(out, strings.TrimRight(line, " "))
+		if i < len(details) {
+			for _, d := range details[i] {
+				for _, w := range wrapText(d, tableWidth-4, 2) {
+					fmt.Fprintln(out, "    "+w)
+				}
+			}
+		}
+	}
+}
+
+// wrapText breaks s at spaces into lines of at most width runes, the lines
+// after the first indented by hang more; a word longer than a line is cut.
+func wrapText(s string, width, hang int) []string {
+	var lines []string
+	line, indent := "", ""
+	for _, word := range strings.Fields(s) {
+		for utf8.RuneCountInString(indent+word) > width {
+			if line != "" {
+				lines = append(lines, line)
+				line, indent = "", strings.Repeat(" ", hang)
+			}
+			r := []rune(word)
+			cut := width - len(indent)
+			lines = append(lines, indent+string(r[:cut]))
+			word, indent = string(r[cut:]), strings.Repeat(" ", hang)
+		}
+		switch {
+		case line == "":
+			line = indent + word
+		case utf8.RuneCountInString(line+" "+word) <= width:
+			line += " " + word
+		default:
+			lines = append(lines, line)
+			indent = strings.Repeat(" ", hang)
+			line = indent + word
+		}
+	}
+	if line != "" {
+		lines = append(lines, line)
+	}
+	return lines
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// stateText is the STATE column: a passthrough provider whose breakers
+// are per client says how many clients are cooling.
+func stateText(p ProviderStatus) string {
+	state := string(p.State)
+	if p.ClientsCooling > 0 && p.State == breaker.Closed {
+		state = fmt.Sprintf("%d client", p.ClientsCooling)
+		if p.ClientsCooling > 1 {
+			state += "s"
+		}
+		state += " cooling"
+	} else if p.Saturated != nil && p.State == breaker.Closed {
+		state = "saturated"
+	}
+	return state
+}
+
+// printStatusTable is `caddy llm -v`: every column on the provider's row.
 func printStatusTable(out io.Writer, providers []ProviderStatus) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	spend := slices.ContainsFunc(providers, func(p ProviderStatus) bool { return p.SpendUSD > 0 })
@@ -174,17 +287,7 @@ func printStatusTable(out io.Writer, providers []ProviderStatus) {
 		if p.CredentialReason != "" && p.Credential != "ok" {
 			cred += " (" + strings.TrimSpace(p.CredentialReason) + ")"
 		}
-		state := string(p.State)
-		if p.ClientsCooling > 0 && p.State == breaker.Closed {
-			// a passthrough provider: its breakers are per client
-			state = fmt.Sprintf("%d client", p.ClientsCooling)
-			if p.ClientsCooling > 1 {
-				state += "s"
-			}
-			state += " cooling"
-		} else if p.Saturated != nil && p.State == breaker.Closed {
-			state = "saturated"
-		}
+		state := stateText(p)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s", p.Name, state, class, left,
 			p.Requests, p.Successes, p.Failovers, cred, formatUsage(p.Usage))
 		if spend {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
@@ -17,7 +18,7 @@ import (
 // binary, since it exits.
 func TestLLMCommandErrorIsOneLine(t *testing.T) {
 	if args := os.Getenv("LLMF_TEST_CMD"); args != "" {
-		exitOnError(runLLMCommand(os.Stdout, os.Getenv("LLMF_TEST_ADMIN"), "", "", strings.Fields(args)))
+		exitOnError(runLLMCommand(os.Stdout, os.Getenv("LLMF_TEST_ADMIN"), "", "", false, strings.Fields(args)))
 		os.Exit(0)
 	}
 	a := newUpstream(t, "a", replyMessage("a"))
@@ -84,4 +85,42 @@ func TestFormatUsage(t *testing.T) {
 			t.Errorf("%v: %q want %q", d, got, want)
 		}
 	}
+}
+
+// The default table fits a terminal of 100 columns with what a busy
+// gateway shows (a passthrough provider with cooling clients, usage of
+// three windows, spend, a credential that is missing and says why); -v
+// keeps every column on the row.
+func TestStatusTableFits100Columns(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	providers := []ProviderStatus{
+		{Name: "subscription", State: breaker.Closed, LastClass: classify.Quota, ClientsCooling: 12, CooldownLeft: "2h58m",
+			Requests: 123456, Successes: 120000, Failovers: 3456, Credential: "ok", SpendUSD: 1234.56,
+			Usage: &UsageStatus{Binding: "5h", Windows: map[string]WindowStatus{
+				"5h": {Utilization: f(0.87), ResetsInSeconds: 72 * 60}, "7d": {Utilization: f(0.41)}, "7d_sonnet": {Utilization: f(0.1)}}},
+			Scopes: []ScopeStatus{{Scope: "sonnet", Class: classify.Quota, CooldownLeft: "3d4h"}}},
+		{Name: "anthropic", State: breaker.Open, LastClass: classify.RateLimit, CooldownLeft: "10 minutes",
+			Requests: 99999, Successes: 99000, Failovers: 999, Credential: "missing",
+			CredentialReason: "environment variable ANTHROPIC_API_KEY is not set in the proxy's environment: set it before starting Caddy, or put it in ~/.config/llm-failover/env"},
+		{Name: "zai", State: breaker.Closed, Credential: "ok"},
+	}
+	var out bytes.Buffer
+	printCompactStatusTable(&out, providers)
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		if n := utf8.RuneCountInString(line); n > 100 {
+			t.Errorf("%d columns: %q", n, line)
+		}
+	}
+	for _, want := range []string{"12 clients cooling", "usage: 5h 87% · resets in 1h12m | 7d 41% | 7d_sonnet 10%", "spend: $1,234.56",
+		"credential missing: environment variable ANTHROPIC_API_KEY", "sonnet cooling: quota, 3d4h left", "starting Caddy"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("default table lacks %q:\n%s", want, out.String())
+		}
+	}
+	var wide bytes.Buffer
+	printStatusTable(&wide, providers)
+	if first := strings.Split(wide.String(), "\n")[1]; !strings.Contains(first, "12 clients cooling") || !strings.Contains(first, "5h 87%") {
+		t.Errorf("-v: the row lacks its usage:\n%s", wide.String())
+	}
+	t.Logf("\n%s", out.String())
 }

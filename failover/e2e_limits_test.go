@@ -167,7 +167,7 @@ func TestLimitSpendAndStatus(t *testing.T) {
 
 	// caddy llm shows the spend and the limits
 	var out bytes.Buffer
-	if code, err := runLLMCommand(&out, p.AdminAddr, "", "", nil); code != 0 || err != nil {
+	if code, err := runLLMCommand(&out, p.AdminAddr, "", "", false, nil); code != 0 || err != nil {
 		t.Fatalf("caddy llm: %d %v", code, err)
 	}
 	for _, want := range []string{"$0.05", "alice", "$0.05 of $0.05 per 1d", "frees up in 23h", "38 tokens of 1,000,000 tokens per 5h"} {

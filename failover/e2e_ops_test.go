@@ -379,7 +379,7 @@ func TestLLMCommand(t *testing.T) {
 	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest))
 
 	var out bytes.Buffer
-	code, err := runLLMCommand(&out, p.AdminAddr, "", "", nil)
+	code, err := runLLMCommand(&out, p.AdminAddr, "", "", false, nil)
 	if err != nil || code != 0 {
 		t.Fatalf("caddy llm: %d %v", code, err)
 	}
@@ -402,16 +402,16 @@ func TestLLMCommand(t *testing.T) {
 	}
 
 	out.Reset()
-	if code, err := runLLMCommand(&out, p.AdminAddr, "", "", []string{"reset", "cmd_a"}); err != nil || code != 0 {
+	if code, err := runLLMCommand(&out, p.AdminAddr, "", "", false, []string{"reset", "cmd_a"}); err != nil || code != 0 {
 		t.Fatalf("reset: %d %v", code, err)
 	}
 	if s := snapshot(t, "cmd_a"); s.State != breaker.Closed {
 		t.Fatalf("after caddy llm reset: %s", s.State)
 	}
-	if _, err := runLLMCommand(&out, p.AdminAddr, "", "", []string{"reset", "nope"}); err == nil || !strings.Contains(err.Error(), "nope") {
+	if _, err := runLLMCommand(&out, p.AdminAddr, "", "", false, []string{"reset", "nope"}); err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Fatalf("unknown provider: %v", err)
 	}
-	if code, _ := runLLMCommand(&out, p.AdminAddr, "", "", []string{"frobnicate"}); code != 2 {
+	if code, _ := runLLMCommand(&out, p.AdminAddr, "", "", false, []string{"frobnicate"}); code != 2 {
 		t.Fatalf("bad usage exit code %d", code)
 	}
 }

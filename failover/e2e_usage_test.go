@@ -389,7 +389,7 @@ func TestUsageInStatusCommandAndMetrics(t *testing.T) {
 	}
 
 	var out bytes.Buffer
-	if code, err := runLLMCommand(&out, p.AdminAddr, "", "", nil); err != nil || code != 0 {
+	if code, err := runLLMCommand(&out, p.AdminAddr, "", "", false, nil); err != nil || code != 0 {
 		t.Fatalf("caddy llm: %d %v", code, err)
 	}
 	if !strings.Contains(out.String(), "5h 87% · resets in 1h12m | 7d 41%") {
