@@ -189,7 +189,7 @@ func printCompactStatusTable(out io.Writer, providers []ProviderStatus) {
 			d = append(d, "spend: "+budget.Dollars(int64(p.SpendUSD*1e6)))
 		}
 		switch credsource.State(p.Credential) {
-		case credsource.StateOK, credsource.StatePassthrough, "none":
+		case credsource.StateOK, credsource.StatePassthrough, "none", "client's":
 		default:
 			d = append(d, "credential "+p.Credential+": "+dash(strings.TrimSpace(p.CredentialReason)))
 		}

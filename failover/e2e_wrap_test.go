@@ -69,6 +69,10 @@ func TestWrapModeFailsOverAndCools(t *testing.T) {
 		st["_order"]["names"] != strings.Join([]string{hostPort(a), hostPort(b), hostPort(c)}, ",") {
 		t.Fatalf("status order %v", st["_order"])
 	}
+	// the wrapped reverse_proxy sent the client's credential on: the status says so
+	if got := st[hostPort(a)]; got["credential"] != "client's" || !strings.Contains(got["credential_reason"].(string), "sends the client's credential on") {
+		t.Fatalf("wrap mode credential: %v %v", got["credential"], got["credential_reason"])
+	}
 }
 
 // A streaming early error in wrap mode fails over too.

@@ -129,6 +129,7 @@ type Provider struct {
 	source      credsource.Source
 	refresher   credsource.Refresher
 	passthrough bool
+	wrapped     bool // an upstream of a wrapped reverse_proxy, which sends the client's credential on
 	authHeader  string
 	state       *providerState
 	cooldowns   map[Class]time.Duration

@@ -166,7 +166,10 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 	}
 	p.fillUsage(&out, now)
 	out.Scopes = p.scopes(now)
-	if p.source == nil {
+	switch {
+	case p.wrapped:
+		out.Credential, out.CredentialReason = "client's", "the wrapped reverse_proxy sends the client's credential on (with its header_up changes)"
+	case p.source == nil:
 		out.Credential, out.CredentialReason = "none", "the client's credential is removed and none is set"
 	}
 	if !s.LastFailure.IsZero() {

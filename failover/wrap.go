@@ -124,7 +124,7 @@ func (h *Handler) wrapProvider(name string) *Provider {
 	st, _, _ := providerStates.LoadOrNew(name, func() (caddy.Destructor, error) {
 		return new(providerState), nil
 	})
-	p := &Provider{Name: name, Upstream: name, state: st.(*providerState), cooldowns: h.classCooldowns()}
+	p := &Provider{Name: name, Upstream: name, state: st.(*providerState), cooldowns: h.classCooldowns(), wrapped: true}
 	if h.wrapped.byKey == nil {
 		h.wrapped.byKey = make(map[string]*Provider)
 	}
