@@ -128,6 +128,10 @@ func TestAdminResetAndCooldown(t *testing.T) {
 	if code, body := adminPost(t, p, "/llm/providers/ad_a/reset", ""); code != 200 || !strings.Contains(body, `"state":"closed"`) {
 		t.Fatalf("reset: %d %s", code, body)
 	}
+	// the manual cooldown was ended by hand: nothing says `manual` any more
+	if st := providerStatuses(t, p)["ad_a"]; st["last_class"] != nil && st["last_class"] != "" {
+		t.Fatalf("after reset, last_class %v (%v)", st["last_class"], st["last_error"])
+	}
 	if got := readAll(t, post(t, p.URL+"/v1/messages", simpleRequest)); !strings.Contains(got, "from a") {
 		t.Fatalf("after reset: %s", got)
 	}

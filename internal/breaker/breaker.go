@@ -244,6 +244,10 @@ func (b *Breaker) Reset(now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.decidedAt, b.origin = now, ""
+	if b.lastClass == classify.Manual {
+		// a cooldown by hand ended by hand: no failure is left to report
+		b.lastClass, b.lastError, b.lastFailure = "", "", time.Time{}
+	}
 	b.closeLocked()
 }
 
