@@ -13,8 +13,11 @@ import (
 )
 
 // fragmentMarker, as the first line of a ```caddy block, marks a block
-// that is deliberately not a complete config (a syntax summary); the docs
-// test skips it. Every other block must adapt.
+// that is deliberately not a complete config, so that a reader does not
+// paste it as one: the docs test adapts it inside a site (or, when the
+// line says "inside llm_failover", inside llm_failover in a site). A
+// syntax summary ("# fragment: the syntax ...") is not adapted. Every
+// other block must adapt as it is.
 const fragmentMarker = "# fragment"
 
 // caddyBlock is one ```caddy block of a Markdown file.
@@ -56,20 +59,33 @@ func caddyBlocks(t *testing.T, path string) []caddyBlock {
 // options or a site address.
 var siteAddress = regexp.MustCompile(`^(\{|[a-z]+://|[\w.\[\]:-]*:\d+|localhost|[\w-]+(\.[\w-]+)+)`)
 
-// adaptable turns a block into a Caddyfile: a block of directives (the
-// body of a site) is wrapped in a site.
-func adaptable(text string) string {
+// startsWhole says whether a block is a whole Caddyfile: its first line
+// that is not a comment is global options or a site address.
+func startsWhole(text string) bool {
 	for _, line := range strings.Split(text, "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		if siteAddress.MatchString(line) {
-			return text
-		}
-		break
+		return siteAddress.MatchString(line)
 	}
-	return "http://127.0.0.1:4181 {\n" + text + "}\n"
+	return false
+}
+
+// adaptable turns a block into the Caddyfile the docs test adapts: a whole
+// block as it is; a fragment inside a site, or inside llm_failover in a
+// site; ok is false for a syntax summary, which is not adapted.
+func adaptable(text string) (caddyfile string, ok bool) {
+	first, _, _ := strings.Cut(text, "\n")
+	switch {
+	case !strings.HasPrefix(first, fragmentMarker):
+		return text, true
+	case strings.Contains(first, "syntax"):
+		return "", false
+	case strings.Contains(first, "inside llm_failover"):
+		return "http://127.0.0.1:4181 {\nllm_failover {\n" + text + "}\n}\n", true
+	}
+	return "http://127.0.0.1:4181 {\n" + text + "}\n", true
 }
 
 // Every ```caddy block of the README, and Caddyfile.example, works when
@@ -94,13 +110,21 @@ func TestDocsCaddyfilesAdapt(t *testing.T) {
 	}
 	docs = append(docs, doc{"Caddyfile.example", caddyBlock{line: 1, text: string(example)}})
 	for _, d := range docs {
-		if strings.HasPrefix(d.text, fragmentMarker) {
+		fragment := strings.HasPrefix(d.text, fragmentMarker)
+		if !fragment && !startsWhole(d.text) {
+			t.Errorf("%s:%d: the caddy block starts inside a site, so it fails when pasted as a Caddyfile: make it whole, or mark it with a first line %q\n%s",
+				d.file, d.line, fragmentMarker, d.text)
 			continue
 		}
-		_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(adaptable(d.text)), nil)
-		if err != nil {
-			t.Errorf("%s:%d: the caddy block does not adapt: %v\n(mark a deliberate fragment with a first line %q)\n%s",
-				d.file, d.line, err, fragmentMarker, d.text)
+		if fragment && startsWhole(d.text) {
+			t.Errorf("%s:%d: the caddy block is whole but marked %q", d.file, d.line, fragmentMarker)
+		}
+		text, ok := adaptable(d.text)
+		if !ok {
+			continue
+		}
+		if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(text), nil); err != nil {
+			t.Errorf("%s:%d: the caddy block does not adapt: %v\n%s", d.file, d.line, err, d.text)
 		}
 	}
 }
