@@ -112,6 +112,9 @@ func TestExhaustedNamesEveryFailure(t *testing.T) {
 		res.Header.Get("X-LLM-Attempts") != "1" {
 		t.Fatalf("X-LLM-Providers %q X-LLM-Attempts %q", got, res.Header.Get("X-LLM-Attempts"))
 	}
+	if got, ok := res.Header["X-Llm-Provider"]; ok {
+		t.Errorf("X-LLM-Provider %q on a 502 that no provider answered", got)
+	}
 
 	// a provider answered: its real answer, even when a later one did not
 	// answer at all, with every failure in the states header

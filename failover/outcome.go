@@ -280,10 +280,9 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 		if len(fs.failed) > 0 {
 			msg += ": " + describeFailures(fs.failed)
 		}
+		// no X-LLM-Provider: no provider answered (X-LLM-Providers says
+		// how each failed)
 		h.setAnswerHeaders(w.Header(), req.clientKey, req.attempts, fs.failed)
-		if fs.lastProvider != nil {
-			w.Header().Set("X-LLM-Provider", fs.lastProvider.Name)
-		}
 		req.logged.status = http.StatusBadGateway
 		writeAnthropicError(w, http.StatusBadGateway, "api_error", "llm_failover: "+msg)
 		return
