@@ -21,6 +21,7 @@ func init() {
 //	GET  /llm/providers                  status of every provider, in priority order
 //	GET  /llm/clients                    every client: requests, tokens by kind, last seen
 //	GET  /llm/requests?limit=N           the request log, newest first (default 100)
+//	GET  /llm/ui                         the dashboard, with reset and cooldown controls
 //	POST /llm/providers/NAME/reset       close the breaker now
 //	POST /llm/providers/NAME/cooldown    cool the provider down by hand (drain);
 //	                                     the duration is ?duration=10m or a body {"duration":"10m"}
@@ -58,10 +59,13 @@ func (adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	if path == "requests" {
 		return serveRequestLog(w, r)
 	}
+	if path == "ui" {
+		return serveDashboard(w, r, dashboardAdmin)
+	}
 	rest, ok := strings.CutPrefix(path, "providers/")
 	name, action, ok2 := strings.Cut(rest, "/")
 	if !ok || !ok2 || name == "" {
-		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("unknown llm endpoint %q: use /llm/providers, /llm/clients, /llm/requests, /llm/providers/NAME/reset or /llm/providers/NAME/cooldown", r.URL.Path)}
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("unknown llm endpoint %q: use /llm/providers, /llm/clients, /llm/requests, /llm/ui, /llm/providers/NAME/reset or /llm/providers/NAME/cooldown", r.URL.Path)}
 	}
 	if r.Method != http.MethodPost {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed; use POST", r.Method)}

@@ -63,6 +63,7 @@ func liveByName[T any](items func(*Handler) []T, name func(T) string) []T {
 type ProviderStatus struct {
 	Name                string        `json:"name"`
 	Upstream            string        `json:"upstream"`
+	Tier                int           `json:"tier"`
 	State               breaker.State `json:"state"`
 	LastClass           Class         `json:"last_class"`
 	LastFailure         string        `json:"last_failure"`
@@ -142,6 +143,7 @@ func (p *Provider) status(now time.Time) ProviderStatus {
 	out := ProviderStatus{
 		Name:                p.Name,
 		Upstream:            p.Upstream,
+		Tier:                p.Tier,
 		State:               s.State,
 		LastClass:           s.LastClass,
 		LastError:           s.LastError,
