@@ -94,8 +94,8 @@ func TestRequestLogAllCooling(t *testing.T) {
 	}
 }
 
-// The ring keeps the newest n requests; `request_log off` keeps none.
-func TestRequestLogBoundAndOff(t *testing.T) {
+// The ring keeps the newest n requests.
+func TestRequestLogBound(t *testing.T) {
 	a := newUpstream(t, "rl_d", replyMessage("ok"))
 	p := startProxy(t, failoverSite(a.providerBlock(), "\t\trequest_log 3\n"))
 	for range 10 {
@@ -104,7 +104,12 @@ func TestRequestLogBoundAndOff(t *testing.T) {
 	if e := requestLogEntries(t, p, "?limit=100"); len(e) != 3 {
 		t.Fatalf("%d entries with request_log 3, want 3", len(e))
 	}
-	p.reload(failoverSite(a.providerBlock(), "\t\trequest_log off\n"))
+}
+
+// `request_log off` keeps none.
+func TestRequestLogOff(t *testing.T) {
+	a := newUpstream(t, "rl_e", replyMessage("ok"))
+	p := startProxy(t, failoverSite(a.providerBlock(), "\t\trequest_log off\n"))
 	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest))
 	if e := requestLogEntries(t, p, ""); len(e) != 0 {
 		t.Fatalf("request_log off: %d entries", len(e))
