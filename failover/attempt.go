@@ -50,6 +50,7 @@ type attemptState struct {
 	body             []byte // as sent upstream
 	strippedThinking bool   // the provider's rules stripped thinking blocks from body
 	credVersion      string
+	counted          bool            // a success was counted at commit (retractSuccess)
 	refusal          *repair.Refusal // a 400 held back for a repair (holdRefusal); rare, so not inline
 }
 
@@ -299,10 +300,18 @@ func (a *attempt) verdictFor(status int, hdr http.Header, body []byte) classify.
 // committing implements gateOwner: the provider answered well enough to
 // be delivered, so the breaker hears of it now, before a later stream
 // error can.
-func (a *attempt) committing(hdr http.Header) {
+func (a *attempt) committing(status int, hdr http.Header) {
 	h := a.h
 	now := timeNow()
-	if a.req.kind != kindOther && a.b.Success(now) {
+	// a client error passed on shows the provider answers, but is no
+	// success of it (SUCCESSES counts successes)
+	record := a.b.Success
+	if status >= 400 {
+		record = a.b.Answered
+	} else {
+		a.counted = a.req.kind != kindOther
+	}
+	if a.req.kind != kindOther && record(now) {
 		h.sharer.Kick() // a probe closed the breaker: close it everywhere
 		h.noteRecovered(a.p, a.b)
 	}
@@ -331,10 +340,20 @@ func (a *attempt) streamFailed(ei streaminspect.ErrorInfo) {
 	if !class.Cools() {
 		return // the request's fault (invalid_request_error): not the provider's
 	}
+	a.retractSuccess()
 	h.charge(a.p, a.b, h.failure(a.p, class, ei.Message), timeNow())
 	h.logger.Warn("upstream error event after the stream was committed; passed to the client",
 		zap.String("provider", a.p.Name), zap.String("class", string(class)),
 		zap.String("error_type", ei.Type), zap.String("request_id", requestID(a.req.r)))
+}
+
+// retractSuccess takes back the success counted at commit for a response
+// that then failed, once.
+func (a *attempt) retractSuccess() {
+	if a.counted {
+		a.counted = false
+		a.b.Retract()
+	}
 }
 
 // Interface guards

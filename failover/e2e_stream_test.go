@@ -415,3 +415,35 @@ func TestStreamPassesThroughEventByEvent(t *testing.T) {
 		t.Fatalf("text %q events %v", textOf(&msg), seen)
 	}
 }
+
+// SUCCESSES counts successes only: a client error passed on and a stream
+// that broke after it was committed (an error event, or a connection cut
+// before the final event) are answers, not successes.
+func TestSuccessesCountOnlySuccesses(t *testing.T) {
+	clock := useFakeClock(t)
+	events := streamEvents("m", "partial")
+	a := newUpstream(t, "succ_a", replyError(400, "invalid_request_error", "max_tokens: too large"))
+	p := startProxy(t, failoverSite(a.providerBlock()))
+	res := post(t, p.URL+"/v1/messages", simpleRequest)
+	readAll(t, res)
+	if res.StatusCode != 400 {
+		t.Fatalf("%d, want the provider's 400 passed on", res.StatusCode)
+	}
+	a.setHandler(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		writeStream(w, append(events[:4:4],
+			sseEvent("error", map[string]any{"type": "error", "error": map[string]any{"type": "overloaded_error", "message": "Overloaded mid-stream"}})))
+	})
+	if _, _, err := streamRequest(t, sdkClient(p)); err == nil {
+		t.Fatal("a stream that ended with an error event succeeded")
+	}
+	if s := snapshot(t, "succ_a"); s.Requests != 2 || s.Successes != 0 {
+		t.Fatalf("after a 400 and a broken stream: requests %d, successes %d; want 2, 0", s.Requests, s.Successes)
+	}
+	// and a success still counts
+	a.setHandler(replyMessage("fine"))
+	clock.Advance(time.Hour) // past the overloaded cooldown
+	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest))
+	if s := snapshot(t, "succ_a"); s.Successes != 1 {
+		t.Fatalf("after a success: successes %d, want 1", s.Successes)
+	}
+}

@@ -115,7 +115,7 @@ type gateOwner interface {
 	verdictFor(status int, hdr http.Header, body []byte) classify.Verdict
 	// committing is told just before status and headers go to the
 	// client; hdr is the client's header map, still writable.
-	committing(hdr http.Header)
+	committing(status int, hdr http.Header)
 	// streamFailed is told of an upstream error event in a committed
 	// stream, before the client reads it.
 	streamFailed(ei streaminspect.ErrorInfo)
@@ -411,12 +411,12 @@ func (g *gate) commitLocked() {
 			delete(dst, http.CanonicalHeaderKey(strings.TrimSpace(k)))
 		}
 	}
-	if g.owner != nil {
-		g.owner.committing(dst)
-	}
 	status := g.status
 	if status == 0 {
 		status = http.StatusOK
+	}
+	if g.owner != nil {
+		g.owner.committing(status, dst)
 	}
 	g.w.WriteHeader(status)
 	for _, v := range trailers {

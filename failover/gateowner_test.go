@@ -27,7 +27,7 @@ func (o *recordingOwner) verdictFor(status int, _ http.Header, _ []byte) classif
 	return o.verdict
 }
 
-func (o *recordingOwner) committing(hdr http.Header) {
+func (o *recordingOwner) committing(_ int, hdr http.Header) {
 	o.committed++
 	hdr.Set("X-Owner", "saw the commit")
 }

@@ -37,7 +37,7 @@ func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, prox
 		g := &a.gate
 		if g.isStream {
 			observeTiming(p.Name, g)
-			h.closeStream(g, p, b, aborted, clientGone)
+			h.closeStream(g, p, b, aborted, clientGone, a.retractSuccess)
 		}
 		if u, ok := g.usage(); ok {
 			req.usage = u
@@ -234,7 +234,8 @@ func (h *Handler) charge(p *Provider, b *providerBreaker, f breaker.Failure, now
 // closeStream ends a committed event stream: one that broke or stalled
 // before its terminal event gets a well-formed error event instead of a
 // silent truncation, and an upstream error event feeds the breaker.
-func (h *Handler) closeStream(g *gate, p *Provider, b *providerBreaker, aborted, clientGone bool) {
+// retract takes back the success counted at commit when the stream broke.
+func (h *Handler) closeStream(g *gate, p *Provider, b *providerBreaker, aborted, clientGone bool, retract func()) {
 	g.wmu.Lock()
 	defer g.wmu.Unlock()
 	_, failed := g.watch.Failed()
@@ -250,6 +251,7 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *providerBreaker, aborted,
 	} else if aborted {
 		msg = "llm_failover: the upstream connection broke mid-stream"
 	}
+	retract()
 	h.charge(p, b, h.failure(p, class, msg), timeNow())
 	if !atBoundary {
 		// an event too large to keep back was cut: end it, so the error
@@ -265,7 +267,7 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *providerBreaker, aborted,
 // answerHeld gives the client an attempt's held response after all (a
 // refusal no repair changes), as the gate would have committed it.
 func (h *Handler) answerHeld(w http.ResponseWriter, a *attempt, res gateResult) {
-	writeHeldResponse(w, res, a.committing)
+	writeHeldResponse(w, res, func(dst http.Header) { a.committing(res.status, dst) })
 	releaseHeld(res.body)
 }
 

@@ -144,9 +144,32 @@ func credentialChanged(current, failed string) bool {
 // Success records a response that was delivered at now: the breaker
 // closes. It reports whether that changed the state (a probe succeeded).
 func (b *Breaker) Success(now time.Time) bool {
+	return b.answered(now, true)
+}
+
+// Answered records a response that was delivered at now but is not a
+// success (a client error passed on): the breaker closes, as the provider
+// answered, and the success count stays. It reports what Success does.
+func (b *Breaker) Answered(now time.Time) bool {
+	return b.answered(now, false)
+}
+
+// Retract takes back a success counted for a response that then failed
+// (a stream that broke after it was delivered).
+func (b *Breaker) Retract() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.successes++
+	if b.successes > 0 {
+		b.successes--
+	}
+}
+
+func (b *Breaker) answered(now time.Time, success bool) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if success {
+		b.successes++
+	}
 	changed := b.state == Open || b.state == HalfOpen
 	if changed {
 		b.decidedAt, b.origin = now, ""

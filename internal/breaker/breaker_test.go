@@ -533,3 +533,25 @@ func TestBreakerDecisionsCarryTheCallersTime(t *testing.T) {
 		t.Fatalf("after Reset at t3: %+v %v", d, ok)
 	}
 }
+
+// Answered closes the breaker as Success does without counting a
+// success; Retract takes one back, never below zero.
+func TestBreakerAnsweredAndRetract(t *testing.T) {
+	t.Parallel()
+	var b Breaker
+	f := Failure{Class: classify.RateLimit, Cooldown: time.Minute, MaxCooldown: time.Hour}
+	until := b.Failure(brkT0, f)
+	brkMustAdmit(t, &b, until, true)
+	if !b.Answered(until) {
+		t.Fatal("Answered after a probe did not report the change")
+	}
+	if s := b.Snapshot(until); s.State != Closed || s.Successes != 0 {
+		t.Fatalf("after Answered: %+v", s)
+	}
+	b.Success(until)
+	b.Retract()
+	b.Retract()
+	if s := b.Snapshot(until); s.Successes != 0 {
+		t.Fatalf("after Success and two Retracts: %d successes", s.Successes)
+	}
+}
