@@ -84,6 +84,12 @@ func runLLMCommand(out io.Writer, address, configFile, adapter string, verbose b
 		if err := json.Unmarshal(resp, &status); err != nil {
 			return 1, fmt.Errorf("reading /llm/providers: %v", err)
 		}
+		// which Caddy answered: two may share a port (SO_REUSEPORT)
+		instance := "Caddy at " + addr
+		if site, err := proxyURLFromAdmin(addr); err == nil {
+			instance += ", serving " + site
+		}
+		fmt.Fprintln(out, instance)
 		if verbose {
 			printStatusTable(out, status.Providers)
 		} else {

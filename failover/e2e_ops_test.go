@@ -388,9 +388,14 @@ func TestLLMCommand(t *testing.T) {
 		t.Fatalf("caddy llm: %d %v", code, err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 3 {
+	if len(lines) != 4 {
 		t.Fatalf("table:\n%s", out.String())
 	}
+	// first, the instance it talks to: its admin address and its site
+	if want := "Caddy at " + p.AdminAddr + ", serving " + p.URL; lines[0] != want {
+		t.Fatalf("instance line %q, want %q", lines[0], want)
+	}
+	lines = lines[1:]
 	header := regexp.MustCompile(`\s{2,}`).Split(lines[0], -1)
 	rowA := regexp.MustCompile(`\s{2,}`).Split(lines[1], -1)
 	if header[0] != "PROVIDER" || len(rowA) != len(header) {
