@@ -317,6 +317,10 @@ func (h *Handler) cooldown(c Class) time.Duration {
 // It reads as three steps: pick a provider, run an attempt through the
 // gate, act on the verdict.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	req := &llmRequest{r: r}
+	req.out.ResponseWriter = w
+	w = &req.out
+	defer h.recoverPanic(req)
 	client, ok := h.admitClient(w, r)
 	if !ok || !h.admitLimits(w, r, client) {
 		return nil
@@ -332,15 +336,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	defer releaseBody(buf)
 	fields := requestModel(buf.b)
-	req := &llmRequest{
-		r:       r,
-		body:    buf.b,
-		model:   fields.Model,
-		fields:  fields,
-		scanned: buf.b,
-		kind:    kindOfPath(r.URL.Path),
-		client:  client,
-	}
+	req.body, req.model, req.fields, req.scanned = buf.b, fields.Model, fields, buf.b
+	req.kind, req.client = kindOfPath(r.URL.Path), client
 	req.perProvider(len(h.Providers))
 	h.startLogging(req)
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
@@ -387,6 +384,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if h.tryProvider(w, req, i, adm) {
 			return nil
 		}
+	}
+}
+
+// recoverPanic keeps a bug from costing more than its own request: net/http
+// would log a stack trace per request and drop the connection, an answer
+// the provider was paid for included. Before commit the client gets a 500
+// api_error that names nothing internal; after it, the answer already
+// under way ends where it is. The detail goes to the log.
+func (h *Handler) recoverPanic(req *llmRequest) {
+	rec := recover()
+	if rec == nil {
+		return
+	}
+	if rec == http.ErrAbortHandler {
+		panic(rec) // the deliberate way to abort the client's connection
+	}
+	committed := req.out.wrote.Load()
+	h.logger.Error("internal error: request ended by a panic",
+		zap.String("request_id", requestID(req.r)),
+		zap.Bool("answer_committed", committed),
+		zap.String("panic", fmt.Sprint(rec)),
+		zap.Stack("stack"))
+	if !committed {
+		writeAnthropicError(&req.out, http.StatusInternalServerError, "api_error",
+			"llm_failover: internal error in the proxy; its log has the detail")
 	}
 }
 

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"errors"
+	"strings"
 	"sync"
 	"unicode/utf8"
 
@@ -237,14 +238,16 @@ func allowMappedModels(provider string, rules []ModelRule) {
 	s := modelLabelsFor(provider)
 	s.mu.Lock()
 	for _, r := range rules {
-		s.mapped[cutModelLabel(r.Model)] = true
+		s.mapped[cutModelLabel(strings.ToValidUTF8(r.Model, "\uFFFD"))] = true
 	}
 	s.mu.Unlock()
 }
 
-// modelLabel is the label a model gets for a provider.
+// modelLabel is the label a model gets for a provider. A label must be
+// valid UTF-8 (the registry panics otherwise) and the model is whatever
+// the client sent: invalid bytes become U+FFFD.
 func modelLabel(provider, model string) string {
-	model = cutModelLabel(model)
+	model = cutModelLabel(strings.ToValidUTF8(model, "\uFFFD"))
 	s := modelLabelsFor(provider)
 	s.mu.RLock()
 	known := s.mapped[model] || s.seen[model]

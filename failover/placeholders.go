@@ -34,10 +34,12 @@ func (req *llmRequest) placeholder(key string) (any, bool) {
 		}
 		return classes.String(), true
 	case "model":
+		// what the client sent: a log line or a header it lands in
+		// gets valid UTF-8
 		if req.sentModel == "" {
-			return req.model, true
+			return strings.ToValidUTF8(req.model, "\uFFFD"), true
 		}
-		return req.sentModel, true
+		return strings.ToValidUTF8(req.sentModel, "\uFFFD"), true
 	case "input_tokens":
 		return req.usage.InputTokens, true
 	case "output_tokens":

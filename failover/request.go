@@ -2,6 +2,7 @@ package failover
 
 import (
 	"net/http"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -11,6 +12,7 @@ import (
 // llmRequest is one client request on its way through the providers.
 type llmRequest struct {
 	r         *http.Request
+	out       answerWriter // the client's writer, as every attempt writes to it
 	body      []byte
 	model     string        // the top-level "model" upstreams read (the last one): for mapping, logs and metrics
 	fields    requestFields // where that model is in the body, for a provider that maps it
@@ -103,3 +105,26 @@ func (req *llmRequest) perProvider(n int) {
 	}
 	req.tried, req.authRetried = make([]bool, n), make([]bool, n)
 }
+
+// answerWriter is the client's ResponseWriter, noting whether an answer
+// has started: a panic before that can still be answered with a 500.
+// http.ResponseController reaches the client's writer through Unwrap.
+type answerWriter struct {
+	http.ResponseWriter
+	wrote atomic.Bool // a final status or a byte was written
+}
+
+func (w *answerWriter) WriteHeader(status int) {
+	if status >= 200 || status == http.StatusSwitchingProtocols {
+		w.wrote.Store(true)
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *answerWriter) Write(p []byte) (int, error) {
+	w.wrote.Store(true)
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController flush and hijack the client's writer.
+func (w *answerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
