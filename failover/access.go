@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -30,6 +31,13 @@ type clientAccess struct {
 // key (nil when no clients are configured), or false after answering the
 // request itself.
 func (h *Handler) admitClient(w http.ResponseWriter, r *http.Request) (*Client, bool) {
+	if from := h.foreignPage(r); from != "" {
+		// the body is not wanted: closing the connection answers now
+		// instead of after Go's server waits for the body to drain
+		w.Header().Set("Connection", "close")
+		writeAnthropicError(w, http.StatusForbidden, "permission_error", browserRefusal(from))
+		return nil, false
+	}
 	if len(h.Clients) == 0 {
 		if h.access.localOnly {
 			if ip := clientIP(r); !isLoopback(ip) {
@@ -56,6 +64,69 @@ func (h *Handler) admitClient(w http.ResponseWriter, r *http.Request) (*Client, 
 		repl.Set("llm.client", c.Name)
 	}
 	return c, true
+}
+
+// foreignPage says which web page made the request when that page is not
+// the site's own and allow_origin does not name it: the request's Origin,
+// or its Sec-Fetch-Site. "" for anything else, every client that is not a
+// browser included.
+func (h *Handler) foreignPage(r *http.Request) string {
+	origin := r.Header.Get("Origin")
+	if origin != "" && slices.Contains(h.AllowOrigins, strings.ToLower(origin)) {
+		return ""
+	}
+	switch site := r.Header.Get("Sec-Fetch-Site"); site {
+	case "cross-site", "same-site":
+		if origin != "" {
+			return "Origin " + origin
+		}
+		return "Sec-Fetch-Site " + site
+	}
+	if origin != "" && !sameOrigin(origin, r.Host) {
+		return "Origin " + origin
+	}
+	return ""
+}
+
+// sameOrigin reports whether a browser's Origin (scheme://host[:port])
+// names the host a request was sent to. The scheme only supplies the
+// default port: behind a front proxy that ends TLS, the site's own pages
+// say https while the request reached Caddy over http.
+func sameOrigin(origin, host string) bool {
+	scheme, rest, ok := strings.Cut(origin, "://")
+	if !ok || rest == "" || strings.ContainsAny(rest, "/?#@") {
+		return false // "null" (an opaque origin) and anything malformed
+	}
+	port := map[string]string{"http": "80", "https": "443"}[strings.ToLower(scheme)]
+	if port == "" {
+		return false
+	}
+	withPort := func(hostport string) string {
+		if _, _, err := net.SplitHostPort(hostport); err == nil {
+			return strings.ToLower(hostport)
+		}
+		return strings.ToLower(net.JoinHostPort(strings.Trim(hostport, "[]"), port))
+	}
+	return withPort(rest) == withPort(host)
+}
+
+// browserRefusal is the 403 message for a request another site's page
+// made: what happened and what to configure.
+func browserRefusal(from string) string {
+	return "llm_failover: refusing a request made by a web page of another site (" + from + "): " +
+		"a page the user visits must not use this proxy's credentials. To serve a web app, name its origin " +
+		"with `allow_origin https://app.example` in the llm_failover block"
+}
+
+// validOrigin checks an allow_origin value: a browser origin, as the
+// Origin header writes it.
+func validOrigin(o string) error {
+	scheme, rest, ok := strings.Cut(o, "://")
+	if !ok || (scheme != "http" && scheme != "https") || rest == "" || strings.ContainsAny(rest, "/?#@ ") {
+		return fmt.Errorf("allow_origin %q: write an origin as a browser sends it: scheme://host[:port], "+
+			"such as https://app.example or http://localhost:3000", o)
+	}
+	return nil
 }
 
 // remoteRefusal is the 403 message for a non-loopback client: what

@@ -198,3 +198,15 @@ func FuzzClientAccess(f *testing.F) {
 		}
 	})
 }
+
+func FuzzSameOrigin(f *testing.F) {
+	for _, s := range [][2]string{{"http://127.0.0.1:4181", "127.0.0.1:4181"}, {"https://llm.example", "llm.example:443"},
+		{"null", "x"}, {"http://[::1]:80", "[::1]"}, {"HTTP://A", "a:80"}, {"https://a/", "a"}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, origin, host string) {
+		if sameOrigin(origin, host) && !strings.Contains(origin, "://") {
+			t.Fatalf("sameOrigin(%q, %q) without a scheme", origin, host)
+		}
+	})
+}

@@ -92,6 +92,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		allow_remote
 //		limit tokens|requests|spend <n> per <window>
 //		request_log <n>|off
+//		allow_origin <origin...>
 //	}
 //
 // Providers are tried in the order they are declared (lower tiers first).
@@ -184,7 +185,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Stream = new(StreamConfig)
 			err = h.Stream.unmarshalCaddyfile(d)
-		case "client", "client_key_header", "allow_remote":
+		case "client", "client_key_header", "allow_remote", "allow_origin":
 			err = h.unmarshalAccess(d)
 		case "limit":
 			var l Limit
@@ -519,6 +520,7 @@ func unmarshalCredentialOnce(d *caddyfile.Dispenser, set json.RawMessage, who, s
 //	}
 //	client_key_header <header>
 //	allow_remote
+//	allow_origin <origin...>
 func (h *Handler) unmarshalAccess(d *caddyfile.Dispenser) error {
 	var err error
 	switch d.Val() {
@@ -527,6 +529,17 @@ func (h *Handler) unmarshalAccess(d *caddyfile.Dispenser) error {
 			return d.ArgErr()
 		}
 		h.AllowRemote = true
+	case "allow_origin":
+		origins := d.RemainingArgs()
+		if len(origins) == 0 {
+			return d.Err("allow_origin needs one or more origins: allow_origin https://app.example")
+		}
+		for _, o := range origins {
+			if err := validOrigin(o); err != nil {
+				return d.Err(err.Error())
+			}
+		}
+		h.AllowOrigins = append(h.AllowOrigins, origins...)
 	case "client_key_header":
 		h.ClientKeyHeader, err = parsedArg(d, "client_key_header: ", func(s string) (string, error) {
 			if !validHeaderName(s) {

@@ -1,10 +1,13 @@
 package failover
 
 import (
+	"bufio"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
@@ -88,6 +91,68 @@ func TestPanicBeforeCommitIsAnAPIError(t *testing.T) {
 			if strings.Contains(got, internal) {
 				t.Fatalf("answer names %q: %s", internal, got)
 			}
+		}
+	}
+}
+
+// A web page the user visits may send the proxy a simple cross-site
+// request (text/plain, no preflight): it is refused before its body is
+// read, unless allow_origin names the page's origin.
+func TestCrossSiteBrowserRequestRefused(t *testing.T) {
+	up := newUpstream(t, "main", replyMessage("fine"))
+	p := startProxy(t, failoverSite(up.providerBlock("credential env HOME"), "\t\tallow_origin https://app.example\n"))
+	cases := []struct {
+		name   string
+		header []string
+		want   int
+	}{
+		{"cross-site fetch", []string{"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"}, 403},
+		{"same-site fetch", []string{"Sec-Fetch-Site", "same-site"}, 403},
+		{"foreign origin", []string{"Origin", "http://evil.example"}, 403},
+		{"opaque origin", []string{"Origin", "null"}, 403},
+		{"the site's own origin", []string{"Origin", p.URL, "Sec-Fetch-Site", "same-origin"}, 200},
+		{"typed by the user", []string{"Sec-Fetch-Site", "none"}, 200},
+		{"allowed origin", []string{"Sec-Fetch-Site", "cross-site", "Origin", "https://app.example"}, 200},
+		{"SDK", nil, 200},
+	}
+	hits := 0
+	for _, c := range cases {
+		res := post(t, p.URL+"/v1/messages", simpleRequest, append([]string{"Content-Type", "text/plain"}, c.header...)...)
+		got := readAll(t, res)
+		if res.StatusCode != c.want {
+			t.Fatalf("%s: %d %s, want %d", c.name, res.StatusCode, got, c.want)
+		}
+		if c.want == 200 {
+			hits++
+		} else if !strings.Contains(got, `"permission_error"`) || !strings.Contains(got, "allow_origin") {
+			t.Fatalf("%s: %s, want a permission_error naming allow_origin", c.name, got)
+		}
+		if up.Hits() != hits {
+			t.Fatalf("%s: upstream hits %d, want %d", c.name, up.Hits(), hits)
+		}
+	}
+
+	// refused before the body is read: the answer comes though the body
+	// never does
+	conn, err := net.Dial("tcp", strings.TrimPrefix(p.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = fmt.Fprintf(conn, "POST /v1/messages HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\n"+
+		"Sec-Fetch-Site: cross-site\r\nContent-Length: 100000\r\n\r\n{\"model\":", strings.TrimPrefix(p.URL, "http://"))
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(status, " 403 ") {
+		t.Fatalf("status line %q (%v), want a 403 before the body", status, err)
+	}
+}
+
+func TestAllowOriginConfig(t *testing.T) {
+	for _, bad := range []string{"app.example", "https://app.example/path", "ftp://app.example", "https://"} {
+		h := &Handler{AllowOrigins: []string{bad}}
+		if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "allow_origin") {
+			t.Fatalf("allow_origin %q: %v, want an error naming allow_origin", bad, err)
 		}
 	}
 }

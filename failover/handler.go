@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -117,6 +118,15 @@ type Handler struct {
 	// address is Caddy's resolved client IP, which honours the server's
 	// `trusted_proxies`.
 	AllowRemote bool `json:"allow_remote,omitempty"`
+
+	// AllowOrigins names web origins (`https://app.example`) whose pages
+	// may use the handler from a browser. A request a browser marks as made
+	// by another site (`Sec-Fetch-Site: cross-site` or `same-site`), or
+	// whose `Origin` is not the site's own, is otherwise refused with 403
+	// permission_error before its body is read: a page the user visits
+	// must not spend the proxy's credentials. Claude Code and the SDKs send
+	// neither header.
+	AllowOrigins []string `json:"allow_origins,omitempty"`
 
 	// MaxUtilization is the default of each provider's max_utilization.
 	MaxUtilization float64 `json:"max_utilization,omitempty"`
@@ -405,11 +415,18 @@ func (h *Handler) recoverPanic(req *llmRequest) {
 		zap.String("request_id", requestID(req.r)),
 		zap.Bool("answer_committed", committed),
 		zap.String("panic", fmt.Sprint(rec)),
-		zap.Stack("stack"))
+		zap.ByteString("stack", stackHead()))
 	if !committed {
 		writeAnthropicError(&req.out, http.StatusInternalServerError, "api_error",
 			"llm_failover: internal error in the proxy; its log has the detail")
 	}
+}
+
+// stackHead is the start of the current goroutine's stack: enough to find
+// a bug, bounded so that a panic every request cannot flood the log.
+func stackHead() []byte {
+	buf := make([]byte, 4096)
+	return buf[:runtime.Stack(buf, false)]
 }
 
 // finishRequest releases what the request held and lets its {llm.*}

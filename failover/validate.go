@@ -45,6 +45,12 @@ func (h *Handler) Validate() error {
 	if err := validRequestLog(h.RequestLog); err != nil {
 		return err
 	}
+	for i, o := range h.AllowOrigins {
+		if err := validOrigin(o); err != nil {
+			return err
+		}
+		h.AllowOrigins[i] = strings.ToLower(o)
+	}
 	if h.Share != nil {
 		if err := h.Share.validate(); err != nil {
 			return err
