@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -40,7 +41,7 @@ func (h *Handler) admitClient(w http.ResponseWriter, r *http.Request) (*Client, 
 	}
 	if len(h.Clients) == 0 {
 		if h.access.localOnly {
-			if ip := clientIP(r); !isLoopback(ip) {
+			if ip, local := localClient(r); !local {
 				writeAnthropicError(w, http.StatusForbidden, "permission_error", remoteRefusal(ip))
 				return nil, false
 			}
@@ -145,6 +146,137 @@ func clientIP(r *http.Request) string {
 		return ip
 	}
 	return r.RemoteAddr
+}
+
+// localClient decides whether the request's client is on this machine,
+// and names the address it went by.
+//
+// Behind a proxy the server trusts, the client is the right-most address
+// of the server's client IP headers that is not a trusted proxy, whatever
+// trusted_proxies_strict says: a proxy appends the address it saw, and
+// everything left of it is the client's own word (Caddy's default takes
+// the left-most). From a peer the server does not trust, the peer
+// decides, but a loopback peer whose request names another address in
+// X-Forwarded-For, Forwarded or X-Real-IP is a proxy on this machine
+// forwarding someone else, and that someone is not local.
+func localClient(r *http.Request) (string, bool) {
+	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+	if srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); trusted && srv != nil {
+		ip := rightmostUntrusted(r, srv)
+		return ip, isLoopback(ip)
+	}
+	ip := clientIP(r)
+	if !isLoopback(ip) {
+		return ip, false
+	}
+	if fwd := forwardedElsewhere(r.Header); fwd != "" {
+		return fwd, false
+	}
+	return ip, true
+}
+
+// maxForwardedHops bounds the addresses localClient reads from forwarding
+// headers; a longer chain is not local.
+const maxForwardedHops = 32
+
+// rightmostUntrusted is the client address behind a trusted proxy: read
+// right to left, the first address of the server's client IP headers that
+// the server does not trust; the peer when every one is trusted.
+func rightmostUntrusted(r *http.Request, srv *caddyhttp.Server) string {
+	hops := 0
+	for _, name := range srv.ClientIPHeaders {
+		parts := strings.Split(strings.Join(r.Header.Values(name), ","), ",")
+		for i := len(parts) - 1; i >= 0; i-- {
+			ip, ok := forwardedAddr(parts[i])
+			if !ok {
+				continue
+			}
+			if hops++; hops > maxForwardedHops {
+				return "a chain of more than 32 forwarded addresses"
+			}
+			if !trustedProxy(r, srv, ip) {
+				return ip.String()
+			}
+		}
+	}
+	return r.RemoteAddr
+}
+
+// trustedProxy asks the server whether it trusts ip as a proxy. Caddy
+// keeps its trusted ranges to itself; preparing a request from ip is the
+// one exported way to ask.
+func trustedProxy(r *http.Request, srv *caddyhttp.Server, ip netip.Addr) bool {
+	probe := &http.Request{
+		Method:     http.MethodGet,
+		URL:        &url.URL{Path: "/"},
+		Header:     http.Header{},
+		Host:       r.Host,
+		RemoteAddr: netip.AddrPortFrom(ip, 0).String(),
+	}
+	probe = caddyhttp.PrepareRequest(probe, caddy.NewEmptyReplacer(), nil, srv)
+	trusted, _ := caddyhttp.GetVar(probe.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+	return trusted
+}
+
+// forwardedAddr parses one address of a forwarding header as Caddy does:
+// an IP, perhaps with a port or a zone.
+func forwardedAddr(s string) (netip.Addr, bool) {
+	s = strings.TrimSpace(s)
+	if host, _, err := net.SplitHostPort(s); err == nil {
+		s = host
+	}
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+	s, _, _ = strings.Cut(s, "%")
+	ip, err := netip.ParseAddr(s)
+	return ip, err == nil
+}
+
+// forwardedElsewhere returns the first address that X-Forwarded-For,
+// X-Real-IP or Forwarded (its for= parameters) name and that is not
+// loopback, cut for a message; "" when they name none. A value that is
+// not an address ("unknown", an obfuscated name) counts as elsewhere.
+func forwardedElsewhere(h http.Header) string {
+	hops := 0
+	check := func(v string) string {
+		v = strings.Trim(strings.TrimSpace(v), `"`)
+		if v == "" {
+			return ""
+		}
+		if hops++; hops > maxForwardedHops {
+			return "a chain of more than 32 forwarded addresses"
+		}
+		ip, ok := forwardedAddr(v)
+		switch {
+		case ok && ip.Unmap().IsLoopback():
+			return ""
+		case ok:
+			return ip.String()
+		}
+		return strings.ToValidUTF8(v[:min(len(v), 64)], "?")
+	}
+	for _, name := range []string{"X-Forwarded-For", "X-Real-Ip"} {
+		for _, v := range h.Values(name) {
+			for part := range strings.SplitSeq(v, ",") {
+				if ip := check(part); ip != "" {
+					return ip
+				}
+			}
+		}
+	}
+	for _, v := range h.Values("Forwarded") {
+		for elem := range strings.SplitSeq(v, ",") {
+			for pair := range strings.SplitSeq(elem, ";") {
+				key, val, _ := strings.Cut(strings.TrimSpace(pair), "=")
+				if !strings.EqualFold(key, "for") {
+					continue
+				}
+				if ip := check(val); ip != "" {
+					return ip
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // isLoopback reports whether a client address (an IP, or host:port) is on

@@ -210,3 +210,17 @@ func FuzzSameOrigin(f *testing.F) {
 		}
 	})
 }
+
+func FuzzForwardedElsewhere(f *testing.F) {
+	for _, s := range []string{"127.0.0.1", "203.0.113.9, 127.0.0.1", `for="[2001:db8::1]:4711";proto=https`, "for=unknown", "::1%lo", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		for _, name := range []string{"X-Forwarded-For", "Forwarded", "X-Real-Ip"} {
+			got := forwardedElsewhere(http.Header{name: {v}})
+			if len(got) > 64 {
+				t.Fatalf("%s: %q: named %q, longer than a message takes", name, v, got)
+			}
+		}
+	})
+}

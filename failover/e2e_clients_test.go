@@ -80,15 +80,63 @@ func TestRemoteClientRefusedByDefault(t *testing.T) {
 	}
 }
 
-// Without trusted_proxies, X-Forwarded-For is the client's word and is
-// not believed: the peer address decides.
-func TestForwardedForIgnoredWithoutTrustedProxies(t *testing.T) {
+// Without trusted_proxies, a loopback peer that forwards another address
+// is a front proxy on this machine (nginx, another Caddy) serving someone
+// else: not a local client. A loopback peer naming only loopback
+// addresses is.
+func TestForwardedFromLoopbackPeerIsNotLocal(t *testing.T) {
 	t.Setenv("LLMF_ACCESS_KEY", "sk-provider-key")
 	a := newUpstream(t, "acc_a", replyMessage("from a"))
 	p := startProxy(t, failoverSite(a.providerBlock("credential env LLMF_ACCESS_KEY")))
-	res := post(t, p.URL+"/v1/messages", simpleRequest, remote...)
-	if body := readAll(t, res); res.StatusCode != http.StatusOK {
-		t.Fatalf("%d %s", res.StatusCode, body)
+	for _, hdr := range [][]string{
+		remote,
+		{"X-Forwarded-For", "127.0.0.1, 203.0.113.9"},
+		{"X-Real-IP", "198.51.100.7"},
+		{"Forwarded", `for="[2001:db8::1]:4711";proto=https`},
+		{"Forwarded", "for=127.0.0.1, for=unknown"},
+	} {
+		msg := wantAnthropicError(t, post(t, p.URL+"/v1/messages", simpleRequest, hdr...), http.StatusForbidden, "permission_error")
+		if !strings.Contains(msg, "came from") {
+			t.Fatalf("%v: refusal %q", hdr, msg)
+		}
+	}
+	if a.Hits() != 0 {
+		t.Fatalf("the provider was contacted %d times for forwarded clients", a.Hits())
+	}
+	for _, hdr := range [][]string{nil, {"X-Forwarded-For", "127.0.0.1"}, {"X-Real-IP", "::1"}, {"Forwarded", `for="[::1]:80"`}} {
+		res := post(t, p.URL+"/v1/messages", simpleRequest, hdr...)
+		if body := readAll(t, res); res.StatusCode != http.StatusOK {
+			t.Fatalf("%v: %d %s", hdr, res.StatusCode, body)
+		}
+	}
+}
+
+// Behind a trusted proxy that appends to X-Forwarded-For, the client is
+// the right-most address that is not a trusted proxy, with or without
+// trusted_proxies_strict: what a remote client writes left of it does not
+// make it local.
+func TestTrustedProxyRightmostAddressDecides(t *testing.T) {
+	t.Setenv("LLMF_ACCESS_KEY", "sk-provider-key")
+	for _, strict := range []string{"", "\t\ttrusted_proxies_strict\n"} {
+		a := newUpstream(t, "acc_a", replyMessage("from a"))
+		p, _ := startProxyWithGlobals(t, "\tservers {\n\t\ttrusted_proxies static 127.0.0.1/32 ::1/128 10.0.0.0/8\n"+strict+"\t}\n",
+			failoverSite(a.providerBlock("credential env LLMF_ACCESS_KEY")))
+		for _, xff := range []string{"127.0.0.1, 203.0.113.9", "::1, 203.0.113.9, 10.0.0.2", "203.0.113.9, 127.0.0.1"} {
+			wantAnthropicError(t, post(t, p.URL+"/v1/messages", simpleRequest, "X-Forwarded-For", xff), http.StatusForbidden, "permission_error")
+		}
+		if a.Hits() != 0 {
+			t.Fatalf("strict=%q: the provider was contacted %d times for remote clients", strict, a.Hits())
+		}
+		for _, xff := range []string{"127.0.0.1", "203.0.113.9, ::ffff:127.0.0.1", "10.0.0.3, 127.0.0.1"} {
+			res := post(t, p.URL+"/v1/messages", simpleRequest, "X-Forwarded-For", xff)
+			if body := readAll(t, res); res.StatusCode != http.StatusOK {
+				t.Fatalf("strict=%q, X-Forwarded-For %s: %d %s", strict, xff, res.StatusCode, body)
+			}
+		}
+		if err := caddy.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		resetProviderStates()
 	}
 }
 

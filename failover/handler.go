@@ -115,8 +115,11 @@ type Handler struct {
 	// Without it, and without clients, a handler with a provider whose
 	// credential the proxy holds (anything but `passthrough`) refuses a
 	// client whose address is not loopback with 403 permission_error. The
-	// address is Caddy's resolved client IP, which honours the server's
-	// `trusted_proxies`.
+	// address is the peer's or, behind a proxy in the server's
+	// `trusted_proxies`, the right-most forwarded address that is not a
+	// trusted proxy; a loopback peer the server does not trust that
+	// forwards another address (X-Forwarded-For, Forwarded, X-Real-IP) is
+	// not local.
 	AllowRemote bool `json:"allow_remote,omitempty"`
 
 	// AllowOrigins names web origins (`https://app.example`) whose pages
