@@ -46,3 +46,18 @@ type heldAnswer struct {
 	provider *Provider
 	class    Class
 }
+
+// hasDotSegment reports whether a path has a `.` or `..` segment, in its
+// decoded form (so `%2e%2e` is one) or its raw form. The upstream path is
+// the provider's base path followed by the request's: such a segment would
+// climb out of the base path, with the provider's credential. Pure.
+func hasDotSegment(path, rawPath string) bool {
+	for _, p := range [...]string{path, rawPath} {
+		for seg := range strings.SplitSeq(p, "/") {
+			if seg == "." || seg == ".." {
+				return true
+			}
+		}
+	}
+	return false
+}

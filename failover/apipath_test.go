@@ -1,6 +1,10 @@
 package failover
 
-import "testing"
+import (
+	"path"
+	"strings"
+	"testing"
+)
 
 func TestKindOfPath(t *testing.T) {
 	for want, paths := range map[requestKind][]string{
@@ -15,4 +19,19 @@ func TestKindOfPath(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A path without dot segments never leaves a base path it is appended to.
+func FuzzHasDotSegment(f *testing.F) {
+	for _, s := range []string{"/v1/messages", "/../admin", "/v1/./x", "/a/..", "/..."} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		if !strings.HasPrefix(p, "/") || hasDotSegment(p, "") {
+			return
+		}
+		if cleaned := path.Clean("/api/anthropic" + p); !strings.HasPrefix(cleaned, "/api/anthropic") {
+			t.Fatalf("%q leaves the base path: %q", p, cleaned)
+		}
+	})
 }

@@ -156,3 +156,38 @@ func TestAllowOriginConfig(t *testing.T) {
 		}
 	}
 }
+
+// A path with `..` segments would leave the provider's base path, with
+// the provider's credential: it is refused with 400, however it is
+// spelled, and never forwarded.
+func TestDotSegmentsRefused(t *testing.T) {
+	up := newUpstream(t, "main", replyMessage("fine"))
+	p := startProxy(t, "\tllm_failover {\n\t\tprovider main {\n\t\t\tupstream "+up.URL+"/api/anthropic\n\t\t}\n\t}")
+	host := strings.TrimPrefix(p.URL, "http://")
+	send := func(target string) string {
+		conn, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, _ = fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+			target, host, len(simpleRequest), simpleRequest)
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		status, _ := bufio.NewReader(conn).ReadString('\n')
+		return status
+	}
+	for _, target := range []string{"/../../admin/secret", "/v1/%2e%2e/%2E%2E/admin", "/v1/..%2f..%2fadmin", "/v1/./messages", "/v1/messages/.."} {
+		if status := send(target); !strings.Contains(status, " 400 ") {
+			t.Fatalf("%s: %q, want 400", target, status)
+		}
+	}
+	if up.Hits() != 0 {
+		t.Fatalf("forwarded %d requests with dot segments: %v", up.Hits(), up.paths)
+	}
+	if status := send("/v1/messages"); !strings.Contains(status, " 200 ") {
+		t.Fatalf("a plain path: %q", status)
+	}
+	if up.paths[0] != "/api/anthropic/v1/messages" {
+		t.Fatalf("upstream path %q", up.paths[0])
+	}
+}

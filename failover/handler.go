@@ -338,6 +338,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok || !h.admitLimits(w, r, client) {
 		return nil
 	}
+	if hasDotSegment(r.URL.Path, r.URL.RawPath) {
+		writeAnthropicError(w, http.StatusBadRequest, "invalid_request_error",
+			"llm_failover: a request path may not contain . or .. segments")
+		return nil
+	}
 	buf, res, err := h.readBody(w, r)
 	if res != bodyComplete {
 		releaseBody(buf)
