@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/andybalholm/brotli"
@@ -268,4 +270,81 @@ func TestDecodeBodyBombIsBounded(t *testing.T) {
 			t.Errorf("%s bomb: got %d bytes, err %v; want 64KiB", c.encoding, len(got), err)
 		}
 	}
+}
+
+// bigWindowZstd is a small zstd error body whose frame declares a 64 MiB
+// window, in two raw blocks: a decoder that honours the declaration
+// allocates the window (twice over) for the history between blocks.
+func bigWindowZstd(t testing.TB) []byte {
+	text := []byte(`{"type":"error","error":{"type":"overloaded_error","message":"` + string(decLongText(240)) + `"}}`)
+	b := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 16 << 3} // magic; no content size; window 2^(10+16)
+	block := func(p []byte, last bool) {
+		h := uint32(len(p))<<3 | map[bool]uint32{true: 1}[last] // raw block
+		b = append(b, byte(h), byte(h>>8), byte(h>>16))
+		b = append(b, p...)
+	}
+	block(text[:100], false)
+	block(text[100:], true)
+	return b
+}
+
+// bigContentZstd is bigWindowZstd as a single-segment frame declaring
+// 64 MiB of content, which its window must hold.
+func bigContentZstd(t testing.TB) []byte {
+	b := bigWindowZstd(t)
+	return append([]byte{0x28, 0xb5, 0x2f, 0xfd, 2<<6 | 1<<5, 0, 0, 0, 4}, b[6:]...)
+}
+
+// A small body declaring a huge window is decoded with the window reading
+// it needs, 32 at a time in little memory; one whose declared content
+// needs a window past the cap is not decoded (its status alone classifies
+// it).
+func TestZstdWindowCapped(t *testing.T) {
+	body := bigWindowZstd(t)
+	if out, err := DecodeBody("zstd", body, MaxBody); err != nil || !strings.Contains(string(out), "overloaded_error") {
+		t.Fatalf("a %d-byte body declaring a 64 MiB window: %q, %v", len(body), out, err)
+	}
+	if out, err := DecodeBody("zstd", bigContentZstd(t), MaxBody); err == nil {
+		t.Fatalf("a single-segment frame declaring 64 MiB was decoded: %q", out)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = DecodeBody("zstd", body, 1<<20)
+			_, _ = DecodeBody("zstd", bigContentZstd(t), 1<<20)
+		}()
+	}
+	wg.Wait()
+	runtime.ReadMemStats(&after)
+	allocated := after.TotalAlloc - before.TotalAlloc
+	t.Logf("32 decodes each of a %d-byte body declaring a 64 MiB window and one declaring 64 MiB of content allocated %.1f MiB",
+		len(body), float64(allocated)/(1<<20))
+	if allocated > 96<<20 {
+		t.Fatalf("64 decodes allocated %d bytes, want at most 96 MiB (about 3 MiB per decode)", allocated)
+	}
+
+	// an ordinary compressed error body still decodes
+	small := decZstd(t, []byte(`{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}`))
+	if out, err := DecodeBody("zstd", small, MaxBody); err != nil || !strings.Contains(string(out), "rate_limit_error") {
+		t.Fatalf("an ordinary zstd body: %q, %v", out, err)
+	}
+}
+
+// Decoding any zstd bytes stays within the limit and never needs a window
+// past the cap.
+func FuzzDecodeZstd(f *testing.F) {
+	f.Add(decZstd(f, []byte(decErrorBody)))
+	f.Add(bigWindowZstd(f))
+	f.Add(bigContentZstd(f))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		out, _ := DecodeBody("zstd", body, MaxBody)
+		if len(out) > MaxBody {
+			t.Fatalf("decoded %d bytes past the limit %d", len(out), MaxBody)
+		}
+	})
 }
