@@ -3,6 +3,7 @@ package failover
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -14,6 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 )
 
 // Requests and answers from parties the proxy does not trust: the bytes
@@ -189,5 +192,42 @@ func TestDotSegmentsRefused(t *testing.T) {
 	}
 	if up.paths[0] != "/api/anthropic/v1/messages" {
 		t.Fatalf("upstream path %q", up.paths[0])
+	}
+}
+
+// A request that is not a model call passes through untouched, even when
+// its upstream answers with an event stream that breaks: no watcher, no
+// error event appended, no cooling.
+func TestNonModelStreamPassesThroughUntouched(t *testing.T) {
+	up := newUpstream(t, "main", func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodHead {
+			return
+		}
+		_, _ = io.WriteString(w, "event: status\ndata: {\"ok\":")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the upstream drops mid-event
+	})
+	p := startProxy(t, failoverSite(up.providerBlock()))
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		for _, path := range []string{"/health", "/"} {
+			req, _ := http.NewRequest(method, p.URL+path, nil)
+			res, err := freshConnClient.Do(req)
+			if err != nil {
+				t.Fatalf("%s %s: %v", method, path, err)
+			}
+			got, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if strings.Contains(string(got), "event: error") {
+				t.Fatalf("%s %s: an error event was appended: %q", method, path, got)
+			}
+			if s := snapshot(t, "main"); s.State != breaker.Closed {
+				t.Fatalf("%s %s: the provider is %s after a non-model request", method, path, s.State)
+			}
+		}
+	}
+	if up.Hits() != 4 {
+		t.Fatalf("upstream hits %d, want 4", up.Hits())
 	}
 }

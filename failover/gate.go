@@ -208,9 +208,11 @@ func (g *gate) writeHeaderLocked(status int) {
 	case status >= 400:
 		g.mode = modeHoldError
 		g.held = heldPool.Get().(*bytes.Buffer)
-	case status == http.StatusOK && isEventStream(g.header):
+	case status == http.StatusOK && isEventStream(g.header) && g.stream != nil:
+		// (without stream config, not a model call: a stream passes
+		// through unwatched, like any other answer)
 		g.isStream = true
-		if g.stream == nil || g.stream.Hold == HoldOff {
+		if g.stream.Hold == HoldOff {
 			g.commitLocked()
 			return
 		}
