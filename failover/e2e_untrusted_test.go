@@ -231,3 +231,37 @@ func TestNonModelStreamPassesThroughUntouched(t *testing.T) {
 		t.Fatalf("upstream hits %d, want 4", up.Hits())
 	}
 }
+
+// When every provider failed without an answer, the client learns each
+// one's class and a short reason, not the proxy's internals; the detail
+// goes to the log.
+func TestExhaustedAnswerNamesShortReasons(t *testing.T) {
+	hung := newUpstream(t, "slow", func(w http.ResponseWriter, r *http.Request, body []byte) {
+		time.Sleep(2 * time.Second)
+	})
+	p := startProxy(t, failoverSite(
+		"\t\tprovider dead {\n\t\t\tupstream "+freeURL(t)+"\n\t\t}\n",
+		hung.providerBlock("header_timeout 200ms"),
+	))
+	res := post(t, p.URL+"/v1/messages", simpleRequest)
+	msg := wantAnthropicErrorMessage(t, res, http.StatusBadGateway)
+	for _, want := range []string{"dead: unreachable (connection refused)", "slow: unreachable (timed out)"} {
+		if !strings.Contains(msg, want) {
+			t.Fatalf("answer %q does not say %q", msg, want)
+		}
+	}
+	for _, internal := range []string{"dial tcp", "reverseproxy", ".go:", "{id=", "127.0.0.1", "HTTP 502"} {
+		if strings.Contains(msg, internal) {
+			t.Fatalf("answer %q names %q", msg, internal)
+		}
+	}
+}
+
+func wantAnthropicErrorMessage(t *testing.T, res *http.Response, status int) string {
+	t.Helper()
+	body := readAll(t, res)
+	if res.StatusCode != status || !strings.Contains(body, `"api_error"`) {
+		t.Fatalf("answer %d %s, want %d api_error", res.StatusCode, body, status)
+	}
+	return body
+}

@@ -530,6 +530,8 @@ type gateResult struct {
 	body   *bytes.Buffer
 	// bodyBroke: a success whose body broke before its end (nothing kept)
 	bodyBroke bool
+	// detail is why no response came, for the log only
+	detail string
 }
 
 // finish decides what is still undecided once reverse_proxy returned.

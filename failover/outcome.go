@@ -2,13 +2,20 @@ package failover
 
 import (
 	"cmp"
+	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -74,7 +81,7 @@ func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, prox
 	if res.status == 0 && v.Class == classify.None {
 		msg := "no response"
 		if proxyErr != nil {
-			msg = proxyErr.Error()
+			msg, res.detail = unreachableReason(proxyErr), proxyErr.Error()
 		} else if aborted {
 			msg = "upstream connection broke"
 		}
@@ -92,6 +99,47 @@ func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, prox
 	}
 	h.recordFailure(req, a, res, v, true)
 	return false, v
+}
+
+// unreachableReason says in a few words why no response came, for the
+// client: what went wrong, never where (addresses) or in which code. The
+// error itself goes to the log.
+func unreachableReason(err error) string {
+	var netErr net.Error
+	var dnsErr *net.DNSError
+	var certErr *tls.CertificateVerificationError
+	var alert tls.AlertError
+	var recordErr tls.RecordHeaderError
+	var dialErr reverseproxy.DialError
+	if errors.As(err, &dialErr) {
+		// DialError hides its cause (it has no Unwrap); its text ends with
+		// the net package's own words for it, never an upstream's
+		text := dialErr.Error()
+		switch {
+		case strings.HasSuffix(text, syscall.ECONNREFUSED.Error()):
+			return "connection refused"
+		case strings.HasSuffix(text, "i/o timeout"):
+			return "timed out"
+		case strings.Contains(text, "no such host"):
+			return "host name not resolved"
+		}
+		return "could not connect"
+	}
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return "timed out"
+	case errors.As(err, &dnsErr):
+		return "host name not resolved"
+	case errors.As(err, &certErr), errors.As(err, &alert), errors.As(err, &recordErr):
+		return "TLS handshake failed"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "host unreachable"
+	}
+	return "no response"
 }
 
 // delivered records that the attempt's response went to the client: who
@@ -173,6 +221,9 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v c
 			zap.String("error_type", v.ErrorType), zap.String("message", v.Message),
 			zap.Int("status", res.status), zap.Int("attempt", req.attempts),
 			zap.String("request_id", requestID(req.r))}
+		if res.detail != "" {
+			fields = append(fields, zap.String("detail", res.detail))
+		}
 		if !until.IsZero() {
 			fields = append(fields, zap.Time("cooldown_until", until), zap.Duration("cooldown", until.Sub(now)))
 		}
