@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -146,7 +147,10 @@ func (h *Handler) refuseBody(w http.ResponseWriter, r *http.Request, res bodyRes
 	h.setAnswerHeaders(w.Header(), "", 0, nil)
 	switch res {
 	case bodyTooLarge:
-		if !drainRefused(w, r) && r.ProtoMajor == 1 {
+		// a client that asked first (Expect: 100-continue) and declared
+		// too much has sent nothing yet: reading would tell it to go on
+		unasked := r.ContentLength > h.RequestBuffer && strings.EqualFold(r.Header.Get("Expect"), "100-continue")
+		if (unasked || !drainRefused(w, r)) && r.ProtoMajor == 1 {
 			w.Header().Set("Connection", "close")
 		}
 		writeAnthropicError(w, http.StatusRequestEntityTooLarge, "request_too_large",

@@ -265,3 +265,27 @@ func wantAnthropicErrorMessage(t *testing.T, res *http.Response, status int) str
 	}
 	return body
 }
+
+// A client that asks before sending a body over request_buffer
+// (Expect: 100-continue) is told 413 at once: no 100 Continue, nothing of
+// the body read.
+func TestExpectContinueOverLimitGets413Without100(t *testing.T) {
+	up := newUpstream(t, "main", replyMessage("fine"))
+	p := startProxy(t, failoverSite(up.providerBlock(), "\t\trequest_buffer 1KiB\n"))
+	host := strings.TrimPrefix(p.URL, "http://")
+	conn, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = fmt.Fprintf(conn, "POST /v1/messages HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"+
+		"Expect: 100-continue\r\nContent-Length: 100000\r\n\r\n", host)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 413 ") {
+		t.Fatalf("first status line %q (%v), want 413 and no 100 Continue", status, err)
+	}
+	if up.Hits() != 0 {
+		t.Fatalf("upstream hits %d", up.Hits())
+	}
+}
