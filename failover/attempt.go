@@ -114,7 +114,7 @@ func (h *Handler) tryOnce(w http.ResponseWriter, req *llmRequest, i int, adm bre
 			// nothing ready yet, and another provider can serve: pass
 			// this one over, charging nothing; its lookup goes on in the
 			// background
-			a.b.Release(adm.Probe)
+			p.release(a.b, req.clientKey, adm.Probe)
 			if c := h.logger.Check(zapcore.DebugLevel, "provider credential not ready yet; passing the provider over"); c != nil {
 				c.Write(zap.String("provider", p.Name), zap.String("request_id", requestID(req.r)))
 			}

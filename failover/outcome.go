@@ -55,7 +55,7 @@ func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, prox
 	}
 	if clientGone {
 		// not the provider's fault: charge nothing, free a probe
-		b.Release(a.adm.Probe)
+		p.release(b, req.clientKey, a.adm.Probe)
 		releaseHeld(res.body)
 		countAttempt(req, p, "client_gone")
 		return true, classify.Verdict{}
@@ -193,7 +193,7 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v c
 	var until time.Time
 	if req.kind == kindOther || v.Class == classify.Unsupported {
 		// says nothing about the provider's health: charge nothing
-		a.b.Release(a.adm.Probe)
+		p.release(a.b, req.clientKey, a.adm.Probe)
 	} else {
 		f := h.failure(p, v.Class, v.Message)
 		f.ResetAt, f.Credential, f.FailedOver = v.ResetAt, a.credVersion, true
@@ -201,7 +201,7 @@ func (h *Handler) recordFailure(req *llmRequest, a *attempt, res gateResult, v c
 		if fb := p.familyBreaker(v.Scope); fb != nil {
 			// a model family's window is spent: that family's scope cools,
 			// and the provider stays open to the other models
-			a.b.Release(a.adm.Probe)
+			p.release(a.b, req.clientKey, a.adm.Probe)
 			until = h.charge(p, fb, f, now)
 		} else {
 			until = h.charge(p, a.b, f, now)

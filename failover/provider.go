@@ -385,6 +385,17 @@ func (p *Provider) familyBreaker(family string) *providerBreaker {
 	return p.state.breakers.family(family)
 }
 
+// release ends an attempt at b that reached no verdict (its client went
+// away, the provider was passed over, the answer says nothing of its
+// health): a probe it held goes to the next request, here and, when
+// shared, in the whole fleet at once rather than when its lease lapses.
+func (p *Provider) release(b *providerBreaker, clientKey string, wasProbe bool) {
+	b.Release(wasProbe)
+	if wasProbe && p.owner != nil {
+		p.owner.sharer.ReleaseProbe(p.sharedName(clientKey))
+	}
+}
+
 // peek answers like admit without taking a half-open probe or counting a
 // request, for requests that feed no breaker.
 func (p *Provider) peek(now time.Time, clientKey string) breaker.Admission {

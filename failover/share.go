@@ -131,6 +131,7 @@ func newSharer(ctx caddy.Context, h *Handler, cfg *ShareConfig) (*share.Sharer, 
 		PurgeAfter: time.Duration(cfg.PurgeAfter),
 		ProbeLease: time.Duration(cfg.ProbeLease),
 		ProbeWait:  time.Duration(cfg.ProbeWait),
+		MaxReset:   time.Duration(h.MaxReset),
 		Prefix:     cfg.Prefix,
 	}
 	if cfg.PasswordRaw != nil {

@@ -86,7 +86,7 @@ func (UpstreamSelector) Select(pool reverseproxy.UpstreamPool, r *http.Request, 
 		if a.p != nil {
 			// reverse_proxy's own retry (lb_retries) chose again: the
 			// earlier choice gave no response
-			a.b.Release(a.adm.Probe)
+			a.p.release(a.b, wa.clientKey, a.adm.Probe)
 		}
 		// in place: the handler's gate already serves this attempt
 		a.p, a.b, a.adm = p, b, adm

@@ -81,14 +81,17 @@ func (d *RedisDecision) decision() breaker.Decision {
 // publishes what it stored. It returns the decision now stored, which the
 // writer adopts when it was not its own.
 //
+// A stored decision dated more than MaxClockSkew ahead wins over nothing.
+//
 // KEYS: breaker key, probe lease key. ARGV: decision JSON, state, until
-// (ms), decided (µs), now (ms), how long to keep a close (ms), channel, writer token.
+// (ms), decided (µs), now (ms), how long to keep a close (ms), channel,
+// writer token, latest acceptable decision time (µs).
 var writeDecision = redis.NewScript(`
 if redis.call('GET', KEYS[2]) == ARGV[8] then redis.call('DEL', KEYS[2]) end
 local cur = redis.call('GET', KEYS[1])
 if cur then
 	local ok, c = pcall(cjson.decode, cur)
-	if ok and type(c) == 'table' then
+	if ok and type(c) == 'table' and (tonumber(c.decided_us) or 0) <= tonumber(ARGV[9]) then
 		if ARGV[2] == 'open' and c.state == 'open' then
 			if tonumber(c['until']) >= tonumber(ARGV[3]) then return cur end
 		elseif tonumber(c.decided_us) > tonumber(ARGV[4]) then
@@ -106,7 +109,8 @@ return ARGV[1]
 
 // claimLease takes a probe lease with SET NX PX; the holder may renew
 // its own. It returns -1 when the caller holds it, else the lease's
-// remaining milliseconds.
+// remaining milliseconds. A lease set to last longer than probe_lease (or
+// with no expiry) is cut to probe_lease: no one holds a probe longer.
 //
 // KEYS: lease key. ARGV: token, lease (ms).
 var claimLease = redis.NewScript(`
@@ -115,7 +119,20 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 	redis.call('PEXPIRE', KEYS[1], ARGV[2])
 	return -1
 end
-return redis.call('PTTL', KEYS[1])
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 or left > tonumber(ARGV[2]) then
+	redis.call('PEXPIRE', KEYS[1], ARGV[2])
+	return tonumber(ARGV[2])
+end
+return left
+`)
+
+// releaseLease deletes a probe lease if the caller holds it.
+//
+// KEYS: lease key. ARGV: token.
+var releaseLease = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 `)
 
 var (
@@ -227,7 +244,7 @@ func (b *redisBackend) write(ctx context.Context) {
 		opCtx, cancel := context.WithTimeout(ctx, b.s.timeout)
 		stored, err := writeDecision.Run(opCtx, b.client, []string{b.breakerKey(name), b.leaseKey(name)},
 			val, string(d.State), d.Until, d.Decided, now.UnixMilli(), keepClosedDecisionsFor.Milliseconds(),
-			b.channel, b.token).Text()
+			b.channel, b.token, now.Add(MaxClockSkew).UnixMicro()).Text()
 		cancel()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			b.failed("writing shared breaker state to redis", err)
@@ -345,6 +362,18 @@ func (b *redisBackend) claimProbe(name string) (bool, time.Time) {
 		return true, time.Time{}
 	}
 	return false, b.s.now().Add(time.Duration(left) * time.Millisecond)
+}
+
+// releaseProbe deletes this instance's probe lease of a breaker.
+func (b *redisBackend) releaseProbe(name string) {
+	if b.down.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.s.timeout)
+	defer cancel()
+	if err := releaseLease.Run(ctx, b.client, []string{b.leaseKey(name)}, b.token).Err(); err != nil {
+		b.s.fault("releasing the probe lease in redis", err, b.leaseKey(name))
+	}
 }
 
 func (b *redisBackend) failed(msg string, err error) {

@@ -28,6 +28,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
 // Breakers is what a Sharer shares: the breakers of one handler, each
@@ -70,6 +71,10 @@ type Config struct {
 	// Logger receives fault lines, at most one per Interval.
 	Logger *zap.Logger
 
+	// MaxReset caps the cooldown of an adopted decision at now+MaxReset,
+	// as the handler caps a provider's own reset; zero: classify's default.
+	MaxReset time.Duration
+
 	// Interval, Prefix, Timeout, PurgeAfter, ProbeLease and ProbeWait are
 	// described on the handler's share config; zero takes the default.
 	Interval, Timeout, PurgeAfter, ProbeLease, ProbeWait time.Duration
@@ -89,6 +94,11 @@ const (
 	// keepClosedDecisionsFor is how long a close is shared, so that an
 	// older cooldown written late cannot undo it.
 	keepClosedDecisionsFor = 10 * time.Minute
+	// MaxClockSkew is how far in the future a shared decision may be
+	// dated: a later one (a clock far ahead, or a forged entry) would win
+	// over every decision made here, an admin reset included, and is
+	// ignored.
+	MaxClockSkew = 5 * time.Second
 )
 
 // ValidRedisURL checks a Redis URL: redis:// or rediss://, a host, and no
@@ -128,6 +138,9 @@ type probeClaimer interface {
 	// milliseconds. When another instance holds it, it returns false and
 	// when the lease lapses.
 	claimProbe(name string) (granted bool, until time.Time)
+	// releaseProbe gives up this instance's lease of the named breaker's
+	// probe, bounded by the store timeout.
+	releaseProbe(name string)
 }
 
 // Sharer shares one handler's breakers in the background. Requests never
@@ -140,6 +153,7 @@ type Sharer struct {
 	interval   time.Duration
 	timeout    time.Duration
 	purgeAfter time.Duration
+	maxReset   time.Duration
 	logger     *zap.Logger
 	kickCh     chan struct{}
 	done       chan struct{} // closed when the backend's run has returned
@@ -148,6 +162,8 @@ type Sharer struct {
 	faultMu   sync.Mutex
 	lastFault time.Time
 	faulty    bool // the last operation failed; guarded by faultMu
+	// saidFuture: a decision dated in the future was logged once
+	saidFuture atomic.Bool
 }
 
 // New makes a Sharer of breakers; Start starts it.
@@ -159,6 +175,7 @@ func New(cfg Config, breakers Breakers) (*Sharer, error) {
 		interval:   cfg.Interval,
 		timeout:    cfg.Timeout,
 		purgeAfter: cfg.PurgeAfter,
+		maxReset:   cfg.MaxReset,
 		logger:     cfg.Logger,
 		kickCh:     make(chan struct{}, 1),
 		done:       make(chan struct{}),
@@ -177,6 +194,9 @@ func New(cfg Config, breakers Breakers) (*Sharer, error) {
 	}
 	if s.purgeAfter <= 0 {
 		s.purgeAfter = DefaultPurgeAfter
+	}
+	if s.maxReset <= 0 {
+		s.maxReset = classify.DefaultMaxReset
 	}
 	if cfg.Redis != "" {
 		if err := ValidRedisURL(cfg.Redis); err != nil {
@@ -289,6 +309,11 @@ func (s *Sharer) decisions(now time.Time, fn func(name string, d breaker.Decisio
 	})
 }
 
+// future reports whether a decision is dated past now+MaxClockSkew.
+func future(now time.Time, d breaker.Decision) bool {
+	return d.DecidedAt.After(now.Add(MaxClockSkew))
+}
+
 func worthSharing(now time.Time, d breaker.Decision) bool {
 	if d.State == breaker.Open {
 		return d.Until.After(now)
@@ -297,10 +322,23 @@ func worthSharing(now time.Time, d breaker.Decision) bool {
 }
 
 // apply adopts another instance's decision for the named breaker, by the
-// rule of Breaker.Adopt. origin is the deciding instance's id.
+// rule of Breaker.Adopt. origin is the deciding instance's id. Shared
+// state is input like any other: a decision dated more than MaxClockSkew
+// ahead is ignored (logged once), and a cooldown ends by now+max_reset at
+// the latest.
 func (s *Sharer) apply(now time.Time, name string, d breaker.Decision, origin string) {
 	if origin == s.instance {
 		origin = "" // our own decision, from before a restart
+	}
+	if future(now, d) {
+		if !s.saidFuture.Swap(true) {
+			s.logger.Warn("ignoring shared breaker decisions dated in the future; is an instance's clock ahead?",
+				zap.String("breaker", name), zap.String("instance", origin), zap.Time("decided_at", d.DecidedAt))
+		}
+		return
+	}
+	if d.State == breaker.Open && d.Until.After(now.Add(s.maxReset)) {
+		d.Until = now.Add(s.maxReset)
 	}
 	if b := s.breakers.Named(name); b != nil {
 		b.Adopt(now, d, origin)
@@ -323,6 +361,19 @@ func (s *Sharer) ClaimProbe(name string, b *breaker.Breaker, adm breaker.Admissi
 		return b.YieldProbe(until)
 	}
 	return adm
+}
+
+// ReleaseProbe gives up the fleet's probe of the named breaker, held by
+// this instance, when the probing attempt ended without a verdict (its
+// client went away): the other instances need not wait for the lease to
+// lapse. It returns at once; the store is told in the background.
+func (s *Sharer) ReleaseProbe(name string) {
+	if s == nil {
+		return
+	}
+	if c, ok := s.backend.(probeClaimer); ok {
+		go c.releaseProbe(name)
+	}
 }
 
 // fault logs a store problem at most once per interval: store faults never
