@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -287,5 +288,41 @@ func TestExpectContinueOverLimitGets413Without100(t *testing.T) {
 	}
 	if up.Hits() != 0 {
 		t.Fatalf("upstream hits %d", up.Hits())
+	}
+}
+
+// caddy_llm_utilization_ratio has a bounded set of series per provider,
+// however many clients of a passthrough provider report windows of
+// their own names.
+func TestUtilizationMetricBoundedPerProvider(t *testing.T) {
+	var n atomic.Int64
+	up := newUpstream(t, "ut_pass", func(w http.ResponseWriter, r *http.Request, body []byte) {
+		i := n.Add(1)
+		w.Header().Set("Anthropic-Ratelimit-Unified-Status", "allowed")
+		w.Header().Set("Anthropic-Ratelimit-Unified-5h-Utilization", "0.5")
+		for _, suffix := range []string{"a", "b", "c"} {
+			w.Header().Set(fmt.Sprintf("Anthropic-Ratelimit-Unified-w%d%s-Utilization", i, suffix), "0.25")
+		}
+		replyMessage("fine")(w, r, body)
+	})
+	p := startProxy(t, failoverSite(up.providerBlock("credential passthrough")))
+	for i := range 20 {
+		res := post(t, p.URL+"/v1/messages", simpleRequest, "X-Api-Key", fmt.Sprintf("sk-client-%d", i))
+		if body := readAll(t, res); res.StatusCode != http.StatusOK {
+			t.Fatalf("client %d: %d %s", i, res.StatusCode, body)
+		}
+	}
+	res, err := http.Get("http://" + p.AdminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := 0
+	for _, line := range strings.Split(readAll(t, res), "\n") {
+		if strings.HasPrefix(line, `caddy_llm_utilization_ratio{provider="ut_pass"`) {
+			series++
+		}
+	}
+	if series == 0 || series > 6 {
+		t.Fatalf("%d utilization series for one provider, want 1 to 6 (5h and at most 4 other windows)", series)
 	}
 }

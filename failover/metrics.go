@@ -129,15 +129,17 @@ func observeTiming(provider string, g *gate) {
 }
 
 // utilizationCollector reports providers' utilization at scrape time, so
-// a window that is no longer reported disappears. Its window label comes
-// from a capped set (capacity.Parse keeps a few names beyond the known
-// ones).
+// a window that is no longer reported disappears. One series per provider
+// and window: 5h, 7d, an API key's limits, and the alphabetically first
+// capacity.MaxExtraWindows other names among all its breakers (each
+// client of a passthrough provider may report names of its own; the
+// per-client detail is in status).
 type utilizationCollector struct{ desc *prometheus.Desc }
 
 func newUtilizationCollector() *utilizationCollector {
 	return &utilizationCollector{desc: prometheus.NewDesc(
 		prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "utilization_ratio"),
-		"Utilization of a provider's usage window (0-1) as the provider last reported it; for a passthrough provider, the highest among its clients.",
+		"Utilization of a provider's usage window (0-1) as the provider last reported it; for a passthrough provider, the highest among its clients. Windows: 5h, 7d, API-key limits and at most 4 others per provider.",
 		[]string{"provider", "window"}, nil)}
 }
 
@@ -158,12 +160,30 @@ func (c *utilizationCollector) Collect(ch chan<- prometheus.Metric) {
 				}
 				if old, ok := byWindow[w.Name]; !ok || util > old {
 					byWindow[w.Name] = util
+					keepExtraWindows(byWindow)
 				}
 			}
 		})
 		for w, util := range byWindow {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, util, p.Name, w)
 		}
+	}
+}
+
+// keepExtraWindows drops from byWindow the extra windows past the
+// alphabetically first capacity.MaxExtraWindows.
+func keepExtraWindows(byWindow map[string]float64) {
+	extras, last := 0, ""
+	for name := range byWindow {
+		if capacity.IsExtraWindow(name) {
+			extras++
+			if name > last {
+				last = name
+			}
+		}
+	}
+	if extras > capacity.MaxExtraWindows {
+		delete(byWindow, last)
 	}
 }
 

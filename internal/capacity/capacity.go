@@ -282,6 +282,14 @@ func (p *capacityParser) window(name string, apiKey bool) *Window {
 
 func isExtraWindow(name string) bool { return Rank(name) == 2 }
 
+// IsExtraWindow reports whether a window is a subscription window beyond
+// 5h and 7d (model-scoped ones such as 7d_opus): the names an upstream
+// chooses.
+func IsExtraWindow(name string) bool { return isExtraWindow(name) }
+
+// MaxExtraWindows is how many extra windows a report keeps.
+const MaxExtraWindows = maxExtraWindows
+
 // cutLast splits "7d-utilization" into "7d" and "utilization".
 func cutLast(s string) (string, string, bool) {
 	i := strings.LastIndexByte(s, '-')
