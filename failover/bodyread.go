@@ -143,8 +143,8 @@ func (h *Handler) bodyTimeout(r *http.Request) time.Duration {
 // refuseBody answers a request whose body was not received whole: 413
 // for a body over request_buffer, 408 for one that took longer than
 // body_timeout, both in Anthropic's error format.
-func (h *Handler) refuseBody(w http.ResponseWriter, r *http.Request, res bodyResult) {
-	h.setAnswerHeaders(w.Header(), "", 0, nil)
+func (h *Handler) refuseBody(w http.ResponseWriter, r *http.Request, client *Client, res bodyResult) {
+	h.setAnswerHeaders(w.Header(), client, "", 0, nil)
 	switch res {
 	case bodyTooLarge:
 		// a client that asked first (Expect: 100-continue) and declared

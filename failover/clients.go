@@ -223,6 +223,12 @@ func (h *Handler) match(key string) *Client {
 	return found
 }
 
+// mayUse reports whether the client may use the provider at index i of
+// the handler's providers; true without a client or a limit.
+func (c *Client) mayUse(i int) bool {
+	return c == nil || c.allowed == nil || (i < len(c.allowed) && c.allowed[i])
+}
+
 // markDisallowed sets up a request's tried list: the providers the client
 // may not use count as tried, so they are never selected for it.
 func (c *Client) markDisallowed(tried []bool) {

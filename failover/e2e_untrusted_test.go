@@ -326,3 +326,25 @@ func TestUtilizationMetricBoundedPerProvider(t *testing.T) {
 		t.Fatalf("%d utilization series for one provider, want 1 to 6 (5h and at most 4 other windows)", series)
 	}
 }
+
+// X-LLM-Providers shows a client limited to some providers only those.
+func TestProvidersHeaderListsOnlyTheClientsOwn(t *testing.T) {
+	t.Setenv("LLMF_ALICE_KEY", "alice-key-1")
+	t.Setenv("LLMF_BOB_KEY", "bob-key-1")
+	a := newUpstream(t, "ph_a", replyError(429, "rate_limit_error", "limited", "Retry-After", "60"))
+	secret := newUpstream(t, "ph_secret", replyError(529, "overloaded_error", "busy"))
+	p := startProxy(t, failoverSite(a.providerBlock(), secret.providerBlock(),
+		"\t\tclient alice {\n\t\t\tkey env LLMF_ALICE_KEY\n\t\t\tproviders ph_a\n\t\t}\n",
+		"\t\tclient bob {\n\t\t\tkey env LLMF_BOB_KEY\n\t\t}\n"))
+	res := post(t, p.URL+"/v1/messages", simpleRequest, "X-Api-Key", "bob-key-1")
+	readAll(t, res)
+	if got := res.Header.Get("X-LLM-Providers"); !strings.Contains(got, `"ph_secret"`) {
+		t.Fatalf("bob may use every provider; X-LLM-Providers %q", got)
+	}
+	res = post(t, p.URL+"/v1/messages", simpleRequest, "X-Api-Key", "alice-key-1")
+	readAll(t, res)
+	got := res.Header.Get("X-LLM-Providers")
+	if !strings.HasPrefix(got, `"ph_a";state=open`) || strings.Contains(got, "ph_secret") {
+		t.Fatalf("alice's X-LLM-Providers %q, want ph_a alone", got)
+	}
+}

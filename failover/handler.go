@@ -349,7 +349,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if res == bodyBroken {
 			return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
 		}
-		h.refuseBody(w, r, res)
+		h.refuseBody(w, r, client, res)
 		return nil
 	}
 	defer releaseBody(buf)
@@ -391,7 +391,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		i, adm, skips := h.selectProvider(req)
 		if i < 0 {
 			if req.fail == nil || len(req.fail.failed) == 0 {
-				h.setAnswerHeaders(w.Header(), req.clientKey, 0, nil)
+				h.setAnswerHeaders(w.Header(), req.client, req.clientKey, 0, nil)
 				req.logged.status = writeAllCooling(w, skips, timeNow())
 				h.noteExhausted(skips)
 				return nil

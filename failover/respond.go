@@ -150,8 +150,9 @@ func describeFailures(failed []failedAttempt) string {
 //
 // class and status are this request's failure at that provider, else the
 // class that opened its breaker; retry-after is the seconds until an open
-// breaker admits again.
-func (h *Handler) setAnswerHeaders(hdr http.Header, clientKey string, attempts int, failed []failedAttempt) {
+// breaker admits again. A client limited to some providers (client) sees
+// only those: the others are none of its business.
+func (h *Handler) setAnswerHeaders(hdr http.Header, client *Client, clientKey string, attempts int, failed []failedAttempt) {
 	hdr.Set("X-LLM-Attempts", strconv.Itoa(attempts))
 	providers := h.Providers
 	if len(providers) == 0 {
@@ -165,7 +166,10 @@ func (h *Handler) setAnswerHeaders(hdr http.Header, clientKey string, attempts i
 	now := timeNow()
 	var b strings.Builder
 	for i, p := range providers {
-		if i > 0 {
+		if !client.mayUse(i) {
+			continue
+		}
+		if b.Len() > 0 {
 			b.WriteString(", ")
 		}
 		s := p.state.breakers.snapshotFor(now, clientKey, p.passthrough)

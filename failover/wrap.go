@@ -163,7 +163,7 @@ func (h *Handler) serveWrapped(w http.ResponseWriter, req *llmRequest, next cadd
 		if picked == nil {
 			req.attempts-- // nothing was selected: no attempt was sent
 			if req.attempts == 0 {
-				h.setAnswerHeaders(w.Header(), req.clientKey, 0, nil)
+				h.setAnswerHeaders(w.Header(), req.client, req.clientKey, 0, nil)
 				req.logged.status = writeAllCooling(w, wa.skips, timeNow())
 				h.noteExhausted(wa.skips)
 			} else {
