@@ -147,7 +147,7 @@ func (h *Handler) cleanupAffinity() {
 
 // conversationKey returns the request's conversation key: Claude Code's
 // session id, else the header named by `affinity header`; 0 for none.
-func (h *Handler) conversationKey(r *http.Request, clientKey string) uint64 {
+func (h *Handler) conversationKey(r *http.Request, client *Client, clientKey string, cred clientCredential) uint64 {
 	if h.affinity == nil {
 		return 0
 	}
@@ -158,7 +158,19 @@ func (h *Handler) conversationKey(r *http.Request, clientKey string) uint64 {
 	if s == "" {
 		return 0
 	}
-	return h.affinity.key(clientKey, s) | 1 // never 0
+	// the client is part of the key: another client sending the same
+	// session id must not move this conversation (and cool its prompt
+	// cache). Only the seeded hash is kept, never the credential.
+	who := clientKey
+	switch {
+	case client != nil:
+		who = "client\x00" + client.Name
+	case who == "" && len(cred.authorization) > 0:
+		who = cred.authorization[0]
+	case who == "" && len(cred.apiKey) > 0:
+		who = cred.apiKey[0]
+	}
+	return h.affinity.key(who, s) | 1 // never 0
 }
 
 // pinnedProvider returns the index of the provider that served the

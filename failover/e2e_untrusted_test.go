@@ -348,3 +348,29 @@ func TestProvidersHeaderListsOnlyTheClientsOwn(t *testing.T) {
 		t.Fatalf("alice's X-LLM-Providers %q, want ph_a alone", got)
 	}
 }
+
+// Conversation affinity is per client: another client sending the same
+// session id does not move this client's conversation.
+func TestAffinityKeyIncludesTheClient(t *testing.T) {
+	t.Setenv("LLMF_ALICE_KEY", "alice-key-1")
+	t.Setenv("LLMF_BOB_KEY", "bob-key-1")
+	one := newUpstream(t, "af_one", replyMessage("one"))
+	two := newUpstream(t, "af_two", replyMessage("two"))
+	p := startProxy(t, failoverSite(one.providerBlock(), two.providerBlock(), "\t\tpolicy spread\n",
+		"\t\tclient alice {\n\t\t\tkey env LLMF_ALICE_KEY\n\t\t}\n",
+		"\t\tclient bob {\n\t\t\tkey env LLMF_BOB_KEY\n\t\t\tproviders af_two\n\t\t}\n"))
+	send := func(key string) string {
+		res := post(t, p.URL+"/v1/messages", simpleRequest, "X-Api-Key", key, "X-Claude-Code-Session-Id", "session-1")
+		readAll(t, res)
+		return res.Header.Get("X-LLM-Provider")
+	}
+	first := send("alice-key-1")
+	if got := send("bob-key-1"); got != "af_two" {
+		t.Fatalf("bob was served by %q", got)
+	}
+	for i := range 3 {
+		if got := send("alice-key-1"); got != first {
+			t.Fatalf("alice's request %d went to %q, her conversation is on %q", i, got, first)
+		}
+	}
+}

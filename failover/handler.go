@@ -368,7 +368,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.anyPassthrough {
 		req.clientKey = clientCred.fingerprint()
 	}
-	req.conversation = h.conversationKey(r, req.clientKey)
+	req.conversation = h.conversationKey(r, req.client, req.clientKey, clientCred)
 	defer h.finishRequest(req)
 
 	if len(h.Providers) == 0 {
