@@ -21,7 +21,8 @@ import (
 // Per-client breakers are bounded, since every distinct client credential
 // makes one: a breaker that is closed (or whose cooldown has ended) and has
 // not been used for clientIdle is dropped, and past maxClientBreakers the
-// least recently used one goes first. A client whose breaker was dropped
+// least recently used one that cools nothing goes first (else the one
+// whose cooldown ends soonest). A client whose breaker was dropped
 // starts with a closed one, as a new client does; the counters of dropped
 // breakers are kept, so a provider's totals never go back.
 type breakerSet struct {
@@ -52,6 +53,9 @@ const (
 	clientIdle = 10 * time.Minute
 	// clientSweepInterval is how often idle breakers are looked for.
 	clientSweepInterval = time.Minute
+	// evictScan is how many of the least recently used per-client
+	// breakers are looked at to choose the one that goes past the cap.
+	evictScan = 64
 )
 
 // providerBreaker is one breaker of a provider, with what the provider last
@@ -130,11 +134,34 @@ func (s *breakerSet) client(key string, now time.Time) *providerBreaker {
 	}
 	s.sweepLocked(now, false)
 	for s.lru.Len() >= maxClientBreakers {
-		s.removeLocked(s.lru.Back())
+		s.evictLocked(now)
 	}
 	e := &clientEntry{key: key, b: new(providerBreaker), used: now}
 	s.byClient[key] = s.lru.PushFront(e)
 	return e.b
+}
+
+// evictLocked drops one per-client breaker to make room. Among the
+// evictScan least recently used, the first that cools nothing goes, else
+// the one whose cooldown ends soonest: evicting a cooling breaker would
+// send its client straight back to the exhausted provider, so a flood of
+// new clients must not push out a long cooldown.
+func (s *breakerSet) evictLocked(now time.Time) {
+	var victim *list.Element
+	var victimUntil time.Time
+	n := 0
+	for el := s.lru.Back(); el != nil && n < evictScan; el = el.Prev() {
+		n++
+		snap := el.Value.(*clientEntry).b.Snapshot(now)
+		if snap.State != breaker.Open {
+			victim = el
+			break
+		}
+		if victim == nil || snap.Until.Before(victimUntil) {
+			victim, victimUntil = el, snap.Until
+		}
+	}
+	s.removeLocked(victim)
 }
 
 // knownClient returns the client's breaker, or nil, without making one or

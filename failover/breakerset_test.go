@@ -332,3 +332,28 @@ func TestPassthroughManyClientsBounded(t *testing.T) {
 			float64(start)/1e6, n, float64(peak)/1e6, float64(after)/1e6)
 	}
 }
+
+// Past the cap, a cooling breaker is not what goes: 12,000 new clients
+// (closed, or cooling for a shorter auth cooldown) do not push out a
+// victim's 3h quota cooldown.
+func TestBreakerSetCapKeepsCooling(t *testing.T) {
+	var s breakerSet
+	now := setT0
+	victim := s.client("victim", now)
+	victim.Failure(now, breaker.Failure{Class: classify.Quota, Cooldown: 3 * time.Hour})
+	for i := range 12000 {
+		b := s.client(fmt.Sprint("random-", i), now)
+		if i%2 == 0 {
+			b.Failure(now, breaker.Failure{Class: classify.Auth, Cooldown: time.Hour})
+		}
+	}
+	if s.knownClient("victim") != victim {
+		t.Fatal("the victim's cooling breaker was evicted by new clients")
+	}
+	if snap := victim.Snapshot(now.Add(time.Hour)); snap.State != breaker.Open {
+		t.Fatalf("victim: %+v", snap)
+	}
+	if n, _ := s.clientsKept(); n != maxClientBreakers {
+		t.Fatalf("%d breakers kept, want the cap %d", n, maxClientBreakers)
+	}
+}
