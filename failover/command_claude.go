@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -27,11 +28,13 @@ func claudeCommand() *cobra.Command {
 		Long: `
 Sets env.ANTHROPIC_BASE_URL in Claude Code's settings file, keeping every
 other key, so every Claude Code session goes through the proxy. The file is
-backed up first (PATH.llm-failover.bak) and replaced atomically. --undo
+backed up first (PATH.llm-failover.bak; an existing backup, the original,
+is kept) and replaced atomically; a symlink is written through. --undo
 puts the backup back.
 
 The URL is --url, else the first site of the running Caddy that serves
-llm_failover (read from its admin API, found like 'caddy llm' finds it).`,
+llm_failover (read from its admin API, found like 'caddy llm' finds it),
+which must be on this machine (localhost or a loopback address).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fl := caddycmd.Flags{FlagSet: cmd.Flags()}
@@ -85,6 +88,12 @@ func runClaudeCommand(out io.Writer, o claudeOptions) (int, error) {
 		if url, err = proxyURLFromAdmin(addr); err != nil {
 			return 1, err
 		}
+		// whatever answers on the admin address could name any site, and
+		// Claude Code would send its credential there
+		if !loopbackURL(url) {
+			return 1, fmt.Errorf("the llm_failover site the admin endpoint at %s names, %s, is not on this machine; "+
+				"if that is the proxy you mean, give it with --url", addr, url)
+		}
 	}
 	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
 		return 2, fmt.Errorf("--url %q: want http://HOST:PORT or https://HOST", url)
@@ -102,7 +111,7 @@ func runClaudeCommand(out io.Writer, o claudeOptions) (int, error) {
 		old = "(unset)"
 	}
 	fmt.Fprintf(out, "%s: env.ANTHROPIC_BASE_URL: %s -> %s\nbackup: %s (caddy llm claude --undo restores it)\n",
-		path, old, url, path+backupSuffix)
+		path, old, url, throughLinks(path)+backupSuffix)
 	fmt.Fprint(out, claudeLoginNote)
 	return 0, nil
 }
@@ -116,10 +125,34 @@ CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1, or Claude Code sends that key to
 api.anthropic.com as well).
 `
 
+// loopbackURL reports whether a URL's host is this machine: localhost or
+// a loopback address.
+func loopbackURL(s string) bool {
+	u, err := neturl.Parse(s)
+	if err != nil {
+		return false
+	}
+	host := u.Hostname()
+	return strings.EqualFold(host, "localhost") || isLoopback(host)
+}
+
+// throughLinks is where writing path lands: the file a symlink (a dotfile
+// manager's) points to, so that the link stays a link; path itself when
+// it is no link or does not exist yet.
+func throughLinks(path string) string {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		return real
+	}
+	return path
+}
+
 // setClaudeBaseURL merges env.ANTHROPIC_BASE_URL into the settings file,
 // keeping every other key. The previous file goes to the backup (an empty
-// backup: there was no file). It returns the previous value.
+// backup: there was no file) unless a backup is there already: the first
+// one is the original, which --undo restores. It returns the previous
+// value.
 func setClaudeBaseURL(path, url string) (old string, changed bool, err error) {
+	path = throughLinks(path)
 	raw, mode, existed, err := readSettings(path)
 	if err != nil {
 		return "", false, err
@@ -135,8 +168,10 @@ func setClaudeBaseURL(path, url string) (old string, changed bool, err error) {
 	if !existed {
 		backup = nil
 	}
-	if err := writeAtomic(path+backupSuffix, backup, mode); err != nil {
-		return "", false, fmt.Errorf("writing the backup: %v", err)
+	if _, err := os.Lstat(path + backupSuffix); errors.Is(err, fs.ErrNotExist) {
+		if err := writeAtomic(path+backupSuffix, backup, mode); err != nil {
+			return "", false, fmt.Errorf("writing the backup: %v", err)
+		}
 	}
 	if err := writeAtomic(path, updated, mode); err != nil {
 		return "", false, err
@@ -211,6 +246,7 @@ func marshalIndented(m map[string]json.RawMessage, prefix string) (json.RawMessa
 }
 
 func undoClaudeSettings(out io.Writer, path string) (int, error) {
+	path = throughLinks(path)
 	backup, mode, existed, err := readSettings(path + backupSuffix)
 	if err != nil {
 		return 1, err

@@ -3,6 +3,9 @@ package failover
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -222,4 +225,66 @@ func FuzzMergeBaseURL(f *testing.F) {
 			t.Fatalf("keys changed:\nbefore %v\nafter  %v", before, after)
 		}
 	})
+}
+
+// A symlinked settings file (dotfile managers) is written through the
+// link; a second run keeps the first backup, so --undo restores the
+// original.
+func TestClaudeCommandSymlinkAndFirstBackup(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "dotfiles", "claude-settings.json")
+	if err := os.MkdirAll(filepath.Dir(real), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(real, []byte(claudeSettings), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "settings.json")
+	if err := os.Symlink(real, path); err != nil {
+		t.Fatal(err)
+	}
+	for _, url := range []string{"http://127.0.0.1:4181", "http://127.0.0.1:4182"} {
+		if code, err := runClaudeCommand(new(bytes.Buffer), claudeOptions{settings: path, url: url}); err != nil || code != 0 {
+			t.Fatalf("%s: %d %v", url, code, err)
+		}
+	}
+	if fi, err := os.Lstat(path); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the symlink was replaced by a regular file (%v)", err)
+	}
+	if got := decodeJSONFile(t, real)["env"].(map[string]any)["ANTHROPIC_BASE_URL"]; got != "http://127.0.0.1:4182" {
+		t.Fatalf("the link's target has ANTHROPIC_BASE_URL %v", got)
+	}
+	if code, err := runClaudeCommand(new(bytes.Buffer), claudeOptions{settings: path, undo: true}); err != nil || code != 0 {
+		t.Fatalf("undo: %d %v", code, err)
+	}
+	if raw, _ := os.ReadFile(real); string(raw) != claudeSettings {
+		t.Fatalf("undo did not restore the original:\n%s", raw)
+	}
+	if fi, err := os.Lstat(path); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("undo replaced the symlink (%v)", err)
+	}
+}
+
+// Without --url, a site the admin endpoint names that is not on this
+// machine is refused: whatever answers on the admin address must not send
+// Claude Code's credential elsewhere.
+func TestClaudeCommandRefusesRemoteSiteFromAdmin(t *testing.T) {
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"srv0":{"listen":[":443"],"tls_connection_policies":[{}],`+
+			`"routes":[{"match":[{"host":["llm-proxy.attacker.example"]}],"handle":[{"handler":"llm_failover"}]}]}}`)
+	}))
+	defer admin.Close()
+	path := filepath.Join(t.TempDir(), "settings.json")
+	_, err := runClaudeCommand(new(bytes.Buffer), claudeOptions{settings: path, address: strings.TrimPrefix(admin.URL, "http://")})
+	if err == nil || !strings.Contains(err.Error(), "--url") {
+		t.Fatalf("err %v, want a refusal naming --url", err)
+	}
+	if _, err := os.Stat(path); err == nil {
+		t.Fatal("the settings file was written")
+	}
+	// named with --url, it is the user's choice
+	if code, err := runClaudeCommand(new(bytes.Buffer), claudeOptions{settings: path, url: "https://llm-proxy.example"}); err != nil || code != 0 {
+		t.Fatalf("--url: %d %v", code, err)
+	}
 }
