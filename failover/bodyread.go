@@ -34,14 +34,54 @@ const (
 )
 
 // requestBody is a pooled request body buffer.
-type requestBody struct{ b []byte }
+type requestBody struct {
+	b        []byte
+	reserved int64 // bytes counted against the handler's RequestBufferTotal
+}
 
 var bodyPool = sync.Pool{New: func() any { return new(requestBody) }}
 
-func releaseBody(rb *requestBody) {
-	if rb != nil && cap(rb.b) <= maxPooledBody {
+func (h *Handler) releaseBody(rb *requestBody) {
+	if rb == nil {
+		return
+	}
+	if rb.reserved != 0 {
+		h.buffered.Add(-rb.reserved)
+		rb.reserved = 0
+	}
+	if cap(rb.b) <= maxPooledBody {
 		rb.b = rb.b[:0]
 		bodyPool.Put(rb)
+	}
+}
+
+// Waiting for room in RequestBufferTotal.
+const (
+	bufferRoomWait = 250 * time.Millisecond
+	bufferRoomPoll = 10 * time.Millisecond
+)
+
+// reserveBuffer counts n more bytes of a body against RequestBufferTotal,
+// waiting up to bufferRoomWait for room. It reports whether they fit.
+func (h *Handler) reserveBuffer(rb *requestBody, n int64) bool {
+	if n <= 0 || h.buffered == nil {
+		return true
+	}
+	var deadline time.Time
+	for {
+		if cur := h.buffered.Load(); cur+n <= h.RequestBufferTotal {
+			if h.buffered.CompareAndSwap(cur, cur+n) {
+				rb.reserved += n
+				return true
+			}
+			continue
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(bufferRoomWait)
+		} else if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(bufferRoomPoll)
 	}
 }
 
@@ -49,10 +89,11 @@ func releaseBody(rb *requestBody) {
 type bodyResult uint8
 
 const (
-	bodyComplete bodyResult = iota
-	bodyTooLarge            // over request_buffer (or Caddy's request_body max_size)
-	bodyTimedOut            // not received within body_timeout
-	bodyBroken              // the client's connection failed
+	bodyComplete   bodyResult = iota
+	bodyTooLarge              // over request_buffer (or Caddy's request_body max_size)
+	bodyTimedOut              // not received within body_timeout
+	bodyBroken                // the client's connection failed
+	bodyOverBudget            // no room in request_buffer_total
 )
 
 // readBody buffers the request body once, up to RequestBuffer bytes and
@@ -62,6 +103,9 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*requestBody
 	rb.b = rb.b[:0]
 	if r.Body == nil || r.Body == http.NoBody {
 		return rb, bodyComplete, nil
+	}
+	if !h.reserveBuffer(rb, int64(cap(rb.b))) {
+		rb.b = nil // a pooled buffer with no room for it: start anew
 	}
 	limit := h.RequestBuffer
 	if r.ContentLength > limit {
@@ -77,7 +121,11 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*requestBody
 	b := rb.b
 	for {
 		if len(b) == cap(b) {
-			b = growBody(b, r.ContentLength, limit)
+			grown := bodyCapacity(b, r.ContentLength, limit)
+			if !h.reserveBuffer(rb, grown-int64(cap(b))) {
+				return rb, bodyOverBudget, nil
+			}
+			b = growBody(b, grown)
 		}
 		n, err := r.Body.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
@@ -106,10 +154,17 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*requestBody
 	}
 }
 
-// growBody returns b with room for more bytes: double the capacity (at
+// growBody returns b grown to capacity want.
+func growBody(b []byte, want int64) []byte {
+	grown := make([]byte, len(b), want)
+	copy(grown, b)
+	return grown
+}
+
+// bodyCapacity is the capacity b grows to for more bytes: double (at
 // least initialBodyBuffer), never past the declared length or the limit,
 // plus the one byte that reveals the end (or a body over the limit).
-func growBody(b []byte, declared, limit int64) []byte {
+func bodyCapacity(b []byte, declared, limit int64) int64 {
 	want := int64(2 * cap(b))
 	if want < initialBodyBuffer {
 		want = initialBodyBuffer
@@ -124,9 +179,7 @@ func growBody(b []byte, declared, limit int64) []byte {
 	if want <= int64(len(b)) {
 		want = int64(len(b)) + 1
 	}
-	grown := make([]byte, len(b), want)
-	copy(grown, b)
-	return grown
+	return want
 }
 
 // bodyTimeout is how long the body may take: body_timeout, or the
@@ -155,6 +208,13 @@ func (h *Handler) refuseBody(w http.ResponseWriter, r *http.Request, client *Cli
 		}
 		writeAnthropicError(w, http.StatusRequestEntityTooLarge, "request_too_large",
 			fmt.Sprintf("llm_failover: request body exceeds request_buffer (%d bytes)", h.RequestBuffer))
+	case bodyOverBudget:
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		w.Header().Set("Retry-After", "1")
+		writeAnthropicError(w, 529, "overloaded_error",
+			"llm_failover: the proxy is receiving too many request bodies at once (request_buffer_total); retry shortly")
 	case bodyTimedOut:
 		if r.ProtoMajor == 1 {
 			w.Header().Set("Connection", "close")

@@ -61,6 +61,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_reset <duration>
 //		max_attempts <n>
 //		request_buffer <size>
+//		request_buffer_total <size>
 //		body_timeout <duration>
 //		classify <status|*> <body substring|*> <class>
 //		policy priority|spread
@@ -144,7 +145,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	once := onceInBlock{}
 	for d.NextBlock(0) {
 		switch d.Val() {
-		case "max_cooldown", "max_reset", "max_attempts", "request_buffer", "body_timeout", "policy":
+		case "max_cooldown", "max_reset", "max_attempts", "request_buffer", "request_buffer_total", "body_timeout", "policy":
 			if err := once.check(d, ""); err != nil {
 				return err
 			}
@@ -164,6 +165,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.MaxAttempts, err = parseCountArg(d, "", 1)
 		case "request_buffer":
 			h.RequestBuffer, err = parseSizeArg(d)
+		case "request_buffer_total":
+			h.RequestBufferTotal, err = parseSizeArg(d)
 		case "body_timeout":
 			h.BodyTimeout, err = parseDurationArg(d)
 		case "classify":

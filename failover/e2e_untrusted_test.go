@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -372,5 +373,57 @@ func TestAffinityKeyIncludesTheClient(t *testing.T) {
 		if got := send("alice-key-1"); got != first {
 			t.Fatalf("alice's request %d went to %q, her conversation is on %q", i, got, first)
 		}
+	}
+}
+
+// The bodies being received and replayed hold at most
+// request_buffer_total together: past it a new body is refused with 529
+// overloaded_error and Retry-After, and taken again once there is room.
+func TestRequestBufferTotalBounded(t *testing.T) {
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	up := newUpstream(t, "bt_slow", func(w http.ResponseWriter, r *http.Request, body []byte) {
+		if strings.Contains(string(body), `"hold":true`) {
+			<-release
+		}
+		replyMessage("fine")(w, r, body)
+	})
+	p := startProxy(t, failoverSite(up.providerBlock(), "\t\trequest_buffer 1MiB\n\t\trequest_buffer_total 1MiB\n"))
+	// registered last, so it runs first: the held request ends before
+	// Caddy and the upstream stop
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	big := func(hold bool) string {
+		return fmt.Sprintf(`{"model":"m","hold":%t,"max_tokens":8,"messages":[{"role":"user","content":"%s"}]}`,
+			hold, strings.Repeat("x", 700<<10))
+	}
+	held := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, p.URL+"/v1/messages", strings.NewReader(big(true)))
+		res, err := freshConnClient.Do(req)
+		if err != nil {
+			held <- 0
+			return
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		held <- res.StatusCode
+	}()
+	for deadline := time.Now().Add(5 * time.Second); up.Hits() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first request never reached the upstream")
+		}
+	}
+	res := post(t, p.URL+"/v1/messages", big(false))
+	body := readAll(t, res)
+	if res.StatusCode != 529 || !strings.Contains(body, "overloaded_error") || res.Header.Get("Retry-After") == "" {
+		t.Fatalf("a body past request_buffer_total: %d %s (Retry-After %q)", res.StatusCode, body, res.Header.Get("Retry-After"))
+	}
+	releaseOnce.Do(func() { close(release) })
+	if code := <-held; code != http.StatusOK {
+		t.Fatalf("the held request ended %d", code)
+	}
+	res = post(t, p.URL+"/v1/messages", big(false))
+	if body := readAll(t, res); res.StatusCode != http.StatusOK {
+		t.Fatalf("with room again: %d %s", res.StatusCode, body)
 	}
 }

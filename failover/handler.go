@@ -72,6 +72,13 @@ type Handler struct {
 	// bytes arrive, never ahead of them. Default: 32MiB; at most 1GiB.
 	RequestBuffer int64 `json:"request_buffer,omitempty"`
 
+	// RequestBufferTotal bounds the bytes the request bodies being
+	// received and replayed hold together. A body that would take the
+	// total past it waits up to 250ms for room, then is answered with 529
+	// overloaded_error and Retry-After: 1 (the connection closed).
+	// Default: 256MiB; at least request_buffer.
+	RequestBufferTotal int64 `json:"request_buffer_total,omitempty"`
+
 	// BodyTimeout bounds the time to receive the whole request body; a
 	// body still arriving past it is answered with 408 timeout_error in
 	// Anthropic's error format and its buffer is freed. The server's
@@ -160,7 +167,8 @@ type Handler struct {
 	RequestLog int `json:"request_log,omitempty"`
 
 	sharer         *share.Sharer
-	access         clientAccess // worked out of Clients, ClientKeyHeader and AllowRemote
+	access         clientAccess  // worked out of Clients, ClientKeyHeader and AllowRemote
+	buffered       *atomic.Int64 // bytes held by request bodies now (RequestBufferTotal)
 	tiers          []*providerTier
 	spread         bool
 	stream         StreamConfig // Stream with its defaults
@@ -190,7 +198,9 @@ type Rule = classify.Rule
 // Defaults.
 const (
 	defaultRequestBuffer = 32 << 20
-	defaultMaxCooldown   = 30 * time.Minute
+	// defaultRequestBufferTotal is RequestBufferTotal's default.
+	defaultRequestBufferTotal = 256 << 20
+	defaultMaxCooldown        = 30 * time.Minute
 )
 
 var defaultCooldowns = map[Class]time.Duration{
@@ -233,6 +243,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	setDefault(&h.RequestBuffer, defaultRequestBuffer)
+	setDefault(&h.RequestBufferTotal, max(defaultRequestBufferTotal, h.RequestBuffer))
+	h.buffered = new(atomic.Int64)
 	setDefault(&h.MaxReset, caddy.Duration(classify.DefaultMaxReset))
 	setDefault(&h.BodyTimeout, caddy.Duration(defaultBodyTimeout))
 	setDefault(&h.MaxCooldown, caddy.Duration(defaultMaxCooldown))
@@ -345,14 +357,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	buf, res, err := h.readBody(w, r)
 	if res != bodyComplete {
-		releaseBody(buf)
+		h.releaseBody(buf)
 		if res == bodyBroken {
 			return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
 		}
 		h.refuseBody(w, r, client, res)
 		return nil
 	}
-	defer releaseBody(buf)
+	defer h.releaseBody(buf)
 	fields := requestModel(buf.b)
 	req.body, req.model, req.fields, req.scanned = buf.b, fields.Model, fields, buf.b
 	req.kind, req.client = kindOfPath(r.URL.Path), client

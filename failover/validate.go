@@ -28,6 +28,10 @@ func (h *Handler) Validate() error {
 	if err := validBodyBounds(h.RequestBuffer, h.BodyTimeout); err != nil {
 		return err
 	}
+	if h.RequestBufferTotal < 0 || (h.RequestBufferTotal > 0 && h.RequestBufferTotal < max(h.RequestBuffer, 1)) {
+		return fmt.Errorf("request_buffer_total: %d bytes cannot hold one body of request_buffer; write a size of at least request_buffer, such as 256MiB",
+			h.RequestBufferTotal)
+	}
 	if h.MaxAttempts < 0 {
 		return fmt.Errorf("max_attempts: %d is negative: write a whole number of at least 1", h.MaxAttempts)
 	}
