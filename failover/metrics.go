@@ -289,13 +289,15 @@ func modelLabel(provider, model string) string {
 
 // cutModelLabel cuts a model name to maxModelLabelLen bytes without
 // splitting a UTF-8 sequence.
-func cutModelLabel(model string) string {
-	if len(model) <= maxModelLabelLen {
-		return model
+func cutModelLabel(model string) string { return cutAtRune(model, maxModelLabelLen) }
+
+// cutAtRune cuts s to at most n bytes without splitting a UTF-8 sequence.
+func cutAtRune(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	cut := maxModelLabelLen
-	for cut > 0 && !utf8.RuneStart(model[cut]) {
-		cut--
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
-	return model[:cut]
+	return s[:n]
 }

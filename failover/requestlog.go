@@ -11,7 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -174,11 +173,7 @@ func boundedString(s string) string {
 	if len(s) <= maxLoggedString {
 		return s
 	}
-	cut := maxLoggedString
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return strings.Clone(s[:cut]) + "…"
+	return strings.Clone(cutAtRune(s, maxLoggedString)) + "…"
 }
 
 // appendEntries appends copies of the logged requests, with their
