@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,6 +127,7 @@ func (p *proxy) load(caddyfileText string) {
 	if err := caddy.Load(adapt(p.t, caddyfileText), true); err != nil {
 		p.t.Fatalf("loading config: %v", err)
 	}
+	p.waitForOldListeners()
 }
 
 // reload posts a changed site body to the admin API's /load, as a user
@@ -143,6 +146,63 @@ func (p *proxy) reload(siteBody string) {
 		b, _ := io.ReadAll(res.Body)
 		p.t.Fatalf("POST /load: %d %s", res.StatusCode, b)
 	}
+	p.waitForOldListeners()
+}
+
+// waitForOldListeners waits until the site's and the admin's ports each
+// have a single listening socket. Caddy binds the new config's listeners
+// with SO_REUSEPORT before it closes the old ones, and /load returns once
+// the old servers' shutdowns are scheduled, not done: a connection the
+// kernel hands to the old socket in that window is reset when it closes.
+// A real client retries such a reset; the tests wait for the handover
+// instead, so that what they assert is the new config, not the race.
+func (p *proxy) waitForOldListeners() {
+	p.t.Helper()
+	for _, addr := range []string{strings.TrimPrefix(p.URL, "http://"), p.AdminAddr} {
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			continue
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			n, ok := listeningSockets(port)
+			if ok && n == 0 {
+				p.t.Fatalf("no socket listens on port %s after loading the config", port)
+			}
+			if !ok || n == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				p.t.Fatalf("port %s still has %d listening sockets 10s after the reload", port, n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// listeningSockets counts the sockets listening on a TCP port, from
+// Linux's /proc/net/tcp{,6}; ok is false where those files are missing.
+func listeningSockets(port string) (n int, ok bool) {
+	portNum, err := strconv.Atoi(port)
+	if err != nil {
+		return 0, false
+	}
+	want := fmt.Sprintf(":%04X", portNum)
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		ok = true
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			fields := strings.Fields(line)
+			const listen = "0A"
+			if len(fields) > 3 && strings.HasSuffix(fields[1], want) && fields[3] == listen {
+				n++
+			}
+		}
+	}
+	return n, ok
 }
 
 // resetProviderStates forgets every breaker, so tests do not leak
