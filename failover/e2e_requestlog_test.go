@@ -2,6 +2,7 @@ package failover
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -124,5 +125,42 @@ func TestRequestLogStream(t *testing.T) {
 	e := requestLogEntries(t, p, "")
 	if len(e) != 1 || !e[0].Streamed || e[0].Provider != "rl_s" || e[0].FirstByteMs <= 0 {
 		t.Fatalf("entries = %+v", e)
+	}
+}
+
+// A request the proxy refuses itself once the client is known (over its
+// limit, a dot segment, a body too large) is logged with the client, the
+// status and why; one refused before the client is known (a wrong client
+// key) is not, so that anyone cannot push the real entries out.
+func TestRequestLogRefused(t *testing.T) {
+	a := newUpstream(t, "rl_r", replyMessage("ok"))
+	p := startProxy(t, limitsSite(t, a.providerBlock(), "\t\t\tlimit requests 1 per 1h\n", "\t\trequest_buffer 1KiB\n"))
+	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest, asClient("alice-key")...))
+	for _, c := range []struct {
+		path, body string
+		key        string
+		status     int
+	}{
+		{"/v1/messages", simpleRequest, "alice-key", http.StatusTooManyRequests},
+		{"/v1/x/../messages", simpleRequest, "bob-key", http.StatusBadRequest},
+		{"/v1/messages", strings.Repeat("x", 4096), "bob-key", http.StatusRequestEntityTooLarge},
+		{"/v1/messages", simpleRequest, "wrong-key", http.StatusUnauthorized},
+	} {
+		res := post(t, p.URL+c.path, c.body, asClient(c.key)...)
+		readAll(t, res)
+		if res.StatusCode != c.status {
+			t.Fatalf("%s as %s: %d, want %d", c.path, c.key, res.StatusCode, c.status)
+		}
+	}
+	var got []string
+	for _, e := range requestLogEntries(t, p, "") {
+		got = append(got, fmt.Sprintf("%s %d %s %d", e.Client, e.Status, e.Refused, len(e.Attempts)))
+	}
+	want := []string{"bob 413 body 0", "bob 400 path 0", "alice 429 limit 0", "alice 200  1"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if a.Hits() != 1 {
+		t.Fatalf("the provider got %d requests, want 1", a.Hits())
 	}
 }

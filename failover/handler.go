@@ -347,12 +347,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	w = &req.out
 	defer h.recoverPanic(req)
 	client, ok := h.admitClient(w, r)
-	if !ok || !h.admitLimits(w, r, client) {
+	if !ok {
+		return nil // not logged: anyone can send these (requestlog.go)
+	}
+	req.client = client
+	h.startLogging(req)
+	if !h.admitLimits(w, r, client) {
+		h.logRefused(req, refusedByLimit)
 		return nil
 	}
 	if hasDotSegment(r.URL.Path, r.URL.RawPath) {
 		writeAnthropicError(w, http.StatusBadRequest, "invalid_request_error",
 			"llm_failover: a request path may not contain . or .. segments")
+		h.logRefused(req, refusedPath)
 		return nil
 	}
 	buf, res, err := h.readBody(w, r)
@@ -362,14 +369,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
 		}
 		h.refuseBody(w, r, client, res)
+		h.logRefused(req, refusedBody)
 		return nil
 	}
 	defer h.releaseBody(buf)
 	fields := requestModel(buf.b)
 	req.body, req.model, req.fields, req.scanned = buf.b, fields.Model, fields, buf.b
-	req.kind, req.client = kindOfPath(r.URL.Path), client
+	req.kind = kindOfPath(r.URL.Path)
 	req.perProvider(len(h.Providers))
-	h.startLogging(req)
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		// added before any attempt starts a goroutine that may read the
 		// replacer: Map is not safe against concurrent reads

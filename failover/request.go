@@ -111,12 +111,14 @@ func (req *llmRequest) perProvider(n int) {
 // http.ResponseController reaches the client's writer through Unwrap.
 type answerWriter struct {
 	http.ResponseWriter
-	wrote atomic.Bool // a final status or a byte was written
+	wrote  atomic.Bool  // a final status or a byte was written
+	status atomic.Int32 // the first final status written, for the request log
 }
 
 func (w *answerWriter) WriteHeader(status int) {
 	if status >= 200 || status == http.StatusSwitchingProtocols {
 		w.wrote.Store(true)
+		w.status.CompareAndSwap(0, int32(status))
 	}
 	w.ResponseWriter.WriteHeader(status)
 }

@@ -52,7 +52,22 @@ type RequestLogEntry struct {
 	TotalMs     float64     `json:"total_ms"`
 	FirstByteMs float64     `json:"first_byte_ms"`
 	Tokens      LoggedUsage `json:"tokens"`
+	// Refused says why the proxy answered the request itself before
+	// trying any provider: `limit` (a limit of the handler or the
+	// client), `path` (a . or .. segment) or `body` (too large, too slow,
+	// or no room in request_buffer_total). Requests refused before the
+	// client is known (no or a wrong client key, a remote client, another
+	// web page) are not logged: anyone can send those, and they would
+	// push the log's real entries out. Caddy's request metrics count them.
+	Refused string `json:"refused,omitempty"`
 }
+
+// Why a logged request was refused (RequestLogEntry.Refused).
+const (
+	refusedByLimit = "limit"
+	refusedPath    = "path"
+	refusedBody    = "body"
+)
 
 // LoggedAttempt is one attempt of a logged request.
 type LoggedAttempt struct {
@@ -121,6 +136,7 @@ type loggedRequest struct {
 	extra     []LoggedAttempt // beyond the first four, up to maxLoggedAttempts
 	more      int
 	outcome   string // what the attempt under way was counted as
+	refused   string // why the proxy refused the request itself, if it did
 }
 
 // noteAttempt notes an attempt at provider with its class, status and
@@ -163,6 +179,7 @@ func (l *requestLog) record(req *llmRequest) {
 		TotalMs: ms(total), FirstByteMs: ms(lr.firstByte),
 		Tokens: LoggedUsage{Input: req.usage.InputTokens, Output: req.usage.OutputTokens,
 			CacheRead: req.usage.CacheReadTokens, CacheCreation: req.usage.CacheCreationTokens},
+		Refused: lr.refused,
 	}
 	s.mu.Unlock()
 }
@@ -318,6 +335,15 @@ func (h *Handler) logAttempt(a *attempt, res *gateResult, v Class) {
 func (h *Handler) logUnsent(req *llmRequest, p *Provider, class Class) {
 	if h.requestLog != nil {
 		req.logged.noteAttempt(p.Name, string(class), 0, 0)
+	}
+}
+
+// logRefused writes a request the proxy refused itself, with the status
+// it answered, into the log.
+func (h *Handler) logRefused(req *llmRequest, why string) {
+	if h.requestLog != nil {
+		req.logged.refused, req.logged.status = why, int(req.out.status.Load())
+		h.requestLog.record(req)
 	}
 }
 
