@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -52,6 +53,7 @@ type attemptState struct {
 	credVersion      string
 	counted          bool            // a success was counted at commit (retractSuccess)
 	refusal          *repair.Refusal // a 400 held back for a repair (holdRefusal); rare, so not inline
+	span             trace.Span      // the attempt's span (tracing.go); nil when not traced
 }
 
 var attemptPool = sync.Pool{New: func() any { return new(attempt) }}
@@ -134,7 +136,7 @@ func (h *Handler) tryOnce(w http.ResponseWriter, req *llmRequest, i int, adm bre
 	}
 	a.credVersion = cred.Version
 
-	actx := newAttemptContext(req.r.Context())
+	actx := newAttemptContext(a.startSpan(req.r.Context()))
 	if cred.Secret != "" || p.passthrough {
 		// the transport sets it on its copy of the request; nothing to set
 		// for a provider without a credential
@@ -190,7 +192,8 @@ func (a *attempt) upstreamRequest(ctx context.Context, ac *upstreamCredential) *
 	dropOAuthBeta := req.oauthBeta && !p.passthrough
 	extra, repairedBetas := req.extraBetasFor(p)
 	rules := len(p.DropBetas) > 0 || len(p.DropQuery) > 0 || repairedBetas
-	if staleLength || dropOAuthBeta || rules {
+	traced := a.span != nil
+	if staleLength || dropOAuthBeta || rules || traced {
 		// a shallow copy: values are only ever replaced, never changed in
 		// place, and reverse_proxy makes its own deep copy
 		ar.Header = maps.Clone(r.Header)
@@ -201,6 +204,9 @@ func (a *attempt) upstreamRequest(ctx context.Context, ac *upstreamCredential) *
 			// the OAuth beta belongs to the client's credential, which
 			// this provider is not sent
 			dropBetas(ar.Header, oauthBeta)
+		}
+		if traced {
+			injectTraceContext(ar)
 		}
 	}
 	if p.basePath != "" {
@@ -259,7 +265,12 @@ func (h *Handler) run(w http.ResponseWriter, a *attempt, ar *http.Request, cance
 	clientGone := a.req.r.Context().Err() != nil
 	res := g.finish(clientGone, aborted)
 	answered, v := h.settle(w, a, res, proxyErr, aborted, clientGone)
-	h.logAttempt(a, &res, v.Class)
+	class, status := a.outcome(&res, v.Class)
+	h.logAttempt(a, class, status)
+	if a.span != nil {
+		failed := !answered && v.Class.FailsOver() && !v.Retry
+		a.endSpan(class, status, answered && res.committed, failed, a.req.usage)
+	}
 	return answered, v
 }
 

@@ -402,6 +402,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.serveModels(w, req) {
 		return nil
 	}
+	req.startTracing()
 	for {
 		if req.attempts-req.retries >= h.MaxAttempts {
 			h.answerExhausted(w, req)

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/streaminspect"
 )
@@ -43,6 +44,8 @@ type llmRequest struct {
 	sentModel  string
 	usage      streaminspect.Usage
 	finished   bool // the {llm.*} placeholders can be read
+
+	tracer trace.Tracer // the request's span records: attempts are traced (tracing.go); nil: not
 
 	logged loggedRequest // for the request log (requestlog.go)
 }

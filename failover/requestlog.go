@@ -308,15 +308,12 @@ func (h *Handler) startLogging(req *llmRequest) {
 	}
 }
 
-// logAttempt notes an attempt that settled; outcome is what the attempt
-// was counted as (countAttempt), or else its class.
-func (h *Handler) logAttempt(a *attempt, res *gateResult, v Class) {
-	req := a.req
-	outcome := req.logged.outcome
-	req.logged.outcome = ""
-	if h.requestLog == nil || a.p == nil {
-		return
-	}
+// outcome is what came of an attempt that settled, as the request log and
+// its span word it: what the attempt was counted as (countAttempt), or
+// else its class; and the status the provider answered with (0: none).
+func (a *attempt) outcome(res *gateResult, v Class) (string, int) {
+	outcome := a.req.logged.outcome
+	a.req.logged.outcome = ""
 	if outcome == "" {
 		outcome = string(v)
 	}
@@ -327,7 +324,15 @@ func (h *Handler) logAttempt(a *attempt, res *gateResult, v Class) {
 			status = http.StatusOK
 		}
 	}
-	req.logged.noteAttempt(a.p.Name, outcome, status, time.Since(a.gate.started))
+	return outcome, status
+}
+
+// logAttempt notes an attempt that settled, with its outcome.
+func (h *Handler) logAttempt(a *attempt, outcome string, status int) {
+	if h.requestLog == nil || a.p == nil {
+		return
+	}
+	a.req.logged.noteAttempt(a.p.Name, outcome, status, time.Since(a.gate.started))
 }
 
 // logUnsent notes a provider passed over without a request: its
