@@ -18,17 +18,19 @@ import (
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/testport"
 
-	// the plugin, and reverse_proxy for the baseline
+	// the plugin, reverse_proxy for the baseline, and Caddy's tracing handler
 	_ "github.com/caddy-llm-failover/caddy-llm-failover"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/tracing"
 )
 
-// hotEnv is an in-process Caddy with two servers on loopback, one plain
-// reverse_proxy and one llm_failover with a single provider, both in front
-// of the same httptest upstream.
+// hotEnv is an in-process Caddy with three servers on loopback, one plain
+// reverse_proxy, one llm_failover with a single provider, and the same
+// llm_failover inside Caddy's tracing handler (spans recorded, exported
+// nowhere), all in front of the same httptest upstream.
 type hotEnv struct {
-	plain, llm string // request URLs
-	client     *http.Client
+	plain, llm, traced string // request URLs
+	client             *http.Client
 }
 
 const (
@@ -112,7 +114,10 @@ func startHot(tb testing.TB) *hotEnv {
 	up := upstream()
 	tb.Cleanup(up.Close)
 	upAddr := strings.TrimPrefix(up.URL, "http://")
-	pPlain, pLLM := freePort(tb), freePort(tb)
+	pPlain, pLLM, pTraced := freePort(tb), freePort(tb), freePort(tb)
+	// the tracing handler's exporter: spans are recorded and batched, then
+	// dropped
+	tb.Setenv("OTEL_TRACES_EXPORTER", "none")
 	cfg := fmt.Sprintf(`{
   "admin": {"disabled": true},
   "logging": {"logs": {"default": {"level": "ERROR"}}},
@@ -126,9 +131,15 @@ func startHot(tb testing.TB) *hotEnv {
       "listen": ["127.0.0.1:%d"],
       "automatic_https": {"disable": true},
       "routes": [{"handle": [{"handler": "llm_failover", "providers": [{"name": "bench_hotpath", "upstream": "http://%s"}]}]}]
+    },
+    "traced": {
+      "listen": ["127.0.0.1:%d"],
+      "automatic_https": {"disable": true},
+      "routes": [{"handle": [{"handler": "tracing", "span": "llm"},
+        {"handler": "llm_failover", "providers": [{"name": "bench_hotpath", "upstream": "http://%s"}]}]}]
     }
   }}}
-}`, pPlain, upAddr, pLLM, upAddr)
+}`, pPlain, upAddr, pLLM, upAddr, pTraced, upAddr)
 	if err := caddy.Load([]byte(cfg), true); err != nil {
 		tb.Fatalf("caddy.Load: %v", err)
 	}
@@ -138,6 +149,7 @@ func startHot(tb testing.TB) *hotEnv {
 	return &hotEnv{
 		plain:  fmt.Sprintf("http://127.0.0.1:%d/v1/messages", pPlain),
 		llm:    fmt.Sprintf("http://127.0.0.1:%d/v1/messages", pLLM),
+		traced: fmt.Sprintf("http://127.0.0.1:%d/v1/messages", pTraced),
 		client: &http.Client{Transport: tr, Timeout: 30 * time.Second},
 	}
 }
@@ -181,7 +193,7 @@ func bigBody(stream bool) []byte {
 // benchmark expects (it measures nothing).
 func TestHotPathSmoke(t *testing.T) {
 	e := startHot(t)
-	for _, url := range []string{e.plain, e.llm} {
+	for _, url := range []string{e.plain, e.llm, e.traced} {
 		resp, body, err := e.post(url, []byte(smallBody))
 		if err != nil {
 			t.Fatal(err)
@@ -206,7 +218,8 @@ func TestHotPathSmoke(t *testing.T) {
 // BenchmarkHotPath measures one request through plain reverse_proxy and
 // through llm_failover, client, Caddy and upstream all in this process:
 // the difference between the two is the plugin's cost (ns/op, B/op,
-// allocs/op). Keep it short: -benchtime 2000x.
+// allocs/op); llm_failover+tracing adds Caddy's tracing handler and the
+// plugin's span per attempt. Keep it short: -benchtime 2000x.
 func BenchmarkHotPath(b *testing.B) {
 	e := startHot(b)
 	cases := []struct {
@@ -219,7 +232,7 @@ func BenchmarkHotPath(b *testing.B) {
 		{"stream50", []byte(strings.Replace(smallBody, `"stream":false`, `"stream":true`, 1))},
 	}
 	for _, c := range cases {
-		for _, site := range []struct{ name, url string }{{"reverse_proxy", e.plain}, {"llm_failover", e.llm}} {
+		for _, site := range []struct{ name, url string }{{"reverse_proxy", e.plain}, {"llm_failover", e.llm}, {"llm_failover+tracing", e.traced}} {
 			b.Run(c.name+"/"+site.name, func(b *testing.B) {
 				// warm the connection pools
 				for range 10 {
