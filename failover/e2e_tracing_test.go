@@ -264,3 +264,37 @@ func TestTracingStreamedAttempt(t *testing.T) {
 		t.Errorf("upstream saw traceparent %q, want one naming span %x", got, s.SpanId)
 	}
 }
+
+// A model a client makes long, or not valid UTF-8, reaches the span cut
+// and made valid: OTLP refuses a whole batch with a string that is not
+// UTF-8, so one request must not cost every span exported with it.
+func TestTracingBoundsTheModel(t *testing.T) {
+	rcv := newOTLPReceiver(t)
+	rcv.exportTo(t)
+	u := newUpstream(t, "tb_a", replyMessage("fine"))
+	p := startProxy(t, "\ttracing\n"+failoverSite(u.providerBlock()))
+	model := "claude-" + strings.Repeat("x", 300) + "\xff"
+	res := post(t, p.URL+"/v1/messages", `{"model":"`+model+`","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}`)
+	if body := readAll(t, res); res.StatusCode != 200 {
+		t.Fatalf("status %d: %s", res.StatusCode, body)
+	}
+	if err := caddy.Stop(); err != nil {
+		t.Fatalf("stopping caddy: %v", err)
+	}
+	var attempt *tracepb.Span
+	for _, s := range rcv.received() {
+		if s.Kind == tracepb.Span_SPAN_KIND_CLIENT {
+			attempt = s
+		}
+	}
+	if attempt == nil {
+		t.Fatalf("no attempt span exported: %v", rcv.received())
+	}
+	got, _ := attr(attempt, "gen_ai.request.model")
+	if want := model[:128] + "…"; got != want {
+		t.Errorf("gen_ai.request.model = %q (%d bytes), want %q", got, len(got), want)
+	}
+	if len(attempt.Name) > len("chat ")+128+len("…") {
+		t.Errorf("span name of %d bytes", len(attempt.Name))
+	}
+}
