@@ -298,3 +298,48 @@ func TestTracingBoundsTheModel(t *testing.T) {
 		t.Errorf("span name of %d bytes", len(attempt.Name))
 	}
 }
+
+// Wrap mode: each attempt the wrapped reverse_proxy sends is a span too,
+// and its upstream gets that span's traceparent.
+func TestTracingWrapMode(t *testing.T) {
+	rcv := newOTLPReceiver(t)
+	rcv.exportTo(t)
+	a := newUpstream(t, "tw_a", replyError(529, "overloaded_error", "busy"))
+	b := newUpstream(t, "tw_b", replyMessage("fine"))
+	p := startProxy(t, "\ttracing\n"+wrapSite(a, b))
+	res := post(t, p.URL+"/v1/messages", simpleRequest)
+	if body := readAll(t, res); res.StatusCode != 200 {
+		t.Fatalf("status %d: %s", res.StatusCode, body)
+	}
+	if err := caddy.Stop(); err != nil {
+		t.Fatalf("stopping caddy: %v", err)
+	}
+	var attempts []*tracepb.Span
+	for _, s := range rcv.received() {
+		if s.Kind == tracepb.Span_SPAN_KIND_CLIENT {
+			attempts = append(attempts, s)
+		}
+	}
+	slices.SortFunc(attempts, func(x, y *tracepb.Span) int { return int(x.StartTimeUnixNano - y.StartTimeUnixNano) })
+	if len(attempts) != 2 {
+		t.Fatalf("%d attempt spans, want 2: %v", len(attempts), rcv.received())
+	}
+	for i, want := range []struct {
+		u             *fakeUpstream
+		class, status string
+	}{{a, "overloaded", "529"}, {b, "success", "200"}} {
+		s := attempts[i]
+		if got, _ := attr(s, "llm.provider"); got != hostPort(want.u) {
+			t.Errorf("attempt %d: llm.provider %q, want %q", i+1, got, hostPort(want.u))
+		}
+		if got, _ := attr(s, "llm.class"); got != want.class {
+			t.Errorf("attempt %d: llm.class %q, want %q", i+1, got, want.class)
+		}
+		if got, _ := attr(s, "http.response.status_code"); got != want.status {
+			t.Errorf("attempt %d: status %q, want %q", i+1, got, want.status)
+		}
+		if got, wantTP := want.u.lastHeader().Get("Traceparent"), "00-"+spanID(s.TraceId)+"-"+spanID(s.SpanId)+"-01"; got != wantTP {
+			t.Errorf("%s saw traceparent %q, want %q", want.u.name, got, wantTP)
+		}
+	}
+}

@@ -389,6 +389,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	req.conversation = h.conversationKey(r, req.client, req.clientKey, clientCred)
 	defer h.finishRequest(req)
+	req.startTracing()
 
 	if len(h.Providers) == 0 {
 		h.serveWrapped(w, req, next)
@@ -402,7 +403,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.serveModels(w, req) {
 		return nil
 	}
-	req.startTracing()
 	for {
 		if req.attempts-req.retries >= h.MaxAttempts {
 			h.answerExhausted(w, req)

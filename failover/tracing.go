@@ -62,10 +62,26 @@ func (a *attempt) startSpan(parent context.Context) context.Context {
 	if a.req.kind == kindModel {
 		operation = "chat"
 	}
-	ctx, span := a.req.tracer.Start(parent, operation, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attrProvider.String(a.p.Name)))
+	ctx, span := a.req.tracer.Start(parent, operation, trace.WithSpanKind(trace.SpanKindClient))
 	a.span = span
 	return ctx
+}
+
+// traceWrapped starts, in wrap mode, the span of the attempt the selector
+// just gave an upstream, and sets its trace context on r, reverse_proxy's
+// own copy of the request. reverse_proxy's retry (lb_retries) picking
+// again stays in the same attempt, and so in the same span.
+func (a *attempt) traceWrapped(r *http.Request) {
+	if a.req.tracer == nil {
+		return
+	}
+	ctx := r.Context()
+	if a.span == nil {
+		ctx = a.startSpan(ctx)
+	} else {
+		ctx = trace.ContextWithSpan(ctx, a.span)
+	}
+	tracePropagator().Inject(ctx, propagation.HeaderCarrier(r.Header))
 }
 
 // injectTraceContext sets the attempt span's trace context on the
@@ -83,6 +99,9 @@ func injectTraceContext(ar *http.Request) {
 func (a *attempt) endSpan(class string, status int, answered bool, failed bool, usage streaminspect.Usage) {
 	span := a.span
 	attrs := make([]attribute.KeyValue, 0, 8)
+	if a.p != nil {
+		attrs = append(attrs, attrProvider.String(a.p.Name))
+	}
 	attrs = append(attrs, attrClass.String(class))
 	if status != 0 {
 		attrs = append(attrs, attrStatus.Int(status))

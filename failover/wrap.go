@@ -90,6 +90,7 @@ func (UpstreamSelector) Select(pool reverseproxy.UpstreamPool, r *http.Request, 
 		}
 		// in place: the handler's gate already serves this attempt
 		a.p, a.b, a.adm = p, b, adm
+		a.traceWrapped(r)
 		return u
 	}
 	return nil
