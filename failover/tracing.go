@@ -96,7 +96,7 @@ func injectTraceContext(ar *http.Request) {
 // class (as the request log words it), the status the provider answered
 // with, the model it was sent and, for the answer, its token usage. An
 // attempt that failed over is an error span.
-func (a *attempt) endSpan(class string, status int, answered bool, failed bool, usage streaminspect.Usage) {
+func (a *attempt) endSpan(class string, status int, answered, failed bool, usage streaminspect.Usage) {
 	span := a.span
 	attrs := make([]attribute.KeyValue, 0, 8)
 	if a.p != nil {
@@ -107,9 +107,9 @@ func (a *attempt) endSpan(class string, status int, answered bool, failed bool, 
 		attrs = append(attrs, attrStatus.Int(status))
 	}
 	if a.model != "" {
-		// client text: cut, and valid UTF-8 (OTLP refuses a batch with
-		// a string that is not)
-		model := boundedString(strings.ToValidUTF8(a.model, "\uFFFD"))
+		// client text: cut, then made valid UTF-8 (OTLP refuses a whole
+		// batch with a string that is not)
+		model := strings.ToValidUTF8(boundedString(a.model), "\uFFFD")
 		attrs = append(attrs, attrModel.String(model))
 		if a.req.kind == kindModel {
 			attrs = append(attrs, attrOperation.String("chat"))
