@@ -34,6 +34,12 @@ type breakerSet struct {
 	// by index): a subscription's per-model window that is spent benches
 	// only requests for that family. Fixed in number, so bounded.
 	families [maxFamilies]providerBreaker
+	// none governs, for a passthrough provider, the requests that carry no
+	// credential: they are no client, so they make no per-client breaker
+	// and count as none. Only requests that are not model calls reach the
+	// provider without a credential (ServeHTTP passes it over for the
+	// others), and those charge no breaker, so it never cools.
+	none providerBreaker
 
 	mu        sync.Mutex               // guards the per-client fields below
 	byClient  map[string]*list.Element // of *clientEntry
@@ -119,8 +125,11 @@ func (s *breakerSet) governing(clientKey string, perClient bool, now time.Time) 
 }
 
 // client returns the client's breaker, making it if needed, and marks it
-// used.
+// used. The key "" (no credential) is no client: it gets none.
 func (s *breakerSet) client(key string, now time.Time) *providerBreaker {
+	if key == "" {
+		return &s.none
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if el, ok := s.byClient[key]; ok {

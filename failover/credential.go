@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -153,4 +155,44 @@ func warnUnusableCredential(logger *zap.Logger, p *Provider) error {
 			zap.String("provider", p.Name), zap.String("problem", err.Error()))
 	}
 	return err
+}
+
+// passOverUncredentialed marks a model call that carries no credential of
+// its own (Fingerprint "") as unable to use any passthrough provider:
+// such a provider has nothing to forward, its 401 would say only that, and
+// cooling a breaker for "no credential" would count a client that is none.
+// A request that is not a model call passes through as it is.
+func (h *Handler) passOverUncredentialed(req *llmRequest) {
+	if req.clientKey != "" || req.kind == kindOther {
+		return
+	}
+	for i, p := range h.Providers {
+		if p.passthrough && !req.tried[i] {
+			req.tried[i], req.uncredentialed = true, true
+		}
+	}
+}
+
+// refuseUncredentialed answers a model call that no provider could take
+// because each one it may use forwards the client's own credential and the
+// request carried none: a 401 the client must not retry, naming them.
+func (h *Handler) refuseUncredentialed(w http.ResponseWriter, req *llmRequest) {
+	var names []string
+	for i, p := range h.Providers {
+		if p.passthrough && req.client.mayUse(i) {
+			names = append(names, p.Name)
+		}
+	}
+	verb := " forwards"
+	if len(names) > 1 {
+		verb = " forward"
+	}
+	msg := "llm_failover: the request carried no credential (x-api-key or Authorization: Bearer), and " +
+		strings.Join(names, ", ") + verb + " the client's own"
+	if len(h.Clients) > 0 && h.ClientKeyHeader == "" {
+		msg += "; a client key is never forwarded: with client_key_header set, send the credential beside it"
+	}
+	h.setAnswerHeaders(w.Header(), req.client, req.clientKey, 0, nil)
+	req.logged.status = http.StatusUnauthorized
+	writeAnthropicError(w, http.StatusUnauthorized, "authentication_error", msg)
 }

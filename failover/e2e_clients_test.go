@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -157,7 +158,12 @@ func TestRemoteClientAllowed(t *testing.T) {
 			}
 			logFile := filepath.Join(t.TempDir(), "caddy.log")
 			p := startGateway(t, failoverSite(a.providerBlock(lines...), tc.extra), debugLogTo(logFile))
-			res := post(t, p.URL+"/v1/messages", simpleRequest, remote...)
+			hdr := remote
+			if tc.name == "passthrough" {
+				// a passthrough provider needs the client's own credential
+				hdr = append(slices.Clone(remote), "X-Api-Key", "sk-client")
+			}
+			res := post(t, p.URL+"/v1/messages", simpleRequest, hdr...)
 			if body := readAll(t, res); res.StatusCode != http.StatusOK || !strings.Contains(body, "from a") {
 				t.Fatalf("%d %s", res.StatusCode, body)
 			}

@@ -386,6 +386,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	clientCred := clientCredentialOf(r.Header)
 	if h.anyPassthrough {
 		req.clientKey = clientCred.fingerprint()
+		h.passOverUncredentialed(req)
 	}
 	req.conversation = h.conversationKey(r, req.client, req.clientKey, clientCred)
 	defer h.finishRequest(req)
@@ -411,6 +412,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		i, adm, skips := h.selectProvider(req)
 		if i < 0 {
 			if req.fail == nil || len(req.fail.failed) == 0 {
+				if len(skips) == 0 && req.uncredentialed {
+					h.refuseUncredentialed(w, req)
+					return nil
+				}
 				h.setAnswerHeaders(w.Header(), req.client, req.clientKey, 0, nil)
 				req.logged.status = writeAllCooling(w, skips, timeNow())
 				h.noteExhausted(skips)

@@ -333,6 +333,9 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 		if len(fs.failed) > 0 {
 			msg += ": " + describeFailures(fs.failed)
 		}
+		if req.uncredentialed {
+			msg += "; the request carried no credential for the providers that forward the client's own"
+		}
 		// no X-LLM-Provider: no provider answered (X-LLM-Providers says
 		// how each failed)
 		h.setAnswerHeaders(w.Header(), req.client, req.clientKey, req.attempts, fs.failed)
@@ -364,8 +367,8 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 func (h *Handler) allOutLong(req *llmRequest, now time.Time) ([]skipped, bool) {
 	skips := make([]skipped, 0, len(h.Providers))
 	for i, p := range h.Providers {
-		if c := req.client; c != nil && c.allowed != nil && (i >= len(c.allowed) || !c.allowed[i]) {
-			continue
+		if !req.client.mayUse(i) || (req.uncredentialed && p.passthrough) {
+			continue // not one this request could use
 		}
 		adm := p.peek(now, req.clientKey)
 		if adm.OK {

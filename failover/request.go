@@ -23,9 +23,12 @@ type llmRequest struct {
 	// x-api-key), taken out of r.Header before any attempt: only a
 	// passthrough provider's transport sets it back
 	clientCred clientCredential
-	oauthBeta  bool        // the client's anthropic-beta names its OAuth credential's beta
-	kind       requestKind // model call, optional endpoint, or anything else (apipath.go)
-	client     *Client     // the client that presented its key; nil without clients
+	oauthBeta  bool // the client's anthropic-beta names its OAuth credential's beta
+	// uncredentialed: a model call without a credential of its own, so
+	// the passthrough providers were passed over (marked tried)
+	uncredentialed bool
+	kind           requestKind // model call, optional endpoint, or anything else (apipath.go)
+	client         *Client     // the client that presented its key; nil without clients
 	// conversation identifies the request's conversation for affinity; 0: none
 	conversation uint64
 
