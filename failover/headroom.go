@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/capacity"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
@@ -79,6 +80,14 @@ func (p *Provider) honestRetryAt(now time.Time, clientKey string, retryAt time.T
 		return t
 	}
 	return retryAt
+}
+
+// skippedBy is the provider as an answer names it when it did not admit
+// a request: why, until when by its own account too, and what it last
+// reported of its limits to this client.
+func (p *Provider) skippedBy(now time.Time, clientKey string, adm breaker.Admission) skipped {
+	return skipped{name: p.Name, class: adm.Class, retryAt: p.honestRetryAt(now, clientKey, adm.RetryAt),
+		limits: p.capacityFor(clientKey)}
 }
 
 // headroomOrder reorders the candidate positions of a spread tier (in

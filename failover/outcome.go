@@ -374,7 +374,7 @@ func (h *Handler) allOutLong(req *llmRequest, now time.Time) ([]skipped, bool) {
 		if adm.OK {
 			return nil, false
 		}
-		s := skipped{name: p.Name, class: adm.Class, retryAt: p.honestRetryAt(now, req.clientKey, adm.RetryAt)}
+		s := p.skippedBy(now, req.clientKey, adm)
 		if s.retryAt.Sub(now) <= shouldRetryWithin {
 			return nil, false
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/capacity"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 )
 
@@ -55,6 +56,7 @@ type skipped struct {
 	name    string
 	class   Class
 	retryAt time.Time
+	limits  *capacity.Report // what it last reported of its limits to the client; nil: nothing
 }
 
 // writeAllCooling answers a request no provider admits, without touching
@@ -64,13 +66,14 @@ type skipped struct {
 func writeAllCooling(w http.ResponseWriter, skips []skipped, now time.Time) int {
 	status, errType := http.StatusTooManyRequests, "rate_limit_error"
 	var soonest time.Time
+	var first *skipped // the provider back soonest
 	parts := make([]string, 0, len(skips))
-	for _, s := range skips {
+	for i, s := range skips {
 		if s.class != classify.RateLimit && s.class != classify.Quota {
 			status, errType = http.StatusServiceUnavailable, "overloaded_error"
 		}
 		if soonest.IsZero() || s.retryAt.Before(soonest) {
-			soonest = s.retryAt
+			soonest, first = s.retryAt, &skips[i]
 		}
 		class := string(s.class)
 		if class == "" {
@@ -83,9 +86,41 @@ func writeAllCooling(w http.ResponseWriter, skips []skipped, now time.Time) int 
 		soonest = now.Add(time.Second)
 	}
 	setRetryHeaders(w.Header(), now, soonest)
+	if status == http.StatusTooManyRequests && first != nil {
+		setUnifiedLimit(w.Header(), first.limits, now, soonest)
+	}
 	writeAnthropicError(w, status, errType,
 		"llm_failover: no provider can take this request now ("+strings.Join(parts, "; ")+")")
 	return status
+}
+
+// setUnifiedLimit says, in the unified headers of a subscription, that
+// the limit the client meets is its subscription's, when the provider back
+// soonest (whose return is the answer's Retry-After) last reported its
+// limit spent: Claude Code then tells a subscriber "You've hit your limit
+// · resets …" instead of "not your usage limit". Only an allow-list is
+// written, from the parsed report (a known status, a window name, a
+// flag), never the provider's header text; the reset is the instant the
+// answer's Retry-After and X-LLM-Providers name.
+func setUnifiedLimit(h http.Header, c *capacity.Report, now, at time.Time) {
+	if c == nil || c.ExhaustedUntil(now).IsZero() {
+		return // not out for its limit, or no longer by its own account
+	}
+	reset := at.Unix()
+	if at.Nanosecond() > 0 {
+		reset++ // rounded up, as Retry-After is
+	}
+	h.Set("Anthropic-Ratelimit-Unified-Status", capacity.StatusRejected)
+	h.Set("Anthropic-Ratelimit-Unified-Reset", strconv.FormatInt(reset, 10))
+	if c.RepresentativeClaim != "" {
+		h.Set("Anthropic-Ratelimit-Unified-Representative-Claim", c.RepresentativeClaim)
+	}
+	if c.OverageStatus != "" {
+		h.Set("Anthropic-Ratelimit-Unified-Overage-Status", c.OverageStatus)
+	}
+	if c.FallbackAvailable {
+		h.Set("Anthropic-Ratelimit-Unified-Fallback", "available")
+	}
 }
 
 // shouldRetryWithin is how soon a provider must admit again for a client's

@@ -100,8 +100,7 @@ func (h *Handler) selectProvider(req *llmRequest) (int, breaker.Admission, []ski
 				h.logSelection(req, p, tier.level, why, skips, saturated)
 				return i, adm, nil
 			}
-			skips = append(skips, skipped{name: p.Name, class: adm.Class,
-				retryAt: p.honestRetryAt(now, req.clientKey, adm.RetryAt)})
+			skips = append(skips, p.skippedBy(now, req.clientKey, adm))
 		}
 	}
 	// nothing else admits: a saturated provider is still better than none
@@ -112,8 +111,7 @@ func (h *Handler) selectProvider(req *llmRequest) (int, breaker.Admission, []ski
 			h.logSelection(req, p, p.Tier, orderSaturated, skips, saturated)
 			return i, adm, nil
 		}
-		skips = append(skips, skipped{name: p.Name, class: adm.Class,
-			retryAt: p.honestRetryAt(now, req.clientKey, adm.RetryAt)})
+		skips = append(skips, p.skippedBy(now, req.clientKey, adm))
 	}
 	return -1, breaker.Admission{}, skips
 }

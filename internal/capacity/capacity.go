@@ -8,6 +8,7 @@
 //	anthropic-ratelimit-unified-<window>-status        allowed | allowed_warning | rejected
 //	anthropic-ratelimit-unified-representative-claim   the window that binds
 //	anthropic-ratelimit-unified-overage-status
+//	anthropic-ratelimit-unified-fallback               available (a fallback model can serve)
 //
 // and an API key sends anthropic-ratelimit-{requests,tokens,input-tokens,
 // output-tokens}-{limit,remaining,reset} (reset in RFC 3339). This package
@@ -55,6 +56,9 @@ type Report struct {
 	// RepresentativeClaim is the window the provider says binds.
 	RepresentativeClaim string
 	OverageStatus       string
+	// FallbackAvailable: the subscription says a fallback model can
+	// serve (unified-fallback: available).
+	FallbackAvailable bool
 	// Windows are the subscription's windows (5h, 7d, ...) and an API
 	// key's limits (requests, tokens, input_tokens, output_tokens).
 	Windows []Window
@@ -208,6 +212,11 @@ func (p *capacityParser) unified(u, v string, now time.Time, maxReset time.Durat
 	case strings.EqualFold(u, "representative-claim"):
 		if validWindowName(v) {
 			p.c.RepresentativeClaim, p.found = strings.ToLower(v), true
+		}
+		return
+	case strings.EqualFold(u, "fallback"):
+		if strings.EqualFold(v, "available") {
+			p.c.FallbackAvailable, p.found = true, true
 		}
 		return
 	case strings.EqualFold(u, "overage-status"):

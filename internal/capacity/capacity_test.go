@@ -62,11 +62,12 @@ func TestParseCapacitySubscription(t *testing.T) {
 		"anthropic-ratelimit-unified-overage-status", "rejected",
 		"anthropic-ratelimit-unified-overage-disabled-reason", "org_level_disabled",
 		"anthropic-ratelimit-unified-fallback-percentage", "0.5",
+		"anthropic-ratelimit-unified-fallback", "Available",
 		"Content-Type", "application/json",
 	)
 	c := mustParseCapacity(t, h)
 	if c.Status != "allowed_warning" || !c.Reset.Equal(capNow.Add(72*time.Minute)) ||
-		c.RepresentativeClaim != "five_hour" || c.OverageStatus != "rejected" || !c.Learned.Equal(capNow) {
+		c.RepresentativeClaim != "five_hour" || c.OverageStatus != "rejected" || !c.FallbackAvailable || !c.Learned.Equal(capNow) {
 		t.Fatalf("overall: %+v", c)
 	}
 	var names []string
@@ -264,6 +265,7 @@ func FuzzParseCapacity(f *testing.F) {
 		{"anthropic-ratelimit-unified-a-utilization: 0.1", "anthropic-ratelimit-unified-b-utilization: 0.2", "anthropic-ratelimit-unified-c-utilization: 0.3",
 			"anthropic-ratelimit-unified-d-utilization: 0.4", "anthropic-ratelimit-unified-e-utilization: 0.5", "anthropic-ratelimit-unified-f-reset: 1"},
 		{"anthropic-ratelimit-unified--utilization: 0.5", "anthropic-ratelimit-unified-x-: 1", "anthropic-ratelimit-: 3"},
+		{"anthropic-ratelimit-unified-fallback: available", "anthropic-ratelimit-unified-fallback: no", "anthropic-ratelimit-unified-fallback-percentage: 0.5"},
 	} {
 		f.Add(strings.Join(lines, "\n"))
 	}
@@ -290,6 +292,16 @@ func FuzzParseCapacity(f *testing.F) {
 			if isExtraWindow(w.Name) {
 				extras++
 			}
+		}
+		// what an answer of the proxy may repeat: a known status, a
+		// bounded word
+		for _, st := range []string{c.Status, c.OverageStatus} {
+			if _, known := capacityStatus(st); st != "" && !known {
+				t.Fatalf("status %q", st)
+			}
+		}
+		if c.RepresentativeClaim != "" && !validWindowName(c.RepresentativeClaim) {
+			t.Fatalf("claim %q", c.RepresentativeClaim)
 		}
 		if extras > maxExtraWindows || c.Reset.After(capNow.Add(classify.DefaultMaxReset)) {
 			t.Fatalf("bounds: %d extras, reset %v", extras, c.Reset)
