@@ -6,8 +6,10 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -45,14 +47,18 @@ func (h *Handler) releaseBody(rb *requestBody) {
 	if rb == nil {
 		return
 	}
-	if rb.reserved != 0 {
-		h.buffered.Add(-rb.reserved)
-		rb.reserved = 0
-	}
+	reserved := rb.reserved
+	rb.reserved = 0
 	if cap(rb.b) <= maxPooledBody {
+		if reserved != 0 {
+			h.buffered.Add(-reserved)
+		}
 		rb.b = rb.b[:0]
 		bodyPool.Put(rb)
+		return
 	}
+	// a big buffer is garbage now, and counted until collected
+	h.dropped(reserved)
 }
 
 // Waiting for room in RequestBufferTotal.
@@ -62,7 +68,8 @@ const (
 )
 
 // reserveBuffer counts n more bytes of a body against RequestBufferTotal,
-// waiting up to bufferRoomWait for room. It reports whether they fit.
+// waiting up to bufferRoomWait for room (and asking for the collection of
+// dropped buffers that would make it). It reports whether they fit.
 func (h *Handler) reserveBuffer(rb *requestBody, n int64) bool {
 	if n <= 0 || h.buffered == nil {
 		return true
@@ -81,8 +88,74 @@ func (h *Handler) reserveBuffer(rb *requestBody, n int64) bool {
 		} else if time.Now().After(deadline) {
 			return false
 		}
+		uncollected.collect(false)
 		time.Sleep(bufferRoomPoll)
 	}
+}
+
+// Dropped buffers count until collected. The Go runtime collects when its
+// heap has grown by as much as was live after its last collection: with
+// request_buffer_total held by bodies, the heap could reach twice that
+// before dropped buffers (a body answered or refused, a buffer outgrown as
+// it doubled) were collected. So a big buffer stays counted against
+// request_buffer_total after it is dropped, until a collection the proxy
+// asks for once dropBeforeCollect bytes are dropped, or once a body waits
+// for room they hold: what bodies hold, live or not yet collected, stays
+// within the budget. A collection runs in the background, one at a time,
+// and costs little here (bytes hold no pointers to follow); it also gives
+// the freed memory back to the system (debug.FreeOSMemory), which the
+// runtime would otherwise keep for a heap it expects to grow back.
+const dropBeforeCollect = 32 << 20
+
+// uncollected is the bytes of dropped buffers, per handler's counter,
+// still counted against its request_buffer_total.
+var uncollected collector
+
+type collector struct {
+	mu      sync.Mutex
+	pending map[*atomic.Int64]int64
+	total   int64
+	running bool
+}
+
+// dropped notes that n bytes counted on h's budget are garbage now.
+func (h *Handler) dropped(n int64) {
+	if n <= 0 || h.buffered == nil {
+		return
+	}
+	c := &uncollected
+	c.mu.Lock()
+	if c.pending == nil {
+		c.pending = make(map[*atomic.Int64]int64)
+	}
+	c.pending[h.buffered] += n
+	c.total += n
+	c.mu.Unlock()
+	c.collect(true)
+}
+
+// collect starts a collection of what is pending, unless one runs; when
+// onlyPast, only once dropBeforeCollect bytes are pending.
+func (c *collector) collect(onlyPast bool) {
+	c.mu.Lock()
+	if c.running || c.total == 0 || (onlyPast && c.total < dropBeforeCollect) {
+		c.mu.Unlock()
+		return
+	}
+	c.running = true
+	taken := c.pending
+	c.pending, c.total = nil, 0
+	c.mu.Unlock()
+	go func() {
+		debug.FreeOSMemory()
+		for counter, n := range taken {
+			counter.Add(-n)
+		}
+		c.mu.Lock()
+		c.running = false
+		c.mu.Unlock()
+		c.collect(true) // what was dropped meanwhile
+	}()
 }
 
 // bodyResult is how reading a request body ended.
@@ -121,11 +194,19 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*requestBody
 	b := rb.b
 	for {
 		if len(b) == cap(b) {
-			grown := bodyCapacity(b, r.ContentLength, limit)
-			if !h.reserveBuffer(rb, grown-int64(cap(b))) {
+			grown, old := bodyCapacity(b, r.ContentLength, limit), int64(cap(b))
+			if !h.reserveBuffer(rb, grown-old) {
 				return rb, bodyOverBudget, nil
 			}
 			b = growBody(b, grown)
+			rb.b = b
+			if h.buffered != nil && old > 0 {
+				// the outgrown buffer is garbage: counted as well until
+				// collected (this may pass the budget by what a body
+				// outgrew; the next body waits for the collection)
+				h.buffered.Add(old)
+				h.dropped(old)
+			}
 		}
 		n, err := r.Body.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]

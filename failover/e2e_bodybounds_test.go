@@ -2,15 +2,19 @@ package failover
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -256,5 +260,85 @@ func TestRequestBufferLimit(t *testing.T) {
 	}
 	if got := readAll(t, post(t, p.URL+"/v1/messages", simpleRequest)); !strings.Contains(got, "from a") {
 		t.Fatalf("small body: %s", got)
+	}
+}
+
+// What big bodies hold together stays within request_buffer_total, and so
+// does the garbage they leave: 24 concurrent 6 MiB bodies to a slow
+// upstream, with a 24 MiB budget, keep the heap in use within 56 MiB of
+// where it started (the budget, a body outgrown as it doubled, and what
+// Caddy and the test's own client and upstream hold; 33-39 MiB measured).
+// Before outgrown and released buffers counted until collected, the
+// runtime let their garbage take it to 80-102 MiB.
+func TestBigBodiesHeapWithinBudget(t *testing.T) {
+	const bodies, size = 24, 6 << 20
+	release := make(chan struct{})
+	// an upstream that keeps nothing of a body: only the proxy's memory
+	// is measured
+	up := &fakeUpstream{name: "bb_slow", Server: httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		select {
+		case <-release:
+		case <-time.After(300 * time.Millisecond):
+		}
+		replyMessage("fine")(w, r, nil)
+	}))}
+	t.Cleanup(up.Close)
+	p := startProxy(t, failoverSite(up.providerBlock(), "\t\trequest_buffer 8MiB\n\t\trequest_buffer_total 24MiB\n"))
+	body := []byte(`{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"` + strings.Repeat("x", size) + `"}]}`)
+	readAll(t, post(t, p.URL+"/v1/messages", simpleRequest))
+	base := heapInUse()
+
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var m runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			runtime.ReadMemStats(&m)
+			if m.HeapInuse > peak.Load() {
+				peak.Store(m.HeapInuse)
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	var served, refused atomic.Int32
+	for range bodies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodPost, p.URL+"/v1/messages", bytes.NewReader(body))
+			res, err := freshConnClient.Do(req)
+			if err != nil {
+				refused.Add(1) // the 529 closes the connection while the body is still being sent
+				return
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				served.Add(1)
+			} else {
+				refused.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	close(release)
+	added := int64(peak.Load()) - int64(base)
+	t.Logf("%d x %d MiB bodies, budget 24 MiB: %d served, %d refused; heap in use peaked %d MiB above the start",
+		bodies, size>>20, served.Load(), refused.Load(), added>>20)
+	if served.Load() == 0 {
+		t.Fatal("no body was served")
+	}
+	if added > 56<<20 {
+		t.Fatalf("heap in use peaked %d MiB above the start; want within 56 MiB (a 24 MiB budget)", added>>20)
 	}
 }

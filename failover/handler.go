@@ -73,7 +73,9 @@ type Handler struct {
 	RequestBuffer int64 `json:"request_buffer,omitempty"`
 
 	// RequestBufferTotal bounds the bytes the request bodies being
-	// received and replayed hold together. A body that would take the
+	// received and replayed hold together, counting the buffers they
+	// dropped (outgrown, or released) until the proxy has them collected,
+	// so their garbage cannot double the process. A body that would take the
 	// total past it waits up to 250ms for room, then is answered with 529
 	// overloaded_error and Retry-After: 1 (the connection closed).
 	// Default: 256MiB; at least request_buffer.
