@@ -71,12 +71,18 @@ func TestInvalidUTF8ModelIsServed(t *testing.T) {
 	}
 }
 
-// The {llm.model} placeholder is valid UTF-8 whatever the client sent.
+// The {llm.model} placeholder is valid UTF-8 and bounded whatever the
+// client sent.
 func TestModelPlaceholderIsValidUTF8(t *testing.T) {
 	req := &llmRequest{model: "bad\xff\xfemodel", finished: true}
 	v, ok := req.placeholder("llm.model")
 	if !ok || !utf8.ValidString(v.(string)) || !strings.HasPrefix(v.(string), "bad") {
 		t.Fatalf("{llm.model} = %q", v)
+	}
+	long := &llmRequest{model: strings.Repeat("é", 4<<10), finished: true}
+	v, _ = long.placeholder("llm.model")
+	if s := v.(string); len(s) > maxLoggedString+len("…") || !utf8.ValidString(s) || !strings.HasSuffix(s, "…") {
+		t.Fatalf("{llm.model} of a 8 KiB model is %d bytes: %q", len(s), s)
 	}
 }
 

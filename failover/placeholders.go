@@ -34,12 +34,13 @@ func (req *llmRequest) placeholder(key string) (any, bool) {
 		}
 		return classes.String(), true
 	case "model":
-		// what the client sent: a log line or a header it lands in
-		// gets valid UTF-8
-		if req.sentModel == "" {
-			return strings.ToValidUTF8(req.model, "\uFFFD"), true
+		// what the client sent: a log line, span attribute or header it
+		// lands in gets valid UTF-8 and at most maxLoggedString bytes
+		model := req.sentModel
+		if model == "" {
+			model = req.model
 		}
-		return strings.ToValidUTF8(req.sentModel, "\uFFFD"), true
+		return boundedString(strings.ToValidUTF8(model, "\uFFFD")), true
 	case "input_tokens":
 		return req.usage.InputTokens, true
 	case "output_tokens":
