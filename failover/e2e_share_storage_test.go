@@ -84,7 +84,8 @@ func TestShareStoragePurgeAndNoExpiredEntries(t *testing.T) {
 		"sp_other": {State: breaker.Open, Until: now.Add(time.Hour), Class: classify.Quota, DecidedAt: now.Add(-2 * time.Hour)}}})
 	writeEntry(t, prefix, "alive.json", share.StorageEntry{Instance: "alive", WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{}})
 
-	sub := newUpstream(t, "sp_sub", replyError(429, "rate_limit_error", "limited", "Retry-After", "5"))
+	sub := newUpstream(t, "sp_sub", replyError(429, "rate_limit_error", "usage", "anthropic-ratelimit-unified-status", "rejected",
+		"anthropic-ratelimit-unified-reset", epochSeconds(now.Add(5*time.Second))))
 	key := newUpstream(t, "sp_key", replyMessage("from key"))
 	p := newProxy(t)
 	cfg := strings.Replace(shareCaddyfile(p.AdminAddr, p.URL, storage, sub.providerBlock("credential passthrough"), key.providerBlock()),
@@ -101,7 +102,8 @@ func TestShareStoragePurgeAndNoExpiredEntries(t *testing.T) {
 		}
 	}
 
-	// a client's 429 opens its own breaker, which this instance shares
+	// a client's spent subscription opens its own breaker, which this
+	// instance shares
 	res := post(t, p.URL+"/v1/messages", simpleRequest, "Authorization", "Bearer client-one")
 	if got := readAll(t, res); !strings.Contains(got, "from key") {
 		t.Fatal(got)

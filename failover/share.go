@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/breaker"
 	"github.com/caddy-llm-failover/caddy-llm-failover/internal/share"
@@ -35,6 +36,11 @@ import (
 // instance never shortens a longer cooldown another one shared. A close
 // after a successful probe closes the provider everywhere. Faults of the
 // store never fail or slow a request: requests use local state.
+//
+// Of a passthrough provider's per-client breakers, only a client's
+// cooldown for auth or quota is shared (and the close that ends it), for
+// at most 1,000 clients: a client with a random token does not grow the
+// shared state.
 type ShareConfig struct {
 	// Redis is the URL of a Redis server: redis://host:6379/0, or
 	// rediss:// for TLS. A password in the URL is refused: use Password.
@@ -121,7 +127,6 @@ func newSharer(ctx caddy.Context, h *Handler, cfg *ShareConfig) (*share.Sharer, 
 	}
 	sc := share.Config{
 		Redis:      cfg.Redis,
-		Storage:    ctx.Storage(),
 		Key:        h.shareKey(),
 		Instance:   instanceID(),
 		Now:        timeNow,
@@ -133,6 +138,9 @@ func newSharer(ctx caddy.Context, h *Handler, cfg *ShareConfig) (*share.Sharer, 
 		ProbeWait:  time.Duration(cfg.ProbeWait),
 		MaxReset:   time.Duration(h.MaxReset),
 		Prefix:     cfg.Prefix,
+	}
+	if st := ctx.Storage(); st != nil {
+		sc.Storage = sizedStorage{st}
 	}
 	if cfg.PasswordRaw != nil {
 		src, err := loadCredentialSource(ctx, cfg, "PasswordRaw", "share", "loading the redis password source")
@@ -170,17 +178,22 @@ type sharedBreakers struct{ h *Handler }
 var _ share.Breakers = sharedBreakers{}
 
 func (v sharedBreakers) Each(fn func(name string, b *breaker.Breaker)) {
-	now := timeNow()
 	for _, p := range v.h.Providers {
 		fn(p.Name, &p.state.breakers.shared().Breaker)
 		if !p.passthrough {
 			p.state.breakers.eachFamily(func(f string, b *providerBreaker) { fn(share.FamilyName(p.Name, f), &b.Breaker) })
 		}
+	}
+}
+
+func (v sharedBreakers) EachClient(fn func(name string, b *breaker.Breaker)) {
+	now := timeNow()
+	for _, p := range v.h.Providers {
 		p.state.breakers.eachClient(now, func(fp string, b *providerBreaker) { fn(share.ClientName(p.Name, fp), &b.Breaker) })
 	}
 }
 
-func (v sharedBreakers) Named(name string) *breaker.Breaker {
+func (v sharedBreakers) Named(name string, create bool) *breaker.Breaker {
 	for _, p := range v.h.Providers {
 		switch {
 		case name == p.Name:
@@ -191,10 +204,28 @@ func (v sharedBreakers) Named(name string) *breaker.Breaker {
 			}
 			return nil
 		case p.passthrough && strings.HasPrefix(name, share.ClientName(p.Name, "")):
-			return &p.breakerFor(strings.TrimPrefix(name, share.ClientName(p.Name, ""))).Breaker
+			fp := strings.TrimPrefix(name, share.ClientName(p.Name, ""))
+			if !create {
+				if b := p.state.breakers.knownClient(fp); b != nil {
+					return &b.Breaker
+				}
+				return nil
+			}
+			return &p.breakerFor(fp).Breaker
 		}
 	}
 	return nil
+}
+
+// sizedStorage is Caddy's storage as the storage backend reads it: an
+// entry's size is asked before it is loaded.
+type sizedStorage struct{ certmagic.Storage }
+
+var _ share.StorageSizer = sizedStorage{}
+
+func (s sizedStorage) Size(ctx context.Context, key string) (int64, error) {
+	info, err := s.Stat(ctx, key)
+	return info.Size, err
 }
 
 // sharedName is the shared name of the breaker that governs the client's

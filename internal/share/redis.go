@@ -31,9 +31,17 @@ import (
 //   - <prefix>:probe:<name> is the half-open probe's lease (SET NX PX): one
 //     instance probes, the others skip the provider until the result is
 //     published or the lease lapses.
+//   - <prefix>:clients indexes the per-client decisions (a sorted set of
+//     names, scored by when their key expires), at most MaxSharedClients:
+//     past it the write script drops the entries that end soonest, keys
+//     and all.
 //
-// Every key expires, so nothing is left to purge. Every call but the probe
-// claim runs in the background; the claim is bounded by probe_wait.
+// Every key expires, so nothing is left to purge. A read never scans the
+// keyspace: it asks for the provider-wide names this handler has and for
+// the index's MaxSharedClients latest entries, each value bounded, so
+// however many keys share the prefix a read costs the same. Every call
+// but the probe claim runs in the background; the claim is bounded by
+// probe_wait.
 type redisBackend struct {
 	s         *Sharer
 	client    *redis.Client
@@ -83,12 +91,22 @@ func (d *RedisDecision) decision() breaker.Decision {
 //
 // A stored decision dated more than MaxClockSkew ahead wins over nothing.
 //
-// KEYS: breaker key, probe lease key. ARGV: decision JSON, state, until
-// (ms), decided (µs), now (ms), how long to keep a close (ms), channel,
-// writer token, latest acceptable decision time (µs).
+// A client's decision is indexed; a client's close is stored only over a
+// decision it ends (a client no one shared anything of gets no key). Past
+// the cap, the index's soonest-ending entries go, their keys too, a few
+// per write. Errors on the index (another writer made it something else)
+// never stop the write.
+//
+// KEYS: breaker key, probe lease key, client index. ARGV: decision JSON,
+// state, until (ms), decided (µs), now (ms), how long to keep a close
+// (ms), channel, writer token, latest acceptable decision time (µs),
+// "1" for a client's decision, the index's cap, the breaker key prefix,
+// the name.
 var writeDecision = redis.NewScript(`
 if redis.call('GET', KEYS[2]) == ARGV[8] then redis.call('DEL', KEYS[2]) end
 local cur = redis.call('GET', KEYS[1])
+local client = ARGV[10] == '1'
+if client and ARGV[2] ~= 'open' and not cur then return false end
 if cur then
 	local ok, c = pcall(cjson.decode, cur)
 	if ok and type(c) == 'table' and (tonumber(c.decided_us) or 0) <= tonumber(ARGV[9]) then
@@ -104,7 +122,55 @@ if ARGV[2] == 'open' then ttl = tonumber(ARGV[3]) - tonumber(ARGV[5]) end
 if ttl <= 0 then return false end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 redis.call('PUBLISH', ARGV[7], ARGV[1])
+if client then
+	local now = tonumber(ARGV[5])
+	redis.pcall('ZADD', KEYS[3], now + ttl, ARGV[13])
+	redis.pcall('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+	local n = redis.pcall('ZCARD', KEYS[3])
+	local over = type(n) == 'number' and n - tonumber(ARGV[11]) or 0
+	if over > 0 then
+		local gone = redis.pcall('ZPOPMIN', KEYS[3], math.min(over, 16))
+		if type(gone) == 'table' then
+			for i = 1, #gone, 2 do
+				if string.find(gone[i], '#', 1, true) then redis.call('DEL', ARGV[12] .. gone[i]) end
+			end
+		end
+	end
+end
 return ARGV[1]
+`)
+
+// readDecisions returns the value of each key that holds a string of at
+// most ARGV[1] bytes, else false: a value another writer made huge, or
+// of another type, is never sent.
+//
+// KEYS: breaker keys. ARGV: the largest value (bytes).
+var readDecisions = redis.NewScript(`
+local out = {}
+for i, k in ipairs(KEYS) do
+	local n = redis.pcall('STRLEN', k)
+	if type(n) == 'number' and n > 0 and n <= tonumber(ARGV[1]) then
+		out[i] = redis.call('GET', k)
+	else
+		out[i] = false
+	end
+end
+return out
+`)
+
+// readClientIndex returns the names of the index's entries that have not
+// expired, latest first, at most ARGV[2] of them, each at most ARGV[3]
+// bytes long. An index of another type reads as empty.
+//
+// KEYS: client index. ARGV: now (ms), how many, the longest name.
+var readClientIndex = redis.NewScript(`
+local names = redis.pcall('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if type(names) ~= 'table' then return {} end
+local out = {}
+for _, name in ipairs(names) do
+	if #name <= tonumber(ARGV[3]) then out[#out + 1] = name end
+end
+return out
 `)
 
 // claimLease takes a probe lease with SET NX PX; the holder may renew
@@ -175,6 +241,7 @@ func newRedisBackend(s *Sharer, cfg Config) (*redisBackend, error) {
 
 func (b *redisBackend) breakerKey(name string) string { return b.prefix + ":breaker:" + name }
 func (b *redisBackend) leaseKey(name string) string   { return b.prefix + ":probe:" + name }
+func (b *redisBackend) clientIndex() string           { return b.prefix + ":clients" }
 
 // load reads every shared decision, bounded by the timeout.
 func (b *redisBackend) load(ctx context.Context) {
@@ -228,7 +295,9 @@ func (b *redisBackend) resync(ctx context.Context) {
 func (b *redisBackend) write(ctx context.Context) {
 	now := b.s.now()
 	failed := false
+	listed := make(map[string]struct{}, len(b.written))
 	b.s.decisions(now, func(name string, st breaker.Decision) {
+		listed[name] = struct{}{}
 		if failed {
 			return // retried in an interval
 		}
@@ -240,11 +309,15 @@ func (b *redisBackend) write(ctx context.Context) {
 		if st.State == breaker.Open {
 			d.Until, d.Class = st.Until.UnixMilli(), st.Class
 		}
+		client := "0"
+		if isClientName(name) {
+			client = "1"
+		}
 		val, _ := json.Marshal(d)
 		opCtx, cancel := context.WithTimeout(ctx, b.s.timeout)
-		stored, err := writeDecision.Run(opCtx, b.client, []string{b.breakerKey(name), b.leaseKey(name)},
+		stored, err := writeDecision.Run(opCtx, b.client, []string{b.breakerKey(name), b.leaseKey(name), b.clientIndex()},
 			val, string(d.State), d.Until, d.Decided, now.UnixMilli(), keepClosedDecisionsFor.Milliseconds(),
-			b.channel, b.token, now.Add(MaxClockSkew).UnixMicro()).Text()
+			b.channel, b.token, now.Add(MaxClockSkew).UnixMicro(), client, MaxSharedClients, b.breakerKey(""), name).Text()
 		cancel()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			b.failed("writing shared breaker state to redis", err)
@@ -259,25 +332,38 @@ func (b *redisBackend) write(ctx context.Context) {
 			b.applyJSON(now, stored, false)
 		}
 	})
+	if !failed {
+		// what is no longer listed is forgotten: the map stays as small
+		// as what is shared
+		for name := range b.written {
+			if _, ok := listed[name]; !ok {
+				delete(b.written, name)
+			}
+		}
+	}
 }
 
-// read adopts every stored decision.
+// read adopts the stored decisions of this handler's provider-wide
+// breakers and of the clients the index names, MaxSharedClients at most,
+// whatever else the prefix holds.
 func (b *redisBackend) read(ctx context.Context) error {
 	opCtx, cancel := context.WithTimeout(ctx, b.s.timeout)
 	defer cancel()
 	var keys []string
-	iter := b.client.Scan(opCtx, 0, b.breakerKey("*"), 256).Iterator()
-	for iter.Next(opCtx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
+	b.s.breakers.Each(func(name string, _ *breaker.Breaker) { keys = append(keys, b.breakerKey(name)) })
+	now := b.s.now()
+	names, err := readClientIndex.Run(opCtx, b.client, []string{b.clientIndex()},
+		now.UnixMilli(), MaxSharedClients, maxNameLen).StringSlice()
+	if err != nil {
 		return err
 	}
-	now := b.s.now()
+	for _, name := range names {
+		keys = append(keys, b.breakerKey(name))
+	}
 	for len(keys) > 0 {
 		batch := keys[:min(len(keys), 256)]
 		keys = keys[len(batch):]
-		vals, err := b.client.MGet(opCtx, batch...).Result()
+		vals, err := readDecisions.Run(opCtx, b.client, batch, maxDecisionBytes).Slice()
 		if err != nil {
 			return err
 		}
@@ -324,6 +410,10 @@ func (b *redisBackend) subscribe(ctx context.Context) {
 				}
 			}
 		case *redis.Message:
+			if len(m.Payload) > maxDecisionBytes {
+				b.s.fault("a shared breaker decision published in redis is too large", fmt.Errorf("%d bytes", len(m.Payload)), b.channel)
+				continue
+			}
 			b.applyJSON(b.s.now(), m.Payload, true)
 			b.s.synced()
 		}

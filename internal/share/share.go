@@ -11,6 +11,12 @@
 // Faults of the store never fail or slow a request: requests use local
 // state.
 //
+// Only what the fleet needs is shared, and what is read back is input:
+// every provider-wide decision, but of a passthrough provider's per-client
+// breakers only a cooldown for auth or quota, for at most MaxSharedClients
+// clients; a read is bounded in keys, entries and bytes, whatever else
+// the store holds.
+//
 // The package knows breakers only through Breakers, so it imports nothing
 // of the handler.
 package share
@@ -21,6 +27,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,18 +42,32 @@ import (
 // Breakers is what a Sharer shares: the breakers of one handler, each
 // under its shared name.
 type Breakers interface {
-	// Each calls fn for every breaker with its shared name. fn may call
-	// Named: Each must not hold a lock Named takes while fn runs.
+	// Each calls fn for every breaker that is shared whatever befalls it:
+	// each provider's own and its model-family scopes, a fixed few. fn
+	// may call Named: Each must not hold a lock Named takes while fn runs.
 	Each(fn func(name string, b *breaker.Breaker))
-	// Named returns the breaker of a shared name, made if the name is a
-	// client's breaker of a provider here; nil when no provider here has
-	// that name.
-	Named(name string) *breaker.Breaker
+	// EachClient calls fn for every per-client breaker of a passthrough
+	// provider, with its shared name (ClientName), as Each does.
+	EachClient(fn func(name string, b *breaker.Breaker))
+	// Named returns the breaker of a shared name; nil when no provider
+	// here has that name. A client's breaker that does not exist is made
+	// only when create is set.
+	Named(name string, create bool) *breaker.Breaker
 }
 
 // ClientName is the shared name of a provider's breaker for one client
 // credential (its fingerprint, never the credential).
 func ClientName(provider, fingerprint string) string { return provider + "#" + fingerprint }
+
+// isClientName reports whether a shared name is a client's breaker: a
+// provider name never holds '#'.
+func isClientName(name string) bool { return strings.IndexByte(name, '#') >= 0 }
+
+// clientClassShared reports whether a client's cooldown of this class is
+// shared: a refused credential or a spent quota is the client's own and
+// lasts; every other class says something of the provider, which its
+// shared breaker and each instance learn on their own.
+func clientClassShared(c classify.Class) bool { return c == classify.Auth || c == classify.Quota }
 
 // FamilyName is the shared name of a provider's cooldown scoped to a model
 // family (its per-model subscription window): "subscription@sonnet".
@@ -99,6 +121,16 @@ const (
 	// over every decision made here, an admin reset included, and is
 	// ignored.
 	MaxClockSkew = 5 * time.Second
+	// MaxSharedClients caps the per-client decisions a handler shares,
+	// and those Redis keeps for the fleet under one prefix: a client
+	// with a random token must not grow the shared state.
+	MaxSharedClients = 1000
+	// maxNameLen bounds a shared name read from the store: a provider
+	// name (64) and a fingerprint, with room to spare.
+	maxNameLen = 200
+	// maxDecisionBytes bounds one decision read from Redis (about 200
+	// bytes as written).
+	maxDecisionBytes = 1024
 )
 
 // ValidRedisURL checks a Redis URL: redis:// or rediss://, a host, and no
@@ -164,6 +196,11 @@ type Sharer struct {
 	faulty    bool // the last operation failed; guarded by faultMu
 	// saidFuture: a decision dated in the future was logged once
 	saidFuture atomic.Bool
+
+	clientsMu sync.Mutex
+	// sharedClients are the per-client breakers whose decisions are
+	// shared now, at most MaxSharedClients; guarded by clientsMu
+	sharedClients map[string]struct{}
 }
 
 // New makes a Sharer of breakers; Start starts it.
@@ -300,6 +337,8 @@ func (s *Sharer) Kick() {
 // decisions lists this instance's decisions worth sharing as of now: a
 // cooldown that has not ended, or a close recent enough that others may
 // still hold the cooldown it ended. An expired decision is never written.
+// Every provider-wide decision is listed; per-client ones as clientDecisions
+// chooses them.
 func (s *Sharer) decisions(now time.Time, fn func(name string, d breaker.Decision)) {
 	s.breakers.Each(func(name string, b *breaker.Breaker) {
 		d, ok := b.Export()
@@ -307,6 +346,76 @@ func (s *Sharer) decisions(now time.Time, fn func(name string, d breaker.Decisio
 			fn(name, d)
 		}
 	})
+	for _, c := range s.clientDecisions(now) {
+		fn(c.name, c.d)
+	}
+}
+
+// clientDecision is a per-client decision that may be shared.
+type clientDecision struct {
+	name   string
+	d      breaker.Decision
+	served bool // the client's credential was served once: a real client
+}
+
+// clientDecisions chooses the per-client decisions to share: only those
+// of a cooldown for auth or quota (or the close that ended one), and at
+// most MaxSharedClients. A client's place is kept while its decision is
+// worth sharing, so a flood of new clients changes nothing once the cap
+// is full; a client that was served once takes the place of one that
+// never was.
+func (s *Sharer) clientDecisions(now time.Time) []clientDecision {
+	var all []clientDecision
+	s.breakers.EachClient(func(name string, b *breaker.Breaker) {
+		d, ok := b.Export()
+		if !ok || !worthSharing(now, d) {
+			return
+		}
+		snap := b.Snapshot(now)
+		class := d.Class
+		if d.State != breaker.Open {
+			class = snap.LastClass // the cooldown this close ended
+		}
+		if clientClassShared(class) {
+			all = append(all, clientDecision{name: name, d: d, served: snap.Successes > 0})
+		}
+	})
+	s.clientsMu.Lock()
+	defer s.clientsMu.Unlock()
+	// kept places first, then the served, then the rest; among equals
+	// the one whose cooldown ends last
+	sort.SliceStable(all, func(i, j int) bool {
+		_, ki := s.sharedClients[all[i].name]
+		_, kj := s.sharedClients[all[j].name]
+		if ki != kj {
+			return ki
+		}
+		if all[i].served != all[j].served {
+			return all[i].served
+		}
+		return all[i].d.Until.After(all[j].d.Until)
+	})
+	if len(all) > MaxSharedClients {
+		// a served client takes the last kept place of one never served
+		chosen := all[:MaxSharedClients]
+		for _, c := range all[MaxSharedClients:] {
+			if !c.served {
+				break
+			}
+			for i := len(chosen) - 1; i >= 0; i-- {
+				if !chosen[i].served {
+					chosen[i] = c
+					break
+				}
+			}
+		}
+		all = chosen
+	}
+	s.sharedClients = make(map[string]struct{}, len(all))
+	for _, c := range all {
+		s.sharedClients[c.name] = struct{}{}
+	}
+	return all
 }
 
 // future reports whether a decision is dated past now+MaxClockSkew.
@@ -330,6 +439,9 @@ func (s *Sharer) apply(now time.Time, name string, d breaker.Decision, origin st
 	if origin == s.instance {
 		origin = "" // our own decision, from before a restart
 	}
+	if len(name) > maxNameLen {
+		return
+	}
 	if future(now, d) {
 		if !s.saidFuture.Swap(true) {
 			s.logger.Warn("ignoring shared breaker decisions dated in the future; is an instance's clock ahead?",
@@ -340,7 +452,14 @@ func (s *Sharer) apply(now time.Time, name string, d breaker.Decision, origin st
 	if d.State == breaker.Open && d.Until.After(now.Add(s.maxReset)) {
 		d.Until = now.Add(s.maxReset)
 	}
-	if b := s.breakers.Named(name); b != nil {
+	// a client's breaker is made only for a cooldown this instance would
+	// have shared itself: a close, or any other class, for a client not
+	// seen here changes nothing and costs a breaker
+	create := d.State == breaker.Open && clientClassShared(d.Class)
+	if isClientName(name) && d.State == breaker.Open && !create {
+		return
+	}
+	if b := s.breakers.Named(name, create); b != nil {
 		b.Adopt(now, d, origin)
 	}
 }
@@ -354,13 +473,31 @@ func (s *Sharer) ClaimProbe(name string, b *breaker.Breaker, adm breaker.Admissi
 		return adm
 	}
 	c, ok := s.backend.(probeClaimer)
-	if !ok {
+	if !ok || !s.fleetKnows(name, b) {
 		return adm
 	}
 	if granted, until := c.claimProbe(name); !granted {
 		return b.YieldProbe(until)
 	}
 	return adm
+}
+
+// fleetKnows reports whether the fleet may be waiting on the named
+// breaker's probe: a provider-wide breaker, or a client's whose cooldown
+// was shared (by this instance, or adopted from another). A client no one
+// shared anything of probes without a lease, and makes no key.
+func (s *Sharer) fleetKnows(name string, b *breaker.Breaker) bool {
+	if !isClientName(name) {
+		return true
+	}
+	s.clientsMu.Lock()
+	_, ok := s.sharedClients[name]
+	s.clientsMu.Unlock()
+	if ok {
+		return true
+	}
+	origin, _ := b.Provenance()
+	return origin != ""
 }
 
 // ReleaseProbe gives up the fleet's probe of the named breaker, held by

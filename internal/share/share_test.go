@@ -17,8 +17,9 @@ import (
 // fakeBreakers is a handler's breakers by shared name; a name it does not
 // know is a provider that is not here.
 type fakeBreakers struct {
-	mu sync.Mutex
-	m  map[string]*breaker.Breaker
+	mu   sync.Mutex
+	m    map[string]*breaker.Breaker
+	made int // client breakers made by Named
 }
 
 func newFakeBreakers(names ...string) *fakeBreakers {
@@ -31,11 +32,18 @@ func newFakeBreakers(names ...string) *fakeBreakers {
 
 // Each calls fn without holding the lock, as the handler's view does: fn
 // may look a name up (a write that lost to a stored decision adopts it).
-func (f *fakeBreakers) Each(fn func(string, *breaker.Breaker)) {
+func (f *fakeBreakers) Each(fn func(string, *breaker.Breaker)) { f.each(false, fn) }
+
+// EachClient calls fn for the names that are a client's (ClientName).
+func (f *fakeBreakers) EachClient(fn func(string, *breaker.Breaker)) { f.each(true, fn) }
+
+func (f *fakeBreakers) each(clients bool, fn func(string, *breaker.Breaker)) {
 	f.mu.Lock()
 	m := make(map[string]*breaker.Breaker, len(f.m))
 	for n, b := range f.m {
-		m[n] = b
+		if isClientName(n) == clients {
+			m[n] = b
+		}
 	}
 	f.mu.Unlock()
 	for n, b := range m {
@@ -43,13 +51,26 @@ func (f *fakeBreakers) Each(fn func(string, *breaker.Breaker)) {
 	}
 }
 
-func (f *fakeBreakers) Named(name string) *breaker.Breaker {
+// Named makes a client's breaker when create is set, as a passthrough
+// provider "p" does.
+func (f *fakeBreakers) Named(name string, create bool) *breaker.Breaker {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if b, ok := f.m[name]; ok || !create || !strings.HasPrefix(name, "p#") {
+		return b
+	}
+	f.m[name] = new(breaker.Breaker)
+	f.made++
 	return f.m[name]
 }
 
-func (f *fakeBreakers) get(name string) *breaker.Breaker { return f.Named(name) }
+func (f *fakeBreakers) get(name string) *breaker.Breaker { return f.Named(name, false) }
+
+func (f *fakeBreakers) len() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.m)
+}
 
 // memStorage is a Storage in memory.
 type memStorage struct {

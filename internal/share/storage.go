@@ -23,6 +23,25 @@ type Storage interface {
 	List(ctx context.Context, path string, recursive bool) ([]string, error)
 }
 
+// StorageSizer is a Storage that tells an entry's size without loading
+// it; the handler's view of Caddy's storage is one (certmagic's Stat).
+// An entry past maxStorageEntryBytes is then never loaded.
+type StorageSizer interface {
+	Size(ctx context.Context, key string) (int64, error)
+}
+
+// Bounds of a storage read: another writer may put anything under the
+// prefix.
+const (
+	// maxStorageReads is how many entries one read loads: this handler's
+	// kind first (its providers' hash ends their names), then the others
+	// in turn, from where the last read stopped.
+	maxStorageReads = 64
+	// maxStorageEntryBytes bounds one entry: MaxSharedClients decisions
+	// and the provider-wide ones fit many times over.
+	maxStorageEntryBytes = 1 << 20
+)
+
 // StorageEntry is what one instance stores in a Storage: its decisions by
 // breaker name.
 type StorageEntry struct {
@@ -39,9 +58,13 @@ type storageBackend struct {
 	storage Storage
 	prefix  string
 	key     string // this instance's entry
+	suffix  string // ends the entries of handlers with the same providers
 
 	wroteAt    time.Time // loop goroutine only
 	wroteEmpty bool
+	// next is where the next read goes on, among the entries of this
+	// handler's kind and among the others; loop goroutine only
+	next [2]int
 }
 
 var _ backend = (*storageBackend)(nil)
@@ -53,7 +76,8 @@ func newStorageBackend(s *Sharer, cfg Config) *storageBackend {
 	}
 	// one entry per instance and handler, so two handlers of one instance
 	// do not overwrite each other
-	b.key = path.Join(b.prefix, s.instance+"-"+cfg.Key+".json")
+	b.suffix = "-" + cfg.Key + ".json"
+	b.key = path.Join(b.prefix, s.instance+b.suffix)
 	return b
 }
 
@@ -100,11 +124,15 @@ type sharedDecision struct {
 	origin string
 }
 
-// read adopts the decisions of every entry under the prefix, oldest
+// read adopts the decisions of the entries under the prefix, oldest
 // first, so that a close wins over the cooldowns decided before it and
-// among cooldowns the later end wins. Entries of instances that stopped
-// writing longer than purge_after ago, holding no running cooldown, are
-// deleted.
+// among cooldowns the later end wins. It loads at most maxStorageReads
+// entries, each at most maxStorageEntryBytes: those of handlers with the
+// same providers first, each group in turn from where the last read
+// stopped, so the instances sharing this handler's providers are read
+// every interval however much else the prefix holds. Entries of instances
+// that stopped writing longer than purge_after ago, holding no running
+// cooldown, are deleted.
 func (b *storageBackend) read(ctx context.Context) {
 	opCtx, cancel := context.WithTimeout(ctx, b.s.timeout)
 	defer cancel()
@@ -115,32 +143,30 @@ func (b *storageBackend) read(ctx context.Context) {
 		}
 		return
 	}
-	now := b.s.now()
-	var all []sharedDecision
+	var groups [2][]string // this handler's kind, the others
 	for _, key := range keys {
 		// this instance's own entry too: after a restart it holds what
 		// the local state has forgotten
-		if !strings.HasSuffix(key, ".json") {
-			continue
+		switch {
+		case strings.HasSuffix(key, b.suffix):
+			groups[0] = append(groups[0], key)
+		case strings.HasSuffix(key, ".json"):
+			groups[1] = append(groups[1], key)
 		}
-		data, err := b.storage.Load(opCtx, key)
-		if err != nil {
-			b.s.fault("reading a shared breaker entry", err, key)
-			continue
+	}
+	budget := maxStorageReads
+	now := b.s.now()
+	var all []sharedDecision
+	for g, group := range groups {
+		sort.Strings(group)
+		n := min(budget, len(group))
+		budget -= n
+		for i := range n {
+			key := group[(b.next[g]+i)%len(group)]
+			all = b.readEntry(opCtx, now, key, all)
 		}
-		var f StorageEntry
-		if err := json.Unmarshal(data, &f); err != nil || f.Instance == "" {
-			b.s.fault("a shared breaker entry is corrupt", fmt.Errorf("%v", err), key)
-			continue
-		}
-		if b.stale(now, &f) {
-			if err := b.storage.Delete(opCtx, key); err != nil && !isNotExist(err) {
-				b.s.fault("purging a stale shared breaker entry", err, key)
-			}
-			continue
-		}
-		for name, d := range f.Breakers {
-			all = append(all, sharedDecision{name, d, f.Instance})
+		if len(group) > 0 {
+			b.next[g] = (b.next[g] + n) % len(group)
 		}
 	}
 	sort.SliceStable(all, func(i, j int) bool { return all[i].d.DecidedAt.Before(all[j].d.DecidedAt) })
@@ -148,6 +174,47 @@ func (b *storageBackend) read(ctx context.Context) {
 		b.s.apply(now, d.name, d.d, d.origin)
 	}
 	b.s.synced()
+}
+
+// readEntry appends the decisions of one entry to all, or deletes the
+// entry when it is stale.
+func (b *storageBackend) readEntry(ctx context.Context, now time.Time, key string, all []sharedDecision) []sharedDecision {
+	if sz, ok := b.storage.(StorageSizer); ok {
+		if n, err := sz.Size(ctx, key); err == nil && n > maxStorageEntryBytes {
+			b.s.fault("a shared breaker entry is too large; skipped", fmt.Errorf("%d bytes", n), key)
+			return all
+		}
+	}
+	data, err := b.storage.Load(ctx, key)
+	if err != nil {
+		b.s.fault("reading a shared breaker entry", err, key)
+		return all
+	}
+	if len(data) > maxStorageEntryBytes {
+		b.s.fault("a shared breaker entry is too large; skipped", fmt.Errorf("%d bytes", len(data)), key)
+		return all
+	}
+	var f StorageEntry
+	if err := json.Unmarshal(data, &f); err != nil || f.Instance == "" {
+		b.s.fault("a shared breaker entry is corrupt", fmt.Errorf("%v", err), key)
+		return all
+	}
+	if b.stale(now, &f) {
+		if err := b.storage.Delete(ctx, key); err != nil && !isNotExist(err) {
+			b.s.fault("purging a stale shared breaker entry", err, key)
+		}
+		return all
+	}
+	clients := 0
+	for name, d := range f.Breakers {
+		if isClientName(name) {
+			if clients++; clients > MaxSharedClients {
+				continue
+			}
+		}
+		all = append(all, sharedDecision{name, d, f.Instance})
+	}
+	return all
 }
 
 // stale reports whether an entry's instance stopped writing longer than
