@@ -206,3 +206,61 @@ func TestRedisLeaseOnlyForSharedClients(t *testing.T) {
 		return c.Exists(t.Context(), "llm_failover:probe:p#alice").Val() == 1
 	})
 }
+
+// Two instances each share 700 clients' auth cooldowns: Redis keeps at
+// most MaxSharedClients of them for the fleet, keys and index alike. An
+// index another writer made a string stops no write.
+func TestRedisClientIndexCapsTheFleet(t *testing.T) {
+	t.Parallel()
+	r := testredis.Start(t)
+	c := r.Client()
+	defer c.Close()
+	countKeys := func() int {
+		n := 0
+		iter := c.Scan(t.Context(), 0, "llm_failover:breaker:p#*", 1000).Iterator()
+		for iter.Next(t.Context()) {
+			n++
+		}
+		return n
+	}
+	// written here, not by a background loop: each write is whole when
+	// it returns
+	writer := func(name string) (*redisBackend, *fakeBreakers) {
+		bs := newFakeBreakers("p")
+		s, err := New(Config{Redis: r.URL, Instance: name}, bs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rb := s.backend.(*redisBackend)
+		t.Cleanup(func() { rb.client.Close() })
+		return rb, bs
+	}
+	for _, name := range []string{"a", "b"} {
+		rb, bs := writer(name)
+		now := time.Now()
+		for j := range 700 {
+			b := bs.Named(ClientName("p", fmt.Sprint(name, j)), true)
+			b.Failure(now, breaker.Failure{Class: classify.Auth, Cooldown: time.Duration(j+1) * time.Minute, MaxCooldown: 24 * time.Hour})
+		}
+		rb.write(context.Background())
+		if rb.down.Load() {
+			t.Fatalf("instance %s: a write failed", name)
+		}
+	}
+	keys, index := countKeys(), c.ZCard(t.Context(), "llm_failover:clients").Val()
+	t.Logf("two instances of 700 cooling clients each: %d client keys, %d in the index", keys, index)
+	if keys > MaxSharedClients || index > MaxSharedClients {
+		t.Fatalf("%d client keys and %d index entries, want at most %d", keys, index, MaxSharedClients)
+	}
+
+	// an index that is not a sorted set
+	if err := c.Set(t.Context(), "llm_failover:clients", "junk", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rb, bs := writer("c")
+	bs.Named(ClientName("p", "carol"), true).Failure(time.Now(), breaker.Failure{Class: classify.Quota, Cooldown: time.Hour, MaxCooldown: time.Hour})
+	rb.write(context.Background())
+	waitFor(t, "carol's cooldown is written despite the broken index", func() bool {
+		return c.Exists(t.Context(), "llm_failover:breaker:p#carol").Val() == 1
+	})
+}

@@ -93,8 +93,9 @@ func (d *RedisDecision) decision() breaker.Decision {
 //
 // A client's decision is indexed; a client's close is stored only over a
 // decision it ends (a client no one shared anything of gets no key). Past
-// the cap, the index's soonest-ending entries go, their keys too, a few
-// per write. Errors on the index (another writer made it something else)
+// the cap, the index's soonest-ending entries go, their keys too; ended
+// entries leave the index; a few of each per write, so no write runs long
+// however large another writer made the index. Errors on the index (another writer made it something else)
 // never stop the write.
 //
 // KEYS: breaker key, probe lease key, client index. ARGV: decision JSON,
@@ -125,7 +126,8 @@ redis.call('PUBLISH', ARGV[7], ARGV[1])
 if client then
 	local now = tonumber(ARGV[5])
 	redis.pcall('ZADD', KEYS[3], now + ttl, ARGV[13])
-	redis.pcall('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+	local ended = redis.pcall('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 64)
+	if type(ended) == 'table' and #ended > 0 then redis.pcall('ZREM', KEYS[3], unpack(ended)) end
 	local n = redis.pcall('ZCARD', KEYS[3])
 	local over = type(n) == 'number' and n - tonumber(ARGV[11]) or 0
 	if over > 0 then
