@@ -41,7 +41,7 @@ func shareCaddyfile(adminAddr, siteURL, storageDir string, blocks ...string) str
 }
 
 // startChild runs a second instance and waits until it answers.
-func startChild(t testing.TB, caddyfileText, siteURL string) {
+func startChild(t testing.TB, caddyfileText, siteURL string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "LLMF_CHILD_CADDYFILE="+caddyfileText, "XDG_DATA_HOME="+t.TempDir())
@@ -63,11 +63,12 @@ func startChild(t testing.TB, caddyfileText, siteURL string) {
 	for time.Now().Before(deadline) {
 		if res, err := http.Get(siteURL + "/healthz-probe"); err == nil {
 			res.Body.Close()
-			return
+			return cmd
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatal("the child instance did not start")
+	return nil
 }
 
 type prefixWriter struct{ t testing.TB }

@@ -291,6 +291,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionEvents(ctx); err != nil {
 		return err
 	}
+	h.subscribeStartChecks(ctx)
 	registerHandler(h)
 	if h.Share != nil {
 		s, err := newSharer(ctx, h, h.Share)
