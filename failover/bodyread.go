@@ -61,6 +61,15 @@ func (h *Handler) releaseBody(rb *requestBody) {
 	h.dropped(reserved)
 }
 
+// dropBody lets go of the buffer of a body that was not received whole
+// (refused, timed out, broken) without pooling it: many such bodies at
+// once (a crowd past request_buffer_total) would fill the pool with
+// buffers no budget counts. It is garbage, counted until collected.
+func (h *Handler) dropBody(rb *requestBody) {
+	h.dropped(rb.reserved)
+	rb.reserved, rb.b = 0, nil
+}
+
 // Waiting for room in RequestBufferTotal.
 const (
 	bufferRoomWait = 250 * time.Millisecond
@@ -97,7 +106,7 @@ func (h *Handler) reserveBuffer(rb *requestBody, n int64) bool {
 // heap has grown by as much as was live after its last collection: with
 // request_buffer_total held by bodies, the heap could reach twice that
 // before dropped buffers (a body answered or refused, a buffer outgrown as
-// it doubled) were collected. So a big buffer stays counted against
+// it doubled) were collected. So a dropped buffer stays counted against
 // request_buffer_total after it is dropped, until a collection the proxy
 // asks for once dropBeforeCollect bytes are dropped, or once a body waits
 // for room they hold: what bodies hold, live or not yet collected, stays
@@ -195,16 +204,26 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*requestBody
 	for {
 		if len(b) == cap(b) {
 			grown, old := bodyCapacity(b, r.ContentLength, limit), int64(cap(b))
-			if !h.reserveBuffer(rb, grown-old) {
+			// the outgrown buffer stays counted until collected, so the
+			// new one needs room beside it; only where the budget could
+			// never hold both (a body near request_buffer_total) does it
+			// take the old one's room, passing the budget until collected
+			strict := old+grown <= h.RequestBufferTotal
+			need := grown
+			if !strict {
+				need = grown - old
+			}
+			if !h.reserveBuffer(rb, need) {
 				return rb, bodyOverBudget, nil
 			}
 			b = growBody(b, grown)
 			rb.b = b
 			if h.buffered != nil && old > 0 {
-				// the outgrown buffer is garbage: counted as well until
-				// collected (this may pass the budget by what a body
-				// outgrew; the next body waits for the collection)
-				h.buffered.Add(old)
+				if strict {
+					rb.reserved -= old
+				} else {
+					h.buffered.Add(old)
+				}
 				h.dropped(old)
 			}
 		}

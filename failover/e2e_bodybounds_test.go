@@ -267,7 +267,7 @@ func TestRequestBufferLimit(t *testing.T) {
 // does the garbage they leave: 24 concurrent 6 MiB bodies to a slow
 // upstream, with a 24 MiB budget, keep the heap in use within 56 MiB of
 // where it started (the budget, a body outgrown as it doubled, and what
-// Caddy and the test's own client and upstream hold; 33-39 MiB measured).
+// Caddy and the test's own client and upstream hold; about 28 MiB measured).
 // Before outgrown and released buffers counted until collected, the
 // runtime let their garbage take it to 80-102 MiB.
 func TestBigBodiesHeapWithinBudget(t *testing.T) {

@@ -367,7 +367,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	buf, res, err := h.readBody(w, r)
 	if res != bodyComplete {
-		h.releaseBody(buf)
+		h.dropBody(buf)
 		if res == bodyBroken {
 			return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
 		}
