@@ -39,6 +39,11 @@ func (h *Handler) admitClient(w http.ResponseWriter, r *http.Request) (*Client, 
 		writeAnthropicError(w, http.StatusForbidden, "permission_error", browserRefusal(from))
 		return nil, false
 	}
+	if len(h.Clients) == 0 && !h.AllowRemote && h.rebindingPage(r) {
+		w.Header().Set("Connection", "close")
+		writeAnthropicError(w, http.StatusForbidden, "permission_error", rebindingRefusal)
+		return nil, false
+	}
 	if len(h.Clients) == 0 {
 		if h.access.localOnly {
 			if ip, local := localClient(r); !local {
@@ -88,6 +93,47 @@ func (h *Handler) foreignPage(r *http.Request) string {
 	}
 	return ""
 }
+
+// rebindingPage reports whether a web page made the request under a host
+// name that is not localhost or a loopback address. Served only on this
+// machine, such a page is one whose own name was made to resolve here (DNS
+// rebinding): to its browser it is the site's own page, so foreignPage
+// lets it through. A page allow_origin names is not refused.
+func (h *Handler) rebindingPage(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "same-origin", "same-site", "cross-site":
+	default:
+		if origin == "" {
+			return false // not a page's request: a client, or a typed address
+		}
+	}
+	if origin != "" && slices.Contains(h.AllowOrigins, strings.ToLower(origin)) {
+		return false
+	}
+	return !loopbackName(r.Host)
+}
+
+// loopbackName reports whether a Host header names this machine by a name
+// no web page can take: localhost (and its subdomains) or a loopback
+// address.
+func loopbackName(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.Trim(host, "[]"))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+const rebindingRefusal = "llm_failover: refusing a request a web page made under a host name that is not localhost " +
+	"or a loopback address: serving only this machine, the proxy takes that for a page whose own name was made to " +
+	"resolve here (DNS rebinding). Reach the proxy as http://localhost:PORT or http://127.0.0.1:PORT, or name " +
+	"the page's origin with `allow_origin https://app.example` in the llm_failover block"
 
 // sameOrigin reports whether a browser's Origin (scheme://host[:port])
 // names the host a request was sent to. The scheme only supplies the

@@ -104,9 +104,14 @@ func TestHostlessSiteWarns(t *testing.T) {
 		!strings.Contains(w["msg"].(string), "http://127.0.0.1:PORT") || !strings.Contains(w["msg"].(string), "DNS rebinding") {
 		t.Errorf("warning %v; want it to name server srv0, its listen address and what to write", w)
 	}
-	// what the warning is about: a rebinding page is served
-	if res := rebindingRequest(t, port); res != http.StatusOK || up.Hits() != 1 {
-		t.Fatalf("rebinding request to a hostless site: %d, %d upstream hits; want it served (200, 1)", res, up.Hits())
+	// what the warning is about: a rebinding page reaches the site;
+	// llm_failover itself refuses it
+	if res := rebindingRequest(t, port); res != http.StatusForbidden || up.Hits() != 0 {
+		t.Fatalf("rebinding request to a hostless site: %d, %d upstream hits; want 403 and none", res, up.Hits())
+	}
+	res := post(t, fmt.Sprintf("http://127.0.0.1:%d/v1/messages", port), simpleRequest)
+	if readAll(t, res); res.StatusCode != http.StatusOK || up.Hits() != 1 {
+		t.Fatalf("a client on this machine: %d, %d upstream hits", res.StatusCode, up.Hits())
 	}
 
 	// a port of its own: a request right after a reload on the same port can

@@ -433,3 +433,61 @@ func TestRequestBufferTotalBounded(t *testing.T) {
 		t.Fatalf("with room again: %d %s", res.StatusCode, body)
 	}
 }
+
+// A page whose own name was made to resolve to 127.0.0.1 (DNS rebinding)
+// is, to its browser, the site's own page. On a site that answers any
+// host, llm_failover serving only this machine refuses a page's request
+// under a name that is not localhost or a loopback address; clients that
+// are not browsers, pages under loopback names and allow_origin are
+// served.
+func TestRebindingPageRefused(t *testing.T) {
+	t.Setenv("LLMF_REBIND_KEY", "sk-rebind")
+	up := newUpstream(t, "rebind", replyMessage("fine"))
+	p := newProxy(t)
+	port := strings.TrimPrefix(p.URL, "http://127.0.0.1:")
+	p.load(fmt.Sprintf("{\n\tadmin %s\n\tauto_https off\n}\nhttp://:%s {\n\tbind 127.0.0.1\n%s\n}\n", p.AdminAddr, port,
+		failoverSite(up.providerBlock("credential env LLMF_REBIND_KEY"), "\t\tallow_origin http://app.example:"+port+"\n")))
+	stopAtCleanup(t)
+	cases := []struct {
+		name, host string
+		header     []string
+		want       int
+	}{
+		{"rebinding page", "attacker.example:" + port, []string{"Origin", "http://attacker.example:" + port, "Sec-Fetch-Site", "same-origin"}, 403},
+		{"rebinding page, no Origin", "attacker.example:" + port, []string{"Sec-Fetch-Site", "same-origin"}, 403},
+		{"rebinding page, old browser", "ATTACKER.example:" + port, []string{"Origin", "http://attacker.example:" + port}, 403},
+		{"a name ending in localhost.example", "localhost.example:" + port, []string{"Sec-Fetch-Site", "same-origin"}, 403},
+		{"page at localhost", "localhost:" + port, []string{"Origin", "http://localhost:" + port, "Sec-Fetch-Site", "same-origin"}, 200},
+		{"page at 127.0.0.1", "127.0.0.1:" + port, []string{"Origin", "http://127.0.0.1:" + port, "Sec-Fetch-Site", "same-origin"}, 200},
+		{"page at [::1]", "[::1]:" + port, []string{"Origin", "http://[::1]:" + port, "Sec-Fetch-Site", "same-origin"}, 200},
+		{"page at app.localhost", "app.localhost:" + port, []string{"Sec-Fetch-Site", "same-origin"}, 200},
+		{"allowed origin", "app.example:" + port, []string{"Origin", "http://app.example:" + port, "Sec-Fetch-Site", "same-origin"}, 200},
+		{"a client by a hosts-file name", "mybox:" + port, nil, 200},
+		{"typed by the user", "mybox:" + port, []string{"Sec-Fetch-Site", "none"}, 200},
+	}
+	hits := 0
+	for _, c := range cases {
+		req, _ := http.NewRequest(http.MethodPost, p.URL+"/v1/messages", strings.NewReader(simpleRequest))
+		req.Host = c.host
+		req.Header.Set("Content-Type", "text/plain")
+		for i := 0; i+1 < len(c.header); i += 2 {
+			req.Header.Set(c.header[i], c.header[i+1])
+		}
+		res, err := freshConnClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := readAll(t, res)
+		if res.StatusCode != c.want {
+			t.Fatalf("%s: %d %s, want %d", c.name, res.StatusCode, got, c.want)
+		}
+		if c.want == 200 {
+			hits++
+		} else if !strings.Contains(got, `"permission_error"`) || !strings.Contains(got, "DNS rebinding") || strings.Contains(got, "attacker") {
+			t.Fatalf("%s: %s, want a permission_error that names DNS rebinding and not the host", c.name, got)
+		}
+		if up.Hits() != hits {
+			t.Fatalf("%s: upstream hits %d, want %d", c.name, up.Hits(), hits)
+		}
+	}
+}

@@ -227,9 +227,9 @@ func (f *siteFindings) warn(logger *zap.Logger, server string, srv *caddyhttp.Se
 	for _, seen := range f.handlers {
 		if seen.anyHost && f.spendsWithoutKey(seen.h) {
 			logger.Warn("this site answers requests for any host name, so a web page whose own name resolves to "+
-				"this machine (DNS rebinding) reaches llm_failover as a page of this site: its Origin matches its "+
-				"Host, which the check for other sites' pages cannot tell apart. Name the host in the site "+
-				"address: http://127.0.0.1:PORT, http://localhost:PORT",
+				"this machine (DNS rebinding) reaches it as a page of this site. llm_failover refuses a page's "+
+				"request under a name that is not localhost or a loopback address; the site's other handlers "+
+				"do not. Name the host in the site address: http://127.0.0.1:PORT, http://localhost:PORT",
 				zap.String("server", server), zap.Strings("listen", srv.Listen))
 			break
 		}
