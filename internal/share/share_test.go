@@ -66,12 +66,6 @@ func (f *fakeBreakers) Named(name string, create bool) *breaker.Breaker {
 
 func (f *fakeBreakers) get(name string) *breaker.Breaker { return f.Named(name, false) }
 
-func (f *fakeBreakers) len() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.m)
-}
-
 // memStorage is a Storage in memory.
 type memStorage struct {
 	mu sync.Mutex
