@@ -89,7 +89,11 @@ func (d *RedisDecision) decision() breaker.Decision {
 // publishes what it stored. It returns the decision now stored, which the
 // writer adopts when it was not its own.
 //
-// A stored decision dated more than MaxClockSkew ahead wins over nothing.
+// A stored decision dated more than MaxClockSkew ahead wins over nothing,
+// nor does what a read would skip or could not order: a value of another
+// type, over maxDecisionBytes, or without numeric times. Another writer's
+// garbage is overwritten, never an error that stops this instance's
+// writes.
 //
 // A client's decision is indexed; a client's close is stored only over a
 // decision it ends (a client no one shared anything of gets no key). Past
@@ -102,18 +106,21 @@ func (d *RedisDecision) decision() breaker.Decision {
 // state, until (ms), decided (µs), now (ms), how long to keep a close
 // (ms), channel, writer token, latest acceptable decision time (µs),
 // "1" for a client's decision, the index's cap, the breaker key prefix,
-// the name.
+// the name, the largest stored value that counts (bytes).
 var writeDecision = redis.NewScript(`
-if redis.call('GET', KEYS[2]) == ARGV[8] then redis.call('DEL', KEYS[2]) end
-local cur = redis.call('GET', KEYS[1])
+if redis.pcall('GET', KEYS[2]) == ARGV[8] then redis.call('DEL', KEYS[2]) end
+local cur = redis.pcall('GET', KEYS[1])
+if type(cur) ~= 'string' or #cur > tonumber(ARGV[14]) then cur = false end
 local client = ARGV[10] == '1'
 if client and ARGV[2] ~= 'open' and not cur then return false end
 if cur then
 	local ok, c = pcall(cjson.decode, cur)
-	if ok and type(c) == 'table' and (tonumber(c.decided_us) or 0) <= tonumber(ARGV[9]) then
+	local decided = ok and type(c) == 'table' and tonumber(c.decided_us)
+	if decided and decided <= tonumber(ARGV[9]) then
 		if ARGV[2] == 'open' and c.state == 'open' then
-			if tonumber(c['until']) >= tonumber(ARGV[3]) then return cur end
-		elseif tonumber(c.decided_us) > tonumber(ARGV[4]) then
+			local ends = tonumber(c['until'])
+			if ends and ends >= tonumber(ARGV[3]) then return cur end
+		elseif decided > tonumber(ARGV[4]) then
 			return cur
 		end
 	end
@@ -319,7 +326,7 @@ func (b *redisBackend) write(ctx context.Context) {
 		opCtx, cancel := context.WithTimeout(ctx, b.s.timeout)
 		stored, err := writeDecision.Run(opCtx, b.client, []string{b.breakerKey(name), b.leaseKey(name), b.clientIndex()},
 			val, string(d.State), d.Until, d.Decided, now.UnixMilli(), keepClosedDecisionsFor.Milliseconds(),
-			b.channel, b.token, now.Add(MaxClockSkew).UnixMicro(), client, MaxSharedClients, b.breakerKey(""), name).Text()
+			b.channel, b.token, now.Add(MaxClockSkew).UnixMicro(), client, MaxSharedClients, b.breakerKey(""), name, maxDecisionBytes).Text()
 		cancel()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			b.failed("writing shared breaker state to redis", err)
