@@ -2,7 +2,11 @@ package failover
 
 import (
 	"encoding/json"
+	"fmt"
+	"github.com/caddy-llm-failover/caddy-llm-failover/internal/classify"
 	"net/http"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -81,5 +85,53 @@ func TestRedisHostileKeysStopNoWrite(t *testing.T) {
 	// Retry-After
 	if s := snapshot(t, "hk_big"); s.State != breaker.Open || time.Until(s.Until) > time.Minute {
 		t.Fatalf("hk_big: %s until %s from now, want open for the provider's 30s", s.State, time.Until(s.Until))
+	}
+}
+
+// A storage entry is read whole up to 1 MiB, and each decision adopted
+// from it names its instance. An instance name of 200 KB with a thousand
+// client cooldowns must not become a thousand copies of it (each adopted
+// breaker's last error quoted the name whole: 200 MB from one entry).
+func TestStorageHugeInstanceNameIsNotCopied(t *testing.T) {
+	storage := t.TempDir()
+	prefix := filepath.Join(storage, "llm_failover", "breakers")
+	sub := newUpstream(t, "hi_sub", replyMessage("from sub"))
+	key := newUpstream(t, "hi_key", replyMessage("from key"))
+	p := newProxy(t)
+	p.load(shareCaddyfile(p.AdminAddr, p.URL, storage, sub.providerBlock("credential passthrough"), key.providerBlock()))
+	stopAtCleanup(t)
+
+	now := time.Now()
+	huge := strings.Repeat("i", 200_000)
+	f := share.StorageEntry{Instance: huge, WrittenAt: now, Breakers: map[string]breaker.Decision{
+		"hi_key": {State: breaker.Open, Until: now.Add(2 * time.Hour), Class: classify.Quota, DecidedAt: now.Add(-time.Minute)}}}
+	for i := range share.MaxSharedClients {
+		f.Breakers[share.ClientName("hi_sub", fmt.Sprintf("%016x", i))] = breaker.Decision{State: breaker.Open,
+			Until: now.Add(time.Hour), Class: classify.Quota, DecidedAt: now.Add(-time.Minute)}
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	writeEntry(t, prefix, "forger.json", f)
+	// an honest entry beside it, read in the same pass
+	writeEntry(t, prefix, "honest.json", share.StorageEntry{Instance: "honest", WrittenAt: now, Breakers: map[string]breaker.Decision{
+		"hi_key": {State: breaker.Open, Until: now.Add(time.Hour), Class: classify.Quota, DecidedAt: now.Add(-time.Minute)}}})
+	waitState(t, &instance{name: "A", URL: p.URL, admin: p}, "hi_key", breaker.Open, 3*time.Second)
+	time.Sleep(500 * time.Millisecond) // more reads
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("heap grew %d KiB after reading the entry", grew>>10)
+	if grew > 32<<20 {
+		t.Fatalf("heap grew %d MiB from one 1 MiB entry", grew>>20)
+	}
+	st := providerStatuses(t, p)
+	for _, name := range []string{"hi_sub", "hi_key"} {
+		if src, _ := st[name]["source"].(string); len(src) > 300 {
+			t.Fatalf("%s: status source is %d bytes", name, len(src))
+		}
+		if le, _ := st[name]["last_error"].(string); len(le) > 300 {
+			t.Fatalf("%s: status last_error is %d bytes", name, len(le))
+		}
 	}
 }

@@ -131,6 +131,11 @@ const (
 	// maxDecisionBytes bounds one decision read from Redis (about 200
 	// bytes as written).
 	maxDecisionBytes = 1024
+	// maxInstanceLen bounds the instance a shared decision names: Caddy's
+	// instance id (36), or a host name (253) and a token. Every breaker
+	// that adopts a decision keeps the name, so one entry of 1 MiB must
+	// not name a huge one a thousand times over.
+	maxInstanceLen = 300
 )
 
 // ValidRedisURL checks a Redis URL: redis:// or rediss://, a host, and no
@@ -433,13 +438,14 @@ func worthSharing(now time.Time, d breaker.Decision) bool {
 // apply adopts another instance's decision for the named breaker, by the
 // rule of Breaker.Adopt. origin is the deciding instance's id. Shared
 // state is input like any other: a decision dated more than MaxClockSkew
-// ahead is ignored (logged once), and a cooldown ends by now+max_reset at
-// the latest.
+// ahead is ignored (logged once), as is one whose name or instance is
+// longer than any written, and a cooldown ends by now+max_reset at the
+// latest.
 func (s *Sharer) apply(now time.Time, name string, d breaker.Decision, origin string) {
 	if origin == s.instance {
 		origin = "" // our own decision, from before a restart
 	}
-	if len(name) > maxNameLen {
+	if len(name) > maxNameLen || len(origin) > maxInstanceLen {
 		return
 	}
 	if future(now, d) {
