@@ -95,9 +95,10 @@ func (c clientCredential) empty() bool { return c.authorization == nil && c.apiK
 
 // fingerprint identifies the credential without keeping it, for the
 // per-client breakers of passthrough providers: Authorization when the
-// client sent one, else x-api-key.
+// client sent one with a token, else x-api-key. "Bearer" with no token
+// is no credential: every client sending it would be one client.
 func (c clientCredential) fingerprint() string {
-	if len(c.authorization) > 0 && c.authorization[0] != "" {
+	if len(c.authorization) > 0 && hasToken(c.authorization[0]) {
 		return credsource.Fingerprint(c.authorization[0])
 	}
 	key := ""
@@ -105,6 +106,12 @@ func (c clientCredential) fingerprint() string {
 		key = c.apiKey[0]
 	}
 	return credsource.Fingerprint(key)
+}
+
+// hasToken reports whether an Authorization value carries more than a
+// Bearer scheme (net/http has trimmed the spaces around it).
+func hasToken(v string) bool {
+	return v != "" && !strings.EqualFold(strings.TrimSpace(v), "Bearer")
 }
 
 // setOn sets the credential on a header map.
