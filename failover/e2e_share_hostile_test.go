@@ -135,3 +135,40 @@ func TestStorageHugeInstanceNameIsNotCopied(t *testing.T) {
 		}
 	}
 }
+
+// A shared cooldown's class is shown wherever a cooldown is: in every
+// answer's X-LLM-Providers, the status API, the table and the all-out
+// message. Only a class this proxy knows is taken: a forged one would put
+// whatever its writer likes (another provider's entry, 100 KB) into the
+// headers of every answer.
+func TestStorageForgedClassIsIgnored(t *testing.T) {
+	storage := t.TempDir()
+	prefix := filepath.Join(storage, "llm_failover", "breakers")
+	a := newUpstream(t, "fc_a", replyMessage("from a"))
+	b := newUpstream(t, "fc_b", replyMessage("from b"))
+	p := newProxy(t)
+	p.load(shareCaddyfile(p.AdminAddr, p.URL, storage, a.providerBlock(), b.providerBlock()))
+	stopAtCleanup(t)
+
+	now := time.Now()
+	forged := classify.Class(`x;retry-after=1, "fc_b";state=closed` + strings.Repeat("y", 100_000))
+	writeEntry(t, prefix, "forger.json", share.StorageEntry{Instance: "forger", WrittenAt: now, Breakers: map[string]breaker.Decision{
+		"fc_a": {State: breaker.Open, Until: now.Add(time.Hour), Class: forged, DecidedAt: now.Add(-time.Minute)}}})
+	writeEntry(t, prefix, "honest.json", share.StorageEntry{Instance: "honest", WrittenAt: now, Breakers: map[string]breaker.Decision{
+		"fc_b": {State: breaker.Open, Until: now.Add(time.Hour), Class: classify.Quota, DecidedAt: now.Add(-time.Minute)}}})
+	waitState(t, &instance{name: "A", URL: p.URL, admin: p}, "fc_b", breaker.Open, 3*time.Second)
+	time.Sleep(500 * time.Millisecond) // more reads
+
+	res := post(t, p.URL+"/v1/messages", simpleRequest)
+	body := readAll(t, res)
+	hdr := res.Header.Get("X-LLM-Providers")
+	if len(hdr) > 1000 || strings.Contains(hdr, "yyy") || strings.Contains(body, "yyy") || strings.Count(hdr, `"fc_b"`) > 1 {
+		t.Fatalf("X-LLM-Providers (%d bytes) %.300q, body %.300q: a forged class reached the answer", len(hdr), hdr, body)
+	}
+	if res.StatusCode != http.StatusOK || res.Header.Get("X-LLM-Provider") != "fc_a" {
+		t.Fatalf("%d from %q: want fc_a, whose forged cooldown is ignored", res.StatusCode, res.Header.Get("X-LLM-Provider"))
+	}
+	if c, _ := providerStatuses(t, p)["fc_a"]["last_class"].(string); len(c) > 100 {
+		t.Fatalf("status last_class is %d bytes", len(c))
+	}
+}
