@@ -172,3 +172,41 @@ func TestStorageForgedClassIsIgnored(t *testing.T) {
 		t.Fatalf("status last_class is %d bytes", len(c))
 	}
 }
+
+// A client's shared name ends in its credential's fingerprint. A forged
+// name with no fingerprint named the breaker of requests without a
+// credential (which never cools: they are no client); one with any other
+// text made a client of it.
+func TestStorageForgedClientNamesMakeNoClient(t *testing.T) {
+	storage := t.TempDir()
+	prefix := filepath.Join(storage, "llm_failover", "breakers")
+	sub := newUpstream(t, "fn_sub", replyMessage("from sub"))
+	key := newUpstream(t, "fn_key", replyMessage("from key"))
+	p := newProxy(t)
+	p.load(shareCaddyfile(p.AdminAddr, p.URL, storage, sub.providerBlock("credential passthrough"), key.providerBlock()))
+	stopAtCleanup(t)
+
+	now := time.Now()
+	cool := breaker.Decision{State: breaker.Open, Until: now.Add(time.Hour), Class: classify.Quota, DecidedAt: now.Add(-time.Minute)}
+	writeEntry(t, prefix, "forger.json", share.StorageEntry{Instance: "forger", WrittenAt: now, Breakers: map[string]breaker.Decision{
+		share.ClientName("fn_sub", ""):                  cool,
+		share.ClientName("fn_sub", "not a fingerprint"): cool,
+		share.ClientName("fn_sub", "#"):                 cool,
+	}})
+	writeEntry(t, prefix, "honest.json", share.StorageEntry{Instance: "honest", WrittenAt: now, Breakers: map[string]breaker.Decision{
+		"fn_key": cool}})
+	waitState(t, &instance{name: "A", URL: p.URL, admin: p}, "fn_key", breaker.Open, 3*time.Second)
+	time.Sleep(500 * time.Millisecond) // more reads
+
+	// a request that is no model call passes through without a credential
+	req, _ := http.NewRequest(http.MethodHead, p.URL+"/", nil)
+	res, err := freshConnClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || sub.Hits() != 1 {
+		t.Fatalf("HEAD / without a credential: %d after %d requests to fn_sub; want fn_sub's 200", res.StatusCode, sub.Hits())
+	}
+	wantNoClients(t, p, "fn_sub")
+}

@@ -205,6 +205,9 @@ func (v sharedBreakers) Named(name string, create bool) *breaker.Breaker {
 			return nil
 		case p.passthrough && strings.HasPrefix(name, share.ClientName(p.Name, "")):
 			fp := strings.TrimPrefix(name, share.ClientName(p.Name, ""))
+			if !isFingerprint(fp) {
+				return nil // no client's: "" is the breaker of requests without a credential
+			}
 			if !create {
 				if b := p.state.breakers.knownClient(fp); b != nil {
 					return &b.Breaker
@@ -215,6 +218,21 @@ func (v sharedBreakers) Named(name string, create bool) *breaker.Breaker {
 		}
 	}
 	return nil
+}
+
+// isFingerprint reports whether s is a credential's fingerprint as
+// credsource.Fingerprint makes it: 16 lowercase hex digits. Shared state
+// names no other client.
+func isFingerprint(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // sizedStorage is Caddy's storage as the storage backend reads it: an

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-llm-failover/caddy-llm-failover/credsource"
 )
 
 // The share block's Redis options, read back from the adapted JSON.
@@ -53,6 +55,21 @@ func TestShareConfigValidate(t *testing.T) {
 		err := tc.cfg.validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "secret") {
 			t.Errorf("%+v: error %v, want one containing %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+// Shared state names a client by credsource.Fingerprint: every
+// fingerprint passes isFingerprint, or no client's decision is adopted.
+func TestIsFingerprintMatchesCredsource(t *testing.T) {
+	for _, secret := range []string{"sk-ant-api03-x", "Bearer alice", "x"} {
+		if fp := credsource.Fingerprint(secret); !isFingerprint(fp) {
+			t.Fatalf("isFingerprint(%q) is false for credsource's fingerprint", fp)
+		}
+	}
+	for _, s := range []string{"", "#", "not a fingerprint", "0123456789ABCDEF", "0123456789abcde", "0123456789abcdef0"} {
+		if isFingerprint(s) {
+			t.Fatalf("isFingerprint(%q)", s)
 		}
 	}
 }
