@@ -210,3 +210,46 @@ func TestStorageForgedClientNamesMakeNoClient(t *testing.T) {
 	}
 	wantNoClients(t, p, "fn_sub")
 }
+
+// Anyone who can publish on the decisions channel can name as many
+// clients as it likes, each with a quota cooldown. The breakers shared
+// state makes are as bounded as the decisions an instance shares: at most
+// share.MaxSharedClients, and a client this instance serves keeps its own.
+func TestRedisPublishedClientsBounded(t *testing.T) {
+	r := testredis.Start(t)
+	sub := clientsUpstream(t, "pc_sub")
+	key := newUpstream(t, "pc_key", replyMessage("from key"))
+	p := newProxy(t)
+	p.load(fleetCaddyfile(p.AdminAddr, p.URL, redisShare(r), "", sub.providerBlock("credential passthrough"), key.providerBlock()))
+	stopAtCleanup(t)
+	res := post(t, p.URL+"/v1/messages", simpleRequest, "Authorization", "Bearer alice")
+	if body := readAll(t, res); res.Header.Get("X-LLM-Provider") != "pc_sub" {
+		t.Fatalf("alice: %d %s", res.StatusCode, body)
+	}
+
+	c := r.Client()
+	defer c.Close()
+	const forged = 3 * share.MaxSharedClients
+	now := time.Now()
+	pipe := c.Pipeline()
+	for i := range forged {
+		val, _ := json.Marshal(share.RedisDecision{Name: share.ClientName("pc_sub", fmt.Sprintf("%016x", i)), State: breaker.Open,
+			Until: now.Add(time.Hour).UnixMilli(), Decided: now.Add(-time.Minute).UnixMicro(), Class: classify.Quota,
+			Instance: "forger", Token: "forger/1"})
+		pipe.Publish(t.Context(), "llm_failover:decisions", val)
+	}
+	if _, err := pipe.Exec(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the subscriber has applied them
+	n, _ := providerStatuses(t, p)["pc_sub"]["clients"].(float64)
+	t.Logf("%d clients published: pc_sub keeps %v client breakers", forged, n)
+	if n > share.MaxSharedClients+1 {
+		t.Fatalf("pc_sub keeps %v client breakers after %d forged decisions, want at most %d and alice", n, forged, share.MaxSharedClients)
+	}
+	// alice is still served
+	res = post(t, p.URL+"/v1/messages", simpleRequest, "Authorization", "Bearer alice")
+	if body := readAll(t, res); res.StatusCode != http.StatusOK || res.Header.Get("X-LLM-Provider") != "pc_sub" {
+		t.Fatalf("alice after the flood: %d from %q %s", res.StatusCode, res.Header.Get("X-LLM-Provider"), body)
+	}
+}

@@ -206,6 +206,11 @@ type Sharer struct {
 	// sharedClients are the per-client breakers whose decisions are
 	// shared now, at most MaxSharedClients; guarded by clientsMu
 	sharedClients map[string]struct{}
+	// adoptedClients are the per-client breakers shared state made here,
+	// with when their cooldown ends, at most MaxSharedClients; guarded
+	// by clientsMu
+	adoptedClients map[string]time.Time
+	prunedAt       time.Time // when ended adoptedClients were last dropped
 }
 
 // New makes a Sharer of breakers; Start starts it.
@@ -472,9 +477,41 @@ func (s *Sharer) apply(now time.Time, name string, d breaker.Decision, origin st
 	if isClientName(name) && d.State == breaker.Open && !create {
 		return
 	}
+	if create && s.breakers.Named(name, false) == nil && !s.mayMakeClient(now, name, d.Until) {
+		return
+	}
 	if b := s.breakers.Named(name, create); b != nil {
 		b.Adopt(now, d, origin)
 	}
+}
+
+// mayMakeClient reports whether shared state may make a breaker for a
+// client not known here, and counts it: at most MaxSharedClients of
+// those are running at once, as many as an instance shares, so that
+// whoever can publish or store decisions cannot push this instance's own
+// clients out of their breakers. One whose cooldown ended leaves room.
+func (s *Sharer) mayMakeClient(now time.Time, name string, until time.Time) bool {
+	s.clientsMu.Lock()
+	defer s.clientsMu.Unlock()
+	if s.adoptedClients == nil {
+		s.adoptedClients = make(map[string]time.Time)
+	}
+	if _, ok := s.adoptedClients[name]; !ok && len(s.adoptedClients) >= MaxSharedClients {
+		if now.Sub(s.prunedAt) < time.Second {
+			return false // a flood: pruned at most once a second
+		}
+		s.prunedAt = now
+		for n, u := range s.adoptedClients {
+			if !u.After(now) {
+				delete(s.adoptedClients, n)
+			}
+		}
+		if len(s.adoptedClients) >= MaxSharedClients {
+			return false
+		}
+	}
+	s.adoptedClients[name] = until
+	return true
 }
 
 // ClaimProbe makes a half-open probe the fleet's only one where the
