@@ -116,6 +116,17 @@ func (h *Handler) reserveBuffer(rb *requestBody, n int64) bool {
 // runtime would otherwise keep for a heap it expects to grow back.
 const dropBeforeCollect = 32 << 20
 
+// Forced collections are spaced: a crowd of bodies that wait for room
+// while others drop what they outgrow would otherwise have the proxy
+// collect back to back, a core spent on collections for as long as the
+// crowd keeps coming. The next one starts collectGapFactor times as long
+// after one as it took, and at least minCollectGap after it: at most a
+// tenth of a core and 20 a second.
+const (
+	collectGapFactor = 9
+	minCollectGap    = 50 * time.Millisecond
+)
+
 // uncollected is the bytes of dropped buffers, per handler's counter,
 // still counted against its request_buffer_total.
 var uncollected collector
@@ -125,6 +136,8 @@ type collector struct {
 	pending map[*atomic.Int64]int64
 	total   int64
 	running bool
+	// notBefore is when the next collection may start
+	notBefore time.Time
 }
 
 // dropped notes that n bytes counted on h's budget are garbage now.
@@ -143,8 +156,9 @@ func (h *Handler) dropped(n int64) {
 	c.collect(true)
 }
 
-// collect starts a collection of what is pending, unless one runs; when
-// onlyPast, only once dropBeforeCollect bytes are pending.
+// collect starts a collection of what is pending, unless one runs or
+// waits to run; when onlyPast, only once dropBeforeCollect bytes are
+// pending.
 func (c *collector) collect(onlyPast bool) {
 	c.mu.Lock()
 	if c.running || c.total == 0 || (onlyPast && c.total < dropBeforeCollect) {
@@ -152,19 +166,34 @@ func (c *collector) collect(onlyPast bool) {
 		return
 	}
 	c.running = true
+	c.mu.Unlock()
+	go c.run()
+}
+
+// run collects, once the gap after the last collection has passed, what
+// is pending by then.
+func (c *collector) run() {
+	c.mu.Lock()
+	wait := time.Until(c.notBefore)
+	c.mu.Unlock()
+	if wait > 0 {
+		time.Sleep(wait)
+	}
+	c.mu.Lock()
 	taken := c.pending
 	c.pending, c.total = nil, 0
 	c.mu.Unlock()
-	go func() {
-		debug.FreeOSMemory()
-		for counter, n := range taken {
-			counter.Add(-n)
-		}
-		c.mu.Lock()
-		c.running = false
-		c.mu.Unlock()
-		c.collect(true) // what was dropped meanwhile
-	}()
+	start := time.Now()
+	debug.FreeOSMemory()
+	took := time.Since(start)
+	for counter, n := range taken {
+		counter.Add(-n)
+	}
+	c.mu.Lock()
+	c.running = false
+	c.notBefore = time.Now().Add(max(minCollectGap, collectGapFactor*took))
+	c.mu.Unlock()
+	c.collect(true) // what was dropped meanwhile
 }
 
 // bodyResult is how reading a request body ended.
