@@ -224,3 +224,50 @@ func FuzzForwardedElsewhere(f *testing.F) {
 		}
 	})
 }
+
+// A Host names this machine only as localhost (or a subdomain of it) or a
+// loopback address, in the forms a browser writes; every name a page's
+// own DNS could make resolve here, and every form no browser sends, is
+// not loopback.
+func TestLoopbackName(t *testing.T) {
+	for host, want := range map[string]bool{
+		"localhost":                   true,
+		"localhost:4181":              true,
+		"LOCALHOST:4181":              true,
+		"localhost.:4181":             true, // the same name, fully qualified
+		"app.localhost.":              true,
+		"app.localhost:4181":          true,
+		"127.0.0.1:4181":              true,
+		"127.8.9.10":                  true,
+		"[::1]:4181":                  true,
+		"[::1]":                       true,
+		"[0:0:0:0:0:0:0:1]:4181":      true,
+		"[::ffff:127.0.0.1]:4181":     true,
+		"[::ffff:7f00:1]:4181":        true, // how a browser writes the one above
+		"":                            false,
+		":4181":                       false,
+		"attacker.example:4181":       false,
+		"attacker.example.:4181":      false,
+		"localhost.example":           false,
+		"localhost..":                 false,
+		"127.0.0.1.attacker.example":  false,
+		"localhost.attacker.example.": false,
+		"attacker.example@127.0.0.1":  false,
+		"127.1:4181":                  false, // a browser sends 127.0.0.1 for it
+		"0x7f.1:4181":                 false,
+		"2130706433:4181":             false,
+		"0177.0.0.1:4181":             false,
+		"0.0.0.0:4181":                false,
+		"[::]:4181":                   false,
+		"[::1%25lo]:4181":             false, // zones: no browser sends them
+		"[::1%lo]:4181":               false,
+		"[fe80::1%25eth0]:4181":       false,
+		"[::127.0.0.1]:4181":          false,
+		"[::ffff:10.0.0.1]:4181":      false,
+		"localhost:4181:4181":         false,
+	} {
+		if got := loopbackName(host); got != want {
+			t.Errorf("loopbackName(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
