@@ -349,6 +349,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	req.out.ResponseWriter = w
 	w = &req.out
 	defer h.recoverPanic(req)
+	req.startTracing()
 	client, ok := h.admitClient(w, r)
 	if !ok {
 		return nil // not logged: anyone can send these (requestlog.go)
@@ -393,7 +394,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	req.conversation = h.conversationKey(r, req.client, req.clientKey, clientCred)
 	defer h.finishRequest(req)
-	req.startTracing()
 
 	if len(h.Providers) == 0 {
 		h.serveWrapped(w, req, next)

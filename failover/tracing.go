@@ -3,8 +3,10 @@ package failover
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/contrib/propagators/autoprop"
 	"go.opentelemetry.io/otel/attribute"
@@ -45,10 +47,57 @@ var tracePropagator = sync.OnceValue(func() propagation.TextMapPropagator {
 })
 
 // startTracing takes the tracer of the request's span, when a tracing
-// handler records one; the request's attempts are then traced.
+// handler records one; the request's attempts are then traced. It runs
+// before anything else of the request, refusals included, so that the
+// request span's client text is made valid first (validSpanText).
 func (req *llmRequest) startTracing() {
 	if span := trace.SpanFromContext(req.r.Context()); span.IsRecording() {
 		req.tracer = span.TracerProvider().Tracer(tracerName)
+		validSpanText(span)
+	}
+}
+
+// readableSpan is what the OpenTelemetry SDK's spans offer besides
+// trace.Span: their name and attributes as recorded so far.
+type readableSpan interface {
+	Name() string
+	Attributes() []attribute.KeyValue
+}
+
+// validSpanText makes the request span's name and string attributes
+// valid UTF-8. The tracing handler records client text there (the
+// User-Agent, the decoded path) as it came, and OTLP refuses a whole
+// batch with a string that is not UTF-8: one client's \xff would cost
+// every span exported with its request, other clients' attempts
+// included. A later value of a key replaces the earlier one.
+func validSpanText(span trace.Span) {
+	rs, ok := span.(readableSpan)
+	if !ok {
+		return
+	}
+	if name := rs.Name(); !utf8.ValidString(name) {
+		span.SetName(strings.ToValidUTF8(name, "\uFFFD"))
+	}
+	var fixed []attribute.KeyValue
+	for _, kv := range rs.Attributes() {
+		switch kv.Value.Type() {
+		case attribute.STRING:
+			if v := kv.Value.AsString(); !utf8.ValidString(v) {
+				fixed = append(fixed, kv.Key.String(strings.ToValidUTF8(v, "\uFFFD")))
+			}
+		case attribute.STRINGSLICE:
+			vs := kv.Value.AsStringSlice()
+			if !slices.ContainsFunc(vs, func(v string) bool { return !utf8.ValidString(v) }) {
+				continue
+			}
+			for i, v := range vs {
+				vs[i] = strings.ToValidUTF8(v, "\uFFFD")
+			}
+			fixed = append(fixed, kv.Key.StringSlice(vs))
+		}
+	}
+	if len(fixed) > 0 {
+		span.SetAttributes(fixed...)
 	}
 }
 

@@ -1,0 +1,143 @@
+package failover
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+)
+
+// Hostile trace headers, a client that leaves mid-attempt and a stream
+// that breaks after commit: every attempt's span ends and is exported,
+// with attribute values that are valid UTF-8 and bounded, and one
+// request's text does not cost the spans exported with it.
+func TestTracingHostileRequests(t *testing.T) {
+	rcv := newOTLPReceiver(t)
+	rcv.exportTo(t)
+	gone := make(chan struct{})
+	u := newUpstream(t, "th_a", func(w http.ResponseWriter, r *http.Request, body []byte) {
+		switch {
+		case strings.Contains(string(body), `"m-gone"`):
+			<-r.Context().Done() // the proxy gave up on it: its client left
+			close(gone)
+		case strings.Contains(string(body), `"m-broken"`):
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(200)
+			for _, e := range streamEvents("m-broken", "a", "b", "c")[:4] {
+				_, _ = w.Write([]byte(e))
+			}
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler) // the connection breaks mid-stream
+		default:
+			replyMessage("fine")(w, r, body)
+		}
+	})
+	p := startProxy(t, "\ttracing\n"+failoverSite(u.providerBlock()))
+	request := func(model string, stream bool) string {
+		return fmt.Sprintf(`{"model":%q,"max_tokens":64,"stream":%v,"messages":[{"role":"user","content":"hi"}]}`, model, stream)
+	}
+
+	hostile := [][]string{
+		{"traceparent", "00-zzzz-yyyy-01"},
+		{"traceparent", "00-" + strings.Repeat("a", 32) + "-" + strings.Repeat("b", 16) + "-01" + strings.Repeat("x", 6000)},
+		{"traceparent", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		{"traceparent", "00-00000000000000000000000000000000-0000000000000000-01"},
+		{"tracestate", strings.Repeat("k=v,", 2000)},
+		{"tracestate", "a=\xff\xfe"},
+		{"baggage", strings.Repeat("k=v,", 2000)},
+		{"baggage", "k=%ff%fe\xff;p=\xff"},
+		{"User-Agent", "agent-\xff\xfe-" + strings.Repeat("u", 4000)},
+	}
+	for i, h := range hostile {
+		header := h
+		if i == 0 { // many of them at once as well
+			for range 100 {
+				header = append(header, "traceparent", "00-"+strings.Repeat("c", 32)+"-"+strings.Repeat("d", 16)+"-01")
+			}
+		}
+		res := post(t, p.URL+"/v1/messages", request(fmt.Sprintf("m-hostile-%d", i), false), header...)
+		if body := readAll(t, res); res.StatusCode != 200 {
+			t.Fatalf("hostile header %d: %d %s", i, res.StatusCode, body)
+		}
+	}
+
+	// refused before it is known who sent it, and a path that is not UTF-8
+	res := post(t, p.URL+"/v1/messages", request("m-refused", false), "Origin", "http://evil.example", "User-Agent", "\xff")
+	if body := readAll(t, res); res.StatusCode != http.StatusForbidden {
+		t.Fatalf("a foreign page's request: %d %s", res.StatusCode, body)
+	}
+	res = post(t, p.URL+"/v1/%ff%fe", request("m-path", false))
+	readAll(t, res)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.URL+"/v1/messages", strings.NewReader(request("m-gone", false)))
+	if res, err := freshConnClient.Do(req); err == nil {
+		res.Body.Close()
+		t.Fatalf("the request the client left was answered: %d", res.StatusCode)
+	}
+	cancel()
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream never saw the attempt given up")
+	}
+
+	res = post(t, p.URL+"/v1/messages", request("m-broken", true))
+	if body := readAll(t, res); res.StatusCode != 200 || !strings.Contains(body, "event: error") {
+		t.Fatalf("broken stream: %d %s", res.StatusCode, body)
+	}
+
+	if err := caddy.Stop(); err != nil {
+		t.Fatalf("stopping caddy: %v", err)
+	}
+	byModel := map[string]*tracepb.Span{}
+	for _, s := range rcv.received() {
+		for _, kv := range s.Attributes {
+			if v := kv.Value.GetStringValue(); !utf8.ValidString(v) {
+				t.Errorf("span %q: attribute %s is not UTF-8", s.Name, kv.Key)
+			}
+		}
+		if s.Kind != tracepb.Span_SPAN_KIND_CLIENT {
+			continue
+		}
+		for _, kv := range s.Attributes {
+			if v := kv.Value.GetStringValue(); len(v) > 256 {
+				t.Errorf("attempt span %q: attribute %s of %d bytes", s.Name, kv.Key, len(v))
+			}
+		}
+		model, _ := attr(s, "gen_ai.request.model")
+		if byModel[model] != nil {
+			t.Errorf("two attempt spans for %s", model)
+		}
+		byModel[model] = s
+		if s.EndTimeUnixNano < s.StartTimeUnixNano || s.EndTimeUnixNano == 0 {
+			t.Errorf("span %q did not end", s.Name)
+		}
+	}
+	for i := range hostile {
+		model := fmt.Sprintf("m-hostile-%d", i)
+		if s := byModel[model]; s == nil {
+			t.Errorf("no attempt span for the request with hostile header %d (%s)", i, hostile[i][0])
+		} else if class, _ := attr(s, "llm.class"); class != "success" {
+			t.Errorf("%s: class %q", model, class)
+		}
+	}
+	for model, want := range map[string]string{"m-gone": "client_gone", "m-broken": "broken_stream"} {
+		s := byModel[model]
+		if s == nil {
+			t.Errorf("no attempt span for %s", model)
+			continue
+		}
+		class, _ := attr(s, "llm.class")
+		t.Logf("%s: class %q, status %v", model, class, s.Status)
+		if want == "client_gone" && class != want {
+			t.Errorf("%s: class %q, want %q", model, class, want)
+		}
+	}
+}
