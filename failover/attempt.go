@@ -54,6 +54,10 @@ type attemptState struct {
 	counted          bool            // a success was counted at commit (retractSuccess)
 	refusal          *repair.Refusal // a 400 held back for a repair (holdRefusal); rare, so not inline
 	span             trace.Span      // the attempt's span (tracing.go); nil when not traced
+	// brokeAfterCommit is the class charged for a committed answer that
+	// then failed (an upstream error event, a stream cut or stalled):
+	// the attempt's outcome in the request log and its span
+	brokeAfterCommit classify.Class
 }
 
 var attemptPool = sync.Pool{New: func() any { return new(attempt) }}
@@ -266,9 +270,12 @@ func (h *Handler) run(w http.ResponseWriter, a *attempt, ar *http.Request, cance
 	res := g.finish(clientGone, aborted)
 	answered, v := h.settle(w, a, res, proxyErr, aborted, clientGone)
 	class, status := a.outcome(&res, v.Class)
+	if a.brokeAfterCommit != "" {
+		class = string(a.brokeAfterCommit)
+	}
 	h.logAttempt(a, class, status)
 	if a.span != nil {
-		failed := !answered && v.Class.FailsOver() && !v.Retry
+		failed := (!answered && v.Class.FailsOver() && !v.Retry) || a.brokeAfterCommit != ""
 		a.endSpan(class, status, answered && res.committed, failed, a.req.usage)
 	}
 	return answered, v
@@ -352,6 +359,7 @@ func (a *attempt) streamFailed(ei streaminspect.ErrorInfo) {
 		return // the request's fault (invalid_request_error): not the provider's
 	}
 	a.retractSuccess()
+	a.brokeAfterCommit = class
 	h.charge(a.p, a.b, h.failure(a.p, class, ei.Message), timeNow())
 	h.logger.Warn("upstream error event after the stream was committed; passed to the client",
 		zap.String("provider", a.p.Name), zap.String("class", string(class)),

@@ -44,7 +44,9 @@ func (h *Handler) settle(w http.ResponseWriter, a *attempt, res gateResult, prox
 		g := &a.gate
 		if g.isStream {
 			observeTiming(p.Name, g)
-			h.closeStream(g, p, b, aborted, clientGone, a.retractSuccess)
+			if class := h.closeStream(g, p, b, aborted, clientGone, a.retractSuccess); class != "" {
+				a.brokeAfterCommit = class
+			}
 		}
 		if u, ok := g.usage(); ok {
 			req.usage = u
@@ -286,14 +288,15 @@ func (h *Handler) charge(p *Provider, b *providerBreaker, f breaker.Failure, now
 // before its terminal event gets a well-formed error event instead of a
 // silent truncation, and an upstream error event feeds the breaker.
 // retract takes back the success counted at commit when the stream broke.
-func (h *Handler) closeStream(g *gate, p *Provider, b *providerBreaker, aborted, clientGone bool, retract func()) {
+// It returns the class charged, "" when the stream ended well.
+func (h *Handler) closeStream(g *gate, p *Provider, b *providerBreaker, aborted, clientGone bool, retract func()) classify.Class {
 	g.wmu.Lock()
 	defer g.wmu.Unlock()
 	_, failed := g.watch.Failed()
 	endedWell := failed || clientGone || g.encoding != "" || g.watch.Terminal()
 	atBoundary := g.endEvents(!endedWell)
 	if endedWell {
-		return // an upstream error event already fed the breaker
+		return "" // an upstream error event already fed the breaker
 	}
 	errType, class, msg := "api_error", classify.ServerError, "llm_failover: the upstream stream ended before its final event"
 	if g.stalled.Load() {
@@ -313,6 +316,7 @@ func (h *Handler) closeStream(g *gate, p *Provider, b *providerBreaker, aborted,
 	g.flush()
 	h.logger.Warn("upstream stream ended early; closed the client's stream with an error event",
 		zap.String("provider", p.Name), zap.String("class", string(class)), zap.Bool("stalled", g.stalled.Load()))
+	return class
 }
 
 // answerHeld gives the client an attempt's held response after all (a
