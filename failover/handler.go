@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -175,17 +176,18 @@ type Handler struct {
 	spread         bool
 	stream         StreamConfig // Stream with its defaults
 	anyPassthrough bool
-	models         *modelsCache   // providers' model lists (models.go)
-	useBook        bool           // some provider has `sanitize thinking`: feed signatureBook
-	wrapped        *wrapProviders // wrap mode: the wrapped reverse_proxy's upstreams
-	affinity       *affinityTable // spread: conversation -> provider (affinity.go)
-	providerIndex  map[string]int // provider name -> index, for affinity
-	budget         *budget.Budget // Limits with their counters (limits.go); nil without
-	limitKeys      []string       // the limitCounters entries this handler holds
-	limitSync      *budget.Syncer // with share over redis: the fleet's counts
-	shareCfg       share.Config   // the sharer's config, for the limits' counter store
-	requestLog     *requestLog    // nil: request_log off (requestlog.go)
-	events         *handlerEvents // Caddy events (events.go)
+	models         *modelsCache     // providers' model lists (models.go)
+	useBook        bool             // some provider has `sanitize thinking`: feed signatureBook
+	wrapped        *wrapProviders   // wrap mode: the wrapped reverse_proxy's upstreams
+	affinity       *affinityTable   // spread: conversation -> provider (affinity.go)
+	providerIndex  map[string]int   // provider name -> index, for affinity
+	budget         *budget.Budget   // Limits with their counters (limits.go); nil without
+	limitKeys      []string         // the limitCounters entries this handler holds
+	limitSync      *budget.Syncer   // with share over redis: the fleet's counts
+	shareCfg       share.Config     // the sharer's config, for the limits' counter store
+	requestLog     *requestLog      // nil: request_log off (requestlog.go)
+	events         *handlerEvents   // Caddy events (events.go)
+	startCheckApp  *caddyevents.App // the config whose start-up checks this handler subscribed (startcheck.go)
 	logger         *zap.Logger
 }
 
@@ -310,6 +312,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // Cleanup releases the providers' proxies and breaker references.
 func (h *Handler) Cleanup() error {
 	unregisterHandler(h)
+	h.unsubscribeStartChecks()
 	h.stopEvents()
 	h.sharer.Stop()
 	h.cleanupClients()

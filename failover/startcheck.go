@@ -56,11 +56,22 @@ func (h *Handler) subscribeStartChecks(ctx caddy.Context) {
 		startChecks.byApp = make(map[*caddyevents.App]bool)
 	}
 	startChecks.byApp[app] = true
-	ctx.OnCancel(func() {
-		startChecks.mu.Lock()
-		delete(startChecks.byApp, app)
-		startChecks.mu.Unlock()
-	})
+	// forgotten at Cleanup, not with ctx.OnCancel: Provision's ctx is a
+	// copy, and what OnCancel adds to it no cancel ever runs; each entry
+	// would keep its whole config alive after a reload
+	h.startCheckApp = app
+}
+
+// unsubscribeStartChecks forgets the config's entry, when this handler
+// made it.
+func (h *Handler) unsubscribeStartChecks() {
+	if h.startCheckApp == nil {
+		return
+	}
+	startChecks.mu.Lock()
+	delete(startChecks.byApp, h.startCheckApp)
+	startChecks.mu.Unlock()
+	h.startCheckApp = nil
 }
 
 // startCheck is the `started` subscriber of one config.
