@@ -98,7 +98,7 @@ func (c *startCheck) Handle(context.Context, caddy.Event) error {
 	}
 	for _, name := range slices.Sorted(maps.Keys(app.Servers)) {
 		srv := app.Servers[name]
-		var found siteFindings
+		found := siteFindings{named: srv.NamedRoutes}
 		found.walk(srv.Routes, true, nil)
 		found.warn(c.logger, name, srv)
 	}
@@ -125,6 +125,10 @@ type wrappedCredential struct {
 type siteFindings struct {
 	handlers    []handlerSeen
 	credentials []wrappedCredential
+	// named is the server's named routes (invoke NAME); invoking the
+	// ones being walked, so a route that invokes itself ends the walk
+	named    map[string]*caddyhttp.Route
+	invoking map[string]bool
 }
 
 // walk visits routes in order. anyHost says whether the routes around
@@ -143,6 +147,17 @@ func (f *siteFindings) walk(routes caddyhttp.RouteList, anyHost bool, wrap *Hand
 				}
 			case *caddyhttp.Subroute:
 				f.walk(v.Routes, routeAnyHost, wrap)
+			case *caddyhttp.Invoke:
+				route := f.named[v.Name]
+				if route == nil || f.invoking[v.Name] {
+					continue
+				}
+				if f.invoking == nil {
+					f.invoking = make(map[string]bool)
+				}
+				f.invoking[v.Name] = true
+				f.walk(caddyhttp.RouteList{*route}, routeAnyHost, wrap)
+				delete(f.invoking, v.Name)
 			case *reverseproxy.Handler:
 				if wrap == nil || v.LoadBalancing == nil {
 					continue
@@ -236,7 +251,7 @@ func (f *siteFindings) spendsWithoutKey(h *Handler) bool {
 // site that answers any Host, once per credential header for wrap mode.
 func (f *siteFindings) warn(logger *zap.Logger, server string, srv *caddyhttp.Server) {
 	for _, seen := range f.handlers {
-		if seen.anyHost && f.spendsWithoutKey(seen.h) {
+		if seen.anyHost && f.spendsWithoutKey(seen.h) && !unixSocketsOnly(srv.Listen) {
 			logger.Warn("this site answers requests for any host name, so a web page whose own name resolves to "+
 				"this machine (DNS rebinding) reaches it as a page of this site. llm_failover refuses a page's "+
 				"request under a name that is not localhost or a loopback address; the site's other handlers "+
@@ -261,6 +276,19 @@ func (f *siteFindings) warn(logger *zap.Logger, server string, srv *caddyhttp.Se
 			"unless told otherwise",
 			zap.String("server", server), zap.Strings("listen", srv.Listen), zap.String("header", c.header))
 	}
+}
+
+// unixSocketsOnly reports whether a server listens on Unix sockets only,
+// which no browser connects to: no web page reaches it, by DNS rebinding
+// or otherwise.
+func unixSocketsOnly(listen []string) bool {
+	for _, l := range listen {
+		na, err := caddy.ParseNetworkAddress(l)
+		if err != nil || !na.IsUnixNetwork() {
+			return false
+		}
+	}
+	return len(listen) > 0
 }
 
 // reachesOtherMachines is listensBeyondLoopback; tests that listen on
