@@ -176,6 +176,14 @@ func FuzzParseDiagMsg(f *testing.F) {
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		l, ok := ParseDiagMsg(msg)
+		// a whole message of a listening IPv4 or IPv6 socket with an
+		// inode is read, anything else is not: a parser that read nothing
+		// would pass every check below
+		whole := len(msg) >= diagMsgLen && msg[1] == tcpListen && (msg[0] == afInet || msg[0] == afInet6) &&
+			binary.NativeEndian.Uint32(msg[68:72]) != 0
+		if ok != whole {
+			t.Fatalf("ParseDiagMsg(%x): ok %v, want %v", msg, ok, whole)
+		}
 		if !ok {
 			return
 		}
