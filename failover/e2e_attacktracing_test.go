@@ -144,3 +144,59 @@ func TestTracingHostileRequests(t *testing.T) {
 		}
 	}
 }
+
+// Wrap mode: an upstream nobody listens on, reverse_proxy's own retries,
+// a client that leaves while the upstream holds its answer: each attempt
+// span ends, one per attempt, none left open.
+func TestTracingWrapModeEnds(t *testing.T) {
+	rcv := newOTLPReceiver(t)
+	rcv.exportTo(t)
+	hold := make(chan struct{})
+	b := newUpstream(t, "twe_b", func(w http.ResponseWriter, r *http.Request, body []byte) {
+		if strings.Contains(string(body), `"m-gone"`) {
+			select {
+			case <-r.Context().Done():
+			case <-hold:
+			}
+			return
+		}
+		replyMessage("fine")(w, r, body)
+	})
+	defer close(hold)
+	dead := freeAddr(t) // nothing listens here
+	p := startProxy(t, "\ttracing\n\tllm_failover\n\treverse_proxy "+dead+" "+hostPort(b)+
+		" {\n\t\tlb_policy llm_failover\n\t\tlb_retries 2\n\t}")
+	res := post(t, p.URL+"/v1/messages", simpleRequest)
+	if body := readAll(t, res); res.StatusCode != 200 {
+		t.Fatalf("status %d: %s", res.StatusCode, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.URL+"/v1/messages",
+		strings.NewReader(`{"model":"m-gone","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`))
+	if res, err := freshConnClient.Do(req); err == nil {
+		res.Body.Close()
+	}
+	time.Sleep(100 * time.Millisecond) // the proxy sees the client gone
+	if err := caddy.Stop(); err != nil {
+		t.Fatalf("stopping caddy: %v", err)
+	}
+	var attempts, servers int
+	for _, s := range rcv.received() {
+		switch s.Kind {
+		case tracepb.Span_SPAN_KIND_CLIENT:
+			attempts++
+			class, _ := attr(s, "llm.class")
+			provider, _ := attr(s, "llm.provider")
+			t.Logf("attempt span %q: provider %s, class %s", s.Name, provider, class)
+			if class == "" || s.EndTimeUnixNano < s.StartTimeUnixNano {
+				t.Errorf("attempt span %q: class %q, start %d, end %d", s.Name, class, s.StartTimeUnixNano, s.EndTimeUnixNano)
+			}
+		case tracepb.Span_SPAN_KIND_SERVER:
+			servers++
+		}
+	}
+	if servers != 2 || attempts < 3 {
+		t.Errorf("%d request spans and %d attempt spans; want 2 and at least 3 (the dead upstream, the answer, the one given up)", servers, attempts)
+	}
+}
