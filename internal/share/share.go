@@ -428,10 +428,14 @@ func (s *Sharer) clientDecisions(now time.Time) []clientDecision {
 	return all
 }
 
-// knownCooldown reports whether a cooldown's class is one a breaker
-// cools for here: a class that cools, one set by hand, or none.
-func knownCooldown(c classify.Class) bool {
-	return c == classify.None || c == classify.Manual || c.Cools()
+// knownClass reports whether a cooldown's class is one of this proxy's:
+// a breaker's last class, one set by hand, or none.
+func knownClass(c classify.Class) bool {
+	if c == classify.None || c == classify.Manual {
+		return true
+	}
+	_, ok := classify.Parse(string(c))
+	return ok
 }
 
 // future reports whether a decision is dated past now+MaxClockSkew.
@@ -451,13 +455,13 @@ func worthSharing(now time.Time, d breaker.Decision) bool {
 // state is input like any other: a decision dated more than MaxClockSkew
 // ahead is ignored (logged once), as is one whose name or instance is
 // longer than any written or a cooldown of a class this proxy does not
-// cool for (it would be shown in every answer's X-LLM-Providers), and a
+// know (it would be shown in every answer's X-LLM-Providers), and a
 // cooldown ends by now+max_reset at the latest.
 func (s *Sharer) apply(now time.Time, name string, d breaker.Decision, origin string) {
 	if origin == s.instance {
 		origin = "" // our own decision, from before a restart
 	}
-	if len(name) > maxNameLen || len(origin) > maxInstanceLen || (d.State == breaker.Open && !knownCooldown(d.Class)) {
+	if len(name) > maxNameLen || len(origin) > maxInstanceLen || (d.State == breaker.Open && !knownClass(d.Class)) {
 		return
 	}
 	if future(now, d) {

@@ -260,3 +260,24 @@ func ExampleClientName() {
 	fmt.Println(ClientName("subscription", "3f2a"))
 	// Output: subscription#3f2a
 }
+
+// A shared cooldown is taken with any class of this proxy's (an open
+// breaker's last class may be one that cools nothing, a request's own
+// fault that came back while it cooled), and never with another text.
+func TestSharedCooldownClassKnown(t *testing.T) {
+	t.Parallel()
+	st := newMemStorage()
+	until := shareT0.Add(time.Hour)
+	st.put(t, "peer.json", StorageEntry{Instance: "peer", WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{
+		"a": {State: breaker.Open, Until: until, Class: classify.ContextWindow, DecidedAt: shareT0.Add(-time.Minute)},
+		"b": {State: breaker.Open, Until: until, Class: classify.Manual, DecidedAt: shareT0.Add(-time.Minute)},
+		"c": {State: breaker.Open, Until: until, Class: "quota, \"d\";state=closed", DecidedAt: shareT0.Add(-time.Minute)}}})
+	bs := newFakeBreakers("a", "b", "c")
+	s := newStorageSharer(t, st, bs, shareT0)
+	s.storage().read(context.Background())
+	for name, want := range map[string]breaker.State{"a": breaker.Open, "b": breaker.Open, "c": breaker.Closed} {
+		if snap := bs.get(name).Snapshot(shareT0); snap.State != want && !(want == breaker.Closed && snap.State == "") {
+			t.Errorf("%s: %+v, want %s", name, snap, want)
+		}
+	}
+}
