@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -184,13 +185,23 @@ func (l *requestLog) record(req *llmRequest) {
 	s.mu.Unlock()
 }
 
-// boundedString keeps at most maxLoggedString bytes of s (whole runes), as
-// a copy, so a long model name in a body is not kept whole.
+// boundedString keeps at most maxLoggedString bytes of s (whole runes),
+// valid UTF-8 (U+FFFD for each invalid byte), as a copy, so a long model
+// name in a body is not kept whole. Cut before it is made valid, so the
+// work is bounded too, and again after: each invalid byte grows to three.
 func boundedString(s string) string {
-	if len(s) <= maxLoggedString {
+	if len(s) <= maxLoggedString && utf8.ValidString(s) {
 		return s
 	}
-	return strings.Clone(cutAtRune(s, maxLoggedString)) + "…"
+	v := strings.ToValidUTF8(cutAtRune(s, maxLoggedString), "\uFFFD")
+	cut := len(s) > maxLoggedString
+	if len(v) > maxLoggedString {
+		v, cut = cutAtRune(v, maxLoggedString), true
+	}
+	if cut {
+		return v + "…"
+	}
+	return strings.Clone(v)
 }
 
 // appendEntries appends copies of the logged requests, with their
