@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -190,7 +191,7 @@ func (a *attempt) upstreamRequest(ctx context.Context, ac *upstreamCredential) *
 		body, a.strippedThinking = prepareBody(p, body)
 	}
 	a.model, a.body = model, body
-	setReplayBody(ar, body)
+	setReplayBody(ar, body, &req.openBodies)
 	_, hasLength := r.Header["Content-Length"]
 	staleLength := hasLength && int64(len(body)) != r.ContentLength
 	dropOAuthBeta := req.oauthBeta && !p.passthrough
@@ -229,26 +230,40 @@ func (a *attempt) upstreamRequest(ctx context.Context, ac *upstreamCredential) *
 }
 
 // replayBody is an attempt's reader over the buffered body. Not pooled:
-// the transport may still read it after the attempt returned.
-type replayBody struct{ bytes.Reader }
+// the transport may still read it after the attempt returned. Until the
+// transport closes it, the request's buffer may not go back to the pool
+// (releaseRequestBody): an upstream that answered before reading the
+// whole body leaves the transport writing from it for a moment after the
+// answer, and the next request's bytes would go out in its place.
+type replayBody struct {
+	bytes.Reader
+	open   *atomic.Int32 // the request's replay bodies not closed yet
+	closed atomic.Bool
+}
 
-func (*replayBody) Close() error { return nil }
+func (b *replayBody) Close() error {
+	if b.closed.CompareAndSwap(false, true) {
+		b.open.Add(-1)
+	}
+	return nil
+}
 
 // setReplayBody gives an attempt its own reader over the buffered body, so
-// every attempt sends the same bytes.
-func setReplayBody(ar *http.Request, body []byte) {
+// every attempt sends the same bytes; open counts the readers not closed.
+func setReplayBody(ar *http.Request, body []byte, open *atomic.Int32) {
 	ar.TransferEncoding = nil
 	if len(body) == 0 {
 		ar.Body, ar.ContentLength, ar.GetBody = http.NoBody, 0, nil
 		return
 	}
-	ar.Body, ar.ContentLength = newReplayBody(body), int64(len(body))
-	ar.GetBody = func() (io.ReadCloser, error) { return newReplayBody(body), nil }
+	ar.Body, ar.ContentLength = newReplayBody(body, open), int64(len(body))
+	ar.GetBody = func() (io.ReadCloser, error) { return newReplayBody(body, open), nil }
 }
 
-func newReplayBody(body []byte) *replayBody {
-	rb := new(replayBody)
+func newReplayBody(body []byte, open *atomic.Int32) *replayBody {
+	rb := &replayBody{open: open}
 	rb.Reset(body)
+	open.Add(1)
 	return rb
 }
 

@@ -61,6 +61,24 @@ func (h *Handler) releaseBody(rb *requestBody) {
 	h.dropped(reserved)
 }
 
+// releaseRequestBody gives back the buffer of a request that was served:
+// to the pool once every attempt's transport has closed its reader over
+// it, else as garbage, counted until collected. A transport that got its
+// answer before it wrote the whole body may still be writing from the
+// buffer for a moment after the attempt returned.
+func (h *Handler) releaseRequestBody(rb *requestBody, open *atomic.Int32) {
+	if open.Load() > 0 {
+		unpooledWhileOpen.Add(1)
+		h.dropBody(rb)
+		return
+	}
+	h.releaseBody(rb)
+}
+
+// unpooledWhileOpen counts the buffers kept out of the pool because a
+// transport had not closed its reader over them yet.
+var unpooledWhileOpen atomic.Uint64
+
 // dropBody lets go of the buffer of a body that was not received whole
 // (refused, timed out, broken) without pooling it: many such bodies at
 // once (a crowd past request_buffer_total) would fill the pool with

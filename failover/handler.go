@@ -379,7 +379,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.logRefused(req, refusedBody)
 		return nil
 	}
-	defer h.releaseBody(buf)
+	defer h.releaseRequestBody(buf, &req.openBodies)
 	fields := requestModel(buf.b)
 	req.body, req.model, req.fields, req.scanned = buf.b, fields.Model, fields, buf.b
 	req.kind = kindOfPath(r.URL.Path)

@@ -12,13 +12,16 @@ import (
 
 // llmRequest is one client request on its way through the providers.
 type llmRequest struct {
-	r         *http.Request
-	out       answerWriter // the client's writer, as every attempt writes to it
-	body      []byte
-	model     string        // the top-level "model" upstreams read (the last one): for mapping, logs and metrics
-	fields    requestFields // where that model is in the body, for a provider that maps it
-	scanned   []byte        // the body fields were read from
-	clientKey string        // fingerprint of the client's credential, for passthrough breakers
+	r    *http.Request
+	out  answerWriter // the client's writer, as every attempt writes to it
+	body []byte
+	// openBodies counts the attempts' readers over body that their
+	// transports have not closed yet (attempt.go)
+	openBodies atomic.Int32
+	model      string        // the top-level "model" upstreams read (the last one): for mapping, logs and metrics
+	fields     requestFields // where that model is in the body, for a provider that maps it
+	scanned    []byte        // the body fields were read from
+	clientKey  string        // fingerprint of the client's credential, for passthrough breakers
 	// clientCred is the client's own credential (Authorization,
 	// x-api-key), taken out of r.Header before any attempt: only a
 	// passthrough provider's transport sets it back

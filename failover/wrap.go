@@ -154,7 +154,7 @@ func (h *Handler) serveWrapped(w http.ResponseWriter, req *llmRequest, next cadd
 		actx.wrap = wa
 		ctx, cancel := context.WithCancel(actx)
 		ar := req.r.WithContext(ctx)
-		setReplayBody(ar, req.body)
+		setReplayBody(ar, req.body, &req.openBodies)
 		req.attempts++
 		// the selector sets the attempt's provider when it picks an upstream
 		done, _ := h.run(w, a, ar, cancel, next)
