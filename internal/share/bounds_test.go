@@ -16,12 +16,15 @@ import (
 // countingStorage counts the entries loaded and tells their sizes.
 type countingStorage struct {
 	*memStorage
-	loads int
+	loads  int
+	loaded int // bytes
 }
 
 func (s *countingStorage) Load(ctx context.Context, key string) ([]byte, error) {
 	s.loads++
-	return s.memStorage.Load(ctx, key)
+	v, err := s.memStorage.Load(ctx, key)
+	s.loaded += len(v)
+	return v, err
 }
 
 func (s *countingStorage) Size(ctx context.Context, key string) (int64, error) {
@@ -263,4 +266,42 @@ func TestRedisClientIndexCapsTheFleet(t *testing.T) {
 	waitFor(t, "carol's cooldown is written despite the broken index", func() bool {
 		return c.Exists(t.Context(), "llm_failover:breaker:p#carol").Val() == 1
 	})
+}
+
+// Whoever can write the storage can fill 64 entries named like this
+// handler's with a MiB of decisions each: parsing them all took 1.6-2.1 s
+// of CPU at every read (every 2 s). A read parses at most
+// maxStorageReadBytes; the entries after go on at the next read, so an
+// honest peer among them is still read within a few.
+func TestStorageReadBytesBudget(t *testing.T) {
+	t.Parallel()
+	st := &countingStorage{memStorage: newMemStorage()}
+	for e := range maxStorageReads {
+		f := StorageEntry{Instance: fmt.Sprint("junk", e), WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{}}
+		for i := range 9000 {
+			f.Breakers[fmt.Sprintf("z%05d", i)] = breaker.Decision{State: breaker.Open, Until: shareT0.Add(time.Hour), Class: classify.Quota, DecidedAt: shareT0}
+		}
+		st.put(t, fmt.Sprintf("junk%02d-k.json", e), f)
+	}
+	st.put(t, "peer-k.json", StorageEntry{Instance: "peer", WrittenAt: time.Now(), Breakers: map[string]breaker.Decision{
+		"p": {State: breaker.Open, Until: shareT0.Add(time.Hour), Class: classify.Quota, DecidedAt: shareT0}}})
+	bs := newFakeBreakers("p")
+	s := newStorageSharer(t, st, bs, shareT0)
+	total := 0
+	for _, v := range st.m {
+		total += len(v)
+	}
+	reads := 0
+	for bs.get("p").Snapshot(shareT0).State != breaker.Open {
+		if reads++; reads > total/maxStorageReadBytes+2 {
+			t.Fatalf("the peer's cooldown was not read in %d reads", reads-1)
+		}
+		st.loaded = 0
+		start := time.Now()
+		s.storage().read(context.Background())
+		t.Logf("read %d: %d KiB parsed in %s", reads, st.loaded>>10, time.Since(start))
+		if st.loaded > maxStorageReadBytes {
+			t.Fatalf("one read parsed %d KiB of entries, want at most %d KiB", st.loaded>>10, maxStorageReadBytes>>10)
+		}
+	}
 }

@@ -40,6 +40,10 @@ const (
 	// maxStorageEntryBytes bounds one entry: MaxSharedClients decisions
 	// and the provider-wide ones fit many times over.
 	maxStorageEntryBytes = 1 << 20
+	// maxStorageReadBytes bounds what one read parses, about 0.1 s of
+	// CPU: an honest entry with MaxSharedClients decisions is about
+	// 130 KiB, and entries past the budget are read next time.
+	maxStorageReadBytes = 4 << 20
 )
 
 // StorageEntry is what one instance stores in a Storage: its decisions by
@@ -127,7 +131,8 @@ type sharedDecision struct {
 // read adopts the decisions of the entries under the prefix, oldest
 // first, so that a close wins over the cooldowns decided before it and
 // among cooldowns the later end wins. It loads at most maxStorageReads
-// entries, each at most maxStorageEntryBytes: those of handlers with the
+// entries, each at most maxStorageEntryBytes, maxStorageReadBytes in all
+// (where the storage tells sizes; else one entry more): those of handlers with the
 // same providers first, each group in turn from where the last read
 // stopped, so the instances sharing this handler's providers are read
 // every interval however much else the prefix holds. Entries of instances
@@ -154,16 +159,21 @@ func (b *storageBackend) read(ctx context.Context) {
 			groups[1] = append(groups[1], key)
 		}
 	}
-	budget := maxStorageReads
+	budget, bytesLeft := maxStorageReads, maxStorageReadBytes
 	now := b.s.now()
 	var all []sharedDecision
 	for g, group := range groups {
 		sort.Strings(group)
-		n := min(budget, len(group))
-		budget -= n
-		for i := range n {
-			key := group[(b.next[g]+i)%len(group)]
-			all = b.readEntry(opCtx, now, key, all)
+		n := 0
+		for n < len(group) && budget > 0 && bytesLeft > 0 {
+			key := group[(b.next[g]+n)%len(group)]
+			var size int
+			var fits bool
+			all, size, fits = b.readEntry(opCtx, now, key, all, bytesLeft)
+			if !fits {
+				break // the first entry of the next read
+			}
+			n, budget, bytesLeft = n+1, budget-1, bytesLeft-size
 		}
 		if len(group) > 0 {
 			b.next[g] = (b.next[g] + n) % len(group)
@@ -177,33 +187,37 @@ func (b *storageBackend) read(ctx context.Context) {
 }
 
 // readEntry appends the decisions of one entry to all, or deletes the
-// entry when it is stale.
-func (b *storageBackend) readEntry(ctx context.Context, now time.Time, key string, all []sharedDecision) []sharedDecision {
+// entry when it is stale, and returns the bytes it parsed. An entry the
+// storage says is larger than bytesLeft is not loaded (fits is false):
+// it waits for the next read.
+func (b *storageBackend) readEntry(ctx context.Context, now time.Time, key string, all []sharedDecision, bytesLeft int) (_ []sharedDecision, size int, fits bool) {
 	if sz, ok := b.storage.(StorageSizer); ok {
 		if n, err := sz.Size(ctx, key); err == nil && n > maxStorageEntryBytes {
 			b.s.fault("a shared breaker entry is too large; skipped", fmt.Errorf("%d bytes", n), key)
-			return all
+			return all, 0, true
+		} else if err == nil && n > int64(bytesLeft) {
+			return all, 0, false
 		}
 	}
 	data, err := b.storage.Load(ctx, key)
 	if err != nil {
 		b.s.fault("reading a shared breaker entry", err, key)
-		return all
+		return all, 0, true
 	}
 	if len(data) > maxStorageEntryBytes {
 		b.s.fault("a shared breaker entry is too large; skipped", fmt.Errorf("%d bytes", len(data)), key)
-		return all
+		return all, 0, true
 	}
 	var f StorageEntry
 	if err := json.Unmarshal(data, &f); err != nil || f.Instance == "" {
 		b.s.fault("a shared breaker entry is corrupt", fmt.Errorf("%v", err), key)
-		return all
+		return all, len(data), true
 	}
 	if b.stale(now, &f) {
 		if err := b.storage.Delete(ctx, key); err != nil && !isNotExist(err) {
 			b.s.fault("purging a stale shared breaker entry", err, key)
 		}
-		return all
+		return all, len(data), true
 	}
 	clients := 0
 	for name, d := range f.Breakers {
@@ -214,7 +228,7 @@ func (b *storageBackend) readEntry(ctx context.Context, now time.Time, key strin
 		}
 		all = append(all, sharedDecision{name, d, f.Instance})
 	}
-	return all
+	return all, len(data), true
 }
 
 // stale reports whether an entry's instance stopped writing longer than
