@@ -344,7 +344,7 @@ func (h *Handler) bodyTimeout(r *http.Request) time.Duration {
 // for a body over request_buffer, 408 for one that took longer than
 // body_timeout, both in Anthropic's error format.
 func (h *Handler) refuseBody(w http.ResponseWriter, r *http.Request, client *Client, res bodyResult) {
-	h.setAnswerHeaders(w.Header(), client, "", 0, nil)
+	h.setAnswerHeaders(w.Header(), timeNow(), client, "", 0, nil)
 	switch res {
 	case bodyTooLarge:
 		// a client that asked first (Expect: 100-continue) and declared

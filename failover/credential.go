@@ -192,7 +192,7 @@ func (h *Handler) refuseUncredentialed(w http.ResponseWriter, req *llmRequest) {
 	if len(h.Clients) > 0 && h.ClientKeyHeader == "" {
 		msg += "; a client key is never forwarded: with client_key_header set, send the credential beside it"
 	}
-	h.setAnswerHeaders(w.Header(), req.client, req.clientKey, 0, nil)
+	h.setAnswerHeaders(w.Header(), timeNow(), req.client, req.clientKey, 0, nil)
 	req.logged.status = http.StatusUnauthorized
 	writeAnthropicError(w, http.StatusUnauthorized, "authentication_error", msg)
 }

@@ -422,8 +422,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 					h.refuseUncredentialed(w, req)
 					return nil
 				}
-				h.setAnswerHeaders(w.Header(), req.client, req.clientKey, 0, nil)
-				req.logged.status = writeAllCooling(w, skips, timeNow())
+				now := timeNow() // one instant for Retry-After and X-LLM-Providers
+				h.setAnswerHeaders(w.Header(), now, req.client, req.clientKey, 0, nil)
+				req.logged.status = writeAllCooling(w, skips, now)
 				h.noteExhausted(skips)
 				return nil
 			}

@@ -342,7 +342,7 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 		}
 		// no X-LLM-Provider: no provider answered (X-LLM-Providers says
 		// how each failed)
-		h.setAnswerHeaders(w.Header(), req.client, req.clientKey, req.attempts, fs.failed)
+		h.setAnswerHeaders(w.Header(), timeNow(), req.client, req.clientKey, req.attempts, fs.failed)
 		req.logged.status = http.StatusBadGateway
 		writeAnthropicError(w, http.StatusBadGateway, "api_error", "llm_failover: "+msg)
 		return
@@ -353,7 +353,7 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 		// proxy's own answer names them all and says not to retry, where
 		// the last provider's own answer (its Retry-After, no
 		// x-should-retry) would keep an SDK asleep for hours
-		h.setAnswerHeaders(w.Header(), req.client, req.clientKey, req.attempts, fs.failed)
+		h.setAnswerHeaders(w.Header(), now, req.client, req.clientKey, req.attempts, fs.failed)
 		w.Header().Set("X-LLM-Provider", fs.lastAnswer.provider.Name)
 		req.logged.status = writeAllCooling(w, skips, now)
 		return
@@ -361,7 +361,7 @@ func (h *Handler) answerExhausted(w http.ResponseWriter, req *llmRequest) {
 	req.logged.status = fs.last.status
 	writeHeldResponse(w, *fs.last, func(dst http.Header) {
 		dst.Set("X-LLM-Provider", fs.lastAnswer.provider.Name)
-		h.setAnswerHeaders(dst, req.client, req.clientKey, req.attempts, fs.failed)
+		h.setAnswerHeaders(dst, now, req.client, req.clientKey, req.attempts, fs.failed)
 	})
 }
 

@@ -187,7 +187,7 @@ func describeFailures(failed []failedAttempt) string {
 // class that opened its breaker; retry-after is the seconds until an open
 // breaker admits again. A client limited to some providers (client) sees
 // only those: the others are none of its business.
-func (h *Handler) setAnswerHeaders(hdr http.Header, client *Client, clientKey string, attempts int, failed []failedAttempt) {
+func (h *Handler) setAnswerHeaders(hdr http.Header, now time.Time, client *Client, clientKey string, attempts int, failed []failedAttempt) {
 	hdr.Set("X-LLM-Attempts", strconv.Itoa(attempts))
 	providers := h.Providers
 	if len(providers) == 0 {
@@ -198,7 +198,6 @@ func (h *Handler) setAnswerHeaders(hdr http.Header, client *Client, clientKey st
 	if len(providers) == 0 {
 		return
 	}
-	now := timeNow()
 	var b strings.Builder
 	for i, p := range providers {
 		if !client.mayUse(i) {

@@ -164,8 +164,9 @@ func (h *Handler) serveWrapped(w http.ResponseWriter, req *llmRequest, next cadd
 		if picked == nil {
 			req.attempts-- // nothing was selected: no attempt was sent
 			if req.attempts == 0 {
-				h.setAnswerHeaders(w.Header(), req.client, req.clientKey, 0, nil)
-				req.logged.status = writeAllCooling(w, wa.skips, timeNow())
+				now := timeNow() // one instant for Retry-After and X-LLM-Providers
+				h.setAnswerHeaders(w.Header(), now, req.client, req.clientKey, 0, nil)
+				req.logged.status = writeAllCooling(w, wa.skips, now)
 				h.noteExhausted(wa.skips)
 			} else {
 				h.answerExhausted(w, req)
