@@ -19,7 +19,7 @@ func TestRequestBodyPooledOnlyWhenClosed(t *testing.T) {
 	var open atomic.Int32
 	rb := &requestBody{b: make([]byte, 0, 64<<10)}
 	rb.b = append(rb.b, "body"...)
-	reader := newReplayBody(rb.b, &open)
+	_ = newReplayBody(rb.b, &open) // a reader its transport has not closed
 	h.releaseRequestBody(rb, &open)
 	if rb.b != nil {
 		t.Fatal("a buffer a transport may still read from went back to the pool")
@@ -27,7 +27,7 @@ func TestRequestBodyPooledOnlyWhenClosed(t *testing.T) {
 
 	var open2 atomic.Int32
 	rb = &requestBody{b: append(make([]byte, 0, 64<<10), "body"...)}
-	reader = newReplayBody(rb.b, &open2)
+	reader := newReplayBody(rb.b, &open2)
 	_ = reader.Close()
 	_ = reader.Close() // twice: counted once
 	before := unpooledWhileOpen.Load()
