@@ -138,11 +138,15 @@ const dropBeforeCollect = 32 << 20
 // while others drop what they outgrow would otherwise have the proxy
 // collect back to back, a core spent on collections for as long as the
 // crowd keeps coming. The next one starts collectGapFactor times as long
-// after one as it took, and at least minCollectGap after it: at most a
-// tenth of a core and 20 a second.
+// after one as it took, at least minCollectGap after it (at most 20 a
+// second, a tenth of a core while one takes under 14 ms), and at most
+// maxCollectGap after it: a body that waits bufferRoomWait for room must
+// see a collection give back what the garbage holds, or a crowd of big
+// bodies is refused whole while the budget holds nothing but garbage.
 const (
 	collectGapFactor = 9
 	minCollectGap    = 50 * time.Millisecond
+	maxCollectGap    = bufferRoomWait / 2
 )
 
 // uncollected is the bytes of dropped buffers, per handler's counter,
@@ -209,7 +213,7 @@ func (c *collector) run() {
 	}
 	c.mu.Lock()
 	c.running = false
-	c.notBefore = time.Now().Add(max(minCollectGap, collectGapFactor*took))
+	c.notBefore = time.Now().Add(min(maxCollectGap, max(minCollectGap, collectGapFactor*took)))
 	c.mu.Unlock()
 	c.collect(true) // what was dropped meanwhile
 }
