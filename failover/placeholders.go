@@ -40,7 +40,7 @@ func (req *llmRequest) placeholder(key string) (any, bool) {
 		if model == "" {
 			model = req.model
 		}
-		return boundedString(strings.ToValidUTF8(model, "\uFFFD")), true
+		return boundedString(model), true
 	case "input_tokens":
 		return req.usage.InputTokens, true
 	case "output_tokens":

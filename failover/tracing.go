@@ -156,9 +156,9 @@ func (a *attempt) endSpan(class string, status int, answered, failed bool, usage
 		attrs = append(attrs, attrStatus.Int(status))
 	}
 	if a.model != "" {
-		// client text: cut, then made valid UTF-8 (OTLP refuses a whole
+		// client text: cut and made valid UTF-8 (OTLP refuses a whole
 		// batch with a string that is not)
-		model := strings.ToValidUTF8(boundedString(a.model), "\uFFFD")
+		model := boundedString(a.model)
 		attrs = append(attrs, attrModel.String(model))
 		if a.req.kind == kindModel {
 			attrs = append(attrs, attrOperation.String("chat"))
