@@ -78,7 +78,7 @@ func (h *Handler) admitClient(w http.ResponseWriter, r *http.Request) (*Client, 
 // browser included.
 func (h *Handler) foreignPage(r *http.Request) string {
 	origin := r.Header.Get("Origin")
-	if origin != "" && slices.Contains(h.AllowOrigins, strings.ToLower(origin)) {
+	if h.allowsOrigin(origin) {
 		return ""
 	}
 	switch site := r.Header.Get("Sec-Fetch-Site"); site {
@@ -92,6 +92,11 @@ func (h *Handler) foreignPage(r *http.Request) string {
 		return "Origin " + origin
 	}
 	return ""
+}
+
+// allowsOrigin reports whether allow_origin names a page's Origin.
+func (h *Handler) allowsOrigin(origin string) bool {
+	return origin != "" && slices.Contains(h.AllowOrigins, strings.ToLower(origin))
 }
 
 // rebindingPage reports whether a web page made the request under a host
@@ -108,7 +113,7 @@ func (h *Handler) rebindingPage(r *http.Request) bool {
 			return false // not a page's request: a client, or a typed address
 		}
 	}
-	if origin != "" && slices.Contains(h.AllowOrigins, strings.ToLower(origin)) {
+	if h.allowsOrigin(origin) {
 		return false
 	}
 	return !loopbackName(r.Host)
