@@ -422,10 +422,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 					h.refuseUncredentialed(w, req)
 					return nil
 				}
-				now := timeNow() // one instant for Retry-After and X-LLM-Providers
-				h.setAnswerHeaders(w.Header(), now, req.client, req.clientKey, 0, nil)
-				req.logged.status = writeAllCooling(w, skips, now)
-				h.noteExhausted(skips)
+				h.answerNoneAdmits(w, req, skips)
 				return nil
 			}
 			h.answerExhausted(w, req)

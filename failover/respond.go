@@ -59,6 +59,17 @@ type skipped struct {
 	limits  *capacity.Report // what it last reported of its limits to the client; nil: nothing
 }
 
+// answerNoneAdmits answers a request before any attempt, no provider
+// admitting it: the answer headers and writeAllCooling's answer from one
+// instant (so Retry-After and X-LLM-Providers agree), logged and
+// announced.
+func (h *Handler) answerNoneAdmits(w http.ResponseWriter, req *llmRequest, skips []skipped) {
+	now := timeNow()
+	h.setAnswerHeaders(w.Header(), now, req.client, req.clientKey, 0, nil)
+	req.logged.status = writeAllCooling(w, skips, now)
+	h.noteExhausted(skips)
+}
+
 // writeAllCooling answers a request no provider admits, without touching
 // an upstream: 429 when every provider cools for rate_limit or quota, 503
 // otherwise, with Retry-After until the soonest one admits again. It

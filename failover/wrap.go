@@ -164,10 +164,7 @@ func (h *Handler) serveWrapped(w http.ResponseWriter, req *llmRequest, next cadd
 		if picked == nil {
 			req.attempts-- // nothing was selected: no attempt was sent
 			if req.attempts == 0 {
-				now := timeNow() // one instant for Retry-After and X-LLM-Providers
-				h.setAnswerHeaders(w.Header(), now, req.client, req.clientKey, 0, nil)
-				req.logged.status = writeAllCooling(w, wa.skips, now)
-				h.noteExhausted(wa.skips)
+				h.answerNoneAdmits(w, req, wa.skips)
 			} else {
 				h.answerExhausted(w, req)
 			}
